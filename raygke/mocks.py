@@ -1,0 +1,163 @@
+"""Run Pulumi code under the engine's mocks and record every resource it registers.
+
+Owns: the realistic fake outputs per resource type (what the cloud would return), and the inventory of
+registrations (type, name, parent, inputs) that `raygke plan` prints and the tests assert on.
+Does not own: any resource definition; that is components/ and infra/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.settings import SETTINGS, set_root_resource
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT = "ray-serve-gke"
+_FAKE_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMOCK\n-----END CERTIFICATE-----\n").decode()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One resource as the program asked the engine to register it."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str  # parent URN; "" for the stack's direct children
+    inputs: dict[str, Any]
+    custom: bool
+    provider: str
+
+
+@dataclass
+class Inventory:
+    """Every registration of one mocked run, in registration order."""
+
+    resources: list[Registration] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> Registration:
+        found = [r for r in self.of_type(type_) if name is None or r.name == name]
+        if len(found) != 1:
+            names = [r.name for r in self.of_type(type_)]
+            raise LookupError(f"expected one {type_} named {name!r}, found {names}")
+        return found[0]
+
+    def types(self) -> set[str]:
+        return {r.type for r in self.resources}
+
+
+def _fake_outputs(args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
+    """Outputs a provider would add to the inputs, for the types whose outputs the program reads."""
+    name = args.inputs.get("name", args.name)
+    if args.typ == "gcp:container/cluster:Cluster":
+        return {
+            "name": name,
+            "endpoint": "203.0.113.10",
+            "masterAuth": {"clusterCaCertificate": _FAKE_CA},
+            "selfLink": f"https://container.googleapis.com/v1/projects/mock/locations/mock/clusters/{name}",
+        }
+    if args.typ == "gcp:compute/network:Network":
+        return {"name": name, "selfLink": f"projects/mock/global/networks/{name}"}
+    if args.typ == "gcp:compute/subnetwork:Subnetwork":
+        return {"name": name, "selfLink": f"projects/mock/regions/mock/subnetworks/{name}"}
+    if args.typ == "gcp:serviceaccount/account:Account":
+        account_id = args.inputs.get("accountId", args.name)
+        return {"email": f"{account_id}@mock-project.iam.gserviceaccount.com", "name": account_id}
+    if args.typ == "kubernetes:core/v1:Service":
+        return {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}}}
+    return {}
+
+
+class RealisticMocks(pulumi.runtime.Mocks):
+    """Returns the inputs as state plus the outputs a real provider would add."""
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+        state = {**args.inputs, **_fake_outputs(args)}
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": "123456789012", "projectId": "mock-project"}, None
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"project": "mock-project", "accessToken": "mock-token"}, None
+        return {}, None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The engine's mock monitor, keeping each registration's parent and inputs for the inventory."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks, inventory: Inventory):
+        super().__init__(mocks)
+        self.inventory = inventory
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+            self.inventory.resources.append(
+                Registration(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent,
+                    inputs=_plain(inputs),
+                    custom=bool(request.custom),
+                    provider=request.provider,
+                )
+            )
+        return response
+
+
+def _plain(value: Any) -> Any:
+    """Deserialized inputs with unknowns and secrets made printable and comparable."""
+    if isinstance(value, Mapping):
+        if value.get(pulumi.runtime.rpc._special_sig_key) == pulumi.runtime.rpc._special_secret_sig:
+            return "[secret]"
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def run_with_mocks(
+    program: Callable[[], Mapping[str, Any] | None],
+    *,
+    stack: str = "test",
+    config: Mapping[str, Any] | None = None,
+) -> tuple[Inventory, dict[str, Any]]:
+    """Run `program` under mocks; return what it registered and its resolved outputs.
+
+    `config` is the stack's `config:` map (`"gcp:project": "x"`, `"ray-serve-gke:cluster": {...}`); it is
+    handed to Pulumi the way the CLI hands it over, JSON-encoding structured values.
+    """
+    pulumi.runtime.set_all_config(
+        {k: v if isinstance(v, str) else json.dumps(v) for k, v in (config or {}).items()}
+    )
+    inventory = Inventory()
+    mocks = RealisticMocks()
+    set_root_resource(None)  # type: ignore[arg-type]  # a fresh root Stack per run, named for this stack
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks, inventory)
+    )
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+    resolved: dict[str, Any] = {}
+
+    def body() -> None:
+        outputs = program() or {}
+        resolved.update(_sync_await(pulumi.Output.from_input(dict(outputs)).future()) or {})
+
+    _sync_await(run_pulumi_func(body))
+    return inventory, resolved
