@@ -1,0 +1,1 @@
+"""Protocol buffers for the apps' gRPC services, and their generated stubs (`make protos` regenerates)."""
