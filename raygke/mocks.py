@@ -36,6 +36,16 @@ class Registration:
     provider: str
 
 
+@dataclass(frozen=True)
+class Secret:
+    """A stack output marked secret: printed masked, its value kept for assertions."""
+
+    value: Any
+
+    def __repr__(self) -> str:
+        return "[secret]"
+
+
 @dataclass
 class Inventory:
     """Every registration of one mocked run, in registration order."""
@@ -136,16 +146,18 @@ def run_with_mocks(
     *,
     stack: str = "test",
     config: Mapping[str, Any] | None = None,
+    inventory: Inventory | None = None,
 ) -> tuple[Inventory, dict[str, Any]]:
     """Run `program` under mocks; return what it registered and its resolved outputs.
 
     `config` is the stack's `config:` map (`"gcp:project": "x"`, `"ray-serve-gke:cluster": {...}`); it is
-    handed to Pulumi the way the CLI hands it over, JSON-encoding structured values.
+    handed to Pulumi the way the CLI hands it over, JSON-encoding structured values. Pass `inventory` to
+    see what was registered even when the program raises.
     """
     pulumi.runtime.set_all_config(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in (config or {}).items()}
     )
-    inventory = Inventory()
+    inventory = inventory if inventory is not None else Inventory()
     mocks = RealisticMocks()
     set_root_resource(None)  # type: ignore[arg-type]  # a fresh root Stack per run, named for this stack
     pulumi.runtime.set_mocks(
@@ -155,9 +167,15 @@ def run_with_mocks(
     SETTINGS.outputs.clear()
     resolved: dict[str, Any] = {}
 
+    async def resolve(value: Any) -> Any:
+        output = pulumi.Output.from_input(value)
+        plain = await output.future()
+        return Secret(plain) if await output.is_secret() else plain
+
     def body() -> None:
         outputs = program() or {}
-        resolved.update(_sync_await(pulumi.Output.from_input(dict(outputs)).future()) or {})
+        for key, value in outputs.items():
+            resolved[key] = _sync_await(resolve(value))
 
     _sync_await(run_pulumi_func(body))
     return inventory, resolved

@@ -1,0 +1,51 @@
+# The targets the README names. Python comes from the machine (3.11); everything else from requirements.lock.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACK ?= dev
+
+.PHONY: setup demo local-down test lint typecheck plan plan-bench bench protos lock clean
+
+$(BIN)/raygke: pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(BIN)/raygke ## a virtualenv with every pinned package and the project
+
+demo: setup ## the local run of the dev stack, a request through it, and the smoke report
+	$(BIN)/raygke local up --stack $(STACK)
+	$(BIN)/raygke smoke --outputs .raygke/local/outputs.json --profile quick --out out/smoke
+
+local-down: setup
+	$(BIN)/raygke local down
+
+test: setup ## the whole suite, as CI runs it
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/pyright
+
+plan: setup
+	$(BIN)/raygke plan --stack $(STACK)
+
+plan-bench: setup ## how long `raygke plan` takes for every stack
+	$(BIN)/python bench/plan_timing.py
+
+bench: setup ## the A/B benchmark of the local run: package defaults vs Ray's defaults
+	$(BIN)/python bench/ab.py
+
+protos: setup ## regenerate the gRPC stubs in app/protos
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. app/protos/*.proto
+
+lock: setup
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > requirements.lock.new
+	{ head -2 requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock && rm requirements.lock.new
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache out

@@ -1,0 +1,805 @@
+"""The typed stack config: what `stacks/Pulumi.<env>.yaml` may say, parsed and validated once.
+
+Owns every rule about what a valid environment is: each error names the stack key, the value given and what
+is allowed, and fires before any resource is registered. Every environment difference is a YAML diff in
+stacks/; components never read config. Does not own defaults of the apps themselves (app/), nor how the
+config becomes resources (infra/program.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from components.render.gpu_machines import H100_MACHINES
+
+NAMESPACE = "ray-serve-gke"  # the project name: Pulumi's config namespace for our keys
+
+# Zones that offered A3 (H100) machines on 2026-11-01, from Google's "GPU regions and zones" page.
+# Stockouts are not visible here; a zone Google adds later can be used with gpuPool.allowUnlistedZones.
+H100_ZONES_AS_OF = "2026-11-01"
+H100_ZONES: frozenset[str] = frozenset(
+    {
+        "us-central1-a", "us-central1-b", "us-central1-c",
+        "us-east4-a", "us-east4-b", "us-east4-c",
+        "us-east5-a",
+        "us-west1-a", "us-west1-b",
+        "us-west4-a",
+        "us-south1-b",
+        "europe-west1-b", "europe-west1-c",
+        "europe-west2-b",
+        "europe-west3-b",
+        "europe-west4-b", "europe-west4-c",
+        "asia-northeast1-a", "asia-northeast1-b", "asia-northeast1-c",
+        "asia-southeast1-b", "asia-southeast1-c",
+        "asia-south1-b",
+    }
+)  # fmt: skip
+
+MIN_RAY_FOR_HAPROXY = (2, 55)
+MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
+MAX_RAYSERVICE_NAME = 47  # KubeRay appends suffixes to the RayService name for its clusters and services
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+ANYWHERE = ipaddress.ip_network("0.0.0.0/0")
+FLEX_START_MAX_HOURS = 7 * 24  # flex-start VMs run at most seven days
+
+
+class ConfigError(ValueError):
+    """A stack config that cannot work; the message lists every problem found."""
+
+
+class Model(BaseModel):
+    """Frozen, closed (unknown keys rejected), camelCase in YAML, snake_case in Python."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"must be an IPv4 CIDR such as 10.0.0.0/20; got {value!r} ({exc})") from exc
+
+
+Cidr = Annotated[str, Field(description="IPv4 CIDR")]
+
+
+# ---------------------------------------------------------------------------------------------- network
+class NetworkConfig(Model):
+    subnet_cidr: Cidr = "10.10.0.0/20"
+    pods_cidr: Cidr = "10.20.0.0/14"
+    services_cidr: Cidr = "10.24.0.0/20"
+    master_cidr: Cidr = "172.16.0.0/28"
+    gpudirect: bool = False  # extra VPCs for GPUDirect (count from the machine shape)
+
+    @field_validator("subnet_cidr", "pods_cidr", "services_cidr", "master_cidr")
+    @classmethod
+    def _valid_cidr(cls, value: str) -> str:
+        return _cidr(value)
+
+    @model_validator(mode="after")
+    def _ranges_disjoint(self) -> NetworkConfig:
+        ranges = {
+            "subnetCidr": self.subnet_cidr,
+            "podsCidr": self.pods_cidr,
+            "servicesCidr": self.services_cidr,
+            "masterCidr": self.master_cidr,
+        }
+        nets = {k: ipaddress.ip_network(v) for k, v in ranges.items()}
+        keys = list(nets)
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                if nets[a].overlaps(nets[b]):
+                    raise ValueError(
+                        f"network.{a} ({ranges[a]}) overlaps network.{b} ({ranges[b]}); "
+                        "the four ranges must be disjoint"
+                    )
+        if nets["masterCidr"].prefixlen != 28:
+            raise ValueError(f"network.masterCidr must be a /28 (GKE's rule); got {self.master_cidr}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- cluster
+class AuthorizedNetwork(Model):
+    cidr: Cidr
+    name: str
+
+    @field_validator("cidr")
+    @classmethod
+    def _valid_cidr(cls, value: str) -> str:
+        return _cidr(value)
+
+
+class SystemPoolConfig(Model):
+    machine_type: str = "e2-standard-4"
+    min_nodes: int = Field(1, ge=1)
+    max_nodes: int = Field(3, ge=1)
+
+
+class ClusterConfig(Model):
+    name: str
+    location: str  # a region (regional control plane) or a zone
+    release_channel: Literal["RAPID", "REGULAR", "STABLE"] = "REGULAR"
+    authorized_networks: list[AuthorizedNetwork] = Field(min_length=1)
+    deletion_protection: bool = True
+    kms_key: str | None = None  # Cloud KMS key for Kubernetes secrets encryption
+    system_pool: SystemPoolConfig = SystemPoolConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _gke_name(cls, value: str) -> str:
+        if not GKE_NAME.match(value):
+            raise ValueError(
+                f"cluster.name must be 1-40 lowercase letters, digits or '-', starting with a letter; "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("kms_key")
+    @classmethod
+    def _kms_key(cls, value: str | None) -> str | None:
+        pattern = r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"
+        if value is not None and not re.match(pattern, value):
+            raise ValueError(
+                "cluster.kmsKey must be projects/P/locations/L/keyRings/R/cryptoKeys/K "
+                f"(find it with `gcloud kms keys list`); got {value!r}"
+            )
+        return value
+
+
+# ---------------------------------------------------------------------------------------------- GPU pool
+class OnDemand(Model):
+    mode: Literal["on-demand"]
+
+
+class Spot(Model):
+    mode: Literal["spot"]
+
+
+class FlexStart(Model):
+    mode: Literal["flex-start"]
+    max_run_duration_hours: int = Field(24, ge=1, le=FLEX_START_MAX_HOURS)
+
+
+class QueuedProvisioning(Model):
+    mode: Literal["queued-provisioning"]
+
+
+class Reservation(Model):
+    mode: Literal["reservation"]
+    affinity: Literal["specific", "any"] = "specific"
+    name: str | None = None
+    project: str | None = None  # a shared reservation's owner project
+
+    @model_validator(mode="after")
+    def _name_when_specific(self) -> Reservation:
+        if self.affinity == "specific" and not self.name:
+            raise ValueError(
+                "gpuPool.capacity.name is required when affinity is 'specific' "
+                "(find it with `gcloud compute reservations list`); got none"
+            )
+        if self.affinity == "any" and self.name:
+            raise ValueError(
+                f"gpuPool.capacity.name must be empty when affinity is 'any'; got {self.name!r}"
+            )
+        return self
+
+
+Capacity = Annotated[
+    OnDemand | Spot | FlexStart | QueuedProvisioning | Reservation, Field(discriminator="mode")
+]
+
+
+class GpuPoolConfig(Model):
+    name: str = "h100"
+    machine_type: str
+    accelerator_type: str
+    accelerator_count: int
+    zones: list[str] = Field(min_length=1)
+    min_nodes: int = Field(ge=0)
+    max_nodes: int = Field(ge=1)
+    capacity: Capacity
+    compact_placement: bool = False
+    driver_version: Literal["DEFAULT", "LATEST"] = "LATEST"
+    allow_unlisted_zones: bool = False
+
+    @model_validator(mode="after")
+    def _shape(self) -> GpuPoolConfig:
+        shape = H100_MACHINES.get(self.machine_type)
+        if shape is None:
+            raise ValueError(
+                f"gpuPool.machineType must be one of {sorted(H100_MACHINES)}; got {self.machine_type!r}"
+            )
+        if self.accelerator_type != shape.accelerator_type:
+            raise ValueError(
+                f"gpuPool.acceleratorType must be {shape.accelerator_type!r} for {self.machine_type}; "
+                f"got {self.accelerator_type!r}"
+            )
+        if self.accelerator_count != shape.accelerator_count:
+            raise ValueError(
+                f"gpuPool.acceleratorCount must be {shape.accelerator_count} for {self.machine_type}; "
+                f"got {self.accelerator_count}"
+            )
+        if shape.spot_or_flex_only and self.capacity.mode not in (
+            "spot",
+            "flex-start",
+            "queued-provisioning",
+        ):
+            raise ValueError(
+                f"gpuPool.capacity.mode must be spot, flex-start or queued-provisioning for "
+                f"{self.machine_type} (Google sells 1/2/4-GPU A3 High only that way); "
+                f"got {self.capacity.mode!r}"
+            )
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(
+                f"gpuPool.minNodes ({self.min_nodes}) must be <= gpuPool.maxNodes ({self.max_nodes})"
+            )
+        if self.capacity.mode == "queued-provisioning" and self.min_nodes != 0:
+            raise ValueError(
+                f"gpuPool.minNodes must be 0 with queued provisioning (nodes come only on request); "
+                f"got {self.min_nodes}"
+            )
+        if not self.allow_unlisted_zones:
+            unknown = [z for z in self.zones if z not in H100_ZONES]
+            if unknown:
+                raise ValueError(
+                    f"gpuPool.zones {unknown} offered no H100 (A3) machines as of {H100_ZONES_AS_OF}; "
+                    f"allowed: {sorted(H100_ZONES)} (set gpuPool.allowUnlistedZones: true for a newer zone)"
+                )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- KubeRay
+class KubeRayConfig(Model):
+    version: Literal["1.7.0"] = "1.7.0"
+    namespace: str = "kuberay-system"
+
+
+# ---------------------------------------------------------------------------------------------- ingress
+class IngressConfig(Model):
+    exposure: Literal["external", "internal"] = "internal"
+    source_ranges: list[Cidr] = Field(min_length=1)
+    image: str = "haproxy:3.2.9-alpine"
+    replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(6, ge=1)
+    http_port: int = Field(80, ge=1, le=65535)
+    grpc_port: int = Field(9000, ge=1, le=65535)
+    https_port: int = Field(443, ge=1, le=65535)
+    tls_secret: str | None = None  # a kubernetes.io/tls Secret; enables the HTTPS frontend
+
+    @field_validator("source_ranges")
+    @classmethod
+    def _valid_ranges(cls, values: list[str]) -> list[str]:
+        return [_cidr(v) for v in values]
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        tag = value.rsplit(":", 1)[-1] if ":" in value.split("/")[-1] else ""
+        if not tag or tag == "latest":
+            raise ValueError(f"ingress.image must be pinned to a version tag; got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _ports(self) -> IngressConfig:
+        ports = {"httpPort": self.http_port, "grpcPort": self.grpc_port}
+        if self.tls_secret:
+            ports["httpsPort"] = self.https_port
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                raise ValueError(
+                    f"ingress.{key} ({port}) is already used by ingress.{seen[port]}; "
+                    "each listener needs its own port"
+                )
+            seen[port] = key
+        if self.replicas > self.max_replicas:
+            raise ValueError(
+                f"ingress.replicas ({self.replicas}) must be <= ingress.maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+class RayConfig(Model):
+    version: str = "2.60.0"
+    image_repository: str  # the image built from app/Dockerfile; tagged <version>-py311-gpu
+    serve_profile: Literal["optimized", "ray-defaults"] = "optimized"
+    grpc: bool = True  # gRPC ingress on :9000 (needs Ray 2.57+ with HAProxy)
+    extra_env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        if not re.match(r"^\d+\.\d+\.\d+$", value):
+            raise ValueError(f"ray.version must look like 2.60.0; got {value!r}")
+        return value
+
+    @property
+    def version_tuple(self) -> tuple[int, int]:
+        major, minor, _ = self.version.split(".")
+        return int(major), int(minor)
+
+    @property
+    def image(self) -> str:
+        return f"{self.image_repository}:{self.version}-py311-gpu"
+
+    @model_validator(mode="after")
+    def _features_need_versions(self) -> RayConfig:
+        if self.serve_profile == "optimized" and self.version_tuple < MIN_RAY_FOR_HAPROXY:
+            raise ValueError(
+                f"ray.version {self.version} has no HAProxy ingress (serveProfile: optimized needs "
+                "2.55+); use 2.60.0 or serveProfile: ray-defaults"
+            )
+        if self.grpc and self.serve_profile == "optimized" and self.version_tuple < MIN_RAY_FOR_GRPC_INGRESS:
+            raise ValueError(
+                f"ray.grpc needs Ray 2.57+ for gRPC through the HAProxy ingress; got ray.version "
+                f"{self.version} (set ray.grpc: false or use 2.60.0)"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- RayService
+class Resources(Model):
+    cpu: str
+    memory: str
+
+
+class WorkerGroupConfig(Model):
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
+    cpu: str = "20"
+    memory: str = "200Gi"
+
+    @model_validator(mode="after")
+    def _order(self) -> WorkerGroupConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"rayService.workers.minReplicas ({self.min_replicas}) must be <= "
+                f"rayService.workers.maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class UpgradeStrategy(Model):
+    type: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"] = "NewCluster"
+    # NewCluster runs old and new clusters side by side: twice the GPUs during an upgrade.
+    acknowledge_no_gpu_headroom: bool = False
+    gateway_class_name: str | None = None  # incremental upgrades route through Gateway API
+    step_size_percent: int = Field(25, ge=1, le=100)
+    interval_seconds: int = Field(30, ge=1)
+
+
+class SecretKeyRef(Model):
+    name: str
+    key: str
+
+
+class FaultTolerance(Model):
+    enabled: bool = False
+    redis_address: str | None = None  # host:port of a standalone Redis (Memorystore)
+    redis_password: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _redis(self) -> FaultTolerance:
+        if self.enabled and not self.redis_address:
+            raise ValueError(
+                "rayService.faultTolerance.redisAddress is required when enabled is true "
+                "(host:port of a Memorystore for Redis instance: `gcloud redis instances describe`)"
+            )
+        if self.redis_address and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", self.redis_address):
+            raise ValueError(
+                f"rayService.faultTolerance.redisAddress must be host:port; got {self.redis_address!r}"
+            )
+        return self
+
+
+class RayServiceConfig(Model):
+    name: str
+    namespace: str = "ray-serve"
+    upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
+    fault_tolerance: FaultTolerance = FaultTolerance()
+    head: Resources = Resources(cpu="4", memory="16Gi")
+    workers: WorkerGroupConfig
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if len(value) > MAX_RAYSERVICE_NAME:
+            raise ValueError(
+                f"rayService.name must be at most {MAX_RAYSERVICE_NAME} characters (KubeRay rejects "
+                f"longer names only after apply); got {value!r} ({len(value)})"
+            )
+        if not DNS_1035.match(value):
+            raise ValueError(
+                "rayService.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with "
+                f"a letter, not ending with '-'); got {value!r}"
+            )
+        return value
+
+
+# ---------------------------------------------------------------------------------------------- apps
+AppKind = Literal["echo", "recsys", "llm", "custom"]
+Protocol = Literal["http", "grpc"]
+
+
+class Autoscaling(Model):
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"autoscaling.minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class DeploymentConfig(Model):
+    """Per-deployment overrides, keyed by the deployment's name in the app module."""
+
+    num_replicas: int | None = Field(None, ge=1)
+    autoscaling: Autoscaling | None = None
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    max_queued_requests: int | None = Field(None, ge=-1)
+
+    @model_validator(mode="after")
+    def _one_scaling(self) -> DeploymentConfig:
+        if self.num_replicas is not None and self.autoscaling is not None:
+            raise ValueError("set numReplicas or autoscaling, not both")
+        return self
+
+    @property
+    def peak_replicas(self) -> int:
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        return self.num_replicas or 1
+
+
+class AppConfig(Model):
+    name: str
+    kind: AppKind
+    route_prefix: str
+    import_path: str | None = None  # required for kind: custom; the kind's builder otherwise
+    grpc_service: str | None = None  # kind: custom with grpc: the full service name clients call
+    grpc_servicer_functions: list[str] = Field(default_factory=list)  # kind: custom with grpc
+    protocols: list[Protocol] = Field(default_factory=lambda: ["http", "grpc"], min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    local_args: dict[str, Any] = Field(default_factory=dict)  # merged over args by `raygke local`
+    deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS_1035.match(value):
+            raise ValueError(f"app name must be lowercase letters, digits and '-'; got {value!r}")
+        return value
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.match(r"^/[A-Za-z0-9._~/-]*$", value) or (len(value) > 1 and value.endswith("/")):
+            raise ValueError(
+                f"routePrefix must start with '/', hold only URL path characters and not end with '/'; "
+                f"got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> AppConfig:
+        if self.kind == "custom" and not self.import_path:
+            raise ValueError(f"apps[{self.name}].importPath is required for kind: custom (module:attribute)")
+        if self.kind == "custom" and "grpc" in self.protocols and not (
+            self.grpc_service and self.grpc_servicer_functions
+        ):
+            raise ValueError(
+                f"apps[{self.name}].grpcService and grpcServicerFunctions are required for a custom app "
+                "serving grpc (or set protocols: [http])"
+            )
+        if self.kind == "llm" and "grpc" in self.protocols:
+            raise ValueError(
+                f"apps[{self.name}].protocols: the llm app serves the OpenAI HTTP API only; got {self.protocols}"
+            )
+        return self
+
+    @property
+    def gpu_demand(self) -> float:
+        return sum(d.num_gpus * d.peak_replicas for d in self.deployments.values())
+
+
+# ---------------------------------------------------------------------------------------------- smoke
+class SmokeConfig(Model):
+    """Service-level objectives that `raygke smoke` gates on after each deploy."""
+
+    concurrency: int = Field(8, ge=1)
+    p99_ms: float = Field(500.0, gt=0)
+    max_error_rate: float = Field(0.0, ge=0, le=1)
+
+
+# ---------------------------------------------------------------------------------------------- stack
+class StackConfig(Model):
+    stack: str
+    project: str
+    region: str
+    environment: Literal["dev", "staging", "prod"]
+    network: NetworkConfig = NetworkConfig()
+    cluster: ClusterConfig
+    gpu_pool: GpuPoolConfig
+    kuberay: KubeRayConfig = KubeRayConfig()
+    ingress: IngressConfig
+    ray: RayConfig
+    ray_service: RayServiceConfig
+    apps: list[AppConfig] = Field(min_length=1)
+    smoke: SmokeConfig = SmokeConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StackConfig:
+        problems = list(_cross_problems(self))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _cross_problems(c: StackConfig):
+    """Rules that span sections, in the order a reader of the stack file meets them."""
+    pool, svc, prod = c.gpu_pool, c.ray_service, c.environment == "prod"
+    for zone in pool.zones:
+        if not zone.startswith(f"{c.region}-"):
+            yield f"gpuPool.zones: {zone!r} is not in gcp:region {c.region!r}"
+    if not (c.cluster.location == c.region or c.cluster.location.startswith(f"{c.region}-")):
+        yield f"cluster.location {c.cluster.location!r} must be gcp:region {c.region!r} or one of its zones"
+    if c.network.gpudirect and H100_MACHINES[pool.machine_type].gpudirect == "none":
+        yield f"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is {pool.machine_type}"
+    if svc.workers.max_replicas > pool.max_nodes:
+        yield (
+            f"rayService.workers.maxReplicas ({svc.workers.max_replicas}) must be <= gpuPool.maxNodes "
+            f"({pool.max_nodes}): each Ray worker takes a whole GPU node"
+        )
+    if prod:
+        if pool.min_nodes == 0 or svc.workers.min_replicas == 0:
+            yield (
+                "gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in prod (no scale to zero); "
+                f"got {pool.min_nodes} and {svc.workers.min_replicas}"
+            )
+        open_nets = [n.cidr for n in c.cluster.authorized_networks if ipaddress.ip_network(n.cidr) == ANYWHERE]
+        if open_nets:
+            yield "cluster.authorizedNetworks must not contain 0.0.0.0/0 in prod; list your VPN or CI ranges"
+        if ANYWHERE in [ipaddress.ip_network(r) for r in c.ingress.source_ranges]:
+            yield "ingress.sourceRanges must not contain 0.0.0.0/0 in prod; list the client ranges"
+        if not c.cluster.deletion_protection:
+            yield "cluster.deletionProtection must be true in prod; got false"
+    yield from _app_problems(c)
+    yield from _upgrade_problems(c)
+
+
+def _app_problems(c: StackConfig):
+    seen_names: set[str] = set()
+    seen_prefixes: dict[str, str] = {}
+    for app in c.apps:
+        if app.name in seen_names:
+            yield f"apps: name {app.name!r} appears twice; app names must be unique"
+        seen_names.add(app.name)
+        if app.route_prefix in seen_prefixes:
+            yield (
+                f"apps[{app.name}].routePrefix {app.route_prefix!r} is already used by "
+                f"apps[{seen_prefixes[app.route_prefix]}]; route prefixes must be unique"
+            )
+        seen_prefixes[app.route_prefix] = app.name
+        if "grpc" in app.protocols and not c.ray.grpc:
+            yield f"apps[{app.name}].protocols includes grpc but ray.grpc is false"
+        per_node = c.gpu_pool.accelerator_count
+        for dep_name, dep in app.deployments.items():
+            if dep.num_gpus > per_node:
+                yield (
+                    f"apps[{app.name}].deployments.{dep_name}.numGpus ({dep.num_gpus}) exceeds the "
+                    f"{per_node} GPU(s) of one {c.gpu_pool.machine_type} node; a replica cannot span nodes"
+                )
+    demand = sum(app.gpu_demand for app in c.apps)
+    capacity = c.ray_service.workers.max_replicas * c.gpu_pool.accelerator_count
+    if demand > capacity:
+        yield (
+            f"apps: need {demand:g} GPUs at peak replicas but rayService.workers.maxReplicas "
+            f"({c.ray_service.workers.max_replicas}) x {c.gpu_pool.accelerator_count} GPUs per "
+            f"{c.gpu_pool.machine_type} holds {capacity}; raise maxReplicas/gpuPool.maxNodes or lower replicas"
+        )
+
+
+def _upgrade_problems(c: StackConfig):
+    upgrade = c.ray_service.upgrade_strategy
+    demand = sum(app.gpu_demand for app in c.apps)
+    pool_gpus = c.gpu_pool.max_nodes * c.gpu_pool.accelerator_count
+    if upgrade.type == "NewCluster" and demand * 2 > pool_gpus and not upgrade.acknowledge_no_gpu_headroom:
+        yield (
+            f"rayService.upgradeStrategy.type NewCluster starts a second cluster during upgrades: it needs "
+            f"{demand * 2:g} GPUs but gpuPool.maxNodes x acceleratorCount is {pool_gpus}; raise "
+            "gpuPool.maxNodes, or set upgradeStrategy.acknowledgeNoGpuHeadroom: true to accept a stalled upgrade"
+        )
+    if upgrade.type == "NewClusterWithIncrementalUpgrade":
+        if not upgrade.gateway_class_name:
+            yield (
+                "rayService.upgradeStrategy.gatewayClassName is required for NewClusterWithIncrementalUpgrade "
+                "(it routes through a Gateway API HTTPRoute), e.g. gke-l7-rilb"
+            )
+        grpc_only = [a.name for a in c.apps if a.protocols == ["grpc"]]
+        if grpc_only:
+            yield (
+                f"rayService.upgradeStrategy NewClusterWithIncrementalUpgrade shifts HTTP traffic only; "
+                f"gRPC-only apps {grpc_only} would not be upgraded incrementally (use NewCluster)"
+            )
+
+
+# ---------------------------------------------------------------------------------------------- loading
+_SECTIONS = {
+    "environment": "environment",
+    "network": "network",
+    "cluster": "cluster",
+    "gpuPool": "gpu_pool",
+    "kuberay": "kuberay",
+    "ingress": "ingress",
+    "ray": "ray",
+    "rayService": "ray_service",
+    "apps": "apps",
+    "smoke": "smoke",
+}
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured config over as JSON text; YAML files give it parsed."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    """`('gpu_pool', 'capacity', 'spot', 'mode')` -> `ray-serve-gke:gpuPool.capacity.mode`."""
+    parts = [str(p) for p in loc]
+    if not parts:
+        return NAMESPACE
+    top = {v: k for k, v in _SECTIONS.items()}.get(parts[0], parts[0])
+    rest = []
+    for part in parts[1:]:
+        if part in _CAPACITY_MODELS:
+            continue  # pydantic's discriminator tag, not a key the user wrote
+        rest.append(f"[{part}]" if part.isdigit() else f".{to_camel(part) if '_' in part else part}")
+    if top in ("project", "region"):
+        return f"gcp:{top}"
+    if top == "stack":
+        return "stack"
+    return f"{NAMESPACE}:{top}" + "".join(rest).replace(".[", "[")
+
+
+_CAPACITY_MODELS = {
+    m.model_fields["mode"].annotation.__args__[0]: m
+    for m in (OnDemand, Spot, FlexStart, QueuedProvisioning, Reservation)
+}
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model at `loc` (the parent of an unknown key) accepts, as written in YAML."""
+    model: Any = StackConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is not None:
+            model = _model_in(field.annotation)
+        elif part in _CAPACITY_MODELS:  # pydantic's discriminator tag names the union member
+            model = _CAPACITY_MODELS[part]
+        # otherwise `part` is a key of a dict of models (a deployment name): same model
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside `X`, `X | None`, `list[X]` or `dict[str, X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _names_its_key(msg: str) -> bool:
+    return msg.split(" ", 1)[0].split(".")[0].split("[")[0] in (*_SECTIONS, "apps", "gcp:region")
+
+
+def _qualify(line: str) -> str:
+    return line if line.startswith("gcp:") else f"{NAMESPACE}:{line}"
+
+
+def _format(exc: ValidationError, data: Mapping[str, Any]) -> str:
+    lines = []
+    for err in exc.errors():
+        where = _where(err["loc"], data)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "value_error" and _names_its_key(msg):
+            # our validators already name the full key: "gpuPool.minNodes (3) must be <= ..."
+            lines.extend(_qualify(line) for line in msg.split("\n"))
+            continue
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key (value {err['input']!r}); allowed keys: {', '.join(_allowed_keys(err['loc']))}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] in ("literal_error", "union_tag_invalid", "enum"):
+            msg = f"{msg}; got {err['input']!r}"
+        elif "got" not in msg and err["type"] not in ("model_type", "dict_type"):
+            msg = f"{msg}; got {err['input']!r}"
+        lines.append(f"{where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_stack_config(stack: str, config: Mapping[str, Any]) -> StackConfig:
+    """Validate a stack's `config:` map (keys like `gcp:project`, `ray-serve-gke:gpuPool`)."""
+    data: dict[str, Any] = {"stack": stack}
+    unknown = []
+    for key, raw in config.items():
+        namespace, _, name = key.partition(":")
+        if namespace == "gcp" and name in ("project", "region"):
+            data[name] = _decode(raw) if name != "project" else str(raw)
+        elif namespace == NAMESPACE:
+            if name not in _SECTIONS:
+                unknown.append(key)
+            else:
+                data[_SECTIONS[name]] = _decode(raw)
+    if unknown:
+        raise ConfigError(
+            "\n".join(
+                f"{key}: unknown key; allowed keys: {', '.join(f'{NAMESPACE}:{k}' for k in _SECTIONS)}"
+                for key in sorted(unknown)
+            )
+        )
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"stack {stack!r} has an invalid config:\n{_format(exc, data)}") from None
+
+
+def stack_file(stack: str, stacks_dir: Path | None = None) -> Path:
+    return (stacks_dir or Path(__file__).resolve().parent.parent / "stacks") / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any]:
+    """The raw `config:` map of stacks/Pulumi.<stack>.yaml."""
+    path = stack_file(stack, stacks_dir)
+    if not path.is_file():
+        available = sorted(p.name.split(".")[1] for p in path.parent.glob("Pulumi.*.yaml"))
+        raise ConfigError(f"no stack file {path}; stacks: {', '.join(available) or 'none'}")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise ConfigError(f"{path} must hold a `config:` mapping")
+    return document["config"]
+
+
+def load_stack_config(stack: str, stacks_dir: Path | None = None) -> StackConfig:
+    return parse_stack_config(stack, read_stack_file(stack, stacks_dir))
+
+
+def load_pulumi_stack_config() -> StackConfig:
+    """The running Pulumi stack's config, validated (used by infra/__main__.py)."""
+    import pulumi
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    config = {**get_config_env(), **CONFIG.get()}
+    return parse_stack_config(pulumi.get_stack(), config)

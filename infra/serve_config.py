@@ -1,0 +1,135 @@
+"""The Serve config (a RayService's `serveConfigV2`) and Ray's env flags, built from the stack config.
+
+One builder for both places the serving stack runs: the RayService in the cluster and `raygke local`,
+which asks for the same config scaled to one machine. Apps are referenced by import path and args only;
+nothing here imports app/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from infra.config import AppConfig, DeploymentConfig, RayConfig, StackConfig
+
+SERVE_HTTP_PORT = 8000
+SERVE_GRPC_PORT = 9000
+
+
+@dataclass(frozen=True)
+class AppKindSpec:
+    import_path: str
+    grpc_service: str | None
+    grpc_servicer_functions: tuple[str, ...]
+
+
+APP_KINDS: dict[str, AppKindSpec] = {
+    "echo": AppKindSpec(
+        "app.echo:build_app",
+        "raygke.echo.v1.EchoService",
+        ("app.protos.echo_pb2_grpc.add_EchoServiceServicer_to_server",),
+    ),
+    "recsys": AppKindSpec(
+        "app.recsys:build_app",
+        "raygke.recsys.v1.RecsysService",
+        ("app.protos.recsys_pb2_grpc.add_RecsysServiceServicer_to_server",),
+    ),
+    "llm": AppKindSpec("app.llm:build_app", None, ()),
+}
+
+
+def app_kind(app: AppConfig) -> AppKindSpec:
+    if app.kind == "custom":
+        return AppKindSpec(
+            app.import_path or "",
+            app.grpc_service if "grpc" in app.protocols else None,
+            tuple(app.grpc_servicer_functions),
+        )
+    kind = APP_KINDS[app.kind]
+    return AppKindSpec(
+        app.import_path or kind.import_path,
+        kind.grpc_service if "grpc" in app.protocols else None,
+        kind.grpc_servicer_functions if "grpc" in app.protocols else (),
+    )
+
+
+def serve_flags(ray: RayConfig) -> dict[str, str]:
+    """The env flags Ray must see where `ray start` runs (head and every worker)."""
+    profile = {
+        "optimized": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+        "ray-defaults": {},
+    }[ray.serve_profile]
+    return {**profile, **ray.extra_env}
+
+
+def _deployment(name: str, dep: DeploymentConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if dep.autoscaling is not None:
+        out["autoscaling_config"] = {
+            "min_replicas": dep.autoscaling.min_replicas,
+            "max_replicas": dep.autoscaling.max_replicas,
+            "target_ongoing_requests": dep.autoscaling.target_ongoing_requests,
+        }
+    elif dep.num_replicas is not None:
+        out["num_replicas"] = dep.num_replicas
+    actor: dict[str, Any] = {}
+    if dep.num_cpus is not None:
+        actor["num_cpus"] = dep.num_cpus
+    if dep.num_gpus:
+        actor["num_gpus"] = dep.num_gpus
+    if actor:
+        out["ray_actor_options"] = actor
+    if dep.max_ongoing_requests is not None:
+        out["max_ongoing_requests"] = dep.max_ongoing_requests
+    if dep.max_queued_requests is not None:
+        out["max_queued_requests"] = dep.max_queued_requests
+    return out
+
+
+def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> dict[str, Any]:
+    """The `serveConfigV2` document the RayService carries."""
+    servicers: list[str] = []
+    applications = []
+    for app in config.apps:
+        kind = app_kind(app)
+        servicers += [f for f in kind.grpc_servicer_functions if f not in servicers]
+        applications.append(
+            {
+                "name": app.name,
+                "route_prefix": app.route_prefix,
+                "import_path": kind.import_path,
+                "args": dict(app.args),
+                "deployments": [_deployment(n, d) for n, d in sorted(app.deployments.items())],
+            }
+        )
+    document: dict[str, Any] = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": http_host, "port": SERVE_HTTP_PORT},
+        "applications": applications,
+    }
+    if config.ray.grpc and servicers:
+        document["grpc_options"] = {"port": SERVE_GRPC_PORT, "grpc_servicer_functions": servicers}
+    return document
+
+
+def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[str, Any]:
+    """The same Serve config on one machine without GPUs: one replica each, CPU only, local args.
+
+    Everything else (apps, routes, servicers, deployment names, options) stays as the cluster has it.
+    """
+    local_args = {app.name: app.local_args for app in config.apps}
+    applications = []
+    for app in serve_config["applications"]:
+        deployments = []
+        for dep in app["deployments"]:
+            dep = {k: v for k, v in dep.items() if k != "autoscaling_config"}
+            dep["num_replicas"] = 1
+            actor = {k: v for k, v in dep.get("ray_actor_options", {}).items() if k != "num_gpus"}
+            actor["num_cpus"] = min(actor.get("num_cpus", 1), 1)
+            dep["ray_actor_options"] = actor
+            deployments.append(dep)
+        applications.append(
+            {**app, "args": {**app["args"], **local_args.get(app["name"], {})}, "deployments": deployments}
+        )
+    return {**serve_config, "http_options": {"host": "127.0.0.1", "port": SERVE_HTTP_PORT},
+            "applications": applications}

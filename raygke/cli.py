@@ -1,0 +1,84 @@
+"""The `raygke` command: `plan` (the program under mocks), `local` (the stack on this machine), `smoke`.
+
+Every failure a user can cause (a bad stack file, a missing binary, a port in use, an unreachable endpoint)
+ends as one clear line on stderr and a non-zero exit, never a traceback. Exit codes: 0 ok, 1 a check
+failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from infra.config import ConfigError
+from raygke.local import LocalError
+from raygke.local_ray import LocalRayError
+
+EXIT_BAD_INPUT = 2
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from raygke.plan import plan_stack, render_text
+
+    started = time.perf_counter()
+    plan = plan_stack(args.stack)
+    print(render_text(plan))
+    print(f"planned in {time.perf_counter() - started:.1f} s under Pulumi mocks (nothing was created)",
+          file=sys.stderr)
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from raygke import local
+
+    if args.action == "up":
+        return local.up(args.stack, ray_defaults=args.ray_defaults, state_dir=args.state_dir)
+    if args.action == "status":
+        return local.status(state_dir=args.state_dir)
+    return local.down(state_dir=args.state_dir)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="raygke", description=__doc__.split("\n")[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    plan = commands.add_parser("plan", help="print what `pulumi up` would create, under mocks")
+    plan.add_argument("--stack", required=True, help="dev, staging or prod (stacks/Pulumi.<stack>.yaml)")
+    plan.set_defaults(run=_plan)
+
+    local = commands.add_parser("local", help="run a stack's serving path on this machine")
+    local.add_argument("action", choices=["up", "status", "down"])
+    local.add_argument("--stack", default="dev", help="the stack whose config to run (default: dev)")
+    local.add_argument("--ray-defaults", action="store_true",
+                       help="run Ray's default serving path (no HAProxy ingress, no gRPC transport)")
+    local.add_argument("--state-dir", default=None,
+                       help="where the run keeps its state (default: .raygke/local in this directory)")
+    local.set_defaults(run=_local)
+
+    commands.add_parser("smoke", help="gate and benchmark a deployment (see `raygke smoke --help`)",
+                        add_help=False)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["smoke"]:
+        from raygke.smoke.cli import main as smoke_main
+
+        return smoke_main(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"raygke: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (LocalError, LocalRayError) as exc:  # a local run that could not start or stop
+        print(f"raygke: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

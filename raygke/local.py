@@ -1,0 +1,273 @@
+"""`raygke local up|status|down`: a stack's serving path on this machine.
+
+The same stack config, the same Serve config the RayService carries (scaled to one machine: CPU only, one
+replica each, `localArgs`), the same Ray env flags, and our HAProxy tier rendered by the same function as the
+cluster's, in front of Ray's own ingress. Everything it starts is isolated (its own temp dirs, free ports on
+127.0.0.1), recorded in a state file, and stopped by PID on `down`.
+
+Does not own: starting Ray itself (raygke/local_ray.py), the Serve config (infra/serve_config.py), the
+haproxy.cfg text (components/render/haproxy.py), the outputs contract (infra/outputs.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from components.render.haproxy import (
+    Bind,
+    IngressSpec,
+    StaticBackends,
+    StaticServer,
+    check_config,
+    find_haproxy,
+    render_haproxy_cfg,
+)
+from infra.config import StackConfig, load_stack_config
+from infra.outputs import HEALTH_PATH, smoke_contract
+from infra.serve_config import build_serve_config, scale_for_local, serve_flags
+from raygke import local_ray
+
+DEFAULT_STATE_DIR = Path(".raygke/local")
+LOCAL_KINDS = ("echo", "recsys", "custom")  # the llm app needs an H100 and model weights
+
+
+class LocalError(RuntimeError):
+    """A local run that cannot start or stop; the message is one line for the user."""
+
+
+def _say(message: str) -> None:
+    print(f"[raygke local] {message}", flush=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return True
+
+
+def _state_path(state_dir: Path) -> Path:
+    return state_dir / "state.json"
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    path = _state_path(state_dir)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def _ray_from_state(state: dict[str, Any]) -> local_ray.LocalRay:
+    ray = dict(state["ray"])
+    ray["ports"] = local_ray.Ports(**ray["ports"])
+    for key in ("run_dir", "temp_dir", "haproxy_dir", "log_path"):
+        ray[key] = Path(ray[key])
+    return local_ray.LocalRay(**ray)
+
+
+def local_serve_config(config: StackConfig) -> dict[str, Any]:
+    """The RayService's Serve config, scaled to this machine, without apps that need a GPU."""
+    scaled = scale_for_local(config, build_serve_config(config))
+    kinds = {app.name: app.kind for app in config.apps}
+    apps = [a for a in scaled["applications"] if kinds[a["name"]] in LOCAL_KINDS]
+    if not apps:
+        raise LocalError(f"stack {config.stack!r} has no app that runs without a GPU ({', '.join(LOCAL_KINDS)})")
+    return {**scaled, "applications": apps}
+
+
+def tier_spec(config: StackConfig, ray: local_ray.LocalRay, http: int, grpc: int, stats: int,
+              pidfile: Path) -> IngressSpec:
+    """Our ingress tier on 127.0.0.1, in front of the local Ray ingress: the cluster's routes and checks."""
+    server = StaticServer("ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if config.ray.grpc else None)
+    return IngressSpec(
+        http=Bind("127.0.0.1", http),
+        grpc=Bind("127.0.0.1", grpc) if config.ray.grpc else None,
+        stats=Bind("127.0.0.1", stats),
+        backends=StaticBackends((server,)),
+        routes=tuple(app.route_prefix for app in config.apps),
+        nbthread=None,  # one thread per usable core of this machine
+        pidfile=str(pidfile),
+    )
+
+
+def _wait_http(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.2)
+    raise LocalError(f"{url} did not answer 200 within {timeout_s:.0f} s")
+
+
+def _start_tier(spec: IngressSpec, state_dir: Path) -> int:
+    haproxy = find_haproxy()
+    text = render_haproxy_cfg(spec)
+    check_config(text, haproxy)
+    cfg = state_dir / "haproxy.cfg"
+    cfg.write_text(text)
+    log = (state_dir / "haproxy.log").open("wb")
+    # -db: stay in the foreground as our child, so its PID is the one we record and stop
+    proc = subprocess.Popen([str(haproxy), "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return proc.pid
+
+
+def _sample_requests(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for app in outputs["apps"]:
+        prefix = outputs["http_url"] + app["route_prefix"]
+        if app["kind"] == "echo":
+            lines.append(f"curl -s '{prefix}/unary?size=16'")
+            lines.append(f"curl -sN '{prefix}/stream?chunks=5'")
+        elif app["kind"] == "recsys":
+            lines.append(f"curl -s -XPOST {prefix}/rank -d '{{\"rows\": 4}}'")
+    return lines
+
+
+def _first_request(outputs: dict[str, Any]) -> str:
+    echo = next((a for a in outputs["apps"] if a["kind"] == "echo"), None)
+    url = outputs["http_url"] + (f"{echo['route_prefix']}/unary?size=16" if echo else outputs["health_path"])
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return f"GET {url} -> {response.status} {response.read().decode()[:200]}"
+
+
+def up(stack: str, *, ray_defaults: bool = False, state_dir: str | Path | None = None) -> int:
+    state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
+    existing = read_state(state_dir)
+    if existing is not None:
+        pids = [p for p in existing["pids"] if _alive(p)]
+        if pids:
+            raise LocalError(
+                f"a local run of stack {existing['stack']!r} is already up in {state_dir} (PIDs {pids}); "
+                "run `raygke local down` first"
+            )
+        _say(f"removing the state of a run that is no longer alive ({state_dir})")
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    config = load_stack_config(stack)
+    flags = {} if ray_defaults else serve_flags(config.ray)
+    serve_config = local_serve_config(config)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    _say(f"stack {stack}: {'Ray defaults' if ray_defaults else 'flags ' + ' '.join(f'{k}={v}' for k, v in flags.items())}")
+    cpus = sum(d["ray_actor_options"]["num_cpus"] for a in serve_config["applications"] for d in a["deployments"])
+    ray = local_ray.start(state_dir / "ray", env=flags, num_cpus=max(int(cpus + 0.999), os.cpu_count() or 1),
+                          on_progress=_say)
+    state: dict[str, Any] = {"stack": stack, "ray_defaults": ray_defaults, "pids": [ray.pid],
+                             "ray": _jsonable(asdict(ray))}
+    _write_state(state_dir, state)
+    try:
+        local_ray.deploy(ray, serve_config, on_progress=_say)
+        http, grpc, stats = local_ray.free_ports(3)
+        spec = tier_spec(config, ray, http, grpc, stats, state_dir / "haproxy.pid")
+        tier_pid = _start_tier(spec, state_dir)
+        state["pids"].append(tier_pid)
+        state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
+        _write_state(state_dir, state)
+        _wait_http(f"http://127.0.0.1:{http}{HEALTH_PATH}", 30)
+    except BaseException:
+        _say("start failed: stopping what was started")
+        _stop(state_dir, state)
+        raise
+
+    outputs = smoke_contract(
+        config,
+        source="local",
+        http_url=f"http://127.0.0.1:{http}",
+        grpc_target=f"127.0.0.1:{grpc}",
+        serve_flags=flags,
+        apps=[a["name"] for a in serve_config["applications"]],
+        direct={"http_url": f"http://127.0.0.1:{ray.ports.http}", "grpc_target": f"127.0.0.1:{ray.ports.grpc}"},
+    )
+    outputs_path = state_dir / "outputs.json"
+    outputs_path.write_text(json.dumps(outputs, indent=2) + "\n")
+    (state_dir / "serve-config.json").write_text(json.dumps(serve_config, indent=2) + "\n")
+    _say(f"up in {time.monotonic() - started:.1f} s")
+    print(f"outputs:     {outputs_path}")
+    print(f"HTTP:        {outputs['http_url']}   (Ray's own ingress: {outputs['direct']['http_url']})")
+    print(f"gRPC:        {outputs['grpc_target']}   (send metadata application=<app name>)")
+    print(_first_request(outputs))
+    print("try:")
+    for line in _sample_requests(outputs):
+        print(f"  {line}")
+    print("stop with:   raygke local down" + (f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR.resolve() else ""))
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    _state_path(state_dir).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def _stop(state_dir: Path, state: dict[str, Any]) -> list[int]:
+    stopped: list[int] = []
+    tier = state.get("tier")
+    if tier and _alive(tier["pid"]):
+        os.kill(tier["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(tier["pid"]) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(tier["pid"], os.WNOHANG)
+            time.sleep(0.05)
+        if _alive(tier["pid"]):
+            os.kill(tier["pid"], signal.SIGKILL)
+        stopped.append(tier["pid"])
+    stopped += local_ray.stop(_ray_from_state(state))
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return stopped
+
+
+def down(*, state_dir: str | Path | None = None) -> int:
+    state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
+    state = read_state(state_dir)
+    if state is None:
+        _say(f"nothing is running ({state_dir} holds no local run)")
+        return 0
+    stopped = _stop(state_dir, state)
+    _say(f"stopped stack {state['stack']}: {len(stopped)} processes; removed {state_dir}")
+    return 0
+
+
+def status(*, state_dir: str | Path | None = None) -> int:
+    state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
+    state = read_state(state_dir)
+    if state is None:
+        print(f"down (no local run in {state_dir})")
+        return 1
+    alive = {pid: _alive(pid) for pid in state["pids"]}
+    tier = state.get("tier", {})
+    healthy = False
+    with contextlib.suppress(OSError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{tier.get('http')}{HEALTH_PATH}", timeout=3) as r:
+            healthy = r.status == 200
+    print(f"stack {state['stack']} ({'Ray defaults' if state['ray_defaults'] else 'package defaults'})")
+    for pid, up_ in alive.items():
+        print(f"  pid {pid}: {'running' if up_ else 'gone'}")
+    print(f"  HTTP 127.0.0.1:{tier.get('http')} {'healthy' if healthy else 'not answering'}; "
+          f"outputs {state_dir / 'outputs.json'}")
+    return 0 if healthy and all(alive.values()) else 1
