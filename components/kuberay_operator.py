@@ -19,7 +19,6 @@ from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
-import yaml
 
 KUBERAY_VERSION = "1.7.0"
 CHART = "kuberay-operator"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from components.render.gpu_machines import H100_MACHINES
+from components.render.haproxy import HAPROXY_IMAGE
 from components.render.rayservice import check_rayservice_name
 
 NAMESPACE = "ray-serve-gke"  # the project name: Pulumi's config namespace for our keys
@@ -69,7 +70,9 @@ def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError as exc:
-        raise ValueError(f"must be an IPv4 CIDR such as 10.0.0.0/20; got {value!r} ({exc})") from exc
+        raise ValueError(
+            f"must be an IPv4 CIDR such as 10.0.0.0/20; got {value!r} ({exc})"
+        ) from exc
 
 
 Cidr = Annotated[str, Field(description="IPv4 CIDR")]
@@ -106,7 +109,9 @@ class NetworkConfig(Model):
                         "the four ranges must be disjoint"
                     )
         if nets["masterCidr"].prefixlen != 28:
-            raise ValueError(f"network.masterCidr must be a /28 (GKE's rule); got {self.master_cidr}")
+            raise ValueError(
+                f"network.masterCidr must be a /28 (GKE's rule); got {self.master_cidr}"
+            )
         return self
 
 
@@ -275,7 +280,7 @@ class KubeRayConfig(Model):
 class IngressConfig(Model):
     exposure: Literal["external", "internal"] = "internal"
     source_ranges: list[Cidr] = Field(min_length=1)
-    image: str = "haproxy:3.2.9-alpine"
+    image: str = HAPROXY_IMAGE
     replicas: int = Field(2, ge=1)
     max_replicas: int = Field(6, ge=1)
     http_port: int = Field(80, ge=1, le=65535)
@@ -347,7 +352,11 @@ class RayConfig(Model):
                 f"ray.version {self.version} has no HAProxy ingress (serveProfile: optimized needs "
                 "2.55+); use 2.60.0 or serveProfile: ray-defaults"
             )
-        if self.grpc and self.serve_profile == "optimized" and self.version_tuple < MIN_RAY_FOR_GRPC_INGRESS:
+        if (
+            self.grpc
+            and self.serve_profile == "optimized"
+            and self.version_tuple < MIN_RAY_FOR_GRPC_INGRESS
+        ):
             raise ValueError(
                 f"ray.grpc needs Ray 2.57+ for gRPC through the HAProxy ingress; got ray.version "
                 f"{self.version} (set ray.grpc: false or use 2.60.0)"
@@ -500,9 +509,13 @@ class AppConfig(Model):
     @model_validator(mode="after")
     def _kind(self) -> AppConfig:
         if self.kind == "custom" and not self.import_path:
-            raise ValueError(f"apps[{self.name}].importPath is required for kind: custom (module:attribute)")
-        if self.kind == "custom" and "grpc" in self.protocols and not (
-            self.grpc_service and self.grpc_servicer_functions
+            raise ValueError(
+                f"apps[{self.name}].importPath is required for kind: custom (module:attribute)"
+            )
+        if (
+            self.kind == "custom"
+            and "grpc" in self.protocols
+            and not (self.grpc_service and self.grpc_servicer_functions)
         ):
             raise ValueError(
                 f"apps[{self.name}].grpcService and grpcServicerFunctions are required for a custom app "
@@ -573,7 +586,11 @@ def _cross_problems(c: StackConfig):
                 "gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in prod (no scale to zero); "
                 f"got {pool.min_nodes} and {svc.workers.min_replicas}"
             )
-        open_nets = [n.cidr for n in c.cluster.authorized_networks if ipaddress.ip_network(n.cidr) == ANYWHERE]
+        open_nets = [
+            n.cidr
+            for n in c.cluster.authorized_networks
+            if ipaddress.ip_network(n.cidr) == ANYWHERE
+        ]
         if open_nets:
             yield "cluster.authorizedNetworks must not contain 0.0.0.0/0 in prod; list your VPN or CI ranges"
         if ANYWHERE in [ipaddress.ip_network(r) for r in c.ingress.source_ranges]:
@@ -620,7 +637,11 @@ def _upgrade_problems(c: StackConfig):
     upgrade = c.ray_service.upgrade_strategy
     demand = sum(app.gpu_demand for app in c.apps)
     pool_gpus = c.gpu_pool.max_nodes * c.gpu_pool.accelerator_count
-    if upgrade.type == "NewCluster" and demand * 2 > pool_gpus and not upgrade.acknowledge_no_gpu_headroom:
+    if (
+        upgrade.type == "NewCluster"
+        and demand * 2 > pool_gpus
+        and not upgrade.acknowledge_no_gpu_headroom
+    ):
         yield (
             f"rayService.upgradeStrategy.type NewCluster starts a second cluster during upgrades: it needs "
             f"{demand * 2:g} GPUs but gpuPool.maxNodes x acceleratorCount is {pool_gpus}; raise "
@@ -675,7 +696,9 @@ def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
     for part in parts[1:]:
         if part in _CAPACITY_MODELS:
             continue  # pydantic's discriminator tag, not a key the user wrote
-        rest.append(f"[{part}]" if part.isdigit() else f".{to_camel(part) if '_' in part else part}")
+        rest.append(
+            f"[{part}]" if part.isdigit() else f".{to_camel(part) if '_' in part else part}"
+        )
     if top in ("project", "region"):
         return f"gcp:{top}"
     if top == "stack":
@@ -736,9 +759,7 @@ def _format(exc: ValidationError, data: Mapping[str, Any]) -> str:
             msg = f"unknown key (value {err['input']!r}); allowed keys: {', '.join(_allowed_keys(err['loc']))}"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif err["type"] in ("literal_error", "union_tag_invalid", "enum"):
-            msg = f"{msg}; got {err['input']!r}"
-        elif "got" not in msg and err["type"] not in ("model_type", "dict_type"):
+        elif err["type"] in ("literal_error", "union_tag_invalid", "enum") or ("got" not in msg and err["type"] not in ("model_type", "dict_type")):
             msg = f"{msg}; got {err['input']!r}"
         lines.append(f"{where}: {msg}")
     return "\n".join(lines)
@@ -771,7 +792,9 @@ def parse_stack_config(stack: str, config: Mapping[str, Any]) -> StackConfig:
 
 
 def stack_file(stack: str, stacks_dir: Path | None = None) -> Path:
-    return (stacks_dir or Path(__file__).resolve().parent.parent / "stacks") / f"Pulumi.{stack}.yaml"
+    return (
+        stacks_dir or Path(__file__).resolve().parent.parent / "stacks"
+    ) / f"Pulumi.{stack}.yaml"
 
 
 def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any]:

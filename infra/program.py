@@ -165,9 +165,7 @@ def define(config: StackConfig) -> dict[str, Any]:
         opts=pulumi.ResourceOptions(depends_on=[gpu_pool]),
     )
     on_k8s = pulumi.ResourceOptions(provider=k8s_provider)
-    operator = KubeRayOperator(
-        "kuberay", {"namespace": config.kuberay.namespace}, opts=on_k8s
-    )
+    operator = KubeRayOperator("kuberay", {"namespace": config.kuberay.namespace}, opts=on_k8s)
     namespace = k8s.core.v1.Namespace(
         "serving-ns", metadata={"name": config.ray_service.namespace}, opts=on_k8s
     )

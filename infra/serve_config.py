@@ -129,7 +129,14 @@ def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[s
             dep["ray_actor_options"] = actor
             deployments.append(dep)
         applications.append(
-            {**app, "args": {**app["args"], **local_args.get(app["name"], {})}, "deployments": deployments}
+            {
+                **app,
+                "args": {**app["args"], **local_args.get(app["name"], {})},
+                "deployments": deployments,
+            }
         )
-    return {**serve_config, "http_options": {"host": "127.0.0.1", "port": SERVE_HTTP_PORT},
-            "applications": applications}
+    return {
+        **serve_config,
+        "http_options": {"host": "127.0.0.1", "port": SERVE_HTTP_PORT},
+        "applications": applications,
+    }

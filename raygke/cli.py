@@ -24,8 +24,11 @@ def _plan(args: argparse.Namespace) -> int:
     for stack in args.stack:
         started = time.perf_counter()
         print(render_text(plan_stack(stack)))
-        print(f"planned {stack} in {time.perf_counter() - started:.1f} s under Pulumi mocks "
-              "(nothing was created)", file=sys.stderr)
+        print(
+            f"planned {stack} in {time.perf_counter() - started:.1f} s under Pulumi mocks "
+            "(nothing was created)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -44,21 +47,34 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     plan = commands.add_parser("plan", help="print what `pulumi up` would create, under mocks")
-    plan.add_argument("--stack", required=True, action="append",
-                      help="dev, staging or prod (stacks/Pulumi.<stack>.yaml); repeat for several")
+    plan.add_argument(
+        "--stack",
+        required=True,
+        action="append",
+        help="dev, staging or prod (stacks/Pulumi.<stack>.yaml); repeat for several",
+    )
     plan.set_defaults(run=_plan)
 
     local = commands.add_parser("local", help="run a stack's serving path on this machine")
     local.add_argument("action", choices=["up", "status", "down"])
-    local.add_argument("--stack", default="dev", help="the stack whose config to run (default: dev)")
-    local.add_argument("--ray-defaults", action="store_true",
-                       help="run Ray's default serving path (no HAProxy ingress, no gRPC transport)")
-    local.add_argument("--state-dir", default=None,
-                       help="where the run keeps its state (default: .raygke/local in this directory)")
+    local.add_argument(
+        "--stack", default="dev", help="the stack whose config to run (default: dev)"
+    )
+    local.add_argument(
+        "--ray-defaults",
+        action="store_true",
+        help="run Ray's default serving path (no HAProxy ingress, no gRPC transport)",
+    )
+    local.add_argument(
+        "--state-dir",
+        default=None,
+        help="where the run keeps its state (default: .raygke/local in this directory)",
+    )
     local.set_defaults(run=_local)
 
-    commands.add_parser("smoke", help="gate and benchmark a deployment (see `raygke smoke --help`)",
-                        add_help=False)
+    commands.add_parser(
+        "smoke", help="gate and benchmark a deployment (see `raygke smoke --help`)", add_help=False
+    )
     return root
 
 

@@ -87,14 +87,19 @@ def local_serve_config(config: StackConfig) -> dict[str, Any]:
     kinds = {app.name: app.kind for app in config.apps}
     apps = [a for a in scaled["applications"] if kinds[a["name"]] in LOCAL_KINDS]
     if not apps:
-        raise LocalError(f"stack {config.stack!r} has no app that runs without a GPU ({', '.join(LOCAL_KINDS)})")
+        raise LocalError(
+            f"stack {config.stack!r} has no app that runs without a GPU ({', '.join(LOCAL_KINDS)})"
+        )
     return {**scaled, "applications": apps}
 
 
-def tier_spec(config: StackConfig, ray: local_ray.LocalRay, http: int, grpc: int, stats: int,
-              pidfile: Path) -> IngressSpec:
+def tier_spec(
+    config: StackConfig, ray: local_ray.LocalRay, http: int, grpc: int, stats: int, pidfile: Path
+) -> IngressSpec:
     """Our ingress tier on 127.0.0.1, in front of the local Ray ingress: the cluster's routes and checks."""
-    server = StaticServer("ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if config.ray.grpc else None)
+    server = StaticServer(
+        "ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if config.ray.grpc else None
+    )
     return IngressSpec(
         http=Bind("127.0.0.1", http),
         grpc=Bind("127.0.0.1", grpc) if config.ray.grpc else None,
@@ -109,10 +114,9 @@ def tier_spec(config: StackConfig, ray: local_ray.LocalRay, http: int, grpc: int
 def _wait_http(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise LocalError(f"{url} did not answer 200 within {timeout_s:.0f} s")
 
@@ -125,8 +129,12 @@ def _start_tier(spec: IngressSpec, state_dir: Path) -> int:
     cfg.write_text(text)
     log = (state_dir / "haproxy.log").open("wb")
     # -db: stay in the foreground as our child, so its PID is the one we record and stop
-    proc = subprocess.Popen([str(haproxy), "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(haproxy), "-db", "-f", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc.pid
 
 
@@ -144,7 +152,9 @@ def _sample_requests(outputs: dict[str, Any]) -> list[str]:
 
 def _first_request(outputs: dict[str, Any]) -> str:
     echo = next((a for a in outputs["apps"] if a["kind"] == "echo"), None)
-    url = outputs["http_url"] + (f"{echo['route_prefix']}/unary?size=16" if echo else outputs["health_path"])
+    url = outputs["http_url"] + (
+        f"{echo['route_prefix']}/unary?size=16" if echo else outputs["health_path"]
+    )
     with urllib.request.urlopen(url, timeout=10) as response:
         return f"GET {url} -> {response.status} {response.read().decode()[:200]}"
 
@@ -167,12 +177,26 @@ def up(stack: str, *, ray_defaults: bool = False, state_dir: str | Path | None =
     serve_config = local_serve_config(config)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    _say(f"stack {stack}: {'Ray defaults' if ray_defaults else 'flags ' + ' '.join(f'{k}={v}' for k, v in flags.items())}")
-    cpus = sum(d["ray_actor_options"]["num_cpus"] for a in serve_config["applications"] for d in a["deployments"])
-    ray = local_ray.start(state_dir / "ray", env=flags, num_cpus=max(int(cpus + 0.999), os.cpu_count() or 1),
-                          on_progress=_say)
-    state: dict[str, Any] = {"stack": stack, "ray_defaults": ray_defaults, "pids": [ray.pid],
-                             "ray": _jsonable(asdict(ray))}
+    _say(
+        f"stack {stack}: {'Ray defaults' if ray_defaults else 'flags ' + ' '.join(f'{k}={v}' for k, v in flags.items())}"
+    )
+    cpus = sum(
+        d["ray_actor_options"]["num_cpus"]
+        for a in serve_config["applications"]
+        for d in a["deployments"]
+    )
+    ray = local_ray.start(
+        state_dir / "ray",
+        env=flags,
+        num_cpus=max(int(cpus + 0.999), os.cpu_count() or 1),
+        on_progress=_say,
+    )
+    state: dict[str, Any] = {
+        "stack": stack,
+        "ray_defaults": ray_defaults,
+        "pids": [ray.pid],
+        "ray": _jsonable(asdict(ray)),
+    }
     _write_state(state_dir, state)
     try:
         local_ray.deploy(ray, serve_config, on_progress=_say)
@@ -195,20 +219,28 @@ def up(stack: str, *, ray_defaults: bool = False, state_dir: str | Path | None =
         grpc_target=f"127.0.0.1:{grpc}",
         serve_flags=flags,
         apps=[a["name"] for a in serve_config["applications"]],
-        direct={"http_url": f"http://127.0.0.1:{ray.ports.http}", "grpc_target": f"127.0.0.1:{ray.ports.grpc}"},
+        direct={
+            "http_url": f"http://127.0.0.1:{ray.ports.http}",
+            "grpc_target": f"127.0.0.1:{ray.ports.grpc}",
+        },
     )
     outputs_path = state_dir / "outputs.json"
     outputs_path.write_text(json.dumps(outputs, indent=2) + "\n")
     (state_dir / "serve-config.json").write_text(json.dumps(serve_config, indent=2) + "\n")
     _say(f"up in {time.monotonic() - started:.1f} s")
     print(f"outputs:     {outputs_path}")
-    print(f"HTTP:        {outputs['http_url']}   (Ray's own ingress: {outputs['direct']['http_url']})")
+    print(
+        f"HTTP:        {outputs['http_url']}   (Ray's own ingress: {outputs['direct']['http_url']})"
+    )
     print(f"gRPC:        {outputs['grpc_target']}   (send metadata application=<app name>)")
     print(_first_request(outputs))
     print("try:")
     for line in _sample_requests(outputs):
         print(f"  {line}")
-    print("stop with:   raygke local down" + (f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR.resolve() else ""))
+    print(
+        "stop with:   raygke local down"
+        + (f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR.resolve() else "")
+    )
     return 0
 
 
@@ -262,12 +294,17 @@ def status(*, state_dir: str | Path | None = None) -> int:
     alive = {pid: _alive(pid) for pid in state["pids"]}
     tier = state.get("tier", {})
     healthy = False
-    with contextlib.suppress(OSError):
-        with urllib.request.urlopen(f"http://127.0.0.1:{tier.get('http')}{HEALTH_PATH}", timeout=3) as r:
-            healthy = r.status == 200
-    print(f"stack {state['stack']} ({'Ray defaults' if state['ray_defaults'] else 'package defaults'})")
+    with contextlib.suppress(OSError), urllib.request.urlopen(
+        f"http://127.0.0.1:{tier.get('http')}{HEALTH_PATH}", timeout=3
+    ) as r:
+        healthy = r.status == 200
+    print(
+        f"stack {state['stack']} ({'Ray defaults' if state['ray_defaults'] else 'package defaults'})"
+    )
     for pid, up_ in alive.items():
         print(f"  pid {pid}: {'running' if up_ else 'gone'}")
-    print(f"  HTTP 127.0.0.1:{tier.get('http')} {'healthy' if healthy else 'not answering'}; "
-          f"outputs {state_dir / 'outputs.json'}")
+    print(
+        f"  HTTP 127.0.0.1:{tier.get('http')} {'healthy' if healthy else 'not answering'}; "
+        f"outputs {state_dir / 'outputs.json'}"
+    )
     return 0 if healthy and all(alive.values()) else 1

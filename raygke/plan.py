@@ -74,7 +74,8 @@ def key_inputs(resource: Registration) -> list[tuple[str, Any]]:
             paths = ("metadata.name", "metadata.namespace")
         else:
             paths = tuple(
-                k for k, v in sorted(resource.inputs.items())
+                k
+                for k, v in sorted(resource.inputs.items())
                 if isinstance(v, str | int | float | bool) and len(str(v)) <= 60
             )[:6]
     return [(p, v) for p in paths if (v := _lookup(resource.inputs, p)) is not None]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from infra.config import (
-    ConfigError,
     H100_ZONES,
+    ConfigError,
     load_stack_config,
     parse_stack_config,
     read_stack_file,
@@ -20,7 +20,9 @@ from infra.config import (
 from infra.program import run_program
 from raygke.mocks import Inventory, run_with_mocks
 
-STACKS = sorted(p.name.split(".")[1] for p in (Path(__file__).parents[1] / "stacks").glob("Pulumi.*.yaml"))
+STACKS = sorted(
+    p.name.split(".")[1] for p in (Path(__file__).parents[1] / "stacks").glob("Pulumi.*.yaml")
+)
 NS = "ray-serve-gke"
 
 pytestmark = pytest.mark.config
@@ -35,6 +37,11 @@ def test_every_stack_file_validates(stack: str):
     config = load_stack_config(stack)
     assert config.environment == stack
     assert config.gpu_pool.zones and all(z in H100_ZONES for z in config.gpu_pool.zones)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_disables_default_providers(stack: str):
+    assert read_stack_file(stack)["pulumi:disable-default-providers"] == ["*"]
 
 
 def test_environments_differ_as_documented():
@@ -78,88 +85,240 @@ def _grpc_only_app(config: dict) -> None:
 
 # (name, stack, mutation, pattern the message must match: key, value and allowed values)
 BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
-    ("unknown machine type", "staging", _set("gpuPool", machineType="a3-highgpu-3g"),
-     r"gpuPool.machineType must be one of \['a3-highgpu-1g'.*got 'a3-highgpu-3g'"),
-    ("accelerator type vs machine", "prod", _set("gpuPool", acceleratorType="nvidia-h100-80gb"),
-     r"gpuPool.acceleratorType must be 'nvidia-h100-mega-80gb' for a3-megagpu-8g; got 'nvidia-h100-80gb'"),
-    ("accelerator count vs machine", "staging", _set("gpuPool", acceleratorCount=4),
-     r"gpuPool.acceleratorCount must be 8 for a3-highgpu-8g; got 4"),
-    ("small A3 shape on demand", "dev", _set("gpuPool", capacity={"mode": "on-demand"}),
-     r"gpuPool.capacity.mode must be spot, flex-start or queued-provisioning for a3-highgpu-1g.*got 'on-demand'"),
-    ("zone without H100", "dev", _set("gpuPool", zones=["us-central1-f"]),
-     r"gpuPool.zones \['us-central1-f'\] offered no H100.*as of 2026-11-01; allowed: "),
-    ("zone outside the region", "dev", _set("gpuPool", zones=["us-east4-a"]),
-     r"gpuPool.zones: 'us-east4-a' is not in gcp:region 'us-central1'"),
-    ("min nodes over max", "staging", _set("gpuPool", minNodes=3, maxNodes=2),
-     r"gpuPool.minNodes \(3\) must be <= gpuPool.maxNodes \(2\)"),
-    ("scale to zero in prod", "prod", _set("gpuPool", minNodes=0),
-     r"gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in prod.*got 0 and 2"),
-    ("RayService name too long", "dev", _set("rayService", name="s" * 48),
-     r"rayService.name: RayService name 's{48}' is 48 characters; KubeRay allows at most 47"),
-    ("RayService name not DNS-1035", "dev", _set("rayService", name="Serving_1"),
-     r"rayService.name: RayService name 'Serving_1' must be a DNS-1035 label"),
-    ("gRPC ingress on Ray 2.56", "dev", _set("ray", version="2.56.0"),
-     r"ray.grpc needs Ray 2.57\+.*got ray.version 2.56.0"),
-    ("HAProxy ingress on Ray 2.54", "dev", _set("ray", version="2.54.0", grpc=False),
-     r"ray.version 2.54.0 has no HAProxy ingress"),
-    ("GPU demand over the worker group", "dev", _in("apps", [1, "deployments", "Ranker"], numReplicas=3),
-     r"apps: need 3 GPUs at peak replicas but rayService.workers.maxReplicas \(2\) x 1 GPUs.*holds 2"),
-    ("one replica wider than a node", "dev", _in("apps", [1, "deployments", "Ranker"], numGpus=2),
-     r"apps\[recsys\].deployments.Ranker.numGpus \(2.0\) exceeds the 1 GPU\(s\) of one a3-highgpu-1g node"),
-    ("blue/green without headroom", "staging",
-     _in("apps", [1, "deployments", "Ranker"], autoscaling={"minReplicas": 1, "maxReplicas": 9}),
-     r"upgradeStrategy.type NewCluster starts a second cluster.*needs 18 GPUs but .* is 16"),
-    ("incremental upgrade without gateway", "dev",
-     _set("rayService", upgradeStrategy={"type": "NewClusterWithIncrementalUpgrade"}),
-     r"rayService.upgradeStrategy.gatewayClassName is required for NewClusterWithIncrementalUpgrade"),
-    ("incremental upgrade with a gRPC-only app", "dev", _grpc_only_app,
-     r"NewClusterWithIncrementalUpgrade shifts HTTP traffic only; gRPC-only apps \['echo'\]"),
-    ("head fault tolerance without Redis", "prod", _in("rayService", ["faultTolerance"], redisAddress=None),
-     r"rayService.faultTolerance.redisAddress is required when enabled is true"),
-    ("0.0.0.0/0 authorized in prod", "prod", _drop_authorized_anywhere,
-     r"cluster.authorizedNetworks must not contain 0.0.0.0/0 in prod"),
-    ("duplicate route prefix", "dev", _in("apps", [1], routePrefix="/echo"),
-     r"apps\[recsys\].routePrefix '/echo' is already used by apps\[echo\]"),
-    ("duplicate ingress ports", "dev", _set("ingress", grpcPort=80),
-     r"ingress.grpcPort \(80\) is already used by ingress.httpPort"),
-    ("unknown key in a section", "dev", _set("gpuPool", minNode=1),
-     r"gpuPool.minNode: unknown key \(value 1\); allowed keys: acceleratorCount, .*minNodes"),
-    ("unknown top-level key", "dev", lambda c: c.update({f"{NS}:gpuPools": {}}),
-     r"ray-serve-gke:gpuPools: unknown key; allowed keys: .*ray-serve-gke:gpuPool,"),
-    ("unknown capacity mode", "dev", _set("gpuPool", capacity={"mode": "preemptible"}),
-     r"gpuPool.capacity: .*expected tags: 'on-demand', 'spot', 'flex-start'.*got \{'mode': 'preemptible'\}"),
-    ("specific reservation without a name", "prod", _set("gpuPool", capacity={"mode": "reservation"}),
-     r"gpuPool.capacity.name is required when affinity is 'specific'"),
-    ("flex-start longer than seven days", "dev",
-     _set("gpuPool", capacity={"mode": "flex-start", "maxRunDurationHours": 200}),
-     r"gpuPool.capacity.maxRunDurationHours: Input should be less than or equal to 168; got 200"),
-    ("queued provisioning with a floor", "staging",
-     _set("gpuPool", capacity={"mode": "queued-provisioning"}, minNodes=1),
-     r"gpuPool.minNodes must be 0 with queued provisioning; got 1"),
-    ("compact placement across zones", "prod", _set("gpuPool", zones=["us-central1-a", "us-central1-b"]),
-     r"gpuPool.compactPlacement needs exactly one zone.*got zones \['us-central1-a', 'us-central1-b'\]"),
-    ("overlapping CIDRs", "dev", _set("network", podsCidr="10.10.0.0/16"),
-     r"network.subnetCidr \(10.10.0.0/20\) overlaps network.podsCidr \(10.10.0.0/16\)"),
-    ("GPUDirect on a shape without it", "dev", _set("network", gpudirect=True),
-     r"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is a3-highgpu-1g"),
-    ("more workers than GPU nodes", "dev", _in("rayService", ["workers"], maxReplicas=3),
-     r"rayService.workers.maxReplicas \(3\) must be <= gpuPool.maxNodes \(2\)"),
-    ("unpinned ingress image", "dev", _set("ingress", image="haproxy:latest"),
-     r"ingress.image: must be pinned to a version tag; got 'haproxy:latest'"),
-    ("ingress open to the world in prod", "prod", _set("ingress", sourceRanges=["0.0.0.0/0"]),
-     r"ingress.sourceRanges must not contain 0.0.0.0/0 in prod"),
-    ("no deletion protection in prod", "prod", _in("cluster", [], deletionProtection=False),
-     r"cluster.deletionProtection must be true in prod; got false"),
-    ("llm app over gRPC", "prod", _in("apps", [2], protocols=["http", "grpc"]),
-     r"apps\[llm\].protocols: the llm app serves the OpenAI HTTP API only"),
-    ("custom app without import path", "dev", _in("apps", [0], kind="custom"),
-     r"apps\[echo\].importPath is required for kind: custom"),
-    ("bad environment", "dev", lambda c: c.update({f"{NS}:environment": "qa"}),
-     r"ray-serve-gke:environment: Input should be 'dev', 'staging' or 'prod'; got 'qa'"),
-    ("missing gcp:project", "dev", lambda c: c.pop("gcp:project"),
-     r"gcp:project: required key is missing"),
-    ("bad KMS key", "prod", _set("cluster", kmsKey="gke-secrets"),
-     r"cluster.kmsKey: cluster.kmsKey must be projects/P/locations/L/keyRings/R/cryptoKeys/K"),
+    (
+        "unknown machine type",
+        "staging",
+        _set("gpuPool", machineType="a3-highgpu-3g"),
+        r"gpuPool.machineType must be one of \['a3-highgpu-1g'.*got 'a3-highgpu-3g'",
+    ),
+    (
+        "accelerator type vs machine",
+        "prod",
+        _set("gpuPool", acceleratorType="nvidia-h100-80gb"),
+        r"gpuPool.acceleratorType must be 'nvidia-h100-mega-80gb' for a3-megagpu-8g; got 'nvidia-h100-80gb'",
+    ),
+    (
+        "accelerator count vs machine",
+        "staging",
+        _set("gpuPool", acceleratorCount=4),
+        r"gpuPool.acceleratorCount must be 8 for a3-highgpu-8g; got 4",
+    ),
+    (
+        "small A3 shape on demand",
+        "dev",
+        _set("gpuPool", capacity={"mode": "on-demand"}),
+        r"gpuPool.capacity.mode must be spot, flex-start or queued-provisioning for a3-highgpu-1g.*got 'on-demand'",
+    ),
+    (
+        "zone without H100",
+        "dev",
+        _set("gpuPool", zones=["us-central1-f"]),
+        r"gpuPool.zones \['us-central1-f'\] offered no H100.*as of 2026-11-01; allowed: ",
+    ),
+    (
+        "zone outside the region",
+        "dev",
+        _set("gpuPool", zones=["us-east4-a"]),
+        r"gpuPool.zones: 'us-east4-a' is not in gcp:region 'us-central1'",
+    ),
+    (
+        "min nodes over max",
+        "staging",
+        _set("gpuPool", minNodes=3, maxNodes=2),
+        r"gpuPool.minNodes \(3\) must be <= gpuPool.maxNodes \(2\)",
+    ),
+    (
+        "scale to zero in prod",
+        "prod",
+        _set("gpuPool", minNodes=0),
+        r"gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in prod.*got 0 and 2",
+    ),
+    (
+        "RayService name too long",
+        "dev",
+        _set("rayService", name="s" * 48),
+        r"rayService.name: RayService name 's{48}' is 48 characters; KubeRay allows at most 47",
+    ),
+    (
+        "RayService name not DNS-1035",
+        "dev",
+        _set("rayService", name="Serving_1"),
+        r"rayService.name: RayService name 'Serving_1' must be a DNS-1035 label",
+    ),
+    (
+        "gRPC ingress on Ray 2.56",
+        "dev",
+        _set("ray", version="2.56.0"),
+        r"ray.grpc needs Ray 2.57\+.*got ray.version 2.56.0",
+    ),
+    (
+        "HAProxy ingress on Ray 2.54",
+        "dev",
+        _set("ray", version="2.54.0", grpc=False),
+        r"ray.version 2.54.0 has no HAProxy ingress",
+    ),
+    (
+        "GPU demand over the worker group",
+        "dev",
+        _in("apps", [1, "deployments", "Ranker"], numReplicas=3),
+        r"apps: need 3 GPUs at peak replicas but rayService.workers.maxReplicas \(2\) x 1 GPUs.*holds 2",
+    ),
+    (
+        "one replica wider than a node",
+        "dev",
+        _in("apps", [1, "deployments", "Ranker"], numGpus=2),
+        r"apps\[recsys\].deployments.Ranker.numGpus \(2.0\) exceeds the 1 GPU\(s\) of one a3-highgpu-1g node",
+    ),
+    (
+        "blue/green without headroom",
+        "staging",
+        _in("apps", [1, "deployments", "Ranker"], autoscaling={"minReplicas": 1, "maxReplicas": 9}),
+        r"upgradeStrategy.type NewCluster starts a second cluster.*needs 18 GPUs but .* is 16",
+    ),
+    (
+        "incremental upgrade without gateway",
+        "dev",
+        _set("rayService", upgradeStrategy={"type": "NewClusterWithIncrementalUpgrade"}),
+        r"rayService.upgradeStrategy.gatewayClassName is required for NewClusterWithIncrementalUpgrade",
+    ),
+    (
+        "incremental upgrade with a gRPC-only app",
+        "dev",
+        _grpc_only_app,
+        r"NewClusterWithIncrementalUpgrade shifts HTTP traffic only; gRPC-only apps \['echo'\]",
+    ),
+    (
+        "head fault tolerance without Redis",
+        "prod",
+        _in("rayService", ["faultTolerance"], redisAddress=None),
+        r"rayService.faultTolerance.redisAddress is required when enabled is true",
+    ),
+    (
+        "0.0.0.0/0 authorized in prod",
+        "prod",
+        _drop_authorized_anywhere,
+        r"cluster.authorizedNetworks must not contain 0.0.0.0/0 in prod",
+    ),
+    (
+        "duplicate route prefix",
+        "dev",
+        _in("apps", [1], routePrefix="/echo"),
+        r"apps\[recsys\].routePrefix '/echo' is already used by apps\[echo\]",
+    ),
+    (
+        "duplicate ingress ports",
+        "dev",
+        _set("ingress", grpcPort=80),
+        r"ingress.grpcPort \(80\) is already used by ingress.httpPort",
+    ),
+    (
+        "unknown key in a section",
+        "dev",
+        _set("gpuPool", minNode=1),
+        r"gpuPool.minNode: unknown key \(value 1\); allowed keys: acceleratorCount, .*minNodes",
+    ),
+    (
+        "unknown top-level key",
+        "dev",
+        lambda c: c.update({f"{NS}:gpuPools": {}}),
+        r"ray-serve-gke:gpuPools: unknown key; allowed keys: .*ray-serve-gke:gpuPool,",
+    ),
+    (
+        "unknown capacity mode",
+        "dev",
+        _set("gpuPool", capacity={"mode": "preemptible"}),
+        r"gpuPool.capacity: .*expected tags: 'on-demand', 'spot', 'flex-start'.*got \{'mode': 'preemptible'\}",
+    ),
+    (
+        "specific reservation without a name",
+        "prod",
+        _set("gpuPool", capacity={"mode": "reservation"}),
+        r"gpuPool.capacity.name is required when affinity is 'specific'",
+    ),
+    (
+        "flex-start longer than seven days",
+        "dev",
+        _set("gpuPool", capacity={"mode": "flex-start", "maxRunDurationHours": 200}),
+        r"gpuPool.capacity.maxRunDurationHours: Input should be less than or equal to 168; got 200",
+    ),
+    (
+        "queued provisioning with a floor",
+        "staging",
+        _set("gpuPool", capacity={"mode": "queued-provisioning"}, minNodes=1),
+        r"gpuPool.minNodes must be 0 with queued provisioning \(nodes come only on request\); got 1",
+    ),
+    (
+        "compact placement across zones",
+        "prod",
+        _set("gpuPool", zones=["us-central1-a", "us-central1-b"]),
+        r"gpuPool.compactPlacement needs exactly one zone.*got zones \['us-central1-a', 'us-central1-b'\]",
+    ),
+    (
+        "overlapping CIDRs",
+        "dev",
+        _set("network", podsCidr="10.10.0.0/16"),
+        r"network.subnetCidr \(10.10.0.0/20\) overlaps network.podsCidr \(10.10.0.0/16\)",
+    ),
+    (
+        "GPUDirect on a shape without it",
+        "dev",
+        _set("network", gpudirect=True),
+        r"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is a3-highgpu-1g",
+    ),
+    (
+        "more workers than GPU nodes",
+        "dev",
+        _in("rayService", ["workers"], maxReplicas=3),
+        r"rayService.workers.maxReplicas \(3\) must be <= gpuPool.maxNodes \(2\)",
+    ),
+    (
+        "unpinned ingress image",
+        "dev",
+        _set("ingress", image="haproxy:latest"),
+        r"ingress.image must be pinned to a version tag; got 'haproxy:latest'",
+    ),
+    (
+        "ingress open to the world in prod",
+        "prod",
+        _set("ingress", sourceRanges=["0.0.0.0/0"]),
+        r"ingress.sourceRanges must not contain 0.0.0.0/0 in prod",
+    ),
+    (
+        "no deletion protection in prod",
+        "prod",
+        _in("cluster", [], deletionProtection=False),
+        r"cluster.deletionProtection must be true in prod; got false",
+    ),
+    (
+        "llm app over gRPC",
+        "prod",
+        _in("apps", [2], protocols=["http", "grpc"]),
+        r"apps\[llm\].protocols: the llm app serves the OpenAI HTTP API only",
+    ),
+    (
+        "custom app without import path",
+        "dev",
+        _in("apps", [0], kind="custom"),
+        r"apps\[echo\].importPath is required for kind: custom",
+    ),
+    (
+        "bad environment",
+        "dev",
+        lambda c: c.update({f"{NS}:environment": "qa"}),
+        r"ray-serve-gke:environment: Input should be 'dev', 'staging' or 'prod'; got 'qa'",
+    ),
+    (
+        "missing gcp:project",
+        "dev",
+        lambda c: c.pop("gcp:project"),
+        r"gcp:project: required key is missing",
+    ),
+    (
+        "bad KMS key",
+        "prod",
+        _set("cluster", kmsKey="gke-secrets"),
+        r"cluster.kmsKey must be projects/P/locations/L/keyRings/R/cryptoKeys/K .*got 'gke-secrets'",
+    ),
 ]
 
 
@@ -169,21 +328,25 @@ def _mutated(stack: str, mutate: Callable[[dict], None]) -> dict:
     return config
 
 
-@pytest.mark.parametrize(("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS],
-                         ids=[c[0] for c in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
 def test_bad_config_is_rejected_with_key_value_and_allowed(stack, mutate, pattern):
     with pytest.raises(ConfigError, match=pattern):
         parse_stack_config(stack, _mutated(stack, mutate))
 
 
 @pytest.mark.mocks
-@pytest.mark.parametrize(("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS],
-                         ids=[c[0] for c in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
 def test_bad_config_registers_nothing(stack, mutate, pattern):
     """The program validates first: under the engine's mocks, not one resource reaches the monitor."""
     inventory = Inventory()
     with pytest.raises(ConfigError, match=pattern):
-        run_with_mocks(run_program, stack=stack, config=_mutated(stack, mutate), inventory=inventory)
+        run_with_mocks(
+            run_program, stack=stack, config=_mutated(stack, mutate), inventory=inventory
+        )
     assert inventory.resources == []
 
 
@@ -200,5 +363,7 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_missing_stack_file_names_the_stacks():
-    with pytest.raises(ConfigError, match=r"no stack file .*Pulumi.qa.yaml; stacks: dev, prod, staging"):
+    with pytest.raises(
+        ConfigError, match=r"no stack file .*Pulumi.qa.yaml; stacks: dev, prod, staging"
+    ):
         load_stack_config("qa")

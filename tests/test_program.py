@@ -1,0 +1,201 @@
+"""The whole program under Pulumi's mocks, once per stack: inventory, key inputs, providers, schemas, outputs,
+and the `raygke plan` CLI that prints it."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+
+import pytest
+import yaml
+from schemas import validate_core, validate_rayservice
+
+from infra.config import load_stack_config
+from infra.outputs import SMOKE_SCHEMA_VERSION
+from infra.serve_config import build_serve_config
+from raygke.mocks import Secret
+from raygke.plan import Plan, plan_stack, render_text
+
+STACKS = ("dev", "staging", "prod")
+RAYSERVICE = "kubernetes:ray.io/v1:RayService"
+CORE_TYPES = {
+    "kubernetes:core/v1:Namespace",
+    "kubernetes:core/v1:Service",
+    "kubernetes:core/v1:ConfigMap",
+    "kubernetes:apps/v1:Deployment",
+    "kubernetes:policy/v1:PodDisruptionBudget",
+    "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+    "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
+}
+EXPECTED_TYPES = {
+    "raygke:network:Network",
+    "raygke:cluster:GkeCluster",
+    "raygke:gpu_node_pool:H100NodePool",
+    "raygke:kuberay_operator:KubeRayOperator",
+    "raygke:haproxy_ingress:HaproxyIngress",
+    "raygke:ray_service:RayServeApp",
+    "gcp:compute/network:Network",
+    "gcp:compute/subnetwork:Subnetwork",
+    "gcp:compute/router:Router",
+    "gcp:compute/routerNat:RouterNat",
+    "gcp:container/cluster:Cluster",
+    "gcp:container/nodePool:NodePool",
+    "gcp:serviceaccount/account:Account",
+    "kubernetes:helm.sh/v3:Release",
+    "kubernetes:yaml/v2:ConfigGroup",
+    RAYSERVICE,
+    *CORE_TYPES,
+}
+
+pytestmark = pytest.mark.mocks
+
+
+@functools.cache
+def planned(stack: str) -> Plan:
+    return plan_stack(stack)
+
+
+def gpu_pool(plan: Plan):
+    return next(
+        r
+        for r in plan.inventory.of_type("gcp:container/nodePool:NodePool")
+        if r.inputs["nodeConfig"].get("guestAccelerators")
+    )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_inventory_holds_every_layer(stack: str):
+    assert planned(stack).inventory.types() >= EXPECTED_TYPES
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_resource_goes_through_an_explicit_provider(stack: str):
+    inventory = planned(stack).inventory
+    gke = inventory.one("pulumi:providers:kubernetes", "gke").urn
+    gcp = inventory.one("pulumi:providers:gcp", "gcp").urn
+    for r in inventory.resources:
+        if not r.custom or r.type.startswith("pulumi:providers:"):
+            continue
+        expected = gke if r.type.startswith("kubernetes:") else gcp
+        assert r.provider.startswith(expected + "::"), (r.type, r.name, r.provider)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_gpu_pool_matches_the_stack(stack: str):
+    config = load_stack_config(stack)
+    pool = gpu_pool(planned(stack))
+    node = pool.inputs["nodeConfig"]
+    assert node["machineType"] == config.gpu_pool.machine_type
+    [accelerator] = node["guestAccelerators"]
+    assert accelerator["type"] == config.gpu_pool.accelerator_type
+    assert accelerator["count"] == config.gpu_pool.accelerator_count
+    assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"} in node["taints"]
+    assert node["shieldedInstanceConfig"]["enableSecureBoot"] is True
+    assert pool.inputs["nodeLocations"] == config.gpu_pool.zones
+
+
+def test_capacity_modes_per_environment():
+    dev, prod = gpu_pool(planned("dev")), gpu_pool(planned("prod"))
+    assert dev.inputs["nodeConfig"]["spot"] is True
+    affinity = prod.inputs["nodeConfig"]["reservationAffinity"]
+    assert affinity["consumeReservationType"] == "SPECIFIC_RESERVATION"
+    assert affinity["values"] == ["raygke-h100-mega"]
+    assert prod.inputs["placementPolicy"]["type"] == "COMPACT"
+    assert prod.inputs["autoscaling"]["totalMinNodeCount"] >= 1
+
+
+def test_prod_cluster_is_hardened():
+    cluster = planned("prod").inventory.one("gcp:container/cluster:Cluster")
+    inputs = cluster.inputs
+    assert inputs["deletionProtection"] is True
+    assert inputs["privateClusterConfig"]["enablePrivateNodes"] is True
+    assert inputs["databaseEncryption"]["state"] == "ENCRYPTED"
+    cidrs = [b["cidrBlock"] for b in inputs["masterAuthorizedNetworksConfig"]["cidrBlocks"]]
+    assert "0.0.0.0/0" not in cidrs
+
+
+def test_prod_has_gpudirect_networks_for_the_mega_shape():
+    networks = planned("prod").inventory.of_type("gcp:compute/network:Network")
+    assert len(networks) == 1 + 8
+
+
+@pytest.mark.schema
+@pytest.mark.parametrize("stack", STACKS)
+def test_rayservice_validates_and_carries_the_stack_serve_config(stack: str):
+    config = load_stack_config(stack)
+    registered = planned(stack).inventory.one(RAYSERVICE)
+    manifest = {"apiVersion": "ray.io/v1", "kind": "RayService", **registered.inputs}
+    validate_rayservice(manifest)
+    assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == build_serve_config(config)
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == config.ray.version
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in pods:
+        container = group["template"]["spec"]["containers"][0]
+        assert container["image"] == config.ray.image
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+
+
+@pytest.mark.schema
+@pytest.mark.parametrize("stack", STACKS)
+def test_core_objects_validate_against_kubernetes_schemas(stack: str):
+    checked = 0
+    for r in planned(stack).inventory.resources:
+        if r.type in CORE_TYPES:
+            group_version, kind = r.type.removeprefix("kubernetes:").rsplit(":", 1)
+            group, version = group_version.split("/")
+            api_version = version if group == "core" else f"{group}/{version}"
+            validate_core({"apiVersion": api_version, "kind": kind, **r.inputs})
+            checked += 1
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_smoke_output_is_the_documented_contract(stack: str):
+    config = load_stack_config(stack)
+    outputs = planned(stack).outputs
+    smoke = outputs["smoke"]
+    assert smoke["schema_version"] == SMOKE_SCHEMA_VERSION
+    assert smoke["source"] == "pulumi" and smoke["stack"] == stack
+    assert smoke["http_url"] == "http://203.0.113.20:80"
+    assert smoke["grpc_target"] == "203.0.113.20:9000"
+    assert [a["name"] for a in smoke["apps"]] == [a.name for a in config.apps]
+    echo = next(a for a in smoke["apps"] if a["kind"] == "echo")
+    assert echo["grpc_service"] == "raygke.echo.v1.EchoService"
+    assert echo["grpc_application"] == "echo"
+    assert smoke["serve_flags"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert smoke["gpu"]["count_per_node"] == config.gpu_pool.accelerator_count
+    assert smoke["kuberay_version"] == "1.7.0" and smoke["ray_version"] == "2.60.0"
+    assert isinstance(outputs["kubeconfig"], Secret)
+    assert "gke-gcloud-auth-plugin" in outputs["kubeconfig"].value
+
+
+def test_plan_text_is_deterministic_and_masks_secrets():
+    first = render_text(planned("dev"))
+    again = render_text(plan_stack("dev"))
+    assert first == again
+    assert "gke-gcloud-auth-plugin" not in first
+    assert "kubeconfig: [secret]" in first
+    assert first.startswith("stack dev: ")
+
+
+def test_plan_cli_prints_the_tree_and_bad_stacks_fail_in_one_line():
+    ok = subprocess.run(
+        [sys.executable, "-m", "raygke.cli", "plan", "--stack", "dev"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "raygke:ray_service:RayServeApp  serving" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "raygke.cli", "plan", "--stack", "qa"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("raygke: no stack file") and "Traceback" not in bad.stderr
