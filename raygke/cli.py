@@ -36,7 +36,13 @@ def _local(args: argparse.Namespace) -> int:
     from raygke import local
 
     if args.action == "up":
-        return local.up(args.stack, ray_defaults=args.ray_defaults, state_dir=args.state_dir)
+        return local.up(
+            args.stack,
+            ray_defaults=args.ray_defaults,
+            state_dir=args.state_dir,
+            http_port=args.port,
+            grpc_port=args.grpc_port,
+        )
     if args.action == "status":
         return local.status(state_dir=args.state_dir)
     return local.down(state_dir=args.state_dir)
@@ -65,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run Ray's default serving path (no HAProxy ingress, no gRPC transport)",
     )
+    local.add_argument(
+        "--port", type=int, help="our ingress tier's HTTP port (default: a free one)"
+    )
+    local.add_argument("--grpc-port", type=int, help="its gRPC port (default: a free one)")
     local.add_argument(
         "--state-dir",
         default=None,

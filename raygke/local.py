@@ -121,8 +121,25 @@ def _wait_http(url: str, timeout_s: float) -> None:
     raise LocalError(f"{url} did not answer 200 within {timeout_s:.0f} s")
 
 
-def _start_tier(spec: IngressSpec, state_dir: Path) -> int:
-    haproxy = find_haproxy()
+def _haproxy_binary() -> Path:
+    try:
+        return find_haproxy()
+    except FileNotFoundError as exc:
+        raise LocalError(str(exc)) from None
+
+
+def _tier_ports(http: int | None, grpc: int | None) -> tuple[int, int, int]:
+    """Our tier's HTTP, gRPC and stats ports: the ones asked for, or free ones."""
+    for what, port in (("--port", http), ("--grpc-port", grpc)):
+        if port is not None and local_ray.port_in_use(port):
+            raise LocalError(
+                f"{what} {port} is in use on this machine; pick another or leave it out"
+            )
+    free = iter(local_ray.free_ports(3))
+    return http or next(free), grpc or next(free), next(free)
+
+
+def _start_tier(spec: IngressSpec, state_dir: Path, haproxy: Path) -> int:
     text = render_haproxy_cfg(spec)
     check_config(text, haproxy)
     cfg = state_dir / "haproxy.cfg"
@@ -159,7 +176,14 @@ def _first_request(outputs: dict[str, Any]) -> str:
         return f"GET {url} -> {response.status} {response.read().decode()[:200]}"
 
 
-def up(stack: str, *, ray_defaults: bool = False, state_dir: str | Path | None = None) -> int:
+def up(
+    stack: str,
+    *,
+    ray_defaults: bool = False,
+    state_dir: str | Path | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+) -> int:
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     existing = read_state(state_dir)
     if existing is not None:
@@ -175,6 +199,8 @@ def up(stack: str, *, ray_defaults: bool = False, state_dir: str | Path | None =
     config = load_stack_config(stack)
     flags = {} if ray_defaults else serve_flags(config.ray)
     serve_config = local_serve_config(config)
+    haproxy = _haproxy_binary()  # fail before starting anything
+    http, grpc, stats = _tier_ports(http_port, grpc_port)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     _say(
@@ -200,9 +226,8 @@ def up(stack: str, *, ray_defaults: bool = False, state_dir: str | Path | None =
     _write_state(state_dir, state)
     try:
         local_ray.deploy(ray, serve_config, on_progress=_say)
-        http, grpc, stats = local_ray.free_ports(3)
         spec = tier_spec(config, ray, http, grpc, stats, state_dir / "haproxy.pid")
-        tier_pid = _start_tier(spec, state_dir)
+        tier_pid = _start_tier(spec, state_dir, haproxy)
         state["pids"].append(tier_pid)
         state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
         _write_state(state_dir, state)
@@ -294,9 +319,10 @@ def status(*, state_dir: str | Path | None = None) -> int:
     alive = {pid: _alive(pid) for pid in state["pids"]}
     tier = state.get("tier", {})
     healthy = False
-    with contextlib.suppress(OSError), urllib.request.urlopen(
-        f"http://127.0.0.1:{tier.get('http')}{HEALTH_PATH}", timeout=3
-    ) as r:
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(f"http://127.0.0.1:{tier.get('http')}{HEALTH_PATH}", timeout=3) as r,
+    ):
         healthy = r.status == 200
     print(
         f"stack {state['stack']} ({'Ray defaults' if state['ray_defaults'] else 'package defaults'})"

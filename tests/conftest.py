@@ -1,0 +1,84 @@
+"""Shared fixtures: the local runs (real Ray, real HAProxy, real gRPC), started once per session.
+
+Each is started through the CLI a user types (`raygke local up`) in its own state directory, and stopped
+with `raygke local down`; teardown then checks, by PID and by path, that nothing it started is left.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from procs import alive, pids_matching
+
+RAYGKE = [sys.executable, "-m", "raygke.cli"]
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    state_dir: Path
+    outputs: dict[str, Any]
+    state: dict[str, Any]
+
+    @property
+    def http_url(self) -> str:
+        return self.outputs["http_url"]
+
+    @property
+    def grpc_target(self) -> str:
+        return self.outputs["grpc_target"]
+
+    @property
+    def direct_http_url(self) -> str:
+        return self.outputs["direct"]["http_url"]
+
+    @property
+    def direct_grpc_target(self) -> str:
+        return self.outputs["direct"]["grpc_target"]
+
+
+def _local_run(state_dir: Path, *extra: str) -> Iterator[LocalRun]:
+    up = subprocess.run(
+        [*RAYGKE, "local", "up", "--stack", "dev", "--state-dir", str(state_dir), *extra],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    if up.returncode != 0:
+        subprocess.run([*RAYGKE, "local", "down", "--state-dir", str(state_dir)], timeout=120)
+        pytest.fail(f"raygke local up failed:\n{up.stdout}\n{up.stderr}")
+    state = json.loads((state_dir / "state.json").read_text())
+    run = LocalRun(state_dir, json.loads((state_dir / "outputs.json").read_text()), state)
+    ray_temp = state["ray"]["temp_dir"]
+    try:
+        yield run
+    finally:
+        started = set(state["pids"]) | set(pids_matching(ray_temp))
+        down = subprocess.run(
+            [*RAYGKE, "local", "down", "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert down.returncode == 0, down.stderr
+        left = [pid for pid in started if alive(pid)]
+        assert not left, f"processes left after `raygke local down`: {left}"
+        assert not state_dir.exists() and not Path(ray_temp).exists()
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
+    """The dev stack with the package's defaults (HAProxy ingress + gRPC transport)."""
+    yield from _local_run(tmp_path_factory.mktemp("local") / "state")
+
+
+@pytest.fixture(scope="session")
+def local_run_ray_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
+    """The dev stack on Ray's defaults (Python proxy, no gRPC transport)."""
+    yield from _local_run(tmp_path_factory.mktemp("local-defaults") / "state", "--ray-defaults")
