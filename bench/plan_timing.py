@@ -19,7 +19,9 @@ def main() -> int:
     total = 0.0
     for stack in STACKS:
         started = time.perf_counter()
-        done = subprocess.run([str(RAYGKE), "plan", "--stack", stack], capture_output=True, text=True)
+        done = subprocess.run(
+            [str(RAYGKE), "plan", "--stack", stack], capture_output=True, text=True
+        )
         elapsed = time.perf_counter() - started
         total += elapsed
         resources = done.stdout.splitlines()[0] if done.stdout else done.stderr.strip()

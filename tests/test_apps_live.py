@@ -1,71 +1,35 @@
-"""The echo and recsys apps on a real local Ray head with the flags ON (HAProxy ingress +
-throughput-optimized), through Ray's own HAProxy: HTTP JSON, SSE, gRPC unary and streaming,
-bad inputs, and a stop that leaves no process behind. One Ray session for the whole module."""
+"""The echo and recsys apps on the shared local run of the dev stack, through both ingresses: our HAProxy
+tier and Ray's own HAProxy behind it. HTTP JSON, SSE, gRPC unary and server-streaming, bad inputs."""
+
+from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from conftest import LocalRun
 
-from app import echo, recsys
 from app.protos import echo_pb2, echo_pb2_grpc, recsys_pb2, recsys_pb2_grpc
-from raygke import local_ray
 
 pytestmark = pytest.mark.process
 
-FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-TPOT_S = 0.1
+INGRESSES = ["tier", "ray"]  # our HAProxy tier; Ray's HAProxy, bypassing the tier
+TPOT_MS = 100
 CHUNKS = 5
-SERVE_CONFIG: dict[str, Any] = {
-    "http_options": {"host": "0.0.0.0", "port": 8000},
-    "grpc_options": {"port": 9000, "grpc_servicer_functions": [echo.GRPC_SERVICER, recsys.GRPC_SERVICER]},
-    "applications": [
-        {
-            "name": "echo",
-            "import_path": "app.echo:build_app",
-            "route_prefix": "/echo",
-            "args": {"tpot_s": TPOT_S, "chunks": CHUNKS, "max_chunks": 50, "max_payload_size": 4096},
-        },
-        {
-            "name": "recsys",
-            "import_path": "app.recsys:build_app",
-            "route_prefix": "/recsys",
-            "args": {"cardinality": 1000, "max_rows": 64, "torch_threads": 1},
-        },
-    ],
-}
+MAX_PAYLOAD = 1 << 20  # EchoArgs.max_payload_size default; the gRPC message limit is 4 MiB
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+def _endpoints(run: LocalRun, ingress: str) -> tuple[str, str]:
+    if ingress == "tier":
+        return run.http_url, run.grpc_target
+    return run.direct_http_url, run.direct_grpc_target
 
 
-@pytest.fixture(scope="module")
-def ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_ray.LocalRay]:
-    progress: list[str] = []
-    head = local_ray.up(
-        tmp_path_factory.mktemp("live"), SERVE_CONFIG, env=FLAGS, on_progress=progress.append
-    )
-    assert any("RUNNING" in line for line in progress)
-    print(f"\nRay start {head.start_s:.1f}s, deploy {head.deploy_s:.1f}s")
-    try:
-        yield head
-    finally:
-        local_ray.stop(head, check=False)  # no-op when test_stop_leaves_nothing ran
-
-
-def _get(url: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+def _call(url: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
     request.add_header("Content-Type", "application/json")
     try:
@@ -79,27 +43,22 @@ def _meta(app: str) -> tuple[tuple[str, str], ...]:
     return (("application", app),)
 
 
-def test_flags_and_haproxy_on_our_ports(ray: local_ray.LocalRay) -> None:
-    assert ray.env == FLAGS
-    cfgs = list(ray.haproxy_dir.glob("*/haproxy.cfg"))
-    assert cfgs, "Ray's HAProxy wrote no config under our dir: HAProxy mode is off"
-    text = cfgs[0].read_text()
-    assert f":{ray.ports.haproxy_stats}" in text and ":8404" not in text
-    assert f":{ray.ports.haproxy_metrics}" in text and ":9101" not in text
-    assert f"127.0.0.1:{ray.ports.http}" in text
-
-
-def test_http_unary_get_and_post(ray: local_ray.LocalRay) -> None:
-    status, reply = _get(f"{ray.http_url}/echo/unary?size=10")
+@pytest.mark.parametrize("ingress", INGRESSES)
+def test_http_unary_get_and_post(local_run: LocalRun, ingress: str) -> None:
+    http, _ = _endpoints(local_run, ingress)
+    status, reply = _call(f"{http}/echo/unary?size=10")
     assert status == 200 and reply == {"message": "", "payload": "x" * 10, "version": "v1"}
-    status, reply = _get(f"{ray.http_url}/echo/unary", json.dumps({"message": "hi"}).encode())
+    status, reply = _call(f"{http}/echo/unary", json.dumps({"message": "hi"}).encode())
     assert status == 200 and reply["message"] == "hi" and len(reply["payload"]) == 1024
 
 
-def test_http_sse_streams_incrementally(ray: local_ray.LocalRay) -> None:
+@pytest.mark.parametrize("ingress", INGRESSES)
+def test_http_sse_streams_incrementally(local_run: LocalRun, ingress: str) -> None:
+    http, _ = _endpoints(local_run, ingress)
     arrivals: list[float] = []
     events: list[str] = []
-    with urllib.request.urlopen(f"{ray.http_url}/echo/stream?size=4", timeout=30) as r:
+    url = f"{http}/echo/stream?size=4&chunks={CHUNKS}&tpot_ms={TPOT_MS}"
+    with urllib.request.urlopen(url, timeout=30) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
         for raw in r:
             line = raw.decode().strip()
@@ -109,31 +68,39 @@ def test_http_sse_streams_incrementally(ray: local_ray.LocalRay) -> None:
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert chunks == [{"index": i, "payload": "xxxx"} for i in range(CHUNKS)]
-    # The streamer sleeps TPOT_S between chunks; buffered (non-incremental) delivery would make
-    # every chunk arrive at once, so the spread between first and last is the proof.
-    assert arrivals[CHUNKS - 1] - arrivals[0] >= 0.75 * (CHUNKS - 1) * TPOT_S
+    # Buffered delivery would land every chunk at once: the spread between first and last is the proof.
+    assert arrivals[CHUNKS - 1] - arrivals[0] >= 0.75 * (CHUNKS - 1) * TPOT_MS / 1000
 
 
-def test_grpc_unary_and_stream(ray: local_ray.LocalRay) -> None:
-    with grpc.insecure_channel(ray.grpc_target) as channel:
+@pytest.mark.parametrize("ingress", INGRESSES)
+def test_grpc_unary_and_incremental_stream(local_run: LocalRun, ingress: str) -> None:
+    _, target = _endpoints(local_run, ingress)
+    with grpc.insecure_channel(target) as channel:
         stub = echo_pb2_grpc.EchoServiceStub(channel)
         reply = stub.Unary(echo_pb2.EchoRequest(message="m", size=3), metadata=_meta("echo"))
         assert (reply.message, reply.payload, reply.version) == ("m", "xxx", "v1")
-        chunks = list(stub.Stream(echo_pb2.StreamRequest(chunks=3, size=2), metadata=_meta("echo")))
-        assert [(c.index, c.payload) for c in chunks] == [(0, "xx"), (1, "xx"), (2, "xx")]
+        request = echo_pb2.StreamRequest(chunks=CHUNKS, size=2, tpot_ms=TPOT_MS)
+        arrivals, chunks = [], []
+        for chunk in stub.Stream(request, metadata=_meta("echo")):
+            arrivals.append(time.monotonic())
+            chunks.append((chunk.index, chunk.payload))
+        assert chunks == [(i, "xx") for i in range(CHUNKS)]
+        assert arrivals[-1] - arrivals[0] >= 0.75 * (CHUNKS - 1) * TPOT_MS / 1000
 
 
-def test_recsys_http_and_grpc(ray: local_ray.LocalRay) -> None:
-    status, reply = _get(f"{ray.http_url}/recsys/rank")
+@pytest.mark.parametrize("ingress", INGRESSES)
+def test_recsys_returns_32_scores_in_unit_range(local_run: LocalRun, ingress: str) -> None:
+    http, target = _endpoints(local_run, ingress)
+    status, reply = _call(f"{http}/recsys/rank")
     assert status == 200 and reply["rows"] == 32 and len(reply["scores"]) == 32
     assert all(0.0 <= s <= 1.0 for s in reply["scores"])
     body = json.dumps({"dense": [[0.5] * 13] * 2, "sparse": [[7] * 26] * 2}).encode()
-    status, reply = _get(f"{ray.http_url}/recsys/rank", body)
+    status, reply = _call(f"{http}/recsys/rank", body)
     assert status == 200 and reply["rows"] == 2 and reply["scores"][0] == reply["scores"][1]
-    with grpc.insecure_channel(ray.grpc_target) as channel:
+    with grpc.insecure_channel(target) as channel:
         stub = recsys_pb2_grpc.RecsysServiceStub(channel)
-        ranked = stub.Rank(recsys_pb2.RankRequest(rows=4, seed=1), metadata=_meta("recsys"))
-        assert len(ranked.scores) == 4 and all(0.0 <= s <= 1.0 for s in ranked.scores)
+        ranked = stub.Rank(recsys_pb2.RankRequest(), metadata=_meta("recsys"))
+        assert len(ranked.scores) == 32 and all(0.0 <= s <= 1.0 for s in ranked.scores)
 
 
 @pytest.mark.parametrize(
@@ -141,59 +108,55 @@ def test_recsys_http_and_grpc(ray: local_ray.LocalRay) -> None:
     [
         ("/echo/unary", b"{not json", "body"),
         ("/echo/unary", b"[1, 2]", "body"),
-        ("/echo/unary?size=999999", None, "size"),
+        (f"/echo/unary?size={MAX_PAYLOAD + 1}", None, "size"),
         ("/echo/unary", b'{"size": "big"}', "size"),
         ("/echo/unary", b'{"message": 3}', "message"),
-        ("/echo/stream?chunks=51", None, "chunks"),
-        ("/recsys/rank?rows=65", None, "rows"),
+        ("/echo/stream?chunks=1001", None, "chunks"),
+        ("/recsys/rank?rows=1025", None, "rows"),
+        ("/recsys/rank", b'{"rows": "x"}', "rows"),
         ("/recsys/rank", b'{"dense": [[1]], "sparse": [[1]]}', "dense"),
         ("/recsys/rank", b"{oops", "body"),
     ],
 )
 def test_http_bad_input_is_400_naming_the_field(
-    ray: local_ray.LocalRay, path: str, body: bytes | None, field: str
+    local_run: LocalRun, path: str, body: bytes | None, field: str
 ) -> None:
-    status, reply = _get(f"{ray.http_url}{path}", body)
+    status, reply = _call(f"{local_run.http_url}{path}", body)
     assert status == 400 and field in reply["error"], reply
 
 
-def test_grpc_bad_input_is_invalid_argument(ray: local_ray.LocalRay) -> None:
-    with grpc.insecure_channel(ray.grpc_target) as channel:
+def test_grpc_bad_input_is_invalid_argument_and_the_app_keeps_serving(local_run: LocalRun) -> None:
+    with grpc.insecure_channel(local_run.grpc_target) as channel:
         echo_stub = echo_pb2_grpc.EchoServiceStub(channel)
         recsys_stub = recsys_pb2_grpc.RecsysServiceStub(channel)
         calls = [
             (lambda: echo_stub.Unary(echo_pb2.EchoRequest(size=-1), metadata=_meta("echo")), "size"),
+            # a reply over the gRPC message limit (4 MiB) is refused up front, by name
+            (
+                lambda: echo_stub.Unary(
+                    echo_pb2.EchoRequest(size=5 << 20), metadata=_meta("echo")
+                ),
+                f"size must be <= {MAX_PAYLOAD}",
+            ),
             (
                 lambda: list(
-                    echo_stub.Stream(echo_pb2.StreamRequest(chunks=51), metadata=_meta("echo"))
+                    echo_stub.Stream(echo_pb2.StreamRequest(chunks=1001), metadata=_meta("echo"))
                 ),
                 "chunks",
             ),
             (
-                lambda: recsys_stub.Rank(recsys_pb2.RankRequest(rows=65), metadata=_meta("recsys")),
+                lambda: recsys_stub.Rank(
+                    recsys_pb2.RankRequest(rows=1025), metadata=_meta("recsys")
+                ),
                 "rows",
             ),
         ]
-        for call, field in calls:
+        for call, message in calls:
             with pytest.raises(grpc.RpcError) as info:
                 call()
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-            assert field in info.value.details()  # type: ignore[attr-defined]
-        # Still serving after the errors.
+            assert message in info.value.details()  # type: ignore[attr-defined]
         reply = echo_stub.Unary(echo_pb2.EchoRequest(size=1), metadata=_meta("echo"))
         assert reply.payload == "x"
-    status, _ = _get(f"{ray.http_url}/echo/unary?size=1")
+    status, _ = _call(f"{local_run.http_url}/echo/unary?size=1")
     assert status == 200
-
-
-def test_stop_leaves_nothing(ray: local_ray.LocalRay) -> None:
-    before = local_ray.processes(ray)
-    assert ray.pid in before and len(before) > 5
-    haproxy = [p for p in before if "haproxy" in Path(f"/proc/{p}/cmdline").read_bytes().decode()]
-    assert haproxy, "no HAProxy process found among the head's processes"
-    stopped = local_ray.stop(ray)
-    assert set(before) <= set(stopped)
-    left = [pid for pid in stopped if _alive(pid)]
-    assert left == [], f"still alive: {left}"
-    assert not ray.temp_dir.exists()
-    assert os.getpid() not in stopped

@@ -46,12 +46,15 @@ def test_echo_unary_parsing_defaults_and_limits() -> None:
         echo.parse_unary({"message": 5}, args)
 
 
-def test_echo_stream_parsing_limits_chunks() -> None:
-    args = echo.EchoArgs(chunks=4, max_chunks=10)
-    assert echo.parse_stream({}, args) == (4, 1024)
-    assert echo.parse_stream({"chunks": "10", "size": "3"}, args) == (10, 3)
+def test_echo_stream_parsing_limits_chunks_and_pacing() -> None:
+    args = echo.EchoArgs(chunks=4, max_chunks=10, tpot_s=0.02, max_delay_ms=500)
+    assert echo.parse_stream({}, args) == (4, 1024, 0.0, 0.02)
+    assert echo.parse_stream({"chunks": "10", "size": "3"}, args) == (10, 3, 0.0, 0.02)
+    assert echo.parse_stream({"ttft_ms": "200", "tpot_ms": 50}, args) == (4, 1024, 0.2, 0.05)
     with pytest.raises(echo.BadRequest, match="chunks must be <= 10"):
         echo.parse_stream({"chunks": 11}, args)
+    with pytest.raises(echo.BadRequest, match="tpot_ms must be <= 500; got 501"):
+        echo.parse_stream({"tpot_ms": 501}, args)
 
 
 def test_sse_event_is_one_data_line() -> None:
@@ -227,7 +230,10 @@ def _llm(**kw: object) -> llm.LlmArgs:
 
 def test_llm_config_kwargs_gcs() -> None:
     kw = llm.llm_config_kwargs(_llm(tensor_parallel_size=2, max_model_len=4096), env={})
-    assert kw["model_loading_config"] == {"model_id": "qwen-0.5b", "model_source": "/gcs/models/qwen"}
+    assert kw["model_loading_config"] == {
+        "model_id": "qwen-0.5b",
+        "model_source": "/gcs/models/qwen",
+    }
     assert kw["accelerator_type"] == "H100"
     assert kw["engine_kwargs"]["tensor_parallel_size"] == 2
     assert kw["engine_kwargs"]["max_model_len"] == 4096
@@ -331,10 +337,16 @@ def test_localize_serve_config_binds_our_ports(tmp_path) -> None:
     given = {
         "http_options": {"host": "0.0.0.0", "port": 8000, "keep_alive_timeout_s": 5},
         "grpc_options": {"port": 9000, "grpc_servicer_functions": [echo.GRPC_SERVICER]},
-        "applications": [{"name": "echo", "import_path": "app.echo:build_app", "route_prefix": "/e"}],
+        "applications": [
+            {"name": "echo", "import_path": "app.echo:build_app", "route_prefix": "/e"}
+        ],
     }
     out = local_ray.localize_serve_config(given, ray)
-    assert out["http_options"] == {"host": "127.0.0.1", "port": ports.http, "keep_alive_timeout_s": 5}
+    assert out["http_options"] == {
+        "host": "127.0.0.1",
+        "port": ports.http,
+        "keep_alive_timeout_s": 5,
+    }
     assert out["grpc_options"]["port"] == ports.grpc
     assert out["grpc_options"]["grpc_servicer_functions"] == [echo.GRPC_SERVICER]
     assert given["http_options"]["port"] == 8000  # the caller's dict is untouched

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from raygke.smoke.cli import main
+from raygke.smoke.cli import direct_view, main
 from raygke.smoke.contract import (
     EXAMPLE,
     ContractError,
@@ -22,6 +22,7 @@ from raygke.smoke.contract import (
     load_contract,
     parse_contract,
 )
+from raygke.smoke.plan import targets
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,6 +41,21 @@ def test_valid_contract_parses() -> None:
     assert contract.apps[1].grpc_application == "recsys"  # defaults to the app name
     assert contract.serve_flags["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert contract.direct is None
+
+
+@pytest.mark.pure
+def test_app_without_grpc_is_http_only() -> None:
+    doc = copy.deepcopy(VALID)
+    doc["apps"][0]["grpc_service"] = None  # ray.grpc: false
+    doc["apps"].append({"name": "chat", "kind": "llm", "route_prefix": "/llm"})
+    contract = parse_contract(doc)
+    assert [a.grpc for a in contract.apps] == [False, True, False]
+    assert targets(contract) == [
+        ("echo", "http", "unary"),
+        ("echo", "http", "stream"),
+        ("recsys", "http", "unary"),
+        ("recsys", "grpc", "unary"),
+    ]
 
 
 @pytest.mark.pure
@@ -85,7 +101,7 @@ BROKEN = [
     (_set(["apps"], []), "smoke.apps"),
     (_set(["apps", 0, "kind"], "chat"), r"smoke.apps\[0\].kind"),
     (_set(["apps", 1, "route_prefix"], "recsys"), r"smoke.apps\[1\].route_prefix"),
-    (_set(["apps", 0, "grpc_service"], None), r"smoke.apps\[0\].grpc_service"),
+    (_set(["apps", 0, "kind"], "llm"), r"smoke.apps\[0\].grpc_service: must be null"),
     (_set(["apps", 1, "name"], "echo"), "smoke.apps: app names must be unique"),
     (_drop("slo"), "smoke.slo"),
     (_set(["slo", "concurrency"], 0), "smoke.slo.concurrency"),
@@ -95,6 +111,8 @@ BROKEN = [
     (_set(["slo", "max_error_rate"], 1.5), "smoke.slo.max_error_rate"),
     (_set(["serve_flags"], ["RAY_SERVE_ENABLE_HA_PROXY"]), "smoke.serve_flags"),
     (_set(["direct"], {"http_url": "http://x:1"}), "smoke.direct.grpc_target"),
+    (_set(["apps", 0, "stream_tpot_ms"], -1), r"smoke.apps\[0\].stream_tpot_ms"),
+    (_set(["apps", 0, "stream_tpot_ms"], "2ms"), r"smoke.apps\[0\].stream_tpot_ms"),
 ]
 
 
@@ -157,6 +175,9 @@ def test_cli_exits_2_on_unreadable_or_non_json_file(
         ["--levels", "0"],
         ["--duration", "0"],
         ["--repeats", "0"],
+        ["--processes", "0"],
+        ["--direct"],  # the example has no `direct` endpoints
+        ["--compare-direct"],
     ],
 )
 def test_cli_exits_2_on_bad_arguments(tmp_path: Path, extra: list[str]) -> None:
@@ -226,3 +247,15 @@ def test_smoke_cli_does_not_import_ray() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.pure
+def test_direct_view_aims_at_rays_own_ingress() -> None:
+    doc = copy.deepcopy(VALID) | {
+        "direct": {"http_url": "http://127.0.0.1:8000", "grpc_target": "127.0.0.1:9000"},
+    }
+    direct = direct_view(parse_contract(doc))
+    assert (direct.http_url, direct.grpc_target) == ("http://127.0.0.1:8000", "127.0.0.1:9000")
+    assert direct.stack == "dev (direct)"
+    with pytest.raises(ContractError, match=r"smoke\.direct: missing"):
+        direct_view(parse_contract(VALID))

@@ -246,3 +246,18 @@ def test_reference_rejects_bad_input_and_keeps_serving(healthy: Any) -> None:
     assert "size must be an integer" in json.loads(bad.value.read())["error"]
     with urllib.request.urlopen(f"{healthy.http_url}/echo/unary?size=5", timeout=10) as ok:
         assert json.loads(ok.read())["payload"] == "xxxxx"
+
+
+def test_unpaced_stream_is_reported_not_verified(tmp_path: Path) -> None:
+    # tpot 0 declared in the contract: a buffered stream cannot be told from a fast one, so the
+    # timing part of the check is a warning; the rest of the check still applies.
+    ref = reference.start(tmp_path / "ref", fail=("stream-buffered",), chunk_delay_ms=0.0)
+    try:
+        assert json.loads(ref.outputs_path.read_text())["apps"][0]["stream_tpot_ms"] == 0.0
+        out = tmp_path / "report"
+        code = main(["--outputs", str(ref.outputs_path), "--out", str(out), *FAST])
+    finally:
+        ref.stop()
+    report = _report(out)
+    assert code == 0, [g for g in report["gates"] if not g["passed"]]
+    assert any("incremental delivery not verified" in w for w in report["warnings"])

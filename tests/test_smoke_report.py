@@ -292,3 +292,18 @@ def test_progress_plain_lines_off_a_terminal() -> None:
         "smoke: [2/2] second",
         "smoke: [3/3] unplanned",
     ]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    out = _Terminal()
+    progress = Progress(4, out)
+    progress.step("one")
+    progress.step("two")
+    text = out.getvalue()
+    assert "\r\x1b[2K[" + "#" * 7 + "." * 23 + "] 1/4 one" in text
+    assert "] 2/4 two" in text and "\n" not in text  # one line, redrawn in place

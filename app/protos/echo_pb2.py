@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61pp/protos/echo.proto\x12\x0eraygke.echo.v1\",\n\x0b\x45\x63hoRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\">\n\tEchoReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"-\n\rStreamRequest\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\"-\n\x0bStreamChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07payload\x18\x02 \x01(\t2\x96\x01\n\x0b\x45\x63hoService\x12?\n\x05Unary\x12\x1b.raygke.echo.v1.EchoRequest\x1a\x19.raygke.echo.v1.EchoReply\x12\x46\n\x06Stream\x12\x1d.raygke.echo.v1.StreamRequest\x1a\x1b.raygke.echo.v1.StreamChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61pp/protos/echo.proto\x12\x0eraygke.echo.v1\",\n\x0b\x45\x63hoRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x05\">\n\tEchoReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"O\n\rStreamRequest\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x05\x12\x0c\n\x04size\x18\x02 \x01(\x05\x12\x0f\n\x07ttft_ms\x18\x03 \x01(\x05\x12\x0f\n\x07tpot_ms\x18\x04 \x01(\x05\"-\n\x0bStreamChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07payload\x18\x02 \x01(\t2\x96\x01\n\x0b\x45\x63hoService\x12?\n\x05Unary\x12\x1b.raygke.echo.v1.EchoRequest\x1a\x19.raygke.echo.v1.EchoReply\x12\x46\n\x06Stream\x12\x1d.raygke.echo.v1.StreamRequest\x1a\x1b.raygke.echo.v1.StreamChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ECHOREPLY']._serialized_start=87
   _globals['_ECHOREPLY']._serialized_end=149
   _globals['_STREAMREQUEST']._serialized_start=151
-  _globals['_STREAMREQUEST']._serialized_end=196
-  _globals['_STREAMCHUNK']._serialized_start=198
-  _globals['_STREAMCHUNK']._serialized_end=243
-  _globals['_ECHOSERVICE']._serialized_start=246
-  _globals['_ECHOSERVICE']._serialized_end=396
+  _globals['_STREAMREQUEST']._serialized_end=230
+  _globals['_STREAMCHUNK']._serialized_start=232
+  _globals['_STREAMCHUNK']._serialized_end=277
+  _globals['_ECHOSERVICE']._serialized_start=280
+  _globals['_ECHOSERVICE']._serialized_end=430
 # @@protoc_insertion_point(module_scope)

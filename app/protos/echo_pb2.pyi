@@ -23,12 +23,16 @@ class EchoReply(_message.Message):
     def __init__(self, message: _Optional[str] = ..., payload: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("chunks", "size")
+    __slots__ = ("chunks", "size", "ttft_ms", "tpot_ms")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    TPOT_MS_FIELD_NUMBER: _ClassVar[int]
     chunks: int
     size: int
-    def __init__(self, chunks: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+    ttft_ms: int
+    tpot_ms: int
+    def __init__(self, chunks: _Optional[int] = ..., size: _Optional[int] = ..., ttft_ms: _Optional[int] = ..., tpot_ms: _Optional[int] = ...) -> None: ...
 
 class StreamChunk(_message.Message):
     __slots__ = ("index", "payload")

@@ -1,0 +1,252 @@
+"""The echo app: the serving-overhead reference (unary and streaming, HTTP and gRPC).
+
+Owns: the echo Serve application (`build_app(EchoArgs)`), its request parsing and validation, and
+the serving API of `kind: echo` in docs/architecture.md. It imitates an LLM's streaming shape
+(time to first token, time per token) without doing any model work, so what a benchmark measures
+is Ray Serve, HAProxy and gRPC, not compute.
+Does not own: replica counts or resources (the stack config overrides them per deployment name),
+ports, route prefixes or env flags (the serve config and `ray start` set those).
+
+Deployment names below are part of the contract with the stack config.
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+import grpc
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from app.protos import echo_pb2
+
+INGRESS_DEPLOYMENT = "EchoIngress"
+ECHO_DEPLOYMENT = "Echo"
+STREAMER_DEPLOYMENT = "Streamer"
+DEPLOYMENTS = (INGRESS_DEPLOYMENT, ECHO_DEPLOYMENT, STREAMER_DEPLOYMENT)
+GRPC_SERVICER = "app.protos.echo_pb2_grpc.add_EchoServiceServicer_to_server"
+
+
+class EchoArgs(BaseModel):
+    """The serve config's `args` for the echo app."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    payload_size: int = Field(default=1024, ge=0, description="default reply payload characters")
+    max_payload_size: int = Field(
+        default=1 << 20, ge=1, description="largest payload a request may ask"
+    )
+    chunks: int = Field(default=20, ge=1, description="default chunks per stream")
+    max_chunks: int = Field(default=1000, ge=1, description="most chunks a request may ask")
+    ttft_s: float = Field(
+        default=0.0, ge=0, description="delay before the first chunk (time to first token)"
+    )
+    tpot_s: float = Field(
+        default=0.0, ge=0, description="delay between chunks (time per output token)"
+    )
+    max_delay_ms: int = Field(
+        default=5000, ge=0, description="largest ttft_ms / tpot_ms a stream request may ask"
+    )
+    version: str = Field(
+        default="v1", min_length=1, description="echoed in replies, to watch redeploys"
+    )
+
+
+class BadRequest(ValueError):
+    """A client error: HTTP 400 / gRPC INVALID_ARGUMENT. The message names the field."""
+
+
+def _int_field(params: Mapping[str, Any], name: str, default: int, limit: int) -> int:
+    """Reads one non-negative int field; 0 or absent means the app's default (as in the proto)."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    # bool is an int subclass; "size": true is a client bug, not 1.
+    if isinstance(raw, bool):
+        raise BadRequest(f"{name} must be an integer; got {raw!r}")
+    if isinstance(raw, str):
+        try:
+            raw = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer; got {raw!r}") from None
+    if not isinstance(raw, int):
+        raise BadRequest(f"{name} must be an integer; got {raw!r}")
+    if raw < 0:
+        raise BadRequest(f"{name} must be >= 0; got {raw}")
+    if raw > limit:
+        raise BadRequest(f"{name} must be <= {limit}; got {raw}")
+    return raw or default
+
+
+def parse_unary(params: Mapping[str, Any], args: EchoArgs) -> tuple[str, int]:
+    """(message, size) from query parameters or a JSON object."""
+    message = params.get("message", "")
+    if not isinstance(message, str):
+        raise BadRequest(f"message must be a string; got {type(message).__name__}")
+    return message, _int_field(params, "size", args.payload_size, args.max_payload_size)
+
+
+def parse_stream(params: Mapping[str, Any], args: EchoArgs) -> tuple[int, int, float, float]:
+    """(chunks, size per chunk, ttft_s, tpot_s) from query parameters or a JSON object.
+
+    A request may ask for its own pacing (`ttft_ms`, `tpot_ms`) to imitate an LLM's shape; 0 or
+    absent keeps the app's."""
+    chunks = _int_field(params, "chunks", args.chunks, args.max_chunks)
+    size = _int_field(params, "size", args.payload_size, args.max_payload_size)
+    ttft_ms = _int_field(params, "ttft_ms", round(args.ttft_s * 1000), args.max_delay_ms)
+    tpot_ms = _int_field(params, "tpot_ms", round(args.tpot_s * 1000), args.max_delay_ms)
+    return chunks, size, ttft_ms / 1000, tpot_ms / 1000
+
+
+def sse_event(data: Mapping[str, Any] | str) -> bytes:
+    """One Server-Sent Event; compact JSON keeps chunks small and on one line."""
+    body = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {body}\n\n".encode()
+
+
+def _bad(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+def _subpath(request: Request) -> str:
+    """The path below the route prefix (Serve sets the prefix as the ASGI root_path)."""
+    path: str = request.scope.get("path", "/")
+    root: str = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return "/" + path.strip("/")
+
+
+@serve.deployment(name=ECHO_DEPLOYMENT)
+class Echo:
+    """Builds the unary reply: a separate deployment so each request crosses one handle call."""
+
+    def __init__(self, version: str) -> None:
+        self._version = version
+
+    async def __call__(self, message: str, size: int) -> dict[str, str]:
+        return {"message": message, "payload": "x" * size, "version": self._version}
+
+
+@serve.deployment(name=STREAMER_DEPLOYMENT)
+class Streamer:
+    """Yields chunks with LLM-like pacing, through a streaming handle."""
+
+    async def __call__(
+        self, chunks: int, size: int, ttft_s: float, tpot_s: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        payload = "x" * size
+        if ttft_s:
+            await asyncio.sleep(ttft_s)
+        for index in range(chunks):
+            if index and tpot_s:
+                await asyncio.sleep(tpot_s)
+            yield {"index": index, "payload": payload}
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT)
+class EchoIngress:
+    """HTTP (plain ASGI: no FastAPI routing cost on the hot path) and gRPC `EchoService`."""
+
+    def __init__(self, echo: DeploymentHandle, streamer: DeploymentHandle, args: EchoArgs) -> None:
+        self._echo = echo
+        self._streamer = streamer.options(stream=True)
+        self._args = args
+
+    async def __call__(self, request: Request) -> Response:
+        path = _subpath(request)
+        try:
+            params: dict[str, Any] = dict(request.query_params)
+            if request.method == "POST":
+                params.update(await _json_object(request))
+            if path == "/unary" and request.method in ("GET", "POST"):
+                message, size = parse_unary(params, self._args)
+                return JSONResponse(await self._echo.remote(message, size))
+            if path == "/stream" and request.method in ("GET", "POST"):
+                plan = parse_stream(params, self._args)
+                return StreamingResponse(
+                    self._sse(*plan),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache"},
+                )
+        except BadRequest as e:
+            return _bad(str(e))
+        return JSONResponse({"error": f"no route {request.method} {path}"}, status_code=404)
+
+    def _stream(
+        self, chunks: int, size: int, ttft_s: float, tpot_s: float
+    ) -> DeploymentResponseGenerator:
+        # A handle with stream=True returns a generator; the stubs type every call as unary.
+        generator = self._streamer.remote(chunks, size, ttft_s, tpot_s)
+        return cast(DeploymentResponseGenerator, generator)
+
+    async def _sse(
+        self, chunks: int, size: int, ttft_s: float, tpot_s: float
+    ) -> AsyncIterator[bytes]:
+        async for chunk in self._stream(chunks, size, ttft_s, tpot_s):
+            yield sse_event(chunk)
+        yield sse_event("[DONE]")
+
+    # gRPC method names must match the RPC names: Serve dispatches on them.
+    async def Unary(
+        self, request: echo_pb2.EchoRequest, grpc_context: RayServegRPCContext
+    ) -> echo_pb2.EchoReply:
+        try:
+            message, size = parse_unary(
+                {"message": request.message, "size": request.size}, self._args
+            )
+        except BadRequest as e:
+            # Serve sends the code and details set here once the method returns.
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(str(e))
+            return echo_pb2.EchoReply()
+        reply = await self._echo.remote(message, size)
+        return echo_pb2.EchoReply(**reply)
+
+    async def Stream(
+        self, request: echo_pb2.StreamRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[echo_pb2.StreamChunk]:
+        try:
+            plan = parse_stream(
+                {
+                    "chunks": request.chunks,
+                    "size": request.size,
+                    "ttft_ms": request.ttft_ms,
+                    "tpot_ms": request.tpot_ms,
+                },
+                self._args,
+            )
+        except BadRequest as e:
+            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            grpc_context.set_details(str(e))
+            return
+        async for chunk in self._stream(*plan):
+            yield echo_pb2.StreamChunk(index=chunk["index"], payload=chunk["payload"])
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (empty body: no fields)."""
+    body = await request.body()
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
+        raise BadRequest(f"body: malformed JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"body: expected a JSON object; got {type(data).__name__}")
+    return data
+
+
+# No `from __future__ import annotations` in app modules: Serve reads the builder's annotation
+# at runtime (it must be the class, not a string) to validate `args` into the pydantic model.
+def build_app(args: EchoArgs) -> serve.Application:
+    """The echo application from the serve config's `args`."""
+    echo = Echo.bind(args.version)
+    streamer = Streamer.bind()
+    return EchoIngress.bind(echo, streamer, args)

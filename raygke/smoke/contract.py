@@ -1,0 +1,302 @@
+"""Reads and validates the `smoke` outputs contract (schema_version 1, docs/architecture.md).
+
+Owns: parsing a local run's file, a whole `pulumi stack output --json` document, or the Pulumi CLI's
+output for `--stack`, into a typed `SmokeContract`; errors that name the offending field.
+Does not own: producing the contract (infra/outputs.py and `raygke local up` do that).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+APP_KINDS = ("echo", "recsys", "llm")
+
+# The contract as docs/architecture.md shows it: documentation, and the base of tests' variations.
+EXAMPLE: dict[str, Any] = {
+    "schema_version": 1,
+    "source": "pulumi",
+    "stack": "dev",
+    "http_url": "http://203.0.113.20:80",
+    "grpc_target": "203.0.113.20:9000",
+    "health_path": "/-/healthz",
+    "apps": [
+        {
+            "name": "echo",
+            "kind": "echo",
+            "route_prefix": "/echo",
+            "grpc_service": "raygke.echo.v1.EchoService",
+            "grpc_application": "echo",
+        },
+        {
+            "name": "recsys",
+            "kind": "recsys",
+            "route_prefix": "/recsys",
+            "grpc_service": "raygke.recsys.v1.RecsysService",
+            "grpc_application": "recsys",
+        },
+    ],
+    "ray_version": "2.60.0",
+    "image": "rayproject/ray:2.60.0-py311-gpu",
+    "serve_flags": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "kuberay_version": "1.7.0",
+    "gpu": {"type": "nvidia-h100-80gb", "count_per_node": 1, "nodes_min": 0, "nodes_max": 2},
+    "slo": {"concurrency": 8, "p99_ms": 500.0, "max_error_rate": 0.01},
+}
+
+
+class ContractError(ValueError):
+    """The contract is missing or malformed; the message names the field (`smoke.<path>`)."""
+
+
+@dataclass(frozen=True)
+class AppEndpoint:
+    name: str
+    kind: str
+    route_prefix: str
+    grpc_service: str | None
+    grpc_application: str | None
+    # echo only: the app's configured gap between stream chunks (its tpot), when the producer
+    # knows it. 0 declares unpaced chunks, whose incremental delivery no client can observe.
+    stream_tpot_ms: float | None = None
+
+    @property
+    def grpc(self) -> bool:
+        """Whether the app is served over gRPC (probed and loaded over both transports)."""
+        return bool(self.grpc_service)
+
+
+@dataclass(frozen=True)
+class Slo:
+    concurrency: int
+    p99_ms: float
+    max_error_rate: float
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    http_url: str
+    grpc_target: str
+
+
+@dataclass(frozen=True)
+class SmokeContract:
+    schema_version: int
+    source: str
+    stack: str
+    http_url: str
+    grpc_target: str
+    health_path: str
+    apps: tuple[AppEndpoint, ...]
+    slo: Slo
+    ray_version: str | None = None
+    image: str | None = None
+    serve_flags: dict[str, str] = field(default_factory=dict)
+    kuberay_version: str | None = None
+    gpu: dict[str, Any] | None = None
+    direct: Endpoints | None = None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints(self.http_url, self.grpc_target)
+
+
+def _fail(path: str, problem: str) -> ContractError:
+    return ContractError(f"smoke.{path}: {problem}")
+
+
+def _str(doc: dict[str, Any], key: str, path: str, default: str | None = None) -> str:
+    if key not in doc or doc[key] is None:
+        if default is not None:
+            return default
+        raise _fail(path, "missing (a non-empty string is required)")
+    value = doc[key]
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, f"must be a non-empty string; got {value!r}")
+    return value
+
+
+def _opt_str(doc: dict[str, Any], key: str, path: str) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(path, f"must be a string; got {value!r}")
+    return value
+
+
+def _http_url(value: str, path: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise _fail(path, f"must start with http:// or https://; got {value!r}")
+    return value.rstrip("/")
+
+
+def _grpc_target(value: str, path: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise _fail(path, f"must be HOST:PORT; got {value!r}")
+    return value
+
+
+def _number(doc: dict[str, Any], key: str, path: str) -> float:
+    value = doc.get(key)
+    # bool is an int subclass: reject it explicitly so `true` is not read as 1.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(path, f"must be a finite number; got {value!r}")
+    return float(value)
+
+
+def _parse_slo(doc: Any) -> Slo:
+    if not isinstance(doc, dict):
+        raise _fail("slo", f"missing or not an object; got {doc!r}")
+    concurrency = doc.get("concurrency")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise _fail("slo.concurrency", f"must be an integer >= 1; got {concurrency!r}")
+    p99_ms = _number(doc, "p99_ms", "slo.p99_ms")
+    if p99_ms <= 0:
+        raise _fail("slo.p99_ms", f"must be > 0; got {p99_ms!r}")
+    rate = _number(doc, "max_error_rate", "slo.max_error_rate")
+    if not 0.0 <= rate <= 1.0:
+        raise _fail("slo.max_error_rate", f"must be in [0, 1]; got {rate!r}")
+    return Slo(concurrency=concurrency, p99_ms=p99_ms, max_error_rate=rate)
+
+
+def _parse_app(doc: Any, index: int) -> AppEndpoint:
+    path = f"apps[{index}]"
+    if not isinstance(doc, dict):
+        raise _fail(path, f"must be an object; got {doc!r}")
+    name = _str(doc, "name", f"{path}.name")
+    kind = _str(doc, "kind", f"{path}.kind")
+    if kind not in APP_KINDS:
+        raise _fail(f"{path}.kind", f"must be one of {', '.join(APP_KINDS)}; got {kind!r}")
+    prefix = _str(doc, "route_prefix", f"{path}.route_prefix")
+    if not prefix.startswith("/"):
+        raise _fail(f"{path}.route_prefix", f"must start with '/'; got {prefix!r}")
+    grpc_service = _opt_str(doc, "grpc_service", f"{path}.grpc_service")
+    grpc_application = _opt_str(doc, "grpc_application", f"{path}.grpc_application")
+    # No grpc_service means the app is not served over gRPC (ray.grpc off): HTTP only.
+    if grpc_service and kind == "llm":
+        raise _fail(f"{path}.grpc_service", "must be null: the llm app is served over HTTP only")
+    if grpc_service:
+        grpc_application = grpc_application or name
+    tpot = None
+    if doc.get("stream_tpot_ms") is not None:
+        tpot = _number(doc, "stream_tpot_ms", f"{path}.stream_tpot_ms")
+        if tpot < 0:
+            raise _fail(f"{path}.stream_tpot_ms", f"must be >= 0; got {tpot!r}")
+    return AppEndpoint(
+        name=name,
+        kind=kind,
+        route_prefix=prefix.rstrip("/") or "/",
+        grpc_service=grpc_service,
+        grpc_application=grpc_application,
+        stream_tpot_ms=tpot,
+    )
+
+
+def _parse_endpoints(doc: Any, path: str) -> Endpoints:
+    if not isinstance(doc, dict):
+        raise _fail(path, f"must be an object; got {doc!r}")
+    return Endpoints(
+        http_url=_http_url(_str(doc, "http_url", f"{path}.http_url"), f"{path}.http_url"),
+        grpc_target=_grpc_target(
+            _str(doc, "grpc_target", f"{path}.grpc_target"), f"{path}.grpc_target"
+        ),
+    )
+
+
+def parse_contract(document: Any) -> SmokeContract:
+    """Validate a contract object, or a stack output document holding it under `smoke`."""
+    if isinstance(document, dict) and "schema_version" not in document and "smoke" in document:
+        document = document["smoke"]
+        # Some producers export the object JSON-encoded; accept that rather than fail the pipeline.
+        if isinstance(document, str):
+            try:
+                document = json.loads(document)
+            except json.JSONDecodeError as exc:
+                raise _fail("", f"the `smoke` output is a string that is not JSON: {exc}") from exc
+    looks_like_contract = isinstance(document, dict) and (
+        "schema_version" in document or "http_url" in document
+    )
+    if not looks_like_contract:
+        raise ContractError(
+            "smoke: missing (expected the smoke object, or a stack output document with `smoke`)"
+        )
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise _fail("schema_version", f"must be {SCHEMA_VERSION}; got {version!r}")
+    apps_doc = document.get("apps")
+    if not isinstance(apps_doc, list) or not apps_doc:
+        raise _fail("apps", f"must be a non-empty list; got {apps_doc!r}")
+    apps = tuple(_parse_app(app, i) for i, app in enumerate(apps_doc))
+    names = [a.name for a in apps]
+    if len(set(names)) != len(names):
+        raise _fail("apps", f"app names must be unique; got {names}")
+    flags = document.get("serve_flags") or {}
+    if not isinstance(flags, dict):
+        raise _fail("serve_flags", f"must be an object of strings; got {flags!r}")
+    gpu = document.get("gpu")
+    if gpu is not None and not isinstance(gpu, dict):
+        raise _fail("gpu", f"must be an object or null; got {gpu!r}")
+    direct = document.get("direct")
+    return SmokeContract(
+        schema_version=SCHEMA_VERSION,
+        source=_str(document, "source", "source", default="unknown"),
+        stack=_str(document, "stack", "stack", default="unknown"),
+        http_url=_http_url(_str(document, "http_url", "http_url"), "http_url"),
+        grpc_target=_grpc_target(_str(document, "grpc_target", "grpc_target"), "grpc_target"),
+        health_path=_str(document, "health_path", "health_path", default="/-/healthz"),
+        apps=apps,
+        slo=_parse_slo(document.get("slo")),
+        ray_version=_opt_str(document, "ray_version", "ray_version"),
+        image=_opt_str(document, "image", "image"),
+        serve_flags={str(k): str(v) for k, v in flags.items()},
+        kuberay_version=_opt_str(document, "kuberay_version", "kuberay_version"),
+        gpu=gpu,
+        direct=None if direct is None else _parse_endpoints(direct, "direct"),
+    )
+
+
+def load_contract(path: str | Path) -> SmokeContract:
+    """Read `--outputs FILE`: a local run's file or a `pulumi stack output --json` document."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ContractError(f"smoke: cannot read outputs file {file}: {exc.strerror}") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"smoke: outputs file {file} is not JSON: {exc}") from exc
+    return parse_contract(document)
+
+
+def contract_from_stack(stack: str, cwd: str | Path | None = None) -> SmokeContract:
+    """Read `--stack STACK` through the Pulumi CLI (secrets shown: endpoints may be secret)."""
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        raise ContractError(
+            "smoke: the Pulumi CLI is not on PATH, so --stack cannot be read; "
+            "run `pulumi stack output --json > out.json` where it is, then pass --outputs out.json"
+        )
+    cmd = [pulumi, "stack", "output", "--json", "--show-secrets", "-s", stack]
+    try:
+        done = subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ContractError(f"smoke: `{' '.join(cmd[1:])}` timed out after 120 s") from exc
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise ContractError(f"smoke: `pulumi stack output -s {stack}` failed: {tail[0]}")
+    try:
+        document = json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"smoke: `pulumi stack output -s {stack}` is not JSON: {exc}") from exc
+    return parse_contract(document)

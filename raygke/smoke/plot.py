@@ -1,0 +1,83 @@
+"""PNG plots: throughput vs p99 per configuration, and latency distributions (CDF).
+
+Owns: the two figures in every report. Does not own: the numbers. matplotlib is imported lazily
+(with the Agg backend: CI runners have no display) because it is slow to import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raygke.smoke.load import LevelResult
+
+
+def _config(level: LevelResult) -> str:
+    return f"{level.deployment}: {level.spec.target}"
+
+
+def plot_throughput_vs_p99(levels: list[LevelResult], path: Path) -> Path:
+    """One line per configuration through its closed-loop levels (x req/s, y p99 ms, log y)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    series: dict[str, list[tuple[float, float, int]]] = {}
+    for level in levels:
+        if level.spec.loop != "closed" or level.latency_ms is None:
+            continue
+        p99 = (
+            level.ttft_ms.p99
+            if level.spec.mode == "stream" and level.ttft_ms
+            else level.latency_ms.p99
+        )
+        series.setdefault(_config(level), []).append(
+            (level.throughput_rps, p99, level.spec.concurrency)
+        )
+    for name, points in sorted(series.items()):
+        points.sort(key=lambda p: p[2])
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        for x, y, c in points:
+            ax.annotate(f"c={c}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("throughput (req/s)")
+    ax.set_ylabel("p99 latency (ms; TTFT for streams)")
+    ax.set_yscale("log")
+    ax.set_title("Throughput vs p99 per configuration")
+    ax.grid(True, which="both", alpha=0.3)
+    if series:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_latency_distribution(levels: list[LevelResult], concurrency: int, path: Path) -> Path:
+    """Empirical CDF of end-to-end latency, per configuration, at the SLO's concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = 0
+    for level in levels:
+        spec = level.spec
+        if spec.loop != "closed" or spec.concurrency != concurrency or not level.latencies_ms:
+            continue
+        values = sorted(level.latencies_ms)
+        n = len(values)
+        ax.plot(values, [(i + 1) / n for i in range(n)], label=f"{_config(level)} #{level.repeat}")
+        drawn += 1
+    ax.set_xscale("log")
+    ax.set_xlabel("end-to-end latency (ms)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title(f"Latency distribution at c={concurrency}")
+    ax.grid(True, which="both", alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

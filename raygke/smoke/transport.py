@@ -1,0 +1,263 @@
+"""One request to an app, over HTTP (aiohttp) or gRPC (grpc.aio), timed from a given start instant.
+
+Owns: the request shapes of the serving API (docs/architecture.md) from the client side, error
+classification (`http_503`, `grpc_UNAVAILABLE`, `timeout`, ...), and per-request timings.
+Does not own: how many requests run or when (load.py), or what counts as a pass (checks.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import grpc
+import grpc.aio
+
+from app.protos import echo_pb2, echo_pb2_grpc, recsys_pb2, recsys_pb2_grpc
+from raygke.smoke.contract import AppEndpoint, Endpoints
+
+_GRPC_OPTIONS = [
+    # The apps' 4 MiB default would cap large-payload probes.
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # Without a local pool, channels to one target share one connection, and a load balancer
+    # that balances connections (not requests) would send every request to one replica.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+# Closed loop: one gRPC connection per this many users.
+USERS_PER_GRPC_CHANNEL = 8
+
+
+@dataclass
+class Result:
+    """Timings are seconds since the request's start instant (its scheduled time in open loop)."""
+
+    ok: bool
+    latency_s: float
+    error: str | None = None
+    ttft_s: float | None = None
+    last_chunk_s: float | None = None
+    chunks: int = 0
+    body: Any = None
+    chunk_bodies: list[Any] = field(default_factory=list)
+    message: str | None = None  # what the server or the client library said, for check details
+
+
+def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"grpc_{exc.code().name}"
+    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError | OSError):
+        return "conn_error"
+    if isinstance(exc, aiohttp.ClientError):
+        return "http_client_error"
+    return f"client_{type(exc).__name__}"
+
+
+def _message(exc: BaseException) -> str:
+    text = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+    return (text or type(exc).__name__).strip().splitlines()[0][:200] if text else ""
+
+
+def _failed(exc: BaseException, start: float) -> Result:
+    return Result(False, time.perf_counter() - start, _error_name(exc), message=_message(exc))
+
+
+class Client:
+    """Connections to one deployment, shared by every request a worker sends."""
+
+    def __init__(
+        self, endpoints: Endpoints, timeout_s: float, pool_size: int = 0, grpc_channels: int = 1
+    ) -> None:
+        self.endpoints = endpoints
+        self.timeout_s = timeout_s
+        self._pool_size = pool_size
+        self._grpc_channels = max(1, grpc_channels)
+        self._session: aiohttp.ClientSession | None = None
+        self._channels: list[grpc.aio.Channel] = []
+        self._next = 0
+
+    async def __aenter__(self) -> Client:
+        # limit=0 means unbounded: open loop must never queue inside the client's pool.
+        connector = aiohttp.TCPConnector(limit=self._pool_size, force_close=False)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+        )
+        self._channels = [
+            grpc.aio.insecure_channel(self.endpoints.grpc_target, options=_GRPC_OPTIONS)
+            for _ in range(self._grpc_channels)
+        ]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+        for channel in self._channels:
+            await channel.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use Client as an async context manager"
+        return self._session
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The next gRPC channel, round-robin: requests spread over the client's connections."""
+        assert self._channels, "use Client as an async context manager"
+        self._next = (self._next + 1) % len(self._channels)
+        return self._channels[self._next]
+
+    def url(self, app: AppEndpoint | None, path: str) -> str:
+        prefix = "" if app is None or app.route_prefix == "/" else app.route_prefix
+        return f"{self.endpoints.http_url}{prefix}{path}"
+
+    @staticmethod
+    def metadata(app: AppEndpoint) -> tuple[tuple[str, str], ...]:
+        return (("application", app.grpc_application or app.name),)
+
+    # HTTP ---------------------------------------------------------------------------------------
+
+    async def http_get(self, path: str, start: float, keep_body: bool = False) -> Result:
+        """A plain GET on the deployment's root (health, /v1/models)."""
+        try:
+            async with self.session.get(f"{self.endpoints.http_url}{path}") as resp:
+                text = await resp.text()
+                elapsed = time.perf_counter() - start
+                if resp.status != 200:
+                    return Result(False, elapsed, f"http_{resp.status}", message=text[:200])
+                return Result(True, elapsed, body=text if keep_body else None)
+        except Exception as exc:
+            return _failed(exc, start)
+
+    async def http_json(
+        self,
+        app: AppEndpoint,
+        path: str,
+        payload: dict[str, Any] | None,
+        start: float,
+        keep_body: bool = False,
+    ) -> Result:
+        """GET (no payload) or POST JSON; the reply must be JSON with status 200."""
+        url = self.url(app, path)
+        try:
+            request = (
+                self.session.get(url) if payload is None else self.session.post(url, json=payload)
+            )
+            async with request as resp:
+                raw = await resp.read()
+                elapsed = time.perf_counter() - start
+                if resp.status != 200:
+                    said = raw[:200].decode(errors="replace")
+                    return Result(False, elapsed, f"http_{resp.status}", message=said)
+                body = json.loads(raw) if keep_body else None
+                return Result(True, elapsed, body=body)
+        except Exception as exc:
+            return _failed(exc, start)
+
+    async def http_stream(
+        self, app: AppEndpoint, chunks: int, size: int, start: float, keep_body: bool = False
+    ) -> Result:
+        """SSE: counts `data:` events until `data: [DONE]`; a stream without it is an error."""
+        url = self.url(app, f"/stream?chunks={chunks}&size={size}")
+        result = Result(False, 0.0)
+        try:
+            async with self.session.get(url) as resp:
+                if resp.status != 200:
+                    said = (await resp.read())[:200].decode(errors="replace")
+                    elapsed = time.perf_counter() - start
+                    return Result(False, elapsed, f"http_{resp.status}", message=said)
+                done = False
+                async for line in resp.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    now = time.perf_counter() - start
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    if result.ttft_s is None:
+                        result.ttft_s = now
+                    result.last_chunk_s = now
+                    result.chunks += 1
+                    if keep_body:
+                        result.chunk_bodies.append(json.loads(data))
+                result.latency_s = time.perf_counter() - start
+                if not done:
+                    result.error = "stream_incomplete"
+                elif result.chunks != chunks:
+                    result.error = "stream_wrong_chunks"
+                else:
+                    result.ok = True
+                return result
+        except Exception as exc:
+            result.latency_s = time.perf_counter() - start
+            result.error, result.message = _error_name(exc), _message(exc)
+            return result
+
+    # gRPC ---------------------------------------------------------------------------------------
+
+    async def grpc_unary(
+        self, app: AppEndpoint, size: int, start: float, keep_body: bool = False
+    ) -> Result:
+        stub = echo_pb2_grpc.EchoServiceStub(self.channel)
+        try:
+            reply = await stub.Unary(
+                echo_pb2.EchoRequest(message="smoke", size=size),
+                metadata=self.metadata(app),
+                timeout=self.timeout_s,
+            )
+            return Result(True, time.perf_counter() - start, body=reply if keep_body else None)
+        except Exception as exc:
+            return _failed(exc, start)
+
+    async def grpc_stream(
+        self, app: AppEndpoint, chunks: int, size: int, start: float, keep_body: bool = False
+    ) -> Result:
+        stub = echo_pb2_grpc.EchoServiceStub(self.channel)
+        result = Result(False, 0.0)
+        try:
+            call = stub.Stream(
+                echo_pb2.StreamRequest(chunks=chunks, size=size),
+                metadata=self.metadata(app),
+                timeout=self.timeout_s,
+            )
+            async for chunk in call:
+                now = time.perf_counter() - start
+                if result.ttft_s is None:
+                    result.ttft_s = now
+                result.last_chunk_s = now
+                result.chunks += 1
+                if keep_body:
+                    result.chunk_bodies.append(chunk)
+            result.latency_s = time.perf_counter() - start
+            if result.chunks != chunks:
+                result.error = "stream_wrong_chunks"
+            else:
+                result.ok = True
+            return result
+        except Exception as exc:
+            result.latency_s = time.perf_counter() - start
+            result.error, result.message = _error_name(exc), _message(exc)
+            return result
+
+    async def grpc_rank(
+        self, app: AppEndpoint, rows: int, seed: int, start: float, keep_body: bool = False
+    ) -> Result:
+        stub = recsys_pb2_grpc.RecsysServiceStub(self.channel)
+        try:
+            reply = await stub.Rank(
+                recsys_pb2.RankRequest(rows=rows, seed=seed),
+                metadata=self.metadata(app),
+                timeout=self.timeout_s,
+            )
+            elapsed = time.perf_counter() - start
+            if len(reply.scores) != rows:
+                return Result(False, elapsed, "rank_wrong_rows")
+            return Result(True, elapsed, body=reply if keep_body else None)
+        except Exception as exc:
+            return _failed(exc, start)
