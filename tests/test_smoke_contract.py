@@ -111,8 +111,6 @@ BROKEN = [
     (_set(["slo", "max_error_rate"], 1.5), "smoke.slo.max_error_rate"),
     (_set(["serve_flags"], ["RAY_SERVE_ENABLE_HA_PROXY"]), "smoke.serve_flags"),
     (_set(["direct"], {"http_url": "http://x:1"}), "smoke.direct.grpc_target"),
-    (_set(["apps", 0, "stream_tpot_ms"], -1), r"smoke.apps\[0\].stream_tpot_ms"),
-    (_set(["apps", 0, "stream_tpot_ms"], "2ms"), r"smoke.apps\[0\].stream_tpot_ms"),
 ]
 
 

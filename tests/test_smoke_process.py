@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from raygke.smoke.checks import STREAM_TPOT_MS
 from raygke.smoke.cli import main
 from raygke.smoke.contract import load_contract
 from raygke.smoke.load import LoadSpec, run_level
@@ -54,8 +55,8 @@ def _gone(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    # A 1 ms gap between chunks: streams are then measurably incremental even on a busy box.
-    ref = reference.start(tmp_path_factory.mktemp("ref"), chunk_delay_ms=1.0)
+    # The server's default pacing is none: the stream checks must ask for their own.
+    ref = reference.start(tmp_path_factory.mktemp("ref"))
     try:
         yield ref
     finally:
@@ -78,6 +79,9 @@ def test_quick_profile_passes_on_the_reference(healthy: Any, tmp_path: Path) -> 
     assert report["passed"] is True
     checks = report["checks"]["A"]
     assert len(checks) == 7 and all(c["passed"] for c in checks)
+    streamed = [c for c in checks if c["name"] == "echo stream"]
+    assert len(streamed) == 2
+    assert all(f"asked {STREAM_TPOT_MS} ms apart" in c["detail"] for c in streamed)
     closed = {lv["label"] for lv in report["load"] if lv["loop"] == "closed"}
     assert closed == {
         f"{t} closed c=8"
@@ -204,7 +208,7 @@ def test_tight_slo_fails_the_p99_gate(healthy: Any, tmp_path: Path) -> None:
     ],
 )
 def test_failing_deployment_fails_the_gate(tmp_path: Path, fail: str, expect: str) -> None:
-    ref = reference.start(tmp_path / "ref", fail=(fail,), chunk_delay_ms=1.0)
+    ref = reference.start(tmp_path / "ref", fail=(fail,))
     try:
         out = tmp_path / "report"
         code = main(["--outputs", str(ref.outputs_path), "--out", str(out), *FAST])
@@ -248,16 +252,35 @@ def test_reference_rejects_bad_input_and_keeps_serving(healthy: Any) -> None:
         assert json.loads(ok.read())["payload"] == "xxxxx"
 
 
-def test_unpaced_stream_is_reported_not_verified(tmp_path: Path) -> None:
-    # tpot 0 declared in the contract: a buffered stream cannot be told from a fast one, so the
-    # timing part of the check is a warning; the rest of the check still applies.
+def test_buffered_stream_fails_though_the_server_does_not_pace(tmp_path: Path) -> None:
+    # The server's own pacing is none (as Ray's echo app's default): the check asks for a gap
+    # between chunks, so buffering by the ingress is caught, not excused as "chunks too fast".
     ref = reference.start(tmp_path / "ref", fail=("stream-buffered",), chunk_delay_ms=0.0)
     try:
-        assert json.loads(ref.outputs_path.read_text())["apps"][0]["stream_tpot_ms"] == 0.0
+        assert "stream_tpot_ms" not in json.loads(ref.outputs_path.read_text())["apps"][0]
         out = tmp_path / "report"
         code = main(["--outputs", str(ref.outputs_path), "--out", str(out), *FAST])
     finally:
         ref.stop()
     report = _report(out)
-    assert code == 0, [g for g in report["gates"] if not g["passed"]]
-    assert any("incremental delivery not verified" in w for w in report["warnings"])
+    assert code == 1
+    streams = {c["transport"]: c for c in report["checks"]["A"] if c["name"] == "echo stream"}
+    # Only the HTTP ingress buffers; gRPC goes to the (unbroken) stream server directly.
+    assert not streams["http"]["passed"] and "looks buffered" in streams["http"]["detail"]
+    assert streams["grpc"]["passed"], streams["grpc"]["detail"]
+    assert not any("not verified" in w for w in report["warnings"])
+
+
+def test_reference_honours_per_request_pacing_and_bounds_it(healthy: Any) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = f"{healthy.http_url}/echo/stream?chunks=3&size=4&tpot_ms={reference.MAX_DELAY_MS + 1}"
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(url, timeout=10)
+    assert bad.value.code == 400
+    assert "tpot_ms must be in 0.." in json.loads(bad.value.read())["error"]
+    paced = f"{healthy.http_url}/echo/stream?chunks=3&size=4&ttft_ms=1&tpot_ms=1"
+    with urllib.request.urlopen(paced, timeout=10) as ok:
+        events = [line for line in ok.read().split(b"\n") if line.startswith(b"data:")]
+    assert len(events) == 4 and events[-1] == b"data: [DONE]"

@@ -275,6 +275,9 @@ def _defaults(spec: IngressSpec) -> list[str]:
         f"    retries {spec.retries}",
         "    retry-on conn-failure empty-response",
         "    option redispatch",
+        # Forward each SSE event / gRPC message as it comes: without it haproxy coalesces small
+        # writes, and streamed chunks reach the client in bursts.
+        "    option http-no-delay",
         "",
     ]
     return lines
