@@ -2,28 +2,40 @@
 
     from components import GkeCluster, H100NodePool, HaproxyIngress, KubeRayOperator, Network, RayServeApp
 
-Each is a `ComponentResource` taking `(name, args, opts)`, `args` a TypedDict of `pulumi.Input`s; the pure
-planning code they share lives in `components.render` and never imports pulumi.
+Each is a `ComponentResource` taking `(name, args, opts)`, `args` a TypedDict of `pulumi.Input`s. The pure
+planning code they share lives in `components.render` and never imports pulumi, so the exports below load
+on first use: importing `components.render.*` (the local run, the config validation) stays engine-free.
 """
 
-from components.cluster import GkeCluster, GkeClusterArgs
-from components.gpu_node_pool import H100NodePool, H100NodePoolArgs
-from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
-from components.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
-from components.network import Network, NetworkArgs
-from components.ray_service import RayServeApp, RayServeAppArgs
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "GkeCluster",
-    "GkeClusterArgs",
-    "H100NodePool",
-    "H100NodePoolArgs",
-    "HaproxyIngress",
-    "HaproxyIngressArgs",
-    "KubeRayOperator",
-    "KubeRayOperatorArgs",
-    "Network",
-    "NetworkArgs",
-    "RayServeApp",
-    "RayServeAppArgs",
-]
+_EXPORTS = {
+    "GkeCluster": "components.cluster",
+    "GkeClusterArgs": "components.cluster",
+    "H100NodePool": "components.gpu_node_pool",
+    "H100NodePoolArgs": "components.gpu_node_pool",
+    "HaproxyIngress": "components.haproxy_ingress",
+    "HaproxyIngressArgs": "components.haproxy_ingress",
+    "KubeRayOperator": "components.kuberay_operator",
+    "KubeRayOperatorArgs": "components.kuberay_operator",
+    "Network": "components.network",
+    "NetworkArgs": "components.network",
+    "RayServeApp": "components.ray_service",
+    "RayServeAppArgs": "components.ray_service",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from components.cluster import GkeCluster, GkeClusterArgs
+    from components.gpu_node_pool import H100NodePool, H100NodePoolArgs
+    from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
+    from components.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
+    from components.network import Network, NetworkArgs
+    from components.ray_service import RayServeApp, RayServeAppArgs
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'components' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -437,6 +437,7 @@ class RayServiceConfig(Model):
 
 # ---------------------------------------------------------------------------------------------- apps
 AppKind = Literal["echo", "recsys", "llm", "custom"]
+LLM_REQUIRED_ARGS = ("model_id", "source", "model_source")  # app/llm.py's LlmArgs without defaults
 Protocol = Literal["http", "grpc"]
 
 
@@ -521,14 +522,34 @@ class AppConfig(Model):
                 f"apps[{self.name}].grpcService and grpcServicerFunctions are required for a custom app "
                 "serving grpc (or set protocols: [http])"
             )
-        if self.kind == "llm" and "grpc" in self.protocols:
-            raise ValueError(
-                f"apps[{self.name}].protocols: the llm app serves the OpenAI HTTP API only; got {self.protocols}"
-            )
+        if self.kind == "llm":
+            if "grpc" in self.protocols:
+                raise ValueError(
+                    f"apps[{self.name}].protocols: the llm app serves the OpenAI HTTP API only; got {self.protocols}"
+                )
+            if self.deployments:
+                raise ValueError(
+                    f"apps[{self.name}].deployments: Ray Serve LLM names and sizes its own deployments; "
+                    "set args.min_replicas, args.max_replicas and args.tensor_parallel_size instead"
+                )
+            missing = [k for k in LLM_REQUIRED_ARGS if k not in self.args]
+            if missing:
+                raise ValueError(
+                    f"apps[{self.name}].args must name {', '.join(LLM_REQUIRED_ARGS)}; missing {missing}"
+                )
         return self
 
     @property
+    def gpus_per_replica(self) -> float:
+        """The widest replica's GPUs: one replica never spans nodes."""
+        if self.kind == "llm":
+            return int(self.args.get("tensor_parallel_size", 1))
+        return max((d.num_gpus for d in self.deployments.values()), default=0)
+
+    @property
     def gpu_demand(self) -> float:
+        if self.kind == "llm":  # each replica holds tensor_parallel_size GPUs
+            return self.gpus_per_replica * int(self.args.get("max_replicas", 1))
         return sum(d.num_gpus * d.peak_replicas for d in self.deployments.values())
 
 
@@ -617,12 +638,11 @@ def _app_problems(c: StackConfig):
         if "grpc" in app.protocols and not c.ray.grpc:
             yield f"apps[{app.name}].protocols includes grpc but ray.grpc is false"
         per_node = c.gpu_pool.accelerator_count
-        for dep_name, dep in app.deployments.items():
-            if dep.num_gpus > per_node:
-                yield (
-                    f"apps[{app.name}].deployments.{dep_name}.numGpus ({dep.num_gpus}) exceeds the "
-                    f"{per_node} GPU(s) of one {c.gpu_pool.machine_type} node; a replica cannot span nodes"
-                )
+        if app.gpus_per_replica > per_node:
+            yield (
+                f"apps[{app.name}]: a replica needs {app.gpus_per_replica:g} GPUs, more than the "
+                f"{per_node} of one {c.gpu_pool.machine_type} node; a replica cannot span nodes"
+            )
     demand = sum(app.gpu_demand for app in c.apps)
     capacity = c.ray_service.workers.max_replicas * c.gpu_pool.accelerator_count
     if demand > capacity:

@@ -167,7 +167,25 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "one replica wider than a node",
         "dev",
         _in("apps", [1, "deployments", "Ranker"], numGpus=2),
-        r"apps\[recsys\].deployments.Ranker.numGpus \(2.0\) exceeds the 1 GPU\(s\) of one a3-highgpu-1g node",
+        r"apps\[recsys\]: a replica needs 2 GPUs, more than the 1 of one a3-highgpu-1g node",
+    ),
+    (
+        "llm tensor parallelism wider than a node",
+        "prod",
+        _in("apps", [2, "args"], tensor_parallel_size=16),
+        r"apps\[llm\]: a replica needs 16 GPUs, more than the 8 of one a3-megagpu-8g node",
+    ),
+    (
+        "llm app with deployment overrides",
+        "prod",
+        _in("apps", [2], deployments={"LLMServer": {"numGpus": 1}}),
+        r"apps\[llm\].deployments: Ray Serve LLM names and sizes its own deployments",
+    ),
+    (
+        "llm app without a model",
+        "prod",
+        lambda c: c[f"{NS}:apps"][2]["args"].pop("model_source"),
+        r"apps\[llm\].args must name model_id, source, model_source; missing \['model_source'\]",
     ),
     (
         "blue/green without headroom",

@@ -199,3 +199,25 @@ def test_plan_cli_prints_the_tree_and_bad_stacks_fail_in_one_line():
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("raygke: no stack file") and "Traceback" not in bad.stderr
+
+
+def test_components_are_importable_by_other_programs():
+    import pulumi
+
+    import components
+
+    assert len(components.__all__) == 12
+    for name in components.__all__:
+        exported = getattr(components, name)
+        if not name.endswith("Args"):
+            assert issubclass(exported, pulumi.ComponentResource), name
+
+
+def test_pure_modules_load_without_the_pulumi_engine():
+    """The local run and config validation import only pure code: no pulumi, no cloud SDKs."""
+    probe = (
+        "import sys, infra.config, infra.serve_config, infra.outputs, components.render.haproxy;"
+        "print(sorted(m for m in ('pulumi', 'pulumi_gcp', 'pulumi_kubernetes') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
