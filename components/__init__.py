@@ -27,12 +27,34 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from components.cluster import GkeCluster, GkeClusterArgs
-    from components.gpu_node_pool import H100NodePool, H100NodePoolArgs
-    from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
-    from components.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
-    from components.network import Network, NetworkArgs
-    from components.ray_service import RayServeApp, RayServeAppArgs
+    from components.cluster import GkeCluster as GkeCluster
+    from components.cluster import GkeClusterArgs as GkeClusterArgs
+    from components.gpu_node_pool import (
+        H100NodePool as H100NodePool,
+    )
+    from components.gpu_node_pool import (
+        H100NodePoolArgs as H100NodePoolArgs,
+    )
+    from components.haproxy_ingress import (
+        HaproxyIngress as HaproxyIngress,
+    )
+    from components.haproxy_ingress import (
+        HaproxyIngressArgs as HaproxyIngressArgs,
+    )
+    from components.kuberay_operator import (
+        KubeRayOperator as KubeRayOperator,
+    )
+    from components.kuberay_operator import (
+        KubeRayOperatorArgs as KubeRayOperatorArgs,
+    )
+    from components.network import Network as Network
+    from components.network import NetworkArgs as NetworkArgs
+    from components.ray_service import (
+        RayServeApp as RayServeApp,
+    )
+    from components.ray_service import (
+        RayServeAppArgs as RayServeAppArgs,
+    )
 
 
 def __getattr__(name: str) -> Any:

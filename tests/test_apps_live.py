@@ -130,12 +130,13 @@ def test_grpc_bad_input_is_invalid_argument_and_the_app_keeps_serving(local_run:
         echo_stub = echo_pb2_grpc.EchoServiceStub(channel)
         recsys_stub = recsys_pb2_grpc.RecsysServiceStub(channel)
         calls = [
-            (lambda: echo_stub.Unary(echo_pb2.EchoRequest(size=-1), metadata=_meta("echo")), "size"),
+            (
+                lambda: echo_stub.Unary(echo_pb2.EchoRequest(size=-1), metadata=_meta("echo")),
+                "size",
+            ),
             # a reply over the gRPC message limit (4 MiB) is refused up front, by name
             (
-                lambda: echo_stub.Unary(
-                    echo_pb2.EchoRequest(size=5 << 20), metadata=_meta("echo")
-                ),
+                lambda: echo_stub.Unary(echo_pb2.EchoRequest(size=5 << 20), metadata=_meta("echo")),
                 f"size must be <= {MAX_PAYLOAD}",
             ),
             (
