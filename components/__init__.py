@@ -24,7 +24,20 @@ _EXPORTS = {
     "RayServeApp": "components.ray_service",
     "RayServeAppArgs": "components.ray_service",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "GkeCluster",
+    "GkeClusterArgs",
+    "H100NodePool",
+    "H100NodePoolArgs",
+    "HaproxyIngress",
+    "HaproxyIngressArgs",
+    "KubeRayOperator",
+    "KubeRayOperatorArgs",
+    "Network",
+    "NetworkArgs",
+    "RayServeApp",
+    "RayServeAppArgs",
+]
 
 if TYPE_CHECKING:
     from components.cluster import GkeCluster as GkeCluster

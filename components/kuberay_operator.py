@@ -135,7 +135,9 @@ class KubeRayOperator(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         # One ConfigGroup of the unchanged files: applied server-side (the provider's default), and
         # registered as two strings rather than ~2 MB of nested inputs, which keeps plans fast.
-        crds = k8s.yaml.v2.ConfigGroup(f"{name}-crds", yaml="\n---\n".join(crd_documents()), opts=child)
+        crds = k8s.yaml.v2.ConfigGroup(
+            f"{name}-crds", yaml="\n---\n".join(crd_documents()), opts=child
+        )
 
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -128,8 +128,8 @@ class AuthorizedNetwork(Model):
 
 class SystemPoolConfig(Model):
     machine_type: str = "e2-standard-4"
-    min_nodes: int = Field(1, ge=1)
-    max_nodes: int = Field(3, ge=1)
+    min_nodes: int = Field(default=1, ge=1)
+    max_nodes: int = Field(default=3, ge=1)
 
 
 class ClusterConfig(Model):
@@ -174,7 +174,7 @@ class Spot(Model):
 
 class FlexStart(Model):
     mode: Literal["flex-start"]
-    max_run_duration_hours: int = Field(24, ge=1, le=FLEX_START_MAX_HOURS)
+    max_run_duration_hours: int = Field(default=24, ge=1, le=FLEX_START_MAX_HOURS)
 
 
 class QueuedProvisioning(Model):
@@ -281,11 +281,11 @@ class IngressConfig(Model):
     exposure: Literal["external", "internal"] = "internal"
     source_ranges: list[Cidr] = Field(min_length=1)
     image: str = HAPROXY_IMAGE
-    replicas: int = Field(2, ge=1)
-    max_replicas: int = Field(6, ge=1)
-    http_port: int = Field(80, ge=1, le=65535)
-    grpc_port: int = Field(9000, ge=1, le=65535)
-    https_port: int = Field(443, ge=1, le=65535)
+    replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=6, ge=1)
+    http_port: int = Field(default=80, ge=1, le=65535)
+    grpc_port: int = Field(default=9000, ge=1, le=65535)
+    https_port: int = Field(default=443, ge=1, le=65535)
     tls_secret: str | None = None  # a kubernetes.io/tls Secret; enables the HTTPS frontend
 
     @field_validator("source_ranges")
@@ -391,8 +391,8 @@ class UpgradeStrategy(Model):
     # NewCluster runs old and new clusters side by side: twice the GPUs during an upgrade.
     acknowledge_no_gpu_headroom: bool = False
     gateway_class_name: str | None = None  # incremental upgrades route through Gateway API
-    step_size_percent: int = Field(25, ge=1, le=100)
-    interval_seconds: int = Field(30, ge=1)
+    step_size_percent: int = Field(default=25, ge=1, le=100)
+    interval_seconds: int = Field(default=30, ge=1)
 
 
 class SecretKeyRef(Model):
@@ -444,7 +444,7 @@ Protocol = Literal["http", "grpc"]
 class Autoscaling(Model):
     min_replicas: int = Field(ge=0)
     max_replicas: int = Field(ge=1)
-    target_ongoing_requests: float = Field(2.0, gt=0)
+    target_ongoing_requests: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _order(self) -> Autoscaling:
@@ -458,12 +458,12 @@ class Autoscaling(Model):
 class DeploymentConfig(Model):
     """Per-deployment overrides, keyed by the deployment's name in the app module."""
 
-    num_replicas: int | None = Field(None, ge=1)
+    num_replicas: int | None = Field(default=None, ge=1)
     autoscaling: Autoscaling | None = None
-    num_cpus: float | None = Field(None, ge=0)
-    num_gpus: float = Field(0, ge=0)
-    max_ongoing_requests: int | None = Field(None, ge=1)
-    max_queued_requests: int | None = Field(None, ge=-1)
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    max_queued_requests: int | None = Field(default=None, ge=-1)
 
     @model_validator(mode="after")
     def _one_scaling(self) -> DeploymentConfig:
@@ -557,9 +557,9 @@ class AppConfig(Model):
 class SmokeConfig(Model):
     """Service-level objectives that `raygke smoke` gates on after each deploy."""
 
-    concurrency: int = Field(8, ge=1)
-    p99_ms: float = Field(500.0, gt=0)
-    max_error_rate: float = Field(0.0, ge=0, le=1)
+    concurrency: int = Field(default=8, ge=1)
+    p99_ms: float = Field(default=500.0, gt=0)
+    max_error_rate: float = Field(default=0.0, ge=0, le=1)
 
 
 # ---------------------------------------------------------------------------------------------- stack
@@ -727,7 +727,7 @@ def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
 
 
 _CAPACITY_MODELS = {
-    m.model_fields["mode"].annotation.__args__[0]: m
+    get_args(m.model_fields["mode"].annotation)[0]: m
     for m in (OnDemand, Spot, FlexStart, QueuedProvisioning, Reservation)
 }
 
@@ -779,7 +779,9 @@ def _format(exc: ValidationError, data: Mapping[str, Any]) -> str:
             msg = f"unknown key (value {err['input']!r}); allowed keys: {', '.join(_allowed_keys(err['loc']))}"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif err["type"] in ("literal_error", "union_tag_invalid", "enum") or ("got" not in msg and err["type"] not in ("model_type", "dict_type")):
+        elif err["type"] in ("literal_error", "union_tag_invalid", "enum") or (
+            "got" not in msg and err["type"] not in ("model_type", "dict_type")
+        ):
             msg = f"{msg}; got {err['input']!r}"
         lines.append(f"{where}: {msg}")
     return "\n".join(lines)

@@ -12,9 +12,9 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from components.cluster import GkeCluster
+from components.cluster import GkeCluster, GkeClusterArgs
 from components.gpu_node_pool import H100NodePool
-from components.haproxy_ingress import HaproxyIngress
+from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
 from components.kuberay_operator import KubeRayOperator
 from components.network import Network
 from components.ray_service import RayServeApp
@@ -114,31 +114,29 @@ def define(config: StackConfig) -> dict[str, Any]:
         },
         opts=on_gcp,
     )
-    cluster = GkeCluster(
-        name,
-        {
-            "project": config.project,
-            "location": config.cluster.location,
-            "network": network.network,
-            "subnetwork": network.subnetwork,
-            "pods_range_name": network.pods_range_name,
-            "services_range_name": network.services_range_name,
-            "authorized_networks": [
-                {"cidr": n.cidr, "name": n.name} for n in config.cluster.authorized_networks
-            ],
-            "master_cidr": config.network.master_cidr,
-            "release_channel": config.cluster.release_channel,
-            "deletion_protection": config.cluster.deletion_protection,
-            "multi_networking": extra_networks > 0,
-            "system_pool": {
-                "machine_type": config.cluster.system_pool.machine_type,
-                "min_nodes": config.cluster.system_pool.min_nodes,
-                "max_nodes": config.cluster.system_pool.max_nodes,
-            },
-            **({"kms_key": config.cluster.kms_key} if config.cluster.kms_key else {}),
+    cluster_args: GkeClusterArgs = {
+        "project": config.project,
+        "location": config.cluster.location,
+        "network": network.network,
+        "subnetwork": network.subnetwork,
+        "pods_range_name": network.pods_range_name,
+        "services_range_name": network.services_range_name,
+        "authorized_networks": [
+            {"cidr": n.cidr, "name": n.name} for n in config.cluster.authorized_networks
+        ],
+        "master_cidr": config.network.master_cidr,
+        "release_channel": config.cluster.release_channel,
+        "deletion_protection": config.cluster.deletion_protection,
+        "multi_networking": extra_networks > 0,
+        "system_pool": {
+            "machine_type": config.cluster.system_pool.machine_type,
+            "min_nodes": config.cluster.system_pool.min_nodes,
+            "max_nodes": config.cluster.system_pool.max_nodes,
         },
-        opts=on_gcp,
-    )
+    }
+    if config.cluster.kms_key:
+        cluster_args["kms_key"] = config.cluster.kms_key
+    cluster = GkeCluster(name, cluster_args, opts=on_gcp)
     gpu_pool = H100NodePool(
         config.gpu_pool.name,
         {
@@ -170,23 +168,21 @@ def define(config: StackConfig) -> dict[str, Any]:
         "serving-ns", metadata={"name": config.ray_service.namespace}, opts=on_k8s
     )
     in_namespace = pulumi.ResourceOptions(provider=k8s_provider, depends_on=[namespace])
-    ingress = HaproxyIngress(
-        "ingress",
-        {
-            "namespace": config.ray_service.namespace,
-            "ray_service_name": config.ray_service.name,
-            "ray_pod_selector": rs.serving_pod_selector(config.ray_service.name),
-            "routes": [app.route_prefix for app in config.apps],
-            "image": config.ingress.image,
-            "replicas": config.ingress.replicas,
-            "max_replicas": config.ingress.max_replicas,
-            "min_available": config.ingress.replicas - 1,  # node drains evict one pod at a time
-            "load_balancer": config.ingress.exposure,
-            "source_ranges": config.ingress.source_ranges,
-            **({"tls_secret_name": config.ingress.tls_secret} if config.ingress.tls_secret else {}),
-        },
-        opts=in_namespace,
-    )
+    ingress_args: HaproxyIngressArgs = {
+        "namespace": config.ray_service.namespace,
+        "ray_service_name": config.ray_service.name,
+        "ray_pod_selector": rs.serving_pod_selector(config.ray_service.name),
+        "routes": [app.route_prefix for app in config.apps],
+        "image": config.ingress.image,
+        "replicas": config.ingress.replicas,
+        "max_replicas": config.ingress.max_replicas,
+        "min_available": config.ingress.replicas - 1,  # node drains evict one pod at a time
+        "load_balancer": config.ingress.exposure,
+        "source_ranges": config.ingress.source_ranges,
+    }
+    if config.ingress.tls_secret:
+        ingress_args["tls_secret_name"] = config.ingress.tls_secret
+    ingress = HaproxyIngress("ingress", ingress_args, opts=in_namespace)
     service = RayServeApp(
         config.ray_service.name,
         {

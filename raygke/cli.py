@@ -49,7 +49,7 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="raygke", description=__doc__.split("\n")[0])
+    root = argparse.ArgumentParser(prog="raygke", description=(__doc__ or "").split("\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
 
     plan = commands.add_parser("plan", help="print what `pulumi up` would create, under mocks")

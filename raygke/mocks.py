@@ -20,7 +20,9 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 PROJECT = "ray-serve-gke"
-_FAKE_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMOCK\n-----END CERTIFICATE-----\n").decode()
+_FAKE_CA = base64.b64encode(
+    b"-----BEGIN CERTIFICATE-----\nMOCK\n-----END CERTIFICATE-----\n"
+).decode()
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.inventory = inventory
 
-    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
@@ -163,10 +165,15 @@ def run_with_mocks(
     mocks = RealisticMocks()
     set_root_resource(None)  # type: ignore[arg-type]  # a fresh root Stack per run, named for this stack
     pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks, inventory)
+        mocks,
+        project=PROJECT,
+        stack=stack,
+        preview=False,
+        monitor=RecordingMonitor(mocks, inventory),
     )
-    SETTINGS.rpc_manager.clear()
-    SETTINGS.outputs.clear()
+    # the same reset pulumi.runtime.test does; pyright misreads SETTINGS' type
+    SETTINGS.rpc_manager.clear()  # pyright: ignore[reportAttributeAccessIssue]
+    SETTINGS.outputs.clear()  # pyright: ignore[reportAttributeAccessIssue]
     resolved: dict[str, Any] = {}
 
     async def resolve(value: Any) -> Any:

@@ -221,3 +221,9 @@ def test_pure_modules_load_without_the_pulumi_engine():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_components_export_list_matches_the_lazy_table():
+    import components
+
+    assert sorted(components.__all__) == sorted(components._EXPORTS)
