@@ -3,7 +3,8 @@
 Owns: two processes on 127.0.0.1 ports the OS picks. `grpc` serves EchoService (Unary, Stream) and
 RecsysService (Rank) for clients and for the ingress; `http` is a plain ASGI app under uvicorn that
 speaks the echo/recsys HTTP API (docs/architecture.md) by calling the gRPC process, as Ray's ingress
-deployment calls its model deployments. `start()` launches both, writes a `smoke` outputs file and
+deployment calls its model deployments. Streams honour a request's own `ttft_ms` / `tpot_ms`, as the
+echo app does; 0 keeps the server's pacing (`--chunk-delay-ms`, none by default). `start()` launches both, writes a `smoke` outputs file and
 returns a handle that stops them by PID. `--fail` modes break one behaviour on purpose, so tests
 can watch `raygke smoke` fail its gates.
 Does not own: anything Ray does (replicas, routing, HAProxy); recsys scores are seeded random.
@@ -49,6 +50,7 @@ DEFAULT_CHUNK_SIZE = 64
 MAX_PAYLOAD = 1 << 20
 MAX_CHUNKS = 10_000
 MAX_ROWS = 4096
+MAX_DELAY_MS = 5000  # the echo app's `max_delay_ms` default: the largest ttft_ms / tpot_ms asked
 VERSION = "reference"
 
 
@@ -84,10 +86,21 @@ class EchoServicer(echo_pb2_grpc.EchoServiceServicer):
         size = request.size or DEFAULT_CHUNK_SIZE
         if not 0 < chunks <= MAX_CHUNKS or not 0 < size <= MAX_PAYLOAD:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "chunks or size out of range")
+        if not (0 <= request.ttft_ms <= MAX_DELAY_MS and 0 <= request.tpot_ms <= MAX_DELAY_MS):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"ttft_ms and tpot_ms must be in 0..{MAX_DELAY_MS}",
+            )
+        # As the echo app: a request's own pacing wins; 0 keeps the server's (no ttft, and
+        # --chunk-delay-ms between chunks).
+        ttft_s = request.ttft_ms / 1000
+        tpot_s = request.tpot_ms / 1000 if request.tpot_ms else self.chunk_delay_s
+        if ttft_s:
+            await asyncio.sleep(ttft_s)
         payload = "x" * size
         for index in range(chunks):
-            if index and self.chunk_delay_s:
-                await asyncio.sleep(self.chunk_delay_s)
+            if index and tpot_s:
+                await asyncio.sleep(tpot_s)
             yield echo_pb2.StreamChunk(index=index, payload=payload)
 
 
@@ -231,9 +244,15 @@ class Ingress:
             raise BadRequest(f"chunks must be in 1..{MAX_CHUNKS}; got {chunks}")
         if not 0 < size <= MAX_PAYLOAD:
             raise BadRequest(f"size must be in 1..{MAX_PAYLOAD}; got {size}")
+        # Pacing is the gRPC process's job; the ingress only checks and forwards it.
+        delays = {name: _int_param(query, body, name, 0) for name in ("ttft_ms", "tpot_ms")}
+        for name, value in delays.items():
+            if not 0 <= value <= MAX_DELAY_MS:
+                raise BadRequest(f"{name} must be in 0..{MAX_DELAY_MS}; got {value}")
         assert self.channel is not None
         stub = echo_pb2_grpc.EchoServiceStub(self.channel)
-        call = stub.Stream(echo_pb2.StreamRequest(chunks=chunks, size=size), metadata=self.metadata)
+        request = echo_pb2.StreamRequest(chunks=chunks, size=size, **delays)
+        call = stub.Stream(request, metadata=self.metadata)
         await send(
             {
                 "type": "http.response.start",
@@ -375,7 +394,6 @@ def contract(
     http_url: str,
     grpc_target: str,
     slo: dict[str, Any] | None = None,
-    chunk_delay_ms: float = 0.0,
 ) -> dict[str, Any]:
     """The `smoke` outputs (schema_version 1) describing a reference deployment."""
     apps = [
@@ -391,7 +409,6 @@ def contract(
         "health_path": "/-/healthz",
         "apps": [
             {"name": n, "kind": k, "route_prefix": p, "grpc_service": s, "grpc_application": n}
-            | ({"stream_tpot_ms": chunk_delay_ms} if k == "echo" else {})
             for n, k, p, s in apps
         ],
         "ray_version": None,
@@ -430,7 +447,7 @@ def start(
         raise
     http_url = f"http://127.0.0.1:{http_port}"
     outputs = run_dir / "outputs.json"
-    document = contract(http_url, grpc_target, slo, chunk_delay_ms)
+    document = contract(http_url, grpc_target, slo)
     outputs.write_text(json.dumps(document, indent=2) + "\n")
     return Reference(http_url, grpc_target, outputs, [p.pid for p in procs], procs)
 

@@ -230,12 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         passed = sum(o.passed for o in checks[label])
         progress.step(f"{label} functional checks: {passed}/{len(checks[label])} passed")
 
-    warnings: list[str] = [
-        f"{label} {o.name} {o.app}/{o.transport}: {o.note}"
-        for label, outs in checks.items()
-        for o in outs
-        if o.note
-    ]
+    warnings: list[str] = []
     health_down = [
         label
         for label, outs in checks.items()

@@ -62,9 +62,6 @@ class AppEndpoint:
     route_prefix: str
     grpc_service: str | None
     grpc_application: str | None
-    # echo only: the app's configured gap between stream chunks (its tpot), when the producer
-    # knows it. 0 declares unpaced chunks, whose incremental delivery no client can observe.
-    stream_tpot_ms: float | None = None
 
     @property
     def grpc(self) -> bool:
@@ -185,18 +182,12 @@ def _parse_app(doc: Any, index: int) -> AppEndpoint:
         raise _fail(f"{path}.grpc_service", "must be null: the llm app is served over HTTP only")
     if grpc_service:
         grpc_application = grpc_application or name
-    tpot = None
-    if doc.get("stream_tpot_ms") is not None:
-        tpot = _number(doc, "stream_tpot_ms", f"{path}.stream_tpot_ms")
-        if tpot < 0:
-            raise _fail(f"{path}.stream_tpot_ms", f"must be >= 0; got {tpot!r}")
     return AppEndpoint(
         name=name,
         kind=kind,
         route_prefix=prefix.rstrip("/") or "/",
         grpc_service=grpc_service,
         grpc_application=grpc_application,
-        stream_tpot_ms=tpot,
     )
 
 

@@ -160,10 +160,26 @@ class Client:
             return _failed(exc, start)
 
     async def http_stream(
-        self, app: AppEndpoint, chunks: int, size: int, start: float, keep_body: bool = False
+        self,
+        app: AppEndpoint,
+        chunks: int,
+        size: int,
+        start: float,
+        keep_body: bool = False,
+        ttft_ms: int = 0,
+        tpot_ms: int = 0,
     ) -> Result:
-        """SSE: counts `data:` events until `data: [DONE]`; a stream without it is an error."""
-        url = self.url(app, f"/stream?chunks={chunks}&size={size}")
+        """SSE: counts `data:` events until `data: [DONE]`; a stream without it is an error.
+
+        `ttft_ms` / `tpot_ms` ask the app for its pacing; 0 leaves the app's default (and is not
+        sent, so the URL stays what apps without per-request pacing accept).
+        """
+        query = f"chunks={chunks}&size={size}"
+        if ttft_ms:
+            query += f"&ttft_ms={ttft_ms}"
+        if tpot_ms:
+            query += f"&tpot_ms={tpot_ms}"
+        url = self.url(app, f"/stream?{query}")
         result = Result(False, 0.0)
         try:
             async with self.session.get(url) as resp:
@@ -216,13 +232,21 @@ class Client:
             return _failed(exc, start)
 
     async def grpc_stream(
-        self, app: AppEndpoint, chunks: int, size: int, start: float, keep_body: bool = False
+        self,
+        app: AppEndpoint,
+        chunks: int,
+        size: int,
+        start: float,
+        keep_body: bool = False,
+        ttft_ms: int = 0,
+        tpot_ms: int = 0,
     ) -> Result:
+        """Server streaming; `ttft_ms` / `tpot_ms` as in `http_stream` (proto3: 0 is the default)."""
         stub = echo_pb2_grpc.EchoServiceStub(self.channel)
         result = Result(False, 0.0)
         try:
             call = stub.Stream(
-                echo_pb2.StreamRequest(chunks=chunks, size=size),
+                echo_pb2.StreamRequest(chunks=chunks, size=size, ttft_ms=ttft_ms, tpot_ms=tpot_ms),
                 metadata=self.metadata(app),
                 timeout=self.timeout_s,
             )

@@ -1,0 +1,691 @@
+"""`make bench`: the package's defaults against Ray's defaults, side by side, on this machine.
+
+Owns: one run that starts two local runs of a stack at once (A: the package's defaults; B:
+`--ray-defaults`), drives `raygke smoke --compare` between them (echo only, closed loop at c=8 and
+c=32, unary and streaming, interleaved and repeated), then measures our HAProxy tier against Ray's
+own HAProxy (`--compare-direct`), our benchmark client against `wrk` on the same endpoint, and
+optionally the Ray-free ceiling (bench/reference_server.py). It prints the figures with their
+targets, writes out/bench/ab.json and out/bench/ab.md, and stops everything it started, by PID or
+with `raygke local down`, whatever happens.
+Does not own: any measuring logic (raygke/smoke does that) or the local run itself (raygke local).
+Targets are printed, never tuned for: a missed target is reported as missed.
+
+    python bench/ab.py [--duration 4] [--warmup 1] [--repeats 3] [--no-ceiling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from raygke.smoke.contract import load_contract
+from raygke.smoke.load import LoadSpec, run_level
+
+REPO = Path(__file__).resolve().parent.parent
+RAYGKE = Path(sys.executable).with_name("raygke")
+OUT = REPO / "out" / "bench"
+LEVELS = (8, 32)
+TARGETS = ("echo/http/unary", "echo/grpc/unary", "echo/http/stream", "echo/grpc/stream")
+STREAM_CHUNKS = 20  # the smoke profile's default, pacing 0: pure serving overhead
+# The targets issue 4 names (DESIGN.md measured 5.9x / 3.8x / 0.27x with wrk on 2 cores).
+MIN_THROUGHPUT_RATIO = 5.0
+MAX_P99_RATIO = 0.25
+MAX_TIER_THROUGHPUT_COST = 0.05
+MAX_TIER_P50_COST_MS = 1.0
+MIN_CLIENT_PER_CORE_VS_WRK = 0.5
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# Machine --------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+# Statistics over repeats ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spread:
+    median: float
+    low: float
+    high: float
+    n: int
+
+    def fmt(self, spec: str, unit: str = "") -> str:
+        if self.n == 0:
+            return "-"
+        m, lo, hi = (format(v, spec) for v in (self.median, self.low, self.high))
+        return f"{m}{unit} [{lo} .. {hi}]" if self.n > 1 else f"{m}{unit}"
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
+
+
+def spread(values: Iterable[float]) -> Spread:
+    vs = [v for v in values if v == v]  # NaN: a level without successes
+    if not vs:
+        return Spread(float("nan"), float("nan"), float("nan"), 0)
+    return Spread(statistics.median(vs), min(vs), max(vs), len(vs))
+
+
+Level = dict[str, Any]
+
+
+def closed_levels(report: dict[str, Any]) -> dict[tuple[str, int, str, int], Level]:
+    """(target, concurrency, deployment, repeat) -> the report's level."""
+    return {
+        (lv["target"], lv["concurrency"], lv["deployment"], lv["repeat"]): lv
+        for lv in report["load"]
+        if lv["loop"] == "closed"
+    }
+
+
+def paired(
+    levels: dict[tuple[str, int, str, int], Level],
+    target: str,
+    c: int,
+    value: Callable[[Level], float | None],
+) -> tuple[list[float], list[float]]:
+    """Per repeat, the value for A and for B (only repeats where both have it)."""
+    a_vals: list[float] = []
+    b_vals: list[float] = []
+    repeats = sorted({k[3] for k in levels if k[0] == target and k[1] == c})
+    for r in repeats:
+        a, b = levels.get((target, c, "A", r)), levels.get((target, c, "B", r))
+        va = None if a is None else value(a)
+        vb = None if b is None else value(b)
+        if va is not None and vb is not None:
+            a_vals.append(va)
+            b_vals.append(vb)
+    return a_vals, b_vals
+
+
+def tput(level: Level) -> float | None:
+    return float(level["throughput_rps"]) if level["ok"] else None
+
+
+def lat(pct: str) -> Callable[[Level], float | None]:
+    def get(level: Level) -> float | None:
+        summary = level["latency_ms"]
+        return None if summary is None else float(summary[pct])
+
+    return get
+
+
+# Subprocesses ---------------------------------------------------------------------------------
+
+
+def start_local_runs(runs: dict[str, list[str]], logs: Path) -> None:
+    """`raygke local up` for every run at once; progress lines until all are up."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    began = time.monotonic()
+    for label, args in runs.items():
+        log = (logs / f"local-up-{label}.log").open("wb")
+        procs[label] = subprocess.Popen(
+            [str(RAYGKE), "local", "up", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        say(f"starting {label}: raygke local up {' '.join(args)} (pid {procs[label].pid})")
+    waiting = dict(procs)
+    next_note = began + 10
+    try:
+        _wait_up(waiting, logs, began, next_note)
+    finally:
+        # One failed: the other's `up` must not go on starting a cluster nobody stops.
+        for proc in waiting.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+
+
+def _wait_up(
+    waiting: dict[str, subprocess.Popen[bytes]], logs: Path, began: float, next_note: float
+) -> None:
+    while waiting:
+        for label, proc in list(waiting.items()):
+            if proc.poll() is None:
+                continue
+            del waiting[label]
+            took = time.monotonic() - began
+            if proc.returncode != 0:
+                tail = (logs / f"local-up-{label}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(
+                    f"{label}: raygke local up failed (rc {proc.returncode}):\n{tail}"
+                )
+            say(f"  {label} up after {took:.0f} s")
+        if waiting and time.monotonic() >= next_note:
+            elapsed = time.monotonic() - began
+            say(f"  ... {elapsed:.0f} s, still starting: {', '.join(sorted(waiting))}")
+            next_note += 10
+        time.sleep(0.5)
+
+
+def stop_local_run(state_dir: Path, logs: Path) -> None:
+    if not (state_dir / "state.json").exists() and not state_dir.exists():
+        return
+    with (logs / f"local-down-{state_dir.name}.log").open("wb") as log:
+        done = subprocess.run(
+            [str(RAYGKE), "local", "down", "--state-dir", str(state_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            timeout=180,
+            check=False,
+        )
+    say(f"stopped {state_dir.name}: raygke local down (rc {done.returncode})")
+
+
+def echo_only(source: Path, dest: Path, grpc: bool = True) -> Path:
+    """The outputs with only the echo app (a shorter plan); without gRPC when `grpc` is False."""
+    doc = json.loads(source.read_text())
+    apps = [dict(app) for app in doc["apps"] if app["kind"] == "echo"]
+    if not grpc:
+        for app in apps:
+            app["grpc_service"] = None
+    doc["apps"] = apps
+    dest.write_text(json.dumps(doc, indent=2) + "\n")
+    return dest
+
+
+def smoke(args: list[str], out: Path) -> dict[str, Any]:
+    """`raygke smoke` (progress on stderr passes through); the JSON report it wrote."""
+    cmd = [str(RAYGKE), "smoke", *args, "--out", str(out), "--no-plots"]
+    say(f"$ {' '.join(cmd[1:])}")
+    done = subprocess.run(cmd, cwd=REPO, stdin=subprocess.DEVNULL, check=False)
+    if done.returncode == 2:
+        raise RuntimeError(f"raygke smoke rejected its input: {' '.join(cmd)}")
+    report = json.loads((out / "report.json").read_text())
+    if done.returncode == 1:
+        failed = [g["name"] for g in report["gates"] if not g["passed"]]
+        say(f"  (smoke gates failed for A: {', '.join(failed)}; the figures still stand)")
+    return report
+
+
+def load_reference() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "reference_server", REPO / "bench" / "reference_server.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+# wrk ------------------------------------------------------------------------------------------
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not found:
+        raise ValueError(f"wrk latency {text!r}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def run_wrk(url: str, concurrency: int, duration_s: int) -> dict[str, Any]:
+    """One wrk run (1 thread: the same one-process client as ours); its CPU from wait4."""
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--latency", url]
+    began = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    text = proc.stdout.read().decode(errors="replace")
+    # wait4, not wait: the child's own CPU time, which is what "per client core" divides by.
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - began
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if proc.returncode != 0 or rps is None:
+        raise RuntimeError(f"wrk failed (rc {proc.returncode}):\n{text}")
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.MULTILINE)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors:.*", text)
+    cpu = (usage.ru_utime + usage.ru_stime) / wall
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": _ms(p50.group(1)) if p50 else None,
+        "p99_ms": _ms(p99.group(1)) if p99 else None,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(0) if errors else None,
+        "cpu_cores": cpu,
+    }
+
+
+def run_ours(outputs: Path, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    contract = load_contract(outputs)
+    echo = next(app for app in contract.apps if app.kind == "echo")
+    spec = LoadSpec(
+        app=echo,
+        transport="http",
+        mode="unary",
+        loop="closed",
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        processes=1,
+    )
+    level = run_level(spec, contract.endpoints)
+    return {
+        "rps": level.throughput_rps,
+        "p50_ms": None if level.latency_ms is None else level.latency_ms.p50,
+        "p99_ms": None if level.latency_ms is None else level.latency_ms.p99,
+        "errors": dict(level.errors),
+        "cpu_cores": sum(level.client_cpu),
+    }
+
+
+# Tables ---------------------------------------------------------------------------------------
+
+
+def render(header: list[str], rows: list[list[str]]) -> tuple[str, str]:
+    """The table as aligned text (for the terminal) and as Markdown."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    text = "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, ["-" * w for w in widths], *rows]
+    )
+    md = "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
+    return text, md
+
+
+def met(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "NO")
+
+
+# Sections -------------------------------------------------------------------------------------
+
+
+def ab_section(
+    report: dict[str, Any], figures: dict[str, Any]
+) -> tuple[list[str], list[list[str]]]:
+    levels = closed_levels(report)
+    header = [
+        "figure",
+        "A: package defaults",
+        "B: Ray defaults",
+        "A/B median [min .. max]",
+        "target",
+        "met",
+    ]
+    rows: list[list[str]] = []
+    present = sorted({k[0] for k in levels}, key=lambda t: TARGETS.index(t) if t in TARGETS else 99)
+    for target in present:
+        for c in LEVELS:
+            a, b = paired(levels, target, c, tput)
+            if not a:
+                rows.append([f"{target} c={c} req/s", "-", "-", "not measured on both", "", ""])
+                continue
+            ratio = spread(x / y for x, y in zip(a, b, strict=True) if y > 0)
+            ok = ratio.median >= MIN_THROUGHPUT_RATIO if ratio.n else None
+            rows.append(
+                [
+                    f"{target} c={c} req/s",
+                    spread(a).fmt(".0f"),
+                    spread(b).fmt(".0f"),
+                    ratio.fmt(".2f", "x"),
+                    f">= {MIN_THROUGHPUT_RATIO:g}x",
+                    met(ok),
+                ]
+            )
+            figures[f"{target} c={c} throughput"] = {
+                "A": spread(a).as_dict(),
+                "B": spread(b).as_dict(),
+                "ratio": ratio.as_dict(),
+                "target": f">= {MIN_THROUGHPUT_RATIO}",
+                "met": ok,
+            }
+        a, b = paired(levels, target, 32, lat("p99"))
+        if a:
+            ratio = spread(x / y for x, y in zip(a, b, strict=True) if y > 0)
+            ok = ratio.median <= MAX_P99_RATIO if ratio.n else None
+            rows.append(
+                [
+                    f"{target} c=32 p99 ms",
+                    spread(a).fmt(".1f"),
+                    spread(b).fmt(".1f"),
+                    ratio.fmt(".2f", "x"),
+                    f"<= {MAX_P99_RATIO:g}x",
+                    met(ok),
+                ]
+            )
+            figures[f"{target} c=32 p99"] = {
+                "A": spread(a).as_dict(),
+                "B": spread(b).as_dict(),
+                "ratio": ratio.as_dict(),
+                "target": f"<= {MAX_P99_RATIO}",
+                "met": ok,
+            }
+    return header, rows
+
+
+def direct_section(
+    report: dict[str, Any], figures: dict[str, Any]
+) -> tuple[list[str], list[list[str]]]:
+    levels = closed_levels(report)
+    header = [
+        "figure",
+        "our tier req/s",
+        "Ray's HAProxy req/s",
+        "throughput cost",
+        "p50 ours / direct ms",
+        "p50 cost ms",
+        "met (<5%, <1 ms)",
+    ]
+    rows: list[list[str]] = []
+    present = sorted({k[0] for k in levels}, key=lambda t: TARGETS.index(t) if t in TARGETS else 99)
+    for target in present:
+        for c in LEVELS:
+            a, b = paired(levels, target, c, tput)
+            pa, pb = paired(levels, target, c, lat("p50"))
+            if not a or not pa:
+                continue
+            costs = [1 - x / y for x, y in zip(a, b, strict=True) if y > 0]
+            cost = spread(costs)
+            p50_cost = spread(x - y for x, y in zip(pa, pb, strict=True))
+            ok = (
+                cost.median < MAX_TIER_THROUGHPUT_COST and p50_cost.median < MAX_TIER_P50_COST_MS
+                if cost.n and p50_cost.n
+                else None
+            )
+            rows.append(
+                [
+                    f"{target} c={c}",
+                    spread(a).fmt(".0f"),
+                    spread(b).fmt(".0f"),
+                    spread(v * 100 for v in costs).fmt("+.1f", "%"),
+                    f"{spread(pa).median:.2f} / {spread(pb).median:.2f}",
+                    p50_cost.fmt("+.2f"),
+                    met(ok),
+                ]
+            )
+            figures[f"{target} c={c} tier vs direct"] = {
+                "ours_rps": spread(a).as_dict(),
+                "direct_rps": spread(b).as_dict(),
+                "throughput_cost": cost.as_dict(),
+                "p50_cost_ms": p50_cost.as_dict(),
+                "met": ok,
+            }
+    return header, rows
+
+
+def client_section(
+    runs: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]], figures: dict[str, Any]
+) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "echo/http/unary via our tier",
+        "ours req/s",
+        "ours client cores",
+        "wrk req/s",
+        "wrk client cores",
+        "ours/wrk req/s",
+        "ours/wrk per core",
+        "target",
+        "met",
+    ]
+    rows: list[list[str]] = []
+    for c, pairs in runs.items():
+        ours = [o for o, _ in pairs]
+        wrk = [w for _, w in pairs]
+        per_core = spread(
+            (o["rps"] / o["cpu_cores"]) / (w["rps"] / w["cpu_cores"])
+            for o, w in pairs
+            if o["cpu_cores"] > 0 and w["cpu_cores"] > 0 and w["rps"] > 0
+        )
+        rps_ratio = spread(o["rps"] / w["rps"] for o, w in pairs if w["rps"] > 0)
+        ok = per_core.median >= MIN_CLIENT_PER_CORE_VS_WRK if per_core.n else None
+        rows.append(
+            [
+                f"c={c}",
+                spread(o["rps"] for o in ours).fmt(".0f"),
+                spread(o["cpu_cores"] for o in ours).fmt(".3f"),
+                spread(w["rps"] for w in wrk).fmt(".0f"),
+                spread(w["cpu_cores"] for w in wrk).fmt(".3f"),
+                rps_ratio.fmt(".2f", "x"),
+                per_core.fmt(".2f", "x"),
+                f">= {MIN_CLIENT_PER_CORE_VS_WRK:g}x",
+                met(ok),
+            ]
+        )
+        figures[f"client vs wrk c={c}"] = {
+            "ours": ours,
+            "wrk": wrk,
+            "rps_ratio": rps_ratio.as_dict(),
+            "per_core_ratio": per_core.as_dict(),
+            "met": ok,
+        }
+    return header, rows
+
+
+def ceiling_section(
+    ab: dict[str, Any], ceiling: dict[str, Any], figures: dict[str, Any]
+) -> tuple[list[str], list[list[str]]]:
+    ours = closed_levels(ab)
+    ref = closed_levels(ceiling)
+    header = ["figure", "A req/s", "ceiling req/s (no Ray)", "A as fraction of ceiling"]
+    rows: list[list[str]] = []
+    for target in TARGETS:
+        for c in LEVELS:
+            a = [tput(v) for k, v in ours.items() if k[:3] == (target, c, "A")]
+            r = [tput(v) for k, v in ref.items() if k[:3] == (target, c, "A")]
+            a_s = spread(v for v in a if v is not None)
+            r_s = spread(v for v in r if v is not None)
+            if not a_s.n or not r_s.n:
+                continue
+            fraction = a_s.median / r_s.median if r_s.median else float("nan")
+            rows.append([f"{target} c={c}", a_s.fmt(".0f"), r_s.fmt(".0f"), f"{fraction:.3f}"])
+            figures[f"{target} c={c} ceiling"] = {
+                "A": a_s.as_dict(),
+                "ceiling": r_s.as_dict(),
+                "fraction": fraction,
+            }
+    return header, rows
+
+
+# Main -----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--stack", default="dev")
+    parser.add_argument("--duration", type=int, default=4, help="measured seconds per level")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the Ray-free ceiling")
+    args = parser.parse_args(argv)
+
+    began = time.monotonic()
+    OUT.mkdir(parents=True, exist_ok=True)
+    host = machine()
+    say(f"machine: {host['cores']} cores, {host['cpu_model']}, Python {host['python']}")
+    say(f"         {host['platform']}, load average at start {host['loadavg_at_start']}")
+    say(
+        f"plan: levels c={','.join(map(str, LEVELS))}, {args.duration} s each after "
+        f"{args.warmup:g} s warm-up, {args.repeats} repeats, A/B interleaved; streams "
+        f"{STREAM_CHUNKS} chunks, pacing 0"
+    )
+    work = Path(tempfile.mkdtemp(prefix="raygke-ab-"))
+    state = {"A": work / "A", "B": work / "B"}
+    logs = OUT / "logs"
+    logs.mkdir(exist_ok=True)
+    figures: dict[str, Any] = {}
+    sections: list[tuple[str, str, str]] = []  # (title, text table, markdown table)
+    reference: Any = None
+    smoke_args = [
+        "--profile",
+        "quick",
+        "--levels",
+        ",".join(map(str, LEVELS)),
+        "--repeats",
+        str(args.repeats),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+    ]
+
+    def section(title: str, table: tuple[list[str], list[list[str]]], note: str = "") -> None:
+        text, md = render(*table)
+        say()
+        say(f"== {title}")
+        say(text)
+        if note:
+            say(note)
+        sections.append(
+            (title, text + ("\n" + note if note else ""), md + ("\n\n" + note if note else ""))
+        )
+
+    try:
+        start_local_runs(
+            {
+                "A": ["--stack", args.stack, "--state-dir", str(state["A"])],
+                "B": ["--stack", args.stack, "--ray-defaults", "--state-dir", str(state["B"])],
+            },
+            logs,
+        )
+        a_echo = echo_only(state["A"] / "outputs.json", work / "A-echo.json")
+        b_echo = echo_only(state["B"] / "outputs.json", work / "B-echo.json")
+
+        say("\n-- 1/4 A/B: package defaults (A) vs Ray's defaults (B)")
+        ab = smoke(
+            ["--outputs", str(a_echo), "--compare", str(b_echo), *smoke_args], OUT / "smoke-ab"
+        )
+        section(
+            "A/B: package defaults vs Ray's defaults (closed loop, median over repeats [min .. max])",
+            ab_section(ab, figures),
+        )
+
+        say("\n-- 2/4 our HAProxy tier (A) vs Ray's HAProxy directly (B), HTTP")
+        a_http = echo_only(state["A"] / "outputs.json", work / "A-echo-http.json", grpc=False)
+        direct = smoke(
+            ["--outputs", str(a_http), "--compare-direct", *smoke_args], OUT / "smoke-direct"
+        )
+        section(
+            "Our HAProxy tier vs Ray's HAProxy directly (package defaults)",
+            direct_section(direct, figures),
+            "cost = 1 - ours/direct (positive: our tier is slower); p50 cost = ours - direct.",
+        )
+
+        say("\n-- 3/4 our benchmark client vs wrk, A's echo unary over our tier")
+        if shutil.which("wrk") is None:
+            note = "SKIPPED: wrk is not installed (Debian: apt-get install -y wrk)"
+            say(note)
+            sections.append(("Our client vs wrk", note, note))
+            figures["client vs wrk"] = "skipped: wrk not installed"
+        else:
+            contract = json.loads(a_echo.read_text())
+            url = f"{contract['http_url']}/echo/unary?size=1024"
+            runs: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {c: [] for c in LEVELS}
+            for repeat in range(args.repeats):
+                for c in LEVELS:
+                    ours = run_ours(a_echo, c, args.duration, args.warmup)
+                    theirs = run_wrk(url, c, args.duration)
+                    runs[c].append((ours, theirs))
+                    say(
+                        f"  repeat {repeat} c={c}: ours {ours['rps']:.0f} req/s on "
+                        f"{ours['cpu_cores']:.2f} cores, wrk {theirs['rps']:.0f} req/s on "
+                        f"{theirs['cpu_cores']:.2f} cores"
+                    )
+            section(
+                "Our benchmark client vs wrk (1 process / 1 thread each, same endpoint and duration)",
+                client_section(runs, figures),
+                "per core = req/s divided by the client's own CPU (cores busy over the run); "
+                "the target applies to per core.",
+            )
+
+        if args.no_ceiling:
+            say("\n-- 4/4 Ray-free ceiling: skipped (--no-ceiling)")
+        else:
+            say("\n-- 4/4 Ray-free ceiling: bench/reference_server.py at the same levels")
+            reference = load_reference().start(work / "ref")
+            ref_echo = echo_only(reference.outputs_path, work / "ref-echo.json")
+            ceiling_args = [*smoke_args]
+            ceiling_args[ceiling_args.index("--repeats") + 1] = "1"
+            ceiling = smoke(["--outputs", str(ref_echo), *ceiling_args], OUT / "smoke-ceiling")
+            reference.stop()
+            reference = None
+            section(
+                "A as a fraction of the Ray-free ceiling (one run of the reference server)",
+                ceiling_section(ab, ceiling, figures),
+            )
+    finally:
+        if reference is not None:
+            reference.stop()
+        for label in ("A", "B"):
+            try:
+                stop_local_run(state[label], logs)
+            except Exception as exc:  # keep stopping the other run
+                say(f"stopping {label} failed: {exc}")
+
+    took = time.monotonic() - began
+    say(f"\ntotal {took:.0f} s; reports under {OUT.relative_to(REPO)}")
+    document = {
+        "machine": host,
+        "plan": {
+            "stack": args.stack,
+            "levels": LEVELS,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "repeats": args.repeats,
+            "stream_chunks": STREAM_CHUNKS,
+        },
+        "figures": figures,
+        "seconds": round(took, 1),
+    }
+    (OUT / "ab.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+    md = [
+        "# raygke bench: package defaults vs Ray's defaults",
+        "",
+        f"Machine: {host['cores']} cores, {host['cpu_model']}, Python {host['python']} "
+        f"({host['platform']}); load average at start {host['loadavg_at_start']}.",
+        f"Plan: c={', '.join(map(str, LEVELS))}; {args.duration} s per level after "
+        f"{args.warmup:g} s warm-up; {args.repeats} repeats, interleaved.",
+    ]
+    for title, _, table in sections:
+        md += ["", f"## {title}", "", table]
+    (OUT / "ab.md").write_text("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
