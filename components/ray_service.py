@@ -2,10 +2,12 @@
 
 Owns: registering the RayService rendered by components/render/rayservice.py, a PodDisruptionBudget
 for its worker pods, a NetworkPolicy for its pods and a Managed Prometheus PodMonitoring, and
-exporting the names and pod selector the ingress tier and the `smoke` outputs need.
+exporting the names and pod selector the ingress tier and the `smoke` outputs need. With a model
+bucket in the spec: the workers' Kubernetes ServiceAccount and the bucket read grant
+(roles/storage.objectViewer) to its Workload Identity principal.
 Does not own: the manifest's content (the pure renderer), the serve config (infra/), the operator
-and its CRDs (components/kuberay_operator.py; the program orders this after it), the namespace, or
-the Kubernetes provider (the program passes it in `opts`).
+and its CRDs (components/kuberay_operator.py; the program orders this after it), the namespace, the
+bucket itself, or the providers (the program passes Kubernetes' in `opts`, GCP's in `args`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from typing import NotRequired, TypedDict
 
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
 from components.render import rayservice as render
@@ -38,10 +41,50 @@ class RayServeAppArgs(TypedDict):
     pod_monitoring: NotRequired[bool]
     """Register the Managed Prometheus PodMonitoring (needs GKE Managed Service for Prometheus).
     Default: True."""
+    gcp_provider: NotRequired[pulumi.ProviderResource]
+    """The GCP provider of the bucket read grant. Required when the spec has a model bucket."""
+    project_id: NotRequired[pulumi.Input[str]]
+    """The cluster's project id: its Workload Identity pool is `<project_id>.svc.id.goog`. Required
+    when the spec has a model bucket."""
+    project_number: NotRequired[pulumi.Input[str]]
+    """The cluster's project number (Workload Identity principals name the project by number).
+    Required when the spec has a model bucket."""
+
+
+def _bucket_access(
+    name: str, args: RayServeAppArgs
+) -> tuple[pulumi.ProviderResource, pulumi.Input[str], pulumi.Input[str]]:
+    """The GCP provider, project id and number a model bucket's read grant needs; raises if absent."""
+    provider = args.get("gcp_provider")
+    project_id = args.get("project_id")
+    project_number = args.get("project_number")
+    if provider is None or project_id is None or project_number is None:
+        given = {
+            "gcp_provider": provider,
+            "project_id": project_id,
+            "project_number": project_number,
+        }
+        missing = [k for k, v in given.items() if v is None]
+        raise ValueError(
+            f"RayServeApp {name!r}: spec.model_bucket needs args {', '.join(missing)} "
+            "to grant the workers read on the bucket"
+        )
+    return provider, project_id, project_number
+
+
+def workload_identity_principal(
+    project_number: str, project_id: str, namespace: str, service_account: str
+) -> str:
+    """The IAM principal of a Kubernetes service account under Workload Identity Federation for GKE."""
+    return (
+        f"principal://iam.googleapis.com/projects/{project_number}/locations/global/"
+        f"workloadIdentityPools/{project_id}.svc.id.goog/subject/ns/{namespace}/sa/{service_account}"
+    )
 
 
 class RayServeApp(pulumi.ComponentResource):
-    """A RayService and its PodDisruptionBudget, NetworkPolicy and PodMonitoring."""
+    """A RayService and its PodDisruptionBudget, NetworkPolicy and PodMonitoring (and, with a model
+    bucket, the workers' ServiceAccount and its read grant on the bucket)."""
 
     name: pulumi.Output[str]
     """The RayService's name."""
@@ -59,9 +102,37 @@ class RayServeApp(pulumi.ComponentResource):
         super().__init__("raygke:ray_service:RayServeApp", name, None, opts)
         spec = args["spec"]
         manifest = render.render_rayservice(spec)  # raises on a spec KubeRay would reject
+        bucket = spec.model_bucket
+        access = _bucket_access(name, args) if bucket is not None else None
         # Children do not inherit the component's depends_on; pass it on so the RayService waits for
         # the operator and its CRDs when the program says so.
         child = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
+
+        rayservice_opts = child
+        if bucket is not None and access is not None:
+            gcp_provider, project_id, project_number = access
+            reader = k8s.core.v1.ServiceAccount(
+                f"{name}-model-reader",
+                metadata={"name": bucket.service_account, "namespace": spec.namespace},
+                opts=child,
+            )
+            principal = pulumi.Output.all(project_number, project_id).apply(
+                lambda p: workload_identity_principal(
+                    p[0], p[1], spec.namespace, bucket.service_account
+                )
+            )
+            grant = gcp.storage.BucketIAMMember(
+                f"{name}-model-reader",
+                bucket=bucket.bucket,
+                role="roles/storage.objectViewer",
+                member=principal,
+                opts=pulumi.ResourceOptions(parent=self, provider=gcp_provider),
+            )
+            # Pods naming a missing service account are refused, and the sidecar's mount fails
+            # without the grant: the workers start only after both exist.
+            rayservice_opts = pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[reader, grant])
+            )
 
         k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
@@ -69,7 +140,7 @@ class RayServeApp(pulumi.ComponentResource):
             kind=manifest["kind"],
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=child,
+            opts=rayservice_opts,
         )
 
         min_available = args.get("pdb_min_available", render.default_min_available(spec))

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
@@ -21,7 +21,11 @@ from pydantic.alias_generators import to_camel
 
 from components.render.gpu_machines import H100_MACHINES
 from components.render.haproxy import HAPROXY_IMAGE
-from components.render.rayservice import check_rayservice_name
+from components.render.rayservice import (
+    check_bucket_name,
+    check_mount_path,
+    check_rayservice_name,
+)
 
 NAMESPACE = "ray-serve-gke"  # the project name: Pulumi's config namespace for our keys
 
@@ -419,6 +423,29 @@ class FaultTolerance(Model):
         return self
 
 
+class ModelBucketConfig(Model):
+    """A GCS bucket of model weights, mounted read-only on every worker by the GCS FUSE CSI driver."""
+
+    bucket: str
+    mount_path: str = "/gcs/models"
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if (problem := check_bucket_name(value)) is not None:
+            raise ValueError(
+                f"rayService.modelBucket.bucket: {problem} (list yours with `gcloud storage ls`)"
+            )
+        return value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        if (problem := check_mount_path(value)) is not None:
+            raise ValueError(f"rayService.modelBucket.mountPath: {problem}")
+        return value
+
+
 class RayServiceConfig(Model):
     name: str
     namespace: str = "ray-serve"
@@ -426,6 +453,7 @@ class RayServiceConfig(Model):
     fault_tolerance: FaultTolerance = FaultTolerance()
     head: Resources = Resources(cpu="4", memory="16Gi")
     workers: WorkerGroupConfig
+    model_bucket: ModelBucketConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -635,6 +663,7 @@ def _app_problems(c: StackConfig):
                 f"apps[{seen_prefixes[app.route_prefix]}]; route prefixes must be unique"
             )
         seen_prefixes[app.route_prefix] = app.name
+        yield from _model_bucket_problems(app, c.ray_service.model_bucket)
         if "grpc" in app.protocols and not c.ray.grpc:
             yield f"apps[{app.name}].protocols includes grpc but ray.grpc is false"
         per_node = c.gpu_pool.accelerator_count
@@ -650,6 +679,26 @@ def _app_problems(c: StackConfig):
             f"apps: need {demand:g} GPUs at peak replicas but rayService.workers.maxReplicas "
             f"({c.ray_service.workers.max_replicas}) x {c.gpu_pool.accelerator_count} GPUs per "
             f"{c.gpu_pool.machine_type} holds {capacity}; raise maxReplicas/gpuPool.maxNodes or lower replicas"
+        )
+
+
+def _model_bucket_problems(app: AppConfig, bucket: ModelBucketConfig | None):
+    """An llm app reading weights from GCS needs the bucket mounted where its model_source points."""
+    if app.kind != "llm" or app.args.get("source") != "gcs":
+        return
+    given = str(app.args.get("model_source"))
+    source = PurePosixPath(given)
+    if bucket is None:
+        yield (
+            f"apps[{app.name}].args.source is 'gcs' (model_source {given!r}) but rayService.modelBucket "
+            "is not set; add rayService.modelBucket: {bucket: <name>, mountPath: /gcs/models} so the GCS "
+            "FUSE CSI driver mounts the weights, or use source: hub"
+        )
+    elif ".." in source.parts or not source.is_relative_to(bucket.mount_path):
+        yield (
+            f"apps[{app.name}].args.model_source {given!r} must lie under rayService.modelBucket."
+            f"mountPath {bucket.mount_path!r}, where bucket {bucket.bucket!r} is mounted "
+            f"(e.g. {bucket.mount_path}/<model directory>)"
         )
 
 

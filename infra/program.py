@@ -17,7 +17,7 @@ from components.gpu_node_pool import H100NodePool
 from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
 from components.kuberay_operator import KubeRayOperator
 from components.network import Network
-from components.ray_service import RayServeApp
+from components.ray_service import RayServeApp, RayServeAppArgs
 from components.render import rayservice as rs
 from components.render.gpu_machines import H100_MACHINES
 from components.render.node_pool import Capacity
@@ -48,6 +48,7 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
     svc, pool = config.ray_service, config.gpu_pool
     upgrade = svc.upgrade_strategy
     ft = svc.fault_tolerance
+    bucket = svc.model_bucket
     return rs.RayServiceSpec(
         name=svc.name,
         namespace=svc.namespace,
@@ -87,6 +88,15 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
             else None
         ),
         enable_in_tree_autoscaling=True,
+        model_bucket=(
+            rs.ModelBucket(
+                bucket=bucket.bucket,
+                mount_path=bucket.mount_path,
+                service_account=f"{svc.name}-model-reader",
+            )
+            if bucket is not None
+            else None
+        ),
     )
 
 
@@ -183,13 +193,21 @@ def define(config: StackConfig) -> dict[str, Any]:
     if config.ingress.tls_secret:
         ingress_args["tls_secret_name"] = config.ingress.tls_secret
     ingress = HaproxyIngress("ingress", ingress_args, opts=in_namespace)
+    service_args: RayServeAppArgs = {
+        "spec": spec,
+        "ingress_pod_labels": ingress.pod_labels,
+        "operator_namespace": config.kuberay.namespace,
+    }
+    if spec.model_bucket is not None:
+        project = gcp.organizations.get_project_output(
+            project_id=config.project, opts=pulumi.InvokeOutputOptions(provider=gcp_provider)
+        )
+        service_args["gcp_provider"] = gcp_provider
+        service_args["project_id"] = config.project
+        service_args["project_number"] = project.number
     service = RayServeApp(
         config.ray_service.name,
-        {
-            "spec": spec,
-            "ingress_pod_labels": ingress.pod_labels,
-            "operator_namespace": config.kuberay.namespace,
-        },
+        service_args,
         opts=pulumi.ResourceOptions(provider=k8s_provider, depends_on=[namespace, operator]),
     )
 

@@ -99,12 +99,13 @@ class RealisticMocks(pulumi.runtime.Mocks):
         state = {**args.inputs, **_fake_outputs(args)}
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list]:
+        # The second item is the check failures; the mock monitor iterates it, so never None.
         if args.token == "gcp:organizations/getProject:getProject":
-            return {"number": "123456789012", "projectId": "mock-project"}, None
+            return {"number": "123456789012", "projectId": "mock-project"}, []
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
-            return {"project": "mock-project", "accessToken": "mock-token"}, None
-        return {}, None
+            return {"project": "mock-project", "accessToken": "mock-token"}, []
+        return {}, []
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

@@ -52,6 +52,8 @@ def test_environments_differ_as_documented():
     assert prod.gpu_pool.capacity.mode == "reservation"
     assert prod.cluster.deletion_protection and prod.ray_service.fault_tolerance.enabled
     assert prod.gpu_pool.min_nodes >= 1
+    assert prod.ray_service.model_bucket is not None
+    assert dev.ray_service.model_bucket is None and staging.ray_service.model_bucket is None
 
 
 def _set(section: str, **values: Any) -> Callable[[dict], None]:
@@ -332,6 +334,33 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"gcp:project: required key is missing",
     ),
     (
+        "model bucket name outside GCS naming",
+        "prod",
+        _in("rayService", ["modelBucket"], bucket="My_Models"),
+        r"rayService.modelBucket.bucket: bucket name 'My_Models' must be 3-63 lowercase letters, digits, "
+        r"'-', '_' or '.', starting and ending with a letter or digit",
+    ),
+    (
+        "model bucket mount path not absolute",
+        "prod",
+        _in("rayService", ["modelBucket"], mountPath="gcs/models"),
+        r"rayService.modelBucket.mountPath: mount path 'gcs/models' must be an absolute, normalized path",
+    ),
+    (
+        "llm weights from GCS without a model bucket",
+        "prod",
+        lambda c: c[f"{NS}:rayService"].pop("modelBucket"),
+        r"apps\[llm\].args.source is 'gcs' \(model_source '/gcs/models/llama-3.1-8b-instruct'\) but "
+        r"rayService.modelBucket is not set; add rayService.modelBucket: \{bucket: <name>, mountPath",
+    ),
+    (
+        "llm weights outside the bucket mount",
+        "prod",
+        _in("apps", [2, "args"], model_source="/gcs/models-v2/llama"),
+        r"apps\[llm\].args.model_source '/gcs/models-v2/llama' must lie under "
+        r"rayService.modelBucket.mountPath '/gcs/models', where bucket 'my-gcp-project-models' is mounted",
+    ),
+    (
         "bad KMS key",
         "prod",
         _set("cluster", kmsKey="gke-secrets"),
@@ -370,6 +399,19 @@ def test_bad_config_registers_nothing(stack, mutate, pattern):
 
 def test_at_least_twenty_distinct_validators():
     assert len({pattern for *_, pattern in BAD_CONFIGS}) >= 20
+
+
+@pytest.mark.parametrize(
+    ("model_source", "ok"),
+    [("/gcs/models", True), ("/gcs/models/llama/", True), ("/gcs/models/../etc", False)],
+)
+def test_llm_weights_under_the_mount_are_compared_as_paths(model_source: str, ok: bool):
+    config = _mutated("prod", _in("apps", [2, "args"], model_source=model_source))
+    if ok:
+        assert parse_stack_config("prod", config).ray_service.model_bucket is not None
+    else:
+        with pytest.raises(ConfigError, match=r"must lie under rayService.modelBucket.mountPath"):
+            parse_stack_config("prod", config)
 
 
 def test_every_problem_is_reported_at_once():

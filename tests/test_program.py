@@ -115,6 +115,40 @@ def test_prod_cluster_is_hardened():
     assert "0.0.0.0/0" not in cidrs
 
 
+@pytest.mark.schema
+def test_prod_mounts_the_model_bucket_and_grants_its_workers_read():
+    config = load_stack_config("prod")
+    bucket = config.ray_service.model_bucket
+    assert bucket is not None
+    inventory = planned("prod").inventory
+    ksa = inventory.one("kubernetes:core/v1:ServiceAccount")
+    name, namespace = "serving-model-reader", config.ray_service.namespace
+    assert ksa.inputs["metadata"] == {"name": name, "namespace": namespace}
+    validate_core({"apiVersion": "v1", "kind": "ServiceAccount", **ksa.inputs})
+    member = inventory.one("gcp:storage/bucketIAMMember:BucketIAMMember")
+    assert member.inputs == {
+        "bucket": bucket.bucket,
+        "role": "roles/storage.objectViewer",
+        "member": "principal://iam.googleapis.com/projects/123456789012/locations/global/"
+        f"workloadIdentityPools/{config.project}.svc.id.goog/subject/ns/{namespace}/sa/{name}",
+    }
+    cluster = inventory.one(RAYSERVICE).inputs["spec"]["rayClusterConfig"]
+    for group in cluster["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        assert group["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+        assert pod["serviceAccountName"] == name
+        [volume] = [v for v in pod["volumes"] if "csi" in v]
+        assert volume["csi"]["volumeAttributes"]["bucketName"] == bucket.bucket
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts[bucket.mount_path]["readOnly"] is True
+    llm = next(a for a in config.apps if a.kind == "llm")
+    assert llm.args["model_source"].startswith(bucket.mount_path + "/")
+    for stack in ("dev", "staging"):
+        types = planned(stack).inventory.types()
+        assert "gcp:storage/bucketIAMMember:BucketIAMMember" not in types
+        assert "kubernetes:core/v1:ServiceAccount" not in types
+
+
 def test_prod_has_gpudirect_networks_for_the_mega_shape():
     networks = planned("prod").inventory.of_type("gcp:compute/network:Network")
     assert len(networks) == 1 + 8

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 import pytest
 from schemas import validate_core, validate_rayservice
@@ -19,6 +20,8 @@ RAYSERVICE_TYPE = "kubernetes:ray.io/v1:RayService"
 PDB_TYPE = "kubernetes:policy/v1:PodDisruptionBudget"
 NETPOL_TYPE = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 MONITOR_TYPE = "kubernetes:monitoring.googleapis.com/v1:PodMonitoring"
+KSA_TYPE = "kubernetes:core/v1:ServiceAccount"
+MEMBER_TYPE = "gcp:storage/bucketIAMMember:BucketIAMMember"
 INGRESS_LABELS = {"app.kubernetes.io/name": "haproxy-ingress"}
 
 SPEC = r.RayServiceSpec(
@@ -40,15 +43,28 @@ SPEC = r.RayServiceSpec(
     serve_config={"applications": [{"name": "echo", "import_path": "app.echo:build_app"}]},
     env={"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 )
+MODELS = r.ModelBucket(bucket="my-models", mount_path="/gcs/models", service_account="echo-models")
+PRINCIPAL = (
+    "principal://iam.googleapis.com/projects/210987654321/locations/global/"
+    "workloadIdentityPools/my-proj.svc.id.goog/subject/ns/ray/sa/echo-models"
+)
 
 
 def run(
     via: str = "providers",
     inventory: mocks.Inventory | None = None,
     after_operator: bool = False,
+    models: bool = False,
     **extra: Any,
 ):
+    """`models`: a spec with MODELS, and the GCP provider and project the grant needs."""
+
     def program() -> dict[str, Any]:
+        if models:
+            extra.setdefault("spec", dataclasses.replace(SPEC, model_bucket=MODELS))
+            extra.setdefault("gcp_provider", gcp.Provider("gcp", project="my-proj"))
+            extra.setdefault("project_id", "my-proj")
+            extra.setdefault("project_number", pulumi.Output.from_input("210987654321"))
         provider = k8s.Provider("gke", kubeconfig="{}")
         opts = (
             pulumi.ResourceOptions(providers=[provider])
@@ -182,6 +198,91 @@ def test_children_wait_for_what_the_component_depends_on(
     operator = inventory.one("kubernetes:core/v1:Namespace", "operator-stand-in")
     for type_ in (RAYSERVICE_TYPE, PDB_TYPE, NETPOL_TYPE, MONITOR_TYPE):
         assert operator.urn in deps[inventory.one(type_).name], type_
+
+
+@pytest.mark.mocks
+def test_model_bucket_adds_the_workers_service_account_and_its_read_grant() -> None:
+    inventory, _ = run(models=True)
+    ksa = inventory.one(KSA_TYPE)
+    assert ksa.name == "echo-model-reader"
+    assert ksa.inputs["metadata"] == {"name": "echo-models", "namespace": "ray"}
+    validate_core(_ksa(ksa))
+    member = inventory.one(MEMBER_TYPE)
+    assert member.inputs == {
+        "bucket": "my-models",
+        "role": "roles/storage.objectViewer",
+        "member": PRINCIPAL,
+    }
+    worker = inventory.one(RAYSERVICE_TYPE).inputs["spec"]["rayClusterConfig"]["workerGroupSpecs"][
+        0
+    ]
+    assert worker["template"]["spec"]["serviceAccountName"] == "echo-models"
+    assert manifest_of(inventory.one(RAYSERVICE_TYPE)) == r.render_rayservice(
+        dataclasses.replace(SPEC, model_bucket=MODELS)
+    )
+
+
+def test_workload_identity_principal_names_the_pool_namespace_and_service_account() -> None:
+    assert rs.workload_identity_principal("210987654321", "my-proj", "ray", "echo-models") == (
+        PRINCIPAL
+    )
+
+
+@pytest.mark.mocks
+@pytest.mark.parametrize("via", ["providers", "provider"])
+def test_model_bucket_children_use_their_own_providers_and_the_component_as_parent(
+    via: str,
+) -> None:
+    inventory, _ = run(via=via, models=True)
+    gke = inventory.one("pulumi:providers:kubernetes", "gke")
+    gcp_provider = inventory.one("pulumi:providers:gcp", "gcp")
+    component = inventory.one(TOKEN)
+    children = [reg for reg in inventory.resources if reg.parent == component.urn]
+    assert {c.type for c in children} == {
+        RAYSERVICE_TYPE,
+        PDB_TYPE,
+        NETPOL_TYPE,
+        MONITOR_TYPE,
+        KSA_TYPE,
+        MEMBER_TYPE,
+    }
+    for child in children:
+        expected = gcp_provider if child.type.startswith("gcp:") else gke
+        assert child.provider.startswith(expected.urn + "::"), (child.name, child.provider)
+
+
+@pytest.mark.mocks
+def test_rayservice_waits_for_the_service_account_and_the_grant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deps: dict[tuple[str, str], list[str]] = {}
+    original = mocks.RecordingMonitor.RegisterResource
+
+    def record(self: mocks.RecordingMonitor, request: Any) -> Any:
+        deps[(request.type, request.name)] = list(request.dependencies)
+        return original(self, request)
+
+    monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", record)
+    inventory, _ = run(models=True, after_operator=True)
+    rayservice = inventory.one(RAYSERVICE_TYPE)
+    waits_for = deps[(RAYSERVICE_TYPE, rayservice.name)]
+    for type_ in (KSA_TYPE, MEMBER_TYPE, "kubernetes:core/v1:Namespace"):
+        assert inventory.one(type_).urn in waits_for, type_
+    # The service account waits for what the component does (the namespace); the grant need not.
+    operator = inventory.one("kubernetes:core/v1:Namespace", "operator-stand-in").urn
+    assert operator in deps[(KSA_TYPE, inventory.one(KSA_TYPE).name)]
+
+
+@pytest.mark.mocks
+def test_model_bucket_without_gcp_args_fails_before_anything_registers() -> None:
+    seen = mocks.Inventory()
+    with pytest.raises(Exception, match=r"spec\.model_bucket needs args gcp_provider, project_id"):
+        run(spec=dataclasses.replace(SPEC, model_bucket=MODELS), inventory=seen)
+    assert [reg for reg in seen.resources if reg.type.startswith(("kubernetes:", "gcp:"))] == []
+
+
+def _ksa(reg: mocks.Registration) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": reg.inputs["metadata"]}
 
 
 def _ints(value: Any) -> Any:

@@ -60,6 +60,7 @@ INCREMENTAL = r.IncrementalUpgrade(
     gateway_class_name="gke-l7-rilb", step_size_percent=25, interval_seconds=30
 )
 GCS_FT = r.GcsFaultTolerance(redis_address="10.0.0.3:6379", password_secret_name="redis")
+MODELS = r.ModelBucket(bucket="my-models", mount_path="/gcs/models", service_account="echo-models")
 
 
 @pytest.mark.schema
@@ -83,8 +84,9 @@ GCS_FT = r.GcsFaultTolerance(redis_address="10.0.0.3:6379", password_secret_name
             ),
             head=r.HeadGroup(pool=None),
         ),
+        make_spec(model_bucket=MODELS),
     ],
-    ids=["default", "no-upgrade", "incremental", "gcs-ft", "two-groups"],
+    ids=["default", "no-upgrade", "incremental", "gcs-ft", "two-groups", "model-bucket"],
 )
 def test_rendered_rayservice_validates_against_the_crd(spec: r.RayServiceSpec) -> None:
     validate_rayservice(r.render_rayservice(spec))
@@ -116,6 +118,7 @@ _groups = st.builds(
     upgrade=st.sampled_from(["NewCluster", "None"]),
     ft=st.booleans(),
     autoscale=st.booleans(),
+    models=st.booleans(),
 )
 def test_any_valid_spec_renders_a_schema_valid_rayservice(
     name: str,
@@ -124,6 +127,7 @@ def test_any_valid_spec_renders_a_schema_valid_rayservice(
     upgrade: r.UpgradeType,
     ft: bool,
     autoscale: bool,
+    models: bool,
 ) -> None:
     spec = make_spec(
         name=name,
@@ -132,6 +136,7 @@ def test_any_valid_spec_renders_a_schema_valid_rayservice(
         upgrade_type=upgrade,
         gcs_fault_tolerance=GCS_FT if ft else None,
         enable_in_tree_autoscaling=autoscale,
+        model_bucket=MODELS if models else None,
     )
     manifest = r.render_rayservice(spec)
     validate_rayservice(manifest)
@@ -248,6 +253,72 @@ def test_versions_serve_config_and_options_come_from_the_spec() -> None:
 
 
 @pytest.mark.pure
+def test_model_bucket_mounts_read_only_on_every_worker_and_not_on_the_head() -> None:
+    two_groups = (H100, dataclasses.replace(H100, name="h100x8", pool="h100-8g"))
+    manifest = r.render_rayservice(make_spec(workers=two_groups, model_bucket=MODELS))
+    cluster = manifest["spec"]["rayClusterConfig"]
+    for group in cluster["workerGroupSpecs"]:
+        template = group["template"]
+        assert template["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+        assert template["metadata"]["labels"] == {"raygke.io/rayservice": "echo"}
+        pod = template["spec"]
+        assert pod["serviceAccountName"] == "echo-models"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["model-bucket"]["csi"] == {
+            "driver": "gcsfuse.csi.storage.gke.io",
+            "readOnly": True,
+            "volumeAttributes": {"bucketName": "my-models", "mountOptions": "implicit-dirs"},
+        }
+        [container] = pod["containers"]
+        assert {"name": "model-bucket", "mountPath": "/gcs/models", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {
+            "/tmp",
+            "/dev/shm",
+            "/gcs/models",
+        }
+    head = cluster["headGroupSpec"]["template"]
+    assert "annotations" not in head["metadata"]
+    assert "serviceAccountName" not in head["spec"]
+    assert [v["name"] for v in head["spec"]["volumes"]] == ["ray-tmp", "dshm"]
+    # Without a bucket, workers carry none of it.
+    plain = r.render_rayservice(make_spec())["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert "annotations" not in plain["template"]["metadata"]
+    assert "serviceAccountName" not in plain["template"]["spec"]
+    assert "model-bucket" not in yaml.safe_dump(plain)
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("name", ["abc", "my-gcp-project-models", "a_b.c-9", "a" * 63])
+def test_check_bucket_name_accepts_gcs_names(name: str) -> None:
+    assert r.check_bucket_name(name) is None
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("name", ["ab", "a" * 64, "Models", "-models", "models-", "my models"])
+def test_check_bucket_name_rejects_what_gcs_rejects(name: str) -> None:
+    assert "GCS bucket naming" in (r.check_bucket_name(name) or "")
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("/gcs/models", True),
+        ("/models", True),
+        ("gcs/models", False),
+        ("/", False),
+        ("/gcs/models/", False),
+        ("/gcs/../models", False),
+        ("/dev/shm", False),
+    ],
+)
+def test_check_mount_path(path: str, ok: bool) -> None:
+    assert (r.check_mount_path(path) is None) is ok
+
+
+@pytest.mark.pure
 @pytest.mark.parametrize(
     ("name", "match"),
     [
@@ -320,6 +391,22 @@ def test_check_rayservice_name_accepts_valid_names(name: str) -> None:
         ),
         ({"incremental_upgrade": INCREMENTAL}, "only used with NewClusterWithIncrementalUpgrade"),
         ({"upgrade_type": "BlueGreen"}, "upgrade_type must be one of NewCluster, "),
+        (
+            {"model_bucket": dataclasses.replace(MODELS, bucket="My_Models")},
+            "model_bucket: bucket name 'My_Models' must be 3-63 lowercase",
+        ),
+        (
+            {"model_bucket": dataclasses.replace(MODELS, mount_path="gcs/models")},
+            "model_bucket: mount path 'gcs/models' must be an absolute",
+        ),
+        (
+            {"model_bucket": dataclasses.replace(MODELS, mount_path="/tmp")},
+            r"model_bucket: mount path '/tmp' is already used by the Ray pods' own volumes",
+        ),
+        (
+            {"model_bucket": dataclasses.replace(MODELS, service_account="Models_SA")},
+            "model_bucket: service_account 'Models_SA' must be a DNS-1123 subdomain",
+        ),
     ],
 )
 def test_spec_checks_reject_what_kuberay_rejects_after_apply(

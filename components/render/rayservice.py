@@ -3,7 +3,8 @@
 Owns: the `RayServiceSpec` dataclasses, `render_rayservice(spec)` (apiVersion ray.io/v1, kind
 RayService), the worker PodDisruptionBudget, the NetworkPolicy and the Managed Prometheus
 PodMonitoring for the Ray pods, the label selector of the pods that serve, and the checks KubeRay
-itself only makes after apply (`check_rayservice_name`, `check_rayservice_spec`).
+itself only makes after apply (`check_rayservice_name`, `check_rayservice_spec`), and the GCS FUSE
+model-bucket mount on the workers (`ModelBucket`, `check_bucket_name`, `check_mount_path`).
 Does not own: the serve config (built in infra/ from the apps and handed in as a dict), the env
 flags' values (the caller's), registering anything with Pulumi (components/ray_service.py), or the
 operator. Pure: no `pulumi` import, so config validation, the CLI and property tests call it
@@ -25,6 +26,9 @@ import yaml
 # 63-character limit.
 MAX_NAME_LENGTH = 47
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 # Node label every pool of this project carries (set by the node-pool components); the operator and
 # the Ray head go to the system/CPU pools, workers to the H100 pools.
@@ -73,6 +77,14 @@ RAY_METRICS_PORT = 8080
 # Ray's control ports: reachable from inside the namespace only (plus the operator, which needs
 # 8265).
 CONTROL_PORTS = (8265, 6379, 10001)
+
+# The GKE GCS FUSE CSI driver (a cluster addon): the annotation makes GKE inject its sidecar into the
+# pod; the sidecar mounts the bucket with the pod's Kubernetes service account (Workload Identity).
+GCSFUSE_DRIVER = "gcsfuse.csi.storage.gke.io"
+GCSFUSE_ANNOTATION = "gke-gcsfuse/volumes"
+MODEL_VOLUME = "model-bucket"
+# GCS bucket naming, the dot-free form: 3-63 characters.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
 UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 
@@ -127,6 +139,15 @@ class GcsFaultTolerance:
 
 
 @dataclass(frozen=True)
+class ModelBucket:
+    """A GCS bucket mounted read-only on every worker (model weights); heads do not load models."""
+
+    bucket: str
+    mount_path: str  # absolute, e.g. /gcs/models
+    service_account: str  # the worker pods' Kubernetes service account, granted read on the bucket
+
+
+@dataclass(frozen=True)
 class RayServiceSpec:
     """Everything `render_rayservice` needs; plain values, validated before any resource exists."""
 
@@ -144,6 +165,7 @@ class RayServiceSpec:
     incremental_upgrade: IncrementalUpgrade | None = None
     gcs_fault_tolerance: GcsFaultTolerance | None = None
     enable_in_tree_autoscaling: bool = False
+    model_bucket: ModelBucket | None = None
 
 
 def check_rayservice_name(name: str) -> str | None:
@@ -158,6 +180,27 @@ def check_rayservice_name(name: str) -> str | None:
             f"RayService name {name!r} must be a DNS-1035 label: lower-case letters, digits "
             "and '-', starting with a letter and ending with a letter or digit"
         )
+    return None
+
+
+def check_bucket_name(name: str) -> str | None:
+    """The error GCS would report for bucket `name` (only when the sidecar mounts it), or None."""
+    if not _BUCKET_NAME.match(name):
+        return (
+            f"bucket name {name!r} must be 3-63 lowercase letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (GCS bucket naming)"
+        )
+    return None
+
+
+def check_mount_path(path: str) -> str | None:
+    """The error for a model-bucket mount path the pod could not have, or None."""
+    reserved = sorted(m["mountPath"] for m in _MOUNTS)
+    parts = path.split("/")
+    if not path.startswith("/") or path == "/" or ".." in parts or "" in parts[1:]:
+        return f"mount path {path!r} must be an absolute, normalized path such as /gcs/models"
+    if path in reserved:
+        return f"mount path {path!r} is already used by the Ray pods' own volumes ({', '.join(reserved)})"
     return None
 
 
@@ -229,6 +272,16 @@ def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
             f"incremental_upgrade options are only used with NewClusterWithIncrementalUpgrade; "
             f"upgrade_type is {spec.upgrade_type}"
         )
+    if spec.model_bucket is not None:
+        bucket = spec.model_bucket
+        for problem in (check_bucket_name(bucket.bucket), check_mount_path(bucket.mount_path)):
+            if problem is not None:
+                errors.append(f"model_bucket: {problem}")
+        if not _DNS_1123_SUBDOMAIN.match(bucket.service_account):
+            errors.append(
+                f"model_bucket: service_account {bucket.service_account!r} must be a DNS-1123 "
+                "subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)"
+            )
     return errors
 
 
@@ -310,29 +363,53 @@ def _head_group(spec: RayServiceSpec) -> dict[str, Any]:
     }
 
 
+def _mount_model_bucket(
+    metadata: dict[str, Any], pod_spec: dict[str, Any], bucket: ModelBucket
+) -> None:
+    """Add the read-only GCS FUSE volume, its mount and the reader's service account to a pod."""
+    metadata["annotations"] = {GCSFUSE_ANNOTATION: "true"}
+    pod_spec["serviceAccountName"] = bucket.service_account
+    pod_spec["volumes"].append(
+        {
+            "name": MODEL_VOLUME,
+            "csi": {
+                "driver": GCSFUSE_DRIVER,
+                "readOnly": True,
+                # implicit-dirs: buckets written by `gcloud storage cp` have no directory objects.
+                "volumeAttributes": {"bucketName": bucket.bucket, "mountOptions": "implicit-dirs"},
+            },
+        }
+    )
+    for container in pod_spec["containers"]:
+        container["volumeMounts"].append(
+            {"name": MODEL_VOLUME, "mountPath": bucket.mount_path, "readOnly": True}
+        )
+
+
 def _worker_group(spec: RayServiceSpec, group: WorkerGroup) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"labels": ray_pod_labels(spec.name)}
+    pod_spec: dict[str, Any] = {
+        "containers": [
+            _container(
+                spec,
+                "ray-worker",
+                WORKER_PORTS,
+                _resources(group.resources, group.gpus_per_worker),
+            )
+        ],
+        "volumes": copy.deepcopy(_VOLUMES),
+        "nodeSelector": {POOL_LABEL: group.pool, ACCELERATOR_LABEL: group.accelerator},
+        "tolerations": [copy.deepcopy(GPU_TOLERATION)],
+    }
+    if spec.model_bucket is not None:
+        _mount_model_bucket(metadata, pod_spec, spec.model_bucket)
     return {
         "groupName": group.name,
         "replicas": group.min_replicas if group.replicas is None else group.replicas,
         "minReplicas": group.min_replicas,
         "maxReplicas": group.max_replicas,
         "rayStartParams": {},
-        "template": {
-            "metadata": {"labels": ray_pod_labels(spec.name)},
-            "spec": {
-                "containers": [
-                    _container(
-                        spec,
-                        "ray-worker",
-                        WORKER_PORTS,
-                        _resources(group.resources, group.gpus_per_worker),
-                    )
-                ],
-                "volumes": copy.deepcopy(_VOLUMES),
-                "nodeSelector": {POOL_LABEL: group.pool, ACCELERATOR_LABEL: group.accelerator},
-                "tolerations": [copy.deepcopy(GPU_TOLERATION)],
-            },
-        },
+        "template": {"metadata": metadata, "spec": pod_spec},
     }
 
 
