@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from app.protos import echo_pb2
+from app.requests import BadRequest, bad_request, json_object, subpath
 
 INGRESS_DEPLOYMENT = "EchoIngress"
 ECHO_DEPLOYMENT = "Echo"
@@ -55,10 +56,6 @@ class EchoArgs(BaseModel):
     version: str = Field(
         default="v1", min_length=1, description="echoed in replies, to watch redeploys"
     )
-
-
-class BadRequest(ValueError):
-    """A client error: HTTP 400 / gRPC INVALID_ARGUMENT. The message names the field."""
 
 
 def _int_field(params: Mapping[str, Any], name: str, default: int, limit: int) -> int:
@@ -109,19 +106,6 @@ def sse_event(data: Mapping[str, Any] | str) -> bytes:
     return f"data: {body}\n\n".encode()
 
 
-def _bad(message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=400)
-
-
-def _subpath(request: Request) -> str:
-    """The path below the route prefix (Serve sets the prefix as the ASGI root_path)."""
-    path: str = request.scope.get("path", "/")
-    root: str = request.scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return "/" + path.strip("/")
-
-
 @serve.deployment(name=ECHO_DEPLOYMENT)
 class Echo:
     """Builds the unary reply: a separate deployment so each request crosses one handle call."""
@@ -159,11 +143,11 @@ class EchoIngress:
         self._args = args
 
     async def __call__(self, request: Request) -> Response:
-        path = _subpath(request)
+        path = subpath(request)
         try:
             params: dict[str, Any] = dict(request.query_params)
             if request.method == "POST":
-                params.update(await _json_object(request))
+                params.update(await json_object(request))
             if path == "/unary" and request.method in ("GET", "POST"):
                 message, size = parse_unary(params, self._args)
                 return JSONResponse(await self._echo.remote(message, size))
@@ -175,7 +159,7 @@ class EchoIngress:
                     headers={"Cache-Control": "no-cache"},
                 )
         except BadRequest as e:
-            return _bad(str(e))
+            return bad_request(e)
         return JSONResponse({"error": f"no route {request.method} {path}"}, status_code=404)
 
     def _stream(
@@ -227,20 +211,6 @@ class EchoIngress:
             return
         async for chunk in self._stream(*plan):
             yield echo_pb2.StreamChunk(index=chunk["index"], payload=chunk["payload"])
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object (empty body: no fields)."""
-    body = await request.body()
-    if not body:
-        return {}
-    try:
-        data = json.loads(body)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
-        raise BadRequest(f"body: malformed JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"body: expected a JSON object; got {type(data).__name__}")
-    return data
 
 
 # No `from __future__ import annotations` in app modules: Serve reads the builder's annotation

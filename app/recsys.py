@@ -10,7 +10,6 @@ state dict: the app measures serving, not recommendation quality.
 Deployment names below are part of the contract with the stack config.
 """
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from torch import nn
 
 from app.protos import recsys_pb2
+from app.requests import BadRequest, bad_request, json_object, subpath
 
 INGRESS_DEPLOYMENT = "RecsysIngress"
 RANKER_DEPLOYMENT = "Ranker"
@@ -60,10 +60,6 @@ class RecsysArgs(BaseModel):
     torch_threads: int | None = Field(
         default=None, ge=1, description="intra-op threads; None: torch's"
     )
-
-
-class BadRequest(ValueError):
-    """A client error: HTTP 400 / gRPC INVALID_ARGUMENT. The message names the field."""
 
 
 @dataclass(frozen=True)
@@ -283,7 +279,7 @@ class RecsysIngress:
         self._args = args
 
     async def __call__(self, request: Request) -> Response:
-        path = "/" + str(request.scope.get("path", "")).rstrip("/").rsplit("/", 1)[-1]
+        path = subpath(request)
         if path != "/rank" or request.method not in ("GET", "POST"):
             return JSONResponse(
                 {"error": f"no route {request.method} {request.url.path}"}, status_code=404
@@ -291,10 +287,10 @@ class RecsysIngress:
         try:
             params: dict[str, Any] = dict(request.query_params)
             if request.method == "POST":
-                params.update(await _json_object(request))
+                params.update(await json_object(request))
             features = parse_json_request(params, self._args)
         except BadRequest as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
+            return bad_request(e)
         scores = await self._ranker.remote(features)
         return JSONResponse({"scores": scores, "rows": len(scores)})
 
@@ -309,20 +305,6 @@ class RecsysIngress:
             grpc_context.set_details(str(e))
             return recsys_pb2.RankReply()
         return recsys_pb2.RankReply(scores=await self._ranker.remote(features))
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object (empty body: no fields)."""
-    body = await request.body()
-    if not body:
-        return {}
-    try:
-        data = json.loads(body)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
-        raise BadRequest(f"body: malformed JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"body: expected a JSON object; got {type(data).__name__}")
-    return data
 
 
 # No `from __future__ import annotations` here: Serve reads the builder's annotation at runtime
