@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import asdict
@@ -161,9 +162,16 @@ def _sample_requests(outputs: dict[str, Any]) -> list[str]:
         prefix = outputs["http_url"] + app["route_prefix"]
         if app["kind"] == "echo":
             lines.append(f"curl -s '{prefix}/unary?size=16'")
-            lines.append(f"curl -sN '{prefix}/stream?chunks=5'")
+            lines.append(f"curl -sN '{prefix}/stream?chunks=5&tpot_ms=200'")
         elif app["kind"] == "recsys":
             lines.append(f"curl -s -XPOST {prefix}/rank -d '{{\"rows\": 4}}'")
+    echo = next((a for a in outputs["apps"] if a["kind"] == "echo" and a["grpc_service"]), None)
+    if echo:  # gRPC: the stubs in app/protos, the app chosen by `application` metadata
+        lines.append(
+            f'{sys.executable} -c "import grpc; from app.protos import echo_pb2 as m, echo_pb2_grpc as g; '
+            f"print(g.EchoServiceStub(grpc.insecure_channel('{outputs['grpc_target']}'))"
+            f".Unary(m.EchoRequest(message='hi', size=8), metadata=[('application', '{echo['name']}')]))\""
+        )
     return lines
 
 
@@ -199,6 +207,10 @@ def up(
     config = load_stack_config(stack)
     flags = {} if ray_defaults else serve_flags(config.ray)
     serve_config = local_serve_config(config)
+    served = {a["name"] for a in serve_config["applications"]}
+    for app in config.apps:
+        if app.name not in served:
+            _say(f"skipping app {app.name!r} (kind {app.kind}): it needs an H100 and model weights")
     haproxy = _haproxy_binary()  # fail before starting anything
     http, grpc, stats = _tier_ports(http_port, grpc_port)
     state_dir.mkdir(parents=True, exist_ok=True)
