@@ -22,6 +22,7 @@ from components.render import rayservice as rs
 from components.render.gpu_machines import H100_MACHINES
 from components.render.node_pool import Capacity
 from infra.config import StackConfig, load_pulumi_stack_config
+from infra.cost import estimate_cost
 from infra.outputs import smoke_contract
 from infra.serve_config import build_serve_config, serve_flags
 
@@ -231,6 +232,7 @@ def define(config: StackConfig) -> dict[str, Any]:
         "ray_version": config.ray.version,
         "kuberay_version": operator.version,
         "image": config.ray.image,
+        "cost": estimate_cost(config),  # GPU nodes at list prices, every capacity mode side by side
     }
 
 

@@ -8,6 +8,7 @@ failed, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -19,14 +20,38 @@ EXIT_BAD_INPUT = 2
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from raygke.plan import plan_stack, render_text
+    from raygke import diff
+    from raygke.plan import PlanBaseError, plan_at_ref, plan_stack, render_json, render_markdown
+    from raygke.plan import render_text as plan_text
 
+    if args.format == "json" and len(args.stack) > 1:
+        print(f"raygke: --format json takes one --stack; got {args.stack}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     for stack in args.stack:
         started = time.perf_counter()
-        print(render_text(plan_stack(stack)))
+        head = plan_stack(stack)
+        if args.base is None:
+            render = {"text": plan_text, "json": render_json, "markdown": render_markdown}[
+                args.format
+            ]
+            print(render(head))
+        else:
+            try:
+                base = plan_at_ref(stack, args.base)
+                # round-trip the head through JSON so both sides are compared in the same form
+                changes = diff.diff_plans(base, json.loads(render_json(head)), base_ref=args.base)
+            except (PlanBaseError, diff.PlanDocumentError) as exc:
+                print(f"raygke: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            render = {
+                "text": diff.render_text,
+                "json": diff.render_json,
+                "markdown": diff.render_markdown,
+            }[args.format]
+            print(render(changes))
         print(
-            f"planned {stack} in {time.perf_counter() - started:.1f} s under Pulumi mocks "
-            "(nothing was created)",
+            f"planned {stack}{'' if args.base is None else f' and its base {args.base}'} in "
+            f"{time.perf_counter() - started:.1f} s under Pulumi mocks (nothing was created)",
             file=sys.stderr,
         )
     return 0
@@ -58,6 +83,18 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         action="append",
         help="dev, staging or prod (stacks/Pulumi.<stack>.yaml); repeat for several",
+    )
+    plan.add_argument(
+        "--base",
+        metavar="GIT_REF",
+        help="diff against the plan at this git ref (planned in a temporary worktree): added, removed, "
+        "replaced and changed resources, outputs and the change in GPU cost",
+    )
+    plan.add_argument(
+        "--format",
+        choices=["text", "json", "markdown"],
+        default="text",
+        help="text (default), json (versioned) or markdown (a PR comment body)",
     )
     plan.set_defaults(run=_plan)
 

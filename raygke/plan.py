@@ -1,18 +1,28 @@
 """`raygke plan --stack STACK`: the program under Pulumi's mocks, printed as a deterministic resource tree.
 
 Shows what `pulumi up -s STACK` would create, without a cloud account or the Pulumi CLI: each resource's type,
-name and parent, the inputs a reviewer cares about, and the stack outputs (secrets masked).
+name and parent, the inputs a reviewer cares about, the stack outputs (secrets masked) and the GPU cost
+estimate. `plan_document` is the versioned JSON form (`--format json`) that `raygke plan --base` diffs.
+Does not own the diff of two plans (raygke/diff.py) nor the cost figures (infra/cost.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.config import read_stack_file
+from infra.config import parse_stack_config, read_stack_file
+from infra.cost import render_cost_lines
 from infra.program import run_program
+from policy import Violation, evaluate, mandatory, render_violations, violations_json
 from raygke.mocks import Inventory, Registration, Secret, run_with_mocks
 
 # The inputs worth a reviewer's eye, per type (dotted paths); other types show their short scalar inputs.
@@ -36,6 +46,9 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition": ("metadata.name",),
 }  # fmt: skip
 MAX_VALUE_CHARS = 120
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The shape of plan_document; bump on any change (`raygke plan --base` refuses versions it does not know).
+PLAN_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -43,13 +56,15 @@ class Plan:
     stack: str
     inventory: Inventory
     outputs: dict[str, Any]
+    violations: list[Violation]  # the policy pack's controls, for the stack's environment
 
 
 def plan_stack(stack: str, stacks_dir: Path | None = None) -> Plan:
     """Run the program for `stack` under mocks (raises ConfigError on a bad stack file)."""
     config = read_stack_file(stack, stacks_dir)
     inventory, outputs = run_with_mocks(run_program, stack=stack, config=config)
-    return Plan(stack, inventory, outputs)
+    environment = parse_stack_config(stack, config).environment
+    return Plan(stack, inventory, outputs, evaluate(inventory, environment))
 
 
 def _lookup(inputs: dict[str, Any], path: str) -> Any:
@@ -105,7 +120,160 @@ def render_text(plan: Plan) -> str:
     walk("", "")
     lines.append("outputs:")
     for key in sorted(plan.outputs):
+        if key == "cost":
+            continue  # printed as its own section below
         value = plan.outputs[key]
         shown = "[secret]" if isinstance(value, Secret) else _short(value)
         lines.append(f"  {key}: {shown}")
+    cost = plan.outputs.get("cost")
+    if isinstance(cost, dict):
+        lines.extend(render_cost_lines(cost))
+    lines.append(render_violations(plan.violations))
     return "\n".join(lines)
+
+
+def _secret_marker(value: Any) -> dict[str, Any]:
+    # A digest lets a diff say "changed" without the value; under mocks the values are fakes anyway.
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return {"secret": True, "sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The plan as versioned, JSON-ready data: resources sorted by URN, secret outputs masked."""
+    resources = sorted(plan.inventory.resources, key=lambda r: r.urn)
+    return {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "kind": "raygke-plan",
+        "stack": plan.stack,
+        "resources": [
+            {
+                "urn": r.urn,
+                "type": r.type,
+                "name": r.name,
+                "parent": r.parent,
+                "custom": r.custom,
+                "inputs": r.inputs,
+            }
+            for r in resources
+        ],
+        "outputs": {
+            key: _secret_marker(value.value) if isinstance(value, Secret) else value
+            for key, value in sorted(plan.outputs.items())
+        },
+        "violations": violations_json(plan.violations),
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_document(plan), indent=2, sort_keys=True, default=repr)
+
+
+def render_markdown(plan: Plan) -> str:
+    """The plan as a PR comment body: a summary line and the tree folded away."""
+    return "\n".join(
+        [
+            f"### `raygke plan` — stack `{plan.stack}`",
+            "",
+            f"**{len(plan.inventory.resources)} resources** (planned offline under Pulumi mocks), "
+            f"**{len(mandatory(plan.violations))} mandatory policy violations**",
+            "",
+            "<details>",
+            "<summary>resources, outputs and cost</summary>",
+            "",
+            "```",
+            render_text(plan),
+            "```",
+            "",
+            "</details>",
+        ]
+    )
+
+
+class PlanBaseError(ValueError):
+    """The base side of `raygke plan --base` could not be planned; the message is one line."""
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def plan_at_ref(
+    stack: str, ref: str, repo: Path = PROJECT_ROOT, timeout: float = 600
+) -> dict[str, Any]:
+    """The plan document of `stack` as the code and stack files at git `ref` define it.
+
+    Checks `ref` out into a temporary worktree and plans there in a subprocess whose cwd and PYTHONPATH are
+    that worktree, so the base's own program, components and price table run. The worktree is always
+    removed, whatever happens.
+    """
+    top = _git(repo, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise PlanBaseError(f"--base needs a git repository; {repo} is not in one")
+    toplevel = Path(top.stdout.strip())
+    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if commit.returncode != 0 or not commit.stdout.strip():
+        raise PlanBaseError(
+            f"--base {ref!r} is not a commit in {toplevel} (use a branch, tag or SHA, e.g. origin/main or HEAD~1)"
+        )
+    scratch = Path(tempfile.mkdtemp(prefix="raygke-plan-base-"))
+    tree = scratch / "base"
+    try:
+        added = _git(
+            toplevel, "worktree", "add", "--detach", "--quiet", str(tree), commit.stdout.strip()
+        )
+        if added.returncode != 0:
+            raise PlanBaseError(
+                f"git worktree add for --base {ref!r} failed: {_last_line(added.stderr)}"
+            )
+        project = (
+            tree / PROJECT_ROOT.relative_to(toplevel)
+            if PROJECT_ROOT.is_relative_to(toplevel)
+            else tree
+        )
+        # the base's own code first: its program, components and price table, not this working tree's
+        pythonpath = os.pathsep.join(
+            p for p in (str(project), os.environ.get("PYTHONPATH", "")) if p
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "raygke.cli", "plan", "--stack", stack, "--format", "json"],
+                cwd=project,
+                env={**os.environ, "PYTHONPATH": pythonpath},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise PlanBaseError(
+                f"planning stack {stack} at {ref} took over {timeout:.0f} s"
+            ) from None
+        if done.returncode != 0 and "unrecognized arguments: --format" in done.stderr:
+            raise PlanBaseError(
+                f"{ref} predates `raygke plan --format json`, so it cannot be planned for a diff; "
+                "use a later base"
+            )
+        if done.returncode != 0:
+            raise PlanBaseError(
+                f"planning stack {stack} at {ref} failed (exit {done.returncode}): {_last_line(done.stderr)}"
+            )
+        try:
+            document = json.loads(done.stdout)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict) or document.get("kind") != "raygke-plan":
+            raise PlanBaseError(
+                f"{ref} printed no plan document for stack {stack}: is it older than "
+                "`raygke plan --format json`?"
+            )
+        return document
+    finally:
+        _git(toplevel, "worktree", "remove", "--force", str(tree))
+        shutil.rmtree(scratch, ignore_errors=True)
+        _git(toplevel, "worktree", "prune")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no output)"

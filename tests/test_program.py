@@ -261,3 +261,11 @@ def test_components_export_list_matches_the_lazy_table():
     import components
 
     assert sorted(components.__all__) == sorted(components._EXPORTS)
+
+
+def test_plan_reports_policy_violations_for_the_stack_environment():
+    assert planned("prod").violations == []
+    assert "policy: no violations" in render_text(planned("prod"))
+    dev = planned("dev")
+    assert [v.control_id for v in dev.violations] == ["5.6.3"]  # dev's open control plane
+    assert all(v.severity == "advisory" for v in dev.violations)
