@@ -18,6 +18,13 @@ import pytest
 from procs import alive, pids_matching
 
 RAYGKE = [sys.executable, "-m", "raygke.cli"]
+LOCAL_RUNS = ("local_run", "local_run_ray_defaults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the shared local runs go last: the runs live until the session ends, and two idle Ray
+    clusters on 2 cores would disturb the timing-sensitive tests (the open-loop rate) after them."""
+    items.sort(key=lambda item: any(f in getattr(item, "fixturenames", ()) for f in LOCAL_RUNS))
 
 
 @dataclass(frozen=True)
