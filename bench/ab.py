@@ -11,6 +11,7 @@ Does not own: any measuring logic (raygke/smoke does that) or the local run itse
 Targets are printed, never tuned for: a missed target is reported as missed.
 
     python bench/ab.py [--duration 4] [--warmup 1] [--repeats 3] [--no-ceiling]
+    python bench/ab.py --client-vs-wrk OUTPUTS [--repeats 3]   # section 3 only, running deployment
 """
 
 from __future__ import annotations
@@ -315,6 +316,55 @@ def run_ours(outputs: Path, concurrency: int, duration_s: float, warmup_s: float
     }
 
 
+WRK_MISSING = "SKIPPED: wrk is not installed (Debian: apt-get install -y wrk)"
+CLIENT_TITLE = "Our benchmark client vs wrk (1 process / 1 thread each, same endpoint and duration)"
+CLIENT_NOTE = (
+    "per core = req/s divided by the client's own CPU (cores busy over the run); "
+    "the target applies to per core."
+)
+
+
+def client_vs_wrk(
+    outputs: Path, repeats: int, duration_s: int, warmup_s: float
+) -> dict[int, list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """Our client then wrk on the echo app's unary endpoint, per level, `repeats` times."""
+    contract = json.loads(outputs.read_text())
+    echo = next(app for app in contract["apps"] if app["kind"] == "echo")
+    prefix = "" if echo["route_prefix"] == "/" else echo["route_prefix"]
+    url = f"{contract['http_url']}{prefix}/unary?size=1024"
+    runs: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {c: [] for c in LEVELS}
+    for repeat in range(repeats):
+        for c in LEVELS:
+            ours = run_ours(outputs, c, duration_s, warmup_s)
+            theirs = run_wrk(url, c, duration_s)
+            runs[c].append((ours, theirs))
+            say(
+                f"  repeat {repeat} c={c}: ours {ours['rps']:.0f} req/s on "
+                f"{ours['cpu_cores']:.2f} cores, wrk {theirs['rps']:.0f} req/s on "
+                f"{theirs['cpu_cores']:.2f} cores; load average {os.getloadavg()[0]:.2f}"
+            )
+    return runs
+
+
+def client_only(outputs: Path, repeats: int, duration_s: int, warmup_s: float) -> int:
+    """`--client-vs-wrk OUTPUTS`: only section 3, against a deployment already running."""
+    if shutil.which("wrk") is None:
+        say(WRK_MISSING)
+        return 2
+    host = machine()
+    say(f"machine: {host['cores']} cores, {host['cpu_model']}, Python {host['python']}")
+    say(f"         load average at start {host['loadavg_at_start']}")
+    echo = echo_only(outputs, Path(tempfile.mkdtemp(prefix="raygke-client-")) / "echo.json")
+    runs = client_vs_wrk(echo, repeats, duration_s, warmup_s)
+    text, _ = render(*client_section(runs, {}))
+    say()
+    say(f"== {CLIENT_TITLE}")
+    say(text)
+    say(CLIENT_NOTE)
+    say(f"load average at end {[round(v, 2) for v in os.getloadavg()]}")
+    return 0
+
+
 # Tables ---------------------------------------------------------------------------------------
 
 
@@ -532,7 +582,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ceiling", action="store_true", help="skip the Ray-free ceiling")
+    parser.add_argument(
+        "--client-vs-wrk",
+        type=Path,
+        metavar="OUTPUTS",
+        help="only measure our client against wrk, on the deployment of this outputs file",
+    )
     args = parser.parse_args(argv)
+    if args.client_vs_wrk is not None:
+        return client_only(args.client_vs_wrk, args.repeats, args.duration, args.warmup)
 
     began = time.monotonic()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -608,30 +666,12 @@ def main(argv: list[str] | None = None) -> int:
 
         say("\n-- 3/4 our benchmark client vs wrk, A's echo unary over our tier")
         if shutil.which("wrk") is None:
-            note = "SKIPPED: wrk is not installed (Debian: apt-get install -y wrk)"
-            say(note)
-            sections.append(("Our client vs wrk", note, note))
+            say(WRK_MISSING)
+            sections.append(("Our client vs wrk", WRK_MISSING, WRK_MISSING))
             figures["client vs wrk"] = "skipped: wrk not installed"
         else:
-            contract = json.loads(a_echo.read_text())
-            url = f"{contract['http_url']}/echo/unary?size=1024"
-            runs: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {c: [] for c in LEVELS}
-            for repeat in range(args.repeats):
-                for c in LEVELS:
-                    ours = run_ours(a_echo, c, args.duration, args.warmup)
-                    theirs = run_wrk(url, c, args.duration)
-                    runs[c].append((ours, theirs))
-                    say(
-                        f"  repeat {repeat} c={c}: ours {ours['rps']:.0f} req/s on "
-                        f"{ours['cpu_cores']:.2f} cores, wrk {theirs['rps']:.0f} req/s on "
-                        f"{theirs['cpu_cores']:.2f} cores"
-                    )
-            section(
-                "Our benchmark client vs wrk (1 process / 1 thread each, same endpoint and duration)",
-                client_section(runs, figures),
-                "per core = req/s divided by the client's own CPU (cores busy over the run); "
-                "the target applies to per core.",
-            )
+            runs = client_vs_wrk(a_echo, args.repeats, args.duration, args.warmup)
+            section(CLIENT_TITLE, client_section(runs, figures), CLIENT_NOTE)
 
         if args.no_ceiling:
             say("\n-- 4/4 Ray-free ceiling: skipped (--no-ceiling)")

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -131,6 +132,39 @@ def test_open_loop_holds_its_rate(healthy: Any, processes: int) -> None:
     assert level.achieved_rate == pytest.approx(300.0, rel=0.03)
     assert level.ok == 900
     assert level.send_lag_ms is not None and level.send_lag_ms.count == 900
+
+
+def test_http_unary_load_counts_requests_statuses_and_connections(healthy: Any) -> None:
+    """The lean HTTP client under load: every request counted once, by status, on one
+    keep-alive connection per closed-loop user; open loop the same for every arrival."""
+    contract = load_contract(healthy.outputs_path)
+    echo = contract.apps[0]
+    closed = LoadSpec(
+        app=echo,
+        transport="http",
+        mode="unary",
+        loop="closed",
+        concurrency=4,
+        duration_s=1.0,
+        warmup_s=0.3,
+    )
+    level = run_level(closed, contract.endpoints)
+    assert level.errors == {} and level.ok == level.sent > 50
+    assert level.latency_ms is not None and level.latency_ms.count == level.ok
+    assert level.connections == 4
+    # The reference answers 400 to a size over its limit, 404 to an unknown route.
+    too_big = run_level(replace(closed, payload_size=2 << 20), contract.endpoints)
+    assert too_big.ok == 0 and too_big.errors == {"http_400": too_big.sent} and too_big.sent > 0
+    missing = replace(echo, route_prefix="/nothere")
+    unknown = run_level(replace(closed, app=missing), contract.endpoints)
+    assert unknown.errors == {"http_404": unknown.sent} and unknown.connections == 4
+    opened = replace(closed, loop="open", rate=200.0, payload_size=2 << 20)
+    level = run_level(opened, contract.endpoints)
+    assert level.sent == 200 and level.errors == {"http_400": 200}
+    recsys = next(app for app in contract.apps if app.kind == "recsys")
+    level = run_level(replace(closed, app=recsys, loop="open", rate=200.0), contract.endpoints)
+    assert level.errors == {} and level.ok == level.sent == 200
+    assert level.connections is not None and level.connections >= 1
 
 
 def test_closed_loop_over_several_client_processes(healthy: Any) -> None:

@@ -57,7 +57,9 @@ def client_fingerprint() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "argv": sys.argv[1:],
-        "packages": {p: _version(p) for p in ("ray-serve-gke", "aiohttp", "grpcio", "protobuf")},
+        "packages": {
+            p: _version(p) for p in ("ray-serve-gke", "aiohttp", "uvloop", "grpcio", "protobuf")
+        },
     }
 
 
@@ -93,6 +95,7 @@ def level_dict(level: LevelResult) -> dict[str, Any]:
         "send_lag_ms": _summary(level.send_lag_ms),
         "client_cpu": [round(c, 4) for c in level.client_cpu],
         "client_bound": level.client_bound,
+        "connections": level.connections,
         "histogram_ms": level.histogram.as_dict(),
     }
 
@@ -221,6 +224,8 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "ttft_ms": _SUMMARY,
                     "per_chunk_ms": _SUMMARY,
                     "send_lag_ms": _SUMMARY,
+                    # HTTP unary: connections the client opened (reconnects included).
+                    "connections": {"type": ["integer", "null"], "minimum": 0},
                 },
             },
         },

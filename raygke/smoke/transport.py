@@ -1,4 +1,5 @@
-"""One request to an app, over HTTP (aiohttp) or gRPC (grpc.aio), timed from a given start instant.
+"""One request to an app, over HTTP (aiohttp, or http1.py for unary load) or gRPC (grpc.aio),
+timed from a given start instant.
 
 Owns: the request shapes of the serving API (docs/architecture.md) from the client side, error
 classification (`http_503`, `grpc_UNAVAILABLE`, `timeout`, ...), and per-request timings.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ import grpc.aio
 
 from app.protos import echo_pb2, echo_pb2_grpc, recsys_pb2, recsys_pb2_grpc
 from raygke.smoke.contract import AppEndpoint, Endpoints
+from raygke.smoke.http1 import HttpPool, ProtocolError, Response
 
 _GRPC_OPTIONS = [
     # The apps' 4 MiB default would cap large-payload probes.
@@ -54,7 +57,7 @@ def _error_name(exc: BaseException) -> str:
         return f"grpc_{exc.code().name}"
     if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError | OSError):
         return "conn_error"
-    if isinstance(exc, aiohttp.ClientError):
+    if isinstance(exc, aiohttp.ClientError | ProtocolError):
         return "http_client_error"
     return f"client_{type(exc).__name__}"
 
@@ -68,8 +71,49 @@ def _failed(exc: BaseException, start: float) -> Result:
     return Result(False, time.perf_counter() - start, _error_name(exc), message=_message(exc))
 
 
+def _http_result(outcome: Response | BaseException, start: float) -> Result:
+    if isinstance(outcome, BaseException):
+        return _failed(outcome, start)
+    elapsed = time.perf_counter() - start
+    if outcome.status != 200:
+        said = outcome.body[:200].decode(errors="replace")
+        return Result(False, elapsed, f"http_{outcome.status}", message=said)
+    return Result(True, elapsed)
+
+
+class HttpUnary:
+    """One unary HTTP request of the load, on the lean client; measured as `http_json` measures:
+    from `start` to the whole response read, 200 or `http_<status>`, errors by kind.
+
+    `await request(start)` gives its Result; `request.send(start, done)` calls `done(result)`
+    from the event loop instead, so a closed-loop user can send its next request from there
+    without a Future or a task switch per request.
+    """
+
+    def __init__(self, pool: HttpPool, request: bytes, idempotent: bool) -> None:
+        self.pool = pool
+        self.request = request
+        self.idempotent = idempotent
+
+    async def __call__(self, start: float) -> Result:
+        try:
+            response = await self.pool.fetch(self.request, self.idempotent)
+        except Exception as exc:
+            return _failed(exc, start)
+        return _http_result(response, start)
+
+    def send(self, start: float, done: Callable[[Result], None]) -> None:
+        self.pool.submit(
+            self.request, lambda outcome: done(_http_result(outcome, start)), self.idempotent
+        )
+
+
 class Client:
-    """Connections to one deployment, shared by every request a worker sends."""
+    """Connections to one deployment, shared by every request a worker sends.
+
+    `grpc_channels=0`: no gRPC at all (an HTTP-only load worker, whose loop may then be uvloop,
+    which grpc.aio does not support).
+    """
 
     def __init__(
         self, endpoints: Endpoints, timeout_s: float, pool_size: int = 0, grpc_channels: int = 1
@@ -77,10 +121,11 @@ class Client:
         self.endpoints = endpoints
         self.timeout_s = timeout_s
         self._pool_size = pool_size
-        self._grpc_channels = max(1, grpc_channels)
+        self._grpc_channels = max(0, grpc_channels)
         self._session: aiohttp.ClientSession | None = None
         self._channels: list[grpc.aio.Channel] = []
         self._next = 0
+        self._pool: HttpPool | None = None
 
     async def __aenter__(self) -> Client:
         # limit=0 means unbounded: open loop must never queue inside the client's pool.
@@ -95,6 +140,8 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.close()
         if self._session is not None:
             await self._session.close()
         for channel in self._channels:
@@ -106,9 +153,21 @@ class Client:
         return self._session
 
     @property
+    def http_pool(self) -> HttpPool:
+        """The lean keep-alive connections for unary load (made on first use)."""
+        if self._pool is None:
+            self._pool = HttpPool(self.endpoints.http_url, self.timeout_s)
+        return self._pool
+
+    @property
+    def http_connections(self) -> int | None:
+        """Connections the lean pool opened (None: it was not used)."""
+        return None if self._pool is None else self._pool.opened
+
+    @property
     def channel(self) -> grpc.aio.Channel:
         """The next gRPC channel, round-robin: requests spread over the client's connections."""
-        assert self._channels, "use Client as an async context manager"
+        assert self._channels, "use Client as an async context manager, with grpc_channels >= 1"
         self._next = (self._next + 1) % len(self._channels)
         return self._channels[self._next]
 
@@ -158,6 +217,17 @@ class Client:
                 return Result(True, elapsed, body=body)
         except Exception as exc:
             return _failed(exc, start)
+
+    def http_unary(self, app: AppEndpoint, path: str, payload: dict[str, Any] | None) -> HttpUnary:
+        """`http_json` without `keep_body`, for load: GET (no payload) or POST JSON on the lean
+        client (http1.py), the request's bytes built here once for every send."""
+        prefix = "" if app.route_prefix == "/" else app.route_prefix
+        pool = self.http_pool
+        if payload is None:
+            return HttpUnary(pool, pool.request("GET", f"{prefix}{path}"), idempotent=True)
+        body = json.dumps(payload).encode()
+        request = pool.request("POST", f"{prefix}{path}", body, "application/json")
+        return HttpUnary(pool, request, idempotent=False)
 
     async def http_stream(
         self,
