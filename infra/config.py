@@ -755,7 +755,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+def _where(loc: tuple[int | str, ...]) -> str:
     """`('gpu_pool', 'capacity', 'spot', 'mode')` -> `ray-serve-gke:gpuPool.capacity.mode`."""
     parts = [str(p) for p in loc]
     if not parts:
@@ -772,7 +772,7 @@ def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
         return f"gcp:{top}"
     if top == "stack":
         return "stack"
-    return f"{NAMESPACE}:{top}" + "".join(rest).replace(".[", "[")
+    return f"{NAMESPACE}:{top}" + "".join(rest)
 
 
 _CAPACITY_MODELS = {
@@ -815,10 +815,10 @@ def _qualify(line: str) -> str:
     return line if line.startswith("gcp:") else f"{NAMESPACE}:{line}"
 
 
-def _format(exc: ValidationError, data: Mapping[str, Any]) -> str:
+def _format(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = _where(err["loc"], data)
+        where = _where(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "value_error" and _names_its_key(msg):
             # our validators already name the full key: "gpuPool.minNodes (3) must be <= ..."
@@ -859,7 +859,7 @@ def parse_stack_config(stack: str, config: Mapping[str, Any]) -> StackConfig:
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"stack {stack!r} has an invalid config:\n{_format(exc, data)}") from None
+        raise ConfigError(f"stack {stack!r} has an invalid config:\n{_format(exc)}") from None
 
 
 def stack_file(stack: str, stacks_dir: Path | None = None) -> Path:
