@@ -1,6 +1,6 @@
 """A lean HTTP/1.1 keep-alive client for unary load: as little Python per request as honest timing allows.
 
-Owns: parsing responses (`ResponseParser`: status line, `Connection`, bodies framed by
+Owns: reading responses (`ResponseParser`, on httptools' C parser, llhttp: bodies framed by
 `Content-Length`, `Transfer-Encoding: chunked` or the end of the connection, interim 1xx responses
 skipped), and a pool of persistent connections (`HttpPool`) on asyncio Protocols: a request is
 bytes built once, written to an idle connection (or a new one), and answered by one Future.
@@ -15,7 +15,6 @@ content codings (no `Accept-Encoding` is sent, so a compliant server answers wit
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 import time
 from collections.abc import Callable
@@ -23,14 +22,10 @@ from functools import partial
 from typing import cast
 from urllib.parse import urlsplit
 
+import httptools
+
 # A head larger than this (status line and header fields) is refused, not buffered forever.
 MAX_HEAD = 64 * 1024
-# Body framing, besides a Content-Length (>= 0).
-CHUNKED = -1
-UNTIL_CLOSE = -2
-_HEX = b"0123456789abcdefABCDEF"
-# "HTTP/1.1 200 OK"; the reason phrase may be empty, and its space too.
-_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?:[ \r]|\Z)")
 
 
 class ProtocolError(Exception):
@@ -53,189 +48,94 @@ class Response:
         return f"Response({self.status}, {len(self.body)} bytes, keep_alive={self.keep_alive})"
 
 
-def _field(fields: bytes, name: bytes) -> bytes | None:
-    """The value of header `name` in lower-cased `fields`; repeated fields joined by `,`.
-
-    `name` is `\r\n<name>:`, so it only matches at the start of a line.
-    """
-    at = fields.find(name)
-    if at < 0:
-        return None
-    start = at + len(name)
-    end = fields.find(b"\r\n", start)
-    if end < 0:
-        end = len(fields)
-    value = fields[start:end].strip()
-    at = fields.find(name, end)
-    while at >= 0:  # rare: the field repeated
-        start = at + len(name)
-        end = fields.find(b"\r\n", start)
-        if end < 0:
-            end = len(fields)
-        value += b"," + fields[start:end].strip()
-        at = fields.find(name, end)
-    return value
-
-
-def parse_head(head: bytes) -> tuple[int, bool, int]:
-    """(status, keep_alive, framing) from a response head without its final blank line.
-
-    framing: the Content-Length, or `CHUNKED`, or `UNTIL_CLOSE` (no length: the body ends with
-    the connection, which cannot then be reused).
-    """
-    line = _STATUS_LINE.match(head)
-    if line is None:
-        first = head.split(b"\r", 1)[0][:80]
-        raise ProtocolError(f"bad status line {first!r}")
-    status = int(line[2])
-    keep_alive = line[1] != b"0"  # HTTP/1.1 persists unless told; 1.0 only when told
-    fields = head.lower()  # names are matched with their `\r\n`: never in the status line
-    if b"\r\nconnection:" in fields:
-        connection = _field(fields, b"\r\nconnection:") or b""
-        tokens = {token.strip() for token in connection.split(b",")}
-        if b"close" in tokens:
-            keep_alive = False
-        elif b"keep-alive" in tokens:
-            keep_alive = True
-    if status < 200 or status == 204 or status == 304:
-        return status, keep_alive, 0
-    length = _field(fields, b"\r\ncontent-length:")
-    if b"\r\ntransfer-encoding:" in fields:
-        coding = _field(fields, b"\r\ntransfer-encoding:") or b""
-        if coding.rsplit(b",", 1)[-1].strip() != b"chunked":
-            return status, False, UNTIL_CLOSE
-        # Both headers: chunked wins, and the connection is not to be trusted afterwards.
-        return status, keep_alive and length is None, CHUNKED
-    if length is None:
-        return status, False, UNTIL_CLOSE
-    if not length.isdigit():
-        # `n, n` (a repeated field) is allowed when every value is the same.
-        values = {value.strip() for value in length.split(b",")}
-        if len(values) != 1:
-            raise ProtocolError(f"conflicting Content-Length {length[:80]!r}")
-        length = values.pop()
-        if not length.isdigit():
-            raise ProtocolError(f"bad Content-Length {length[:80]!r}")
-    if len(length) > 18:
-        raise ProtocolError(f"Content-Length too large {length[:80]!r}")
-    return status, keep_alive, int(length)
-
-
-def _chunk_size(line: bytes) -> int:
-    size = line.split(b";", 1)[0].strip()  # chunk extensions are ignored
-    if not size or size.strip(_HEX) or len(size) > 15:
-        raise ProtocolError(f"bad chunk size line {line[:80]!r}")
-    return int(size, 16)
+def _ends_with_close(fields: dict[bytes, bytes]) -> bool:
+    """Whether a response with these header fields has its body ended by the connection's close
+    (llhttp's rule: neither a Content-Length nor a final `chunked` coding)."""
+    lower = {name.lower(): value for name, value in fields.items()}
+    coding = lower.get(b"transfer-encoding")
+    if coding is not None:
+        return coding.rsplit(b",", 1)[-1].strip().lower() != b"chunked"
+    return b"content-length" not in lower
 
 
 class ResponseParser:
     """Incremental: `feed` each piece the connection delivers; a complete response comes back once.
 
-    Bytes after a complete response (a server that answers what was not asked) make that response
-    not `keep_alive`, so its connection is dropped rather than misread later.
+    httptools (llhttp) does the parsing and calls back here. Bytes after a complete response (a
+    server that answers what was not asked) stop the parser and make that response not
+    `keep_alive`, so its connection is dropped rather than misread later. llhttp is strict where
+    a response is ambiguous: a repeated Content-Length, or one beside Transfer-Encoding, is a
+    ProtocolError.
     """
 
     def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._buf = b""  # bytes not consumed yet: a partial head or chunked framing
+        self._fields: dict[bytes, bytes] = {}  # the current head's fields, for `feed_eof` only
+        self._parts: list[bytes] = []  # the current body's pieces
+        # Called from C with C callables: no Python frame per header field or body piece.
+        self.on_header = self._fields.__setitem__
+        self.on_body = self._parts.append
         self._status = 0
         self._keep_alive = False
-        self._framing: int | None = None  # None: still reading the head
-        self._need = 0  # Content-Length bytes still to come
-        self._parts: list[bytes] = []
+        self._in_body = False  # the current response's head is complete, its body is not
+        self._head_bytes = 0  # fed while a head was incomplete
+        self._response: Response | None = None  # completed by the `feed_data` in progress
         self.started = False  # any byte of the current response received
+        self._parser = httptools.HttpResponseParser(self)
+
+    # httptools' callbacks, from inside `feed_data`.
+
+    def on_message_begin(self) -> None:
+        if self._response is not None:
+            raise ProtocolError("bytes after a complete response")  # ends `feed_data`
+        self._fields.clear()
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._keep_alive = self._parser.should_keep_alive()
+        self._in_body = True
+        self._head_bytes = 0
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        if self._status < 200:
+            return  # an interim response (100 Continue, 103 Early Hints): no body, not the answer
+        self._response = Response(self._status, b"".join(self._parts), self._keep_alive)
+        self._parts.clear()
+        self.started = False
 
     def feed(self, data: bytes) -> Response | None:
         if not data:
             return None
         self.started = True
-        if self._buf:
-            buf = self._buf + data
-            self._buf = b""
-        else:
-            buf = data
-        pos = 0
-        while self._framing is None:
-            end = buf.find(b"\r\n\r\n", pos)
-            if end < 0:
-                if len(buf) - pos > MAX_HEAD:
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self._response is None:
+                raise ProtocolError(self._why(exc)) from exc
+            self._response.keep_alive = False  # what came after it is not to be read
+        response = self._response
+        if response is None:
+            if not self._in_body:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD:
                     raise ProtocolError(f"response head over {MAX_HEAD} bytes")
-                self._buf = buf[pos:]
-                return None
-            status, keep_alive, framing = parse_head(buf[pos:end])
-            pos = end + 4
-            if status < 200:
-                if status == 101:
-                    raise ProtocolError("101 Switching Protocols: nothing here upgrades")
-                continue  # an interim response (100 Continue, 103 Early Hints): no body
-            self._status, self._keep_alive, self._framing = status, keep_alive, framing
-            self._need = max(framing, 0)
-        framing = self._framing
-        if framing >= 0:
-            stop = pos + self._need
-            if len(buf) < stop:
-                self._parts.append(buf[pos:])
-                self._need = stop - len(buf)
-                return None
-            if self._parts:
-                self._parts.append(buf[pos:stop])
-                return self._done(b"".join(self._parts), len(buf) > stop)
-            return self._done(buf[pos:stop], len(buf) > stop)  # the common case: one piece
-        if framing == CHUNKED:
-            return self._chunked(buf[pos:] if pos else buf)
-        self._parts.append(buf[pos:])  # UNTIL_CLOSE
-        return None
-
-    def _chunked(self, buf: bytes) -> Response | None:
-        # Only a whole chunk (size line, data, CRLF) is consumed; the rest waits for more bytes.
-        pos = 0
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                if len(buf) - pos > MAX_HEAD:
-                    raise ProtocolError("chunk size line too long")
-                break
-            size = _chunk_size(buf[pos:eol])
-            if size == 0:  # the last chunk, then trailer fields (ignored) up to a blank line
-                if buf[eol + 2 : eol + 4] == b"\r\n":
-                    end = eol + 4
-                else:
-                    found = buf.find(b"\r\n\r\n", eol + 2)
-                    if found < 0:
-                        if len(buf) - eol > MAX_HEAD:
-                            raise ProtocolError(f"trailers over {MAX_HEAD} bytes")
-                        break
-                    end = found + 4
-                return self._done(b"".join(self._parts), len(buf) > end)
-            start = eol + 2
-            stop = start + size
-            if len(buf) < stop + 2:
-                break
-            if buf[stop : stop + 2] != b"\r\n":
-                raise ProtocolError("chunk data not followed by CRLF")
-            self._parts.append(buf[start:stop])
-            pos = stop + 2
-        self._buf = buf[pos:]
-        return None
-
-    def _done(self, body: bytes, more: bool) -> Response:
-        """The response complete; `more`: bytes came after it."""
-        response = Response(self._status, body, self._keep_alive and not more)
-        self._framing = None
-        self.started = False
-        if self._parts:
-            self._parts = []
+            return None
+        self._response = None
         return response
+
+    def _why(self, exc: Exception) -> str:
+        if self._status == 101:
+            return "101 Switching Protocols: nothing here upgrades"
+        return str(exc) or type(exc).__name__
 
     def feed_eof(self) -> Response | None:
         """The server closed: the response it ends, or None when none had begun."""
         if not self.started:
             return None
-        if self._framing == UNTIL_CLOSE:
+        if self._in_body and _ends_with_close(self._fields):
             response = Response(self._status, b"".join(self._parts), False)
-            self._reset()
+            self._parts.clear()
+            self._in_body = self.started = False
             return response
         raise ProtocolError("connection closed in the middle of a response")
 
