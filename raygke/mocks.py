@@ -7,6 +7,7 @@ Does not own: any resource definition; that is components/ and infra/.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.settings import SETTINGS, set_root_resource
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 PROJECT = "ray-serve-gke"
 _FAKE_CA = base64.b64encode(
@@ -163,6 +164,9 @@ def run_with_mocks(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in (config or {}).items()}
     )
     inventory = inventory if inventory is not None else Inventory()
+    # The engine needs the thread's event loop; `asyncio.run` elsewhere in the process leaves none.
+    if _ensure_event_loop().is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = RealisticMocks()
     set_root_resource(None)  # type: ignore[arg-type]  # a fresh root Stack per run, named for this stack
     pulumi.runtime.set_mocks(

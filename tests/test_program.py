@@ -269,3 +269,11 @@ def test_plan_reports_policy_violations_for_the_stack_environment():
     dev = planned("dev")
     assert [v.control_id for v in dev.violations] == ["5.6.3"]  # dev's open control plane
     assert all(v.severity == "advisory" for v in dev.violations)
+
+
+def test_plan_runs_after_asyncio_run_left_no_event_loop():
+    """`asyncio.run` (the smoke client, other tests) leaves the thread without a loop; plans still run."""
+    import asyncio
+
+    asyncio.run(asyncio.sleep(0))
+    assert plan_stack("dev").inventory.resources
