@@ -16,7 +16,15 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from components.render.gpu_machines import H100_MACHINES
@@ -79,7 +87,7 @@ def _cidr(value: str) -> str:
         ) from exc
 
 
-Cidr = Annotated[str, Field(description="IPv4 CIDR")]
+Cidr = Annotated[str, AfterValidator(_cidr)]  # an IPv4 network, normalised
 
 
 # ---------------------------------------------------------------------------------------------- network
@@ -89,11 +97,6 @@ class NetworkConfig(Model):
     services_cidr: Cidr = "10.24.0.0/20"
     master_cidr: Cidr = "172.16.0.0/28"
     gpudirect: bool = False  # extra VPCs for GPUDirect (count from the machine shape)
-
-    @field_validator("subnet_cidr", "pods_cidr", "services_cidr", "master_cidr")
-    @classmethod
-    def _valid_cidr(cls, value: str) -> str:
-        return _cidr(value)
 
     @model_validator(mode="after")
     def _ranges_disjoint(self) -> NetworkConfig:
@@ -123,11 +126,6 @@ class NetworkConfig(Model):
 class AuthorizedNetwork(Model):
     cidr: Cidr
     name: str
-
-    @field_validator("cidr")
-    @classmethod
-    def _valid_cidr(cls, value: str) -> str:
-        return _cidr(value)
 
 
 class SystemPoolConfig(Model):
@@ -291,11 +289,6 @@ class IngressConfig(Model):
     grpc_port: int = Field(default=9000, ge=1, le=65535)
     https_port: int = Field(default=443, ge=1, le=65535)
     tls_secret: str | None = None  # a kubernetes.io/tls Secret; enables the HTTPS frontend
-
-    @field_validator("source_ranges")
-    @classmethod
-    def _valid_ranges(cls, values: list[str]) -> list[str]:
-        return [_cidr(v) for v in values]
 
     @field_validator("image")
     @classmethod

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from components.render.haproxy import HEALTH_PATH
 from infra.config import StackConfig
 from infra.serve_config import app_kind
 
 SMOKE_SCHEMA_VERSION = 1
-HEALTH_PATH = "/-/healthz"
 
 
 def smoke_contract(
@@ -38,7 +38,7 @@ def smoke_contract(
                 "name": app.name,
                 "kind": app.kind,
                 "route_prefix": app.route_prefix,
-                "grpc_service": app_kind(app).grpc_service if config.ray.grpc else None,
+                "grpc_service": app_kind(app).grpc_service,
                 "grpc_application": app.name,
             }
             for app in config.apps

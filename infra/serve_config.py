@@ -39,17 +39,18 @@ APP_KINDS: dict[str, AppKindSpec] = {
 
 
 def app_kind(app: AppConfig) -> AppKindSpec:
+    """How the app is served: its kind's builder and gRPC service, or a custom app's own."""
     if app.kind == "custom":
-        return AppKindSpec(
-            app.import_path or "",
-            app.grpc_service if "grpc" in app.protocols else None,
-            tuple(app.grpc_servicer_functions),
+        base = AppKindSpec(
+            app.import_path or "", app.grpc_service, tuple(app.grpc_servicer_functions)
         )
-    kind = APP_KINDS[app.kind]
+    else:
+        base = APP_KINDS[app.kind]
+    grpc = "grpc" in app.protocols
     return AppKindSpec(
-        app.import_path or kind.import_path,
-        kind.grpc_service if "grpc" in app.protocols else None,
-        kind.grpc_servicer_functions if "grpc" in app.protocols else (),
+        app.import_path or base.import_path,
+        base.grpc_service if grpc else None,
+        base.grpc_servicer_functions if grpc else (),
     )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from components.render.haproxy import (
+    HEALTH_PATH,
     Bind,
     IngressSpec,
     StaticBackends,
@@ -34,7 +35,7 @@ from components.render.haproxy import (
     render_haproxy_cfg,
 )
 from infra.config import StackConfig, load_stack_config
-from infra.outputs import HEALTH_PATH, smoke_contract
+from infra.outputs import smoke_contract
 from infra.serve_config import build_serve_config, scale_for_local, serve_flags
 from raygke import local_ray
 

@@ -43,7 +43,6 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
         "metadata.name", "metadata.namespace", "spec.upgradeStrategy.type",
         "spec.rayClusterConfig.rayVersion", "spec.rayClusterConfig.headGroupSpec.template.spec.containers",
     ),
-    "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition": ("metadata.name",),
 }  # fmt: skip
 MAX_VALUE_CHARS = 120
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

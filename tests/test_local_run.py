@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -160,15 +159,7 @@ def test_missing_haproxy_binary_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_down_without_a_run_says_so(tmp_path):
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "raygke.cli",
-            "local",
-            "down",
-            "--state-dir",
-            str(tmp_path / "none"),
-        ],
+        [*RAYGKE, "local", "down", "--state-dir", str(tmp_path / "none")],
         capture_output=True,
         text=True,
         timeout=60,
