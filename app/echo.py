@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from app.protos import echo_pb2
-from app.requests import BadRequest, bad_request, json_object, subpath
+from app.requests import BadRequest, bad_request, int_param, json_object, subpath
 
 INGRESS_DEPLOYMENT = "EchoIngress"
 ECHO_DEPLOYMENT = "Echo"
@@ -60,24 +60,12 @@ class EchoArgs(BaseModel):
 
 def _int_field(params: Mapping[str, Any], name: str, default: int, limit: int) -> int:
     """Reads one non-negative int field; 0 or absent means the app's default (as in the proto)."""
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    # bool is an int subclass; "size": true is a client bug, not 1.
-    if isinstance(raw, bool):
-        raise BadRequest(f"{name} must be an integer; got {raw!r}")
-    if isinstance(raw, str):
-        try:
-            raw = int(raw)
-        except ValueError:
-            raise BadRequest(f"{name} must be an integer; got {raw!r}") from None
-    if not isinstance(raw, int):
-        raise BadRequest(f"{name} must be an integer; got {raw!r}")
-    if raw < 0:
-        raise BadRequest(f"{name} must be >= 0; got {raw}")
-    if raw > limit:
-        raise BadRequest(f"{name} must be <= {limit}; got {raw}")
-    return raw or default
+    value = int_param(params, name, 0)  # the limits check what a request asks, not the default
+    if value < 0:
+        raise BadRequest(f"{name} must be >= 0; got {value}")
+    if value > limit:
+        raise BadRequest(f"{name} must be <= {limit}; got {value}")
+    return value or default
 
 
 def parse_unary(params: Mapping[str, Any], args: EchoArgs) -> tuple[str, int]:

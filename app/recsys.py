@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from torch import nn
 
 from app.protos import recsys_pb2
-from app.requests import BadRequest, bad_request, json_object, subpath
+from app.requests import BadRequest, bad_request, int_param, json_object, subpath
 
 INGRESS_DEPLOYMENT = "RecsysIngress"
 RANKER_DEPLOYMENT = "Ranker"
@@ -36,8 +36,6 @@ GRPC_SERVICER = "app.protos.recsys_pb2_grpc.add_RecsysServiceServicer_to_server"
 NUM_DENSE = 13
 NUM_SPARSE = 26
 EMBEDDING_DIM = 64
-# The cluster's table size (26 x 100k x 64 floats = 666 MB); the local run passes a small one.
-CLUSTER_CARDINALITY = 100_000
 
 
 class RecsysArgs(BaseModel):
@@ -174,18 +172,13 @@ def _check(features: Features, max_rows: int) -> Features:
     return features
 
 
-def _int_arg(params: Mapping[str, Any], name: str, default: int) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    if isinstance(raw, str):
-        try:
-            return int(raw)
-        except ValueError:
-            raise BadRequest(f"{name} must be an integer; got {raw!r}") from None
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise BadRequest(f"{name} must be an integer; got {raw!r}")
-    return raw
+def _synthesized(rows: int, seed: int, args: RecsysArgs) -> Features:
+    """Synthetic rows for a request that asks for `rows` and `seed` instead of sending features."""
+    if rows < 1 or rows > args.max_rows:
+        raise BadRequest(f"rows must be between 1 and {args.max_rows}; got {rows}")
+    if seed < 0:  # numpy's generator takes non-negative seeds only
+        raise BadRequest(f"seed must be >= 0; got {seed}")
+    return synthesize(rows, seed)
 
 
 def parse_json_request(params: Mapping[str, Any], args: RecsysArgs) -> Features:
@@ -194,19 +187,13 @@ def parse_json_request(params: Mapping[str, Any], args: RecsysArgs) -> Features:
         dense = _matrix(params.get("dense"), "dense", NUM_DENSE, np.float32)
         sparse = _matrix(params.get("sparse"), "sparse", NUM_SPARSE, np.int64)
         return _check(Features(dense=dense, sparse=sparse), args.max_rows)
-    rows = _int_arg(params, "rows", args.rows)
-    if rows < 1 or rows > args.max_rows:
-        raise BadRequest(f"rows must be between 1 and {args.max_rows}; got {rows}")
-    return synthesize(rows, _int_arg(params, "seed", 0))
+    return _synthesized(int_param(params, "rows", args.rows), int_param(params, "seed", 0), args)
 
 
 def parse_grpc_request(request: recsys_pb2.RankRequest, args: RecsysArgs) -> Features:
     """Features from a RankRequest: flat row-major features, or rows + seed to synthesize."""
     if not request.dense and not request.sparse:
-        rows = request.rows or args.rows
-        if rows < 1 or rows > args.max_rows:
-            raise BadRequest(f"rows must be between 1 and {args.max_rows}; got {rows}")
-        return synthesize(rows, request.seed)
+        return _synthesized(request.rows or args.rows, request.seed, args)
     if len(request.dense) % NUM_DENSE or not request.dense:
         raise BadRequest(f"dense must hold rows * {NUM_DENSE} values; got {len(request.dense)}")
     n = len(request.dense) // NUM_DENSE

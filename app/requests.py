@@ -1,9 +1,11 @@
-"""What the apps' HTTP ingresses share: the client-error type, the JSON body reader, the error reply.
+"""What the apps' HTTP ingresses share: the client-error type, the JSON body reader, integer
+parameters, the error reply.
 
 No Ray import: the apps' pure parsing code and its tests use it as is.
 """
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -39,3 +41,19 @@ async def json_object(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest(f"body: expected a JSON object; got {type(data).__name__}")
     return data
+
+
+def int_param(params: Mapping[str, Any], name: str, default: int) -> int:
+    """One integer field from query parameters (strings) or a JSON object; absent or "": default."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer; got {raw!r}") from None
+    # bool is an int subclass; "size": true is a client bug, not 1.
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise BadRequest(f"{name} must be an integer; got {raw!r}")
+    return raw

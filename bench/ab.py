@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from raygke.smoke.contract import load_contract
+from raygke.smoke.contract import AppEndpoint, SmokeContract, load_contract
 from raygke.smoke.load import LoadSpec, run_level
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,9 +165,8 @@ def start_local_runs(runs: dict[str, list[str]], logs: Path) -> None:
         )
         say(f"starting {label}: raygke local up {' '.join(args)} (pid {procs[label].pid})")
     waiting = dict(procs)
-    next_note = began + 10
     try:
-        _wait_up(waiting, logs, began, next_note)
+        _wait_up(waiting, logs, began)
     finally:
         # One failed: the other's `up` must not go on starting a cluster nobody stops.
         for proc in waiting.values():
@@ -176,9 +175,8 @@ def start_local_runs(runs: dict[str, list[str]], logs: Path) -> None:
                 proc.wait(timeout=60)
 
 
-def _wait_up(
-    waiting: dict[str, subprocess.Popen[bytes]], logs: Path, began: float, next_note: float
-) -> None:
+def _wait_up(waiting: dict[str, subprocess.Popen[bytes]], logs: Path, began: float) -> None:
+    next_note = began + 10
     while waiting:
         for label, proc in list(waiting.items()):
             if proc.poll() is None:
@@ -293,9 +291,9 @@ def run_wrk(url: str, concurrency: int, duration_s: int) -> dict[str, Any]:
     }
 
 
-def run_ours(outputs: Path, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    contract = load_contract(outputs)
-    echo = next(app for app in contract.apps if app.kind == "echo")
+def run_ours(
+    contract: SmokeContract, echo: AppEndpoint, concurrency: int, duration_s: float, warmup_s: float
+) -> dict[str, Any]:
     spec = LoadSpec(
         app=echo,
         transport="http",
@@ -328,14 +326,14 @@ def client_vs_wrk(
     outputs: Path, repeats: int, duration_s: int, warmup_s: float
 ) -> dict[int, list[tuple[dict[str, Any], dict[str, Any]]]]:
     """Our client then wrk on the echo app's unary endpoint, per level, `repeats` times."""
-    contract = json.loads(outputs.read_text())
-    echo = next(app for app in contract["apps"] if app["kind"] == "echo")
-    prefix = "" if echo["route_prefix"] == "/" else echo["route_prefix"]
-    url = f"{contract['http_url']}{prefix}/unary?size=1024"
+    contract = load_contract(outputs)
+    echo = next(app for app in contract.apps if app.kind == "echo")
+    prefix = "" if echo.route_prefix == "/" else echo.route_prefix
+    url = f"{contract.http_url}{prefix}/unary?size=1024"
     runs: dict[int, list[tuple[dict[str, Any], dict[str, Any]]]] = {c: [] for c in LEVELS}
     for repeat in range(repeats):
         for c in LEVELS:
-            ours = run_ours(outputs, c, duration_s, warmup_s)
+            ours = run_ours(contract, echo, c, duration_s, warmup_s)
             theirs = run_wrk(url, c, duration_s)
             runs[c].append((ours, theirs))
             say(
@@ -386,6 +384,36 @@ def met(ok: bool | None) -> str:
 # Sections -------------------------------------------------------------------------------------
 
 
+def present_targets(levels: dict[tuple[str, int, str, int], Level]) -> list[str]:
+    """The targets measured, in TARGETS order (others last)."""
+    return sorted({k[0] for k in levels}, key=lambda t: TARGETS.index(t) if t in TARGETS else 99)
+
+
+def _ratio_figure(
+    a: list[float], b: list[float], fmt: str, op: str, bound: float
+) -> tuple[list[str], dict[str, Any]]:
+    """The row cells after the figure's name, and its figure, for A/B against `op bound`."""
+    ratio = spread(x / y for x, y in zip(a, b, strict=True) if y > 0)
+    ok = None
+    if ratio.n:
+        ok = ratio.median >= bound if op == ">=" else ratio.median <= bound
+    cells = [
+        spread(a).fmt(fmt),
+        spread(b).fmt(fmt),
+        ratio.fmt(".2f", "x"),
+        f"{op} {bound:g}x",
+        met(ok),
+    ]
+    figure = {
+        "A": spread(a).as_dict(),
+        "B": spread(b).as_dict(),
+        "ratio": ratio.as_dict(),
+        "target": f"{op} {bound}",
+        "met": ok,
+    }
+    return cells, figure
+
+
 def ab_section(
     report: dict[str, Any], figures: dict[str, Any]
 ) -> tuple[list[str], list[list[str]]]:
@@ -399,53 +427,20 @@ def ab_section(
         "met",
     ]
     rows: list[list[str]] = []
-    present = sorted({k[0] for k in levels}, key=lambda t: TARGETS.index(t) if t in TARGETS else 99)
-    for target in present:
+    for target in present_targets(levels):
         for c in LEVELS:
             a, b = paired(levels, target, c, tput)
             if not a:
                 rows.append([f"{target} c={c} req/s", "-", "-", "not measured on both", "", ""])
                 continue
-            ratio = spread(x / y for x, y in zip(a, b, strict=True) if y > 0)
-            ok = ratio.median >= MIN_THROUGHPUT_RATIO if ratio.n else None
-            rows.append(
-                [
-                    f"{target} c={c} req/s",
-                    spread(a).fmt(".0f"),
-                    spread(b).fmt(".0f"),
-                    ratio.fmt(".2f", "x"),
-                    f">= {MIN_THROUGHPUT_RATIO:g}x",
-                    met(ok),
-                ]
+            cells, figures[f"{target} c={c} throughput"] = _ratio_figure(
+                a, b, ".0f", ">=", MIN_THROUGHPUT_RATIO
             )
-            figures[f"{target} c={c} throughput"] = {
-                "A": spread(a).as_dict(),
-                "B": spread(b).as_dict(),
-                "ratio": ratio.as_dict(),
-                "target": f">= {MIN_THROUGHPUT_RATIO}",
-                "met": ok,
-            }
+            rows.append([f"{target} c={c} req/s", *cells])
         a, b = paired(levels, target, 32, lat("p99"))
         if a:
-            ratio = spread(x / y for x, y in zip(a, b, strict=True) if y > 0)
-            ok = ratio.median <= MAX_P99_RATIO if ratio.n else None
-            rows.append(
-                [
-                    f"{target} c=32 p99 ms",
-                    spread(a).fmt(".1f"),
-                    spread(b).fmt(".1f"),
-                    ratio.fmt(".2f", "x"),
-                    f"<= {MAX_P99_RATIO:g}x",
-                    met(ok),
-                ]
-            )
-            figures[f"{target} c=32 p99"] = {
-                "A": spread(a).as_dict(),
-                "B": spread(b).as_dict(),
-                "ratio": ratio.as_dict(),
-                "target": f"<= {MAX_P99_RATIO}",
-                "met": ok,
-            }
+            cells, figures[f"{target} c=32 p99"] = _ratio_figure(a, b, ".1f", "<=", MAX_P99_RATIO)
+            rows.append([f"{target} c=32 p99 ms", *cells])
     return header, rows
 
 
@@ -463,8 +458,7 @@ def direct_section(
         "met (<5%, <1 ms)",
     ]
     rows: list[list[str]] = []
-    present = sorted({k[0] for k in levels}, key=lambda t: TARGETS.index(t) if t in TARGETS else 99)
-    for target in present:
+    for target in present_targets(levels):
         for c in LEVELS:
             a, b = paired(levels, target, c, tput)
             pa, pb = paired(levels, target, c, lat("p50"))

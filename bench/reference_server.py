@@ -342,8 +342,11 @@ class Reference:
     http_url: str
     grpc_target: str
     outputs_path: Path
-    pids: list[int]
     procs: list[subprocess.Popen[bytes]] = field(repr=False, default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -443,13 +446,13 @@ def start(
         )
         procs.append(http_proc)
     except BaseException:
-        Reference("", "", run_dir, [p.pid for p in procs], procs).stop()
+        Reference("", "", run_dir, procs).stop()
         raise
     http_url = f"http://127.0.0.1:{http_port}"
     outputs = run_dir / "outputs.json"
     document = contract(http_url, grpc_target, slo)
     outputs.write_text(json.dumps(document, indent=2) + "\n")
-    return Reference(http_url, grpc_target, outputs, [p.pid for p in procs], procs)
+    return Reference(http_url, grpc_target, outputs, procs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_gcp as gcp
 
+from components.render.node_pool import CLOUD_PLATFORM_SCOPE, POOL_LABEL, SYSTEM_POOL
+
 # What a GKE node needs: write logs and metrics, read Artifact Registry images. Nothing else.
 NODE_ROLES = (
     "roles/logging.logWriter",
@@ -28,7 +30,6 @@ NODE_ROLES = (
     "roles/autoscaling.metricsWriter",
     "roles/artifactregistry.reader",
 )
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 AUTH_PLUGIN = "gke-gcloud-auth-plugin"
 
 
@@ -79,8 +80,7 @@ def node_account_id(name: str) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "raygke"
     if not base[0].isalpha():
         base = f"n-{base}"
-    account = f"{base[:24].rstrip('-')}-nodes"
-    return account
+    return f"{base[:24].rstrip('-')}-nodes"
 
 
 def render_kubeconfig(name: str, endpoint: str, ca_certificate: str) -> str:
@@ -260,7 +260,7 @@ class GkeCluster(pulumi.ComponentResource):
                 "workload_metadata_config": {"mode": "GKE_METADATA"},
                 "gcfs_config": {"enabled": True},
                 "gvnic": {"enabled": True},
-                "labels": {"raygke.io/pool": "system"},
+                "labels": {POOL_LABEL: SYSTEM_POOL},
                 "metadata": {"disable-legacy-endpoints": "true"},
             },
             # Nodes that boot before their account may write logs and pull images fail their

@@ -29,6 +29,7 @@ from components.render.haproxy import (
     TlsBind,
     render_haproxy_cfg,
 )
+from components.render.node_pool import POOL_LABEL, SYSTEM_POOL
 
 POD_LABELS: dict[str, str] = {
     "app.kubernetes.io/name": "raygke-haproxy-ingress",
@@ -36,7 +37,7 @@ POD_LABELS: dict[str, str] = {
 }
 """Labels every HAProxy ingress pod carries, whatever the args; Ray's NetworkPolicy selects them."""
 
-SYSTEM_POOL_SELECTOR = {"raygke.io/pool": "system"}
+SYSTEM_POOL_SELECTOR = {POOL_LABEL: SYSTEM_POOL}
 CONFIG_DIR = "/usr/local/etc/haproxy"  # where the official image's entrypoint reads haproxy.cfg
 TLS_DIR = "/etc/haproxy-tls"
 CONFIG_HASH_ANNOTATION = "raygke.io/haproxy-config-sha256"
@@ -412,6 +413,7 @@ class HaproxyIngress(pulumi.ComponentResource):
                 "grpc_target": self.grpc_target,
                 "pod_labels": self.pod_labels,
                 "config_text": self.config_text,
+                "backends_service_name": self.backends_service_name,
             }
         )
 

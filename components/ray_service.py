@@ -103,14 +103,13 @@ class RayServeApp(pulumi.ComponentResource):
         spec = args["spec"]
         manifest = render.render_rayservice(spec)  # raises on a spec KubeRay would reject
         bucket = spec.model_bucket
-        access = _bucket_access(name, args) if bucket is not None else None
         # Children do not inherit the component's depends_on; pass it on so the RayService waits for
         # the operator and its CRDs when the program says so.
         child = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
 
         rayservice_opts = child
-        if bucket is not None and access is not None:
-            gcp_provider, project_id, project_number = access
+        if bucket is not None:
+            gcp_provider, project_id, project_number = _bucket_access(name, args)
             reader = k8s.core.v1.ServiceAccount(
                 f"{name}-model-reader",
                 metadata={"name": bucket.service_account, "namespace": spec.namespace},

@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from components.render.gpu_machines import H100_MACHINES
 from components.render.haproxy import HAPROXY_IMAGE
+from components.render.node_pool import FLEX_START_MAX_HOURS
 from components.render.rayservice import (
     check_bucket_name,
     check_mount_path,
@@ -63,7 +64,6 @@ MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 ANYWHERE = ipaddress.ip_network("0.0.0.0/0")
-FLEX_START_MAX_HOURS = 7 * 24  # flex-start VMs run at most seven days
 
 
 class ConfigError(ValueError):

@@ -176,8 +176,10 @@ def estimate_cost(config: StackConfig, table: PriceTable | None = None) -> dict[
     }
 
 
-def format_usd(value: float) -> str:
-    return f"${value:,.2f}"
+def format_usd(value: float, signed: bool = False) -> str:
+    """`$1,234.50`; signed: `+$1,234.50`, `-$3.00` or `±$0.00` (a change)."""
+    sign = ("+" if value > 0 else "-" if value < 0 else "±") if signed else ""
+    return f"{sign}${abs(value):,.2f}"
 
 
 def render_cost_lines(cost: dict[str, Any]) -> list[str]:

@@ -309,22 +309,26 @@ def _secure_boot(pool: _Pool) -> str | None:
     return f"{pool.where}nodeConfig.shieldedInstanceConfig.enableSecureBoot is {value!r}; expected true"
 
 
+def _open_cidrs(cidrs: Iterable[Any]) -> list[str]:
+    """The CIDRs that admit every address (0.0.0.0/0, ::/0); a value that is not a CIDR (unknown
+    during preview) is skipped: GKE itself rejects a malformed one."""
+    open_ones = []
+    for cidr in cidrs:
+        try:
+            if ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0:
+                open_ones.append(str(cidr))
+        except ValueError:
+            continue
+    return open_ones
+
+
 def _authorized_networks(inputs: Mapping[str, Any]) -> str | None:
     config = inputs.get("masterAuthorizedNetworksConfig")
     if not isinstance(config, Mapping):
         return "masterAuthorizedNetworksConfig is not set: the control plane accepts any address"
-    open_blocks = []
-    for block in _list(config.get("cidrBlocks")):
-        cidr = _get(block, "cidrBlock")
-        try:
-            if ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0:
-                open_blocks.append(cidr)
-        except ValueError:
-            continue  # not a CIDR (unknown during preview): GKE itself rejects a malformed one
-    if open_blocks:
-        return (
-            f"masterAuthorizedNetworksConfig.cidrBlocks contains {', '.join(map(str, open_blocks))}"
-        )
+    blocks = [_get(block, "cidrBlock") for block in _list(config.get("cidrBlocks"))]
+    if open_blocks := _open_cidrs(blocks):
+        return f"masterAuthorizedNetworksConfig.cidrBlocks contains {', '.join(open_blocks)}"
     return None
 
 
@@ -634,16 +638,9 @@ def _load_balancer_ranges(inventory: InventoryLike) -> Iterator[Finding]:
         if any(str(annotations.get(a, "")).lower() == "internal" for a in INTERNAL_LB_ANNOTATIONS):
             continue  # reachable from the VPC only
         ranges = _list(_get(r.inputs, "spec.loadBalancerSourceRanges"))
-        open_ranges = []
-        for cidr in ranges:
-            try:
-                if ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0:
-                    open_ranges.append(str(cidr))
-            except ValueError:
-                continue
         if not ranges:
             yield Finding(r, "an external LoadBalancer with no spec.loadBalancerSourceRanges")
-        elif open_ranges:
+        elif open_ranges := _open_cidrs(ranges):
             yield Finding(
                 r,
                 f"an external LoadBalancer whose spec.loadBalancerSourceRanges contain "

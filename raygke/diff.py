@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from infra.cost import format_usd
+
 DIFF_SCHEMA_VERSION = 1
 PLAN_SCHEMA_VERSION = 1  # the plan documents this version reads (raygke/plan.py writes them)
 MAX_VALUE_CHARS = 80
@@ -198,23 +200,22 @@ def _cost_change(base: Any, head: Any) -> CostChange | None:
     if b is None and h is None:
         return None
     either = head if isinstance(head, dict) else base
-    delta: dict[str, float] = {}
-    hourly: dict[str, float] = {}
-    for end in ("min", "max"):
-        delta[end] = round(
-            (h or {}).get("monthly", {}).get(end, 0.0) - (b or {}).get("monthly", {}).get(end, 0.0),
-            2,
-        )
-        hourly[end] = round(
-            (h or {}).get("hourly", {}).get(end, 0.0) - (b or {}).get("hourly", {}).get(end, 0.0), 2
-        )
+
+    def delta(per: str) -> dict[str, float]:
+        return {
+            end: round(
+                (h or {}).get(per, {}).get(end, 0.0) - (b or {}).get(per, {}).get(end, 0.0), 2
+            )
+            for end in ("min", "max")
+        }
+
     return CostChange(
         currency=str(either.get("currency", "USD")),
         prices_as_of=str(either.get("prices_as_of", "")),
         base=b,
         head=h,
-        monthly_delta=delta,
-        hourly_delta=hourly,
+        monthly_delta=delta("monthly"),
+        hourly_delta=delta("hourly"),
     )
 
 
@@ -264,11 +265,6 @@ def short(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def usd(value: float, signed: bool = False) -> str:
-    sign = ("+" if value > 0 else "-" if value < 0 else "±") if signed else ""
-    return f"{sign}${abs(value):,.2f}"
-
-
 def summary_line(d: PlanDiff) -> str:
     if d.empty and (d.cost is None or not any(d.cost.monthly_delta.values())):
         return f"stack {d.stack} vs {d.base_ref}: no changes ({d.unchanged} resources unchanged)"
@@ -283,7 +279,9 @@ def summary_line(d: PlanDiff) -> str:
 
 def cost_delta_text(c: CostChange) -> str:
     lo, hi = c.monthly_delta["min"], c.monthly_delta["max"]
-    return f"{usd(lo, True)}..{usd(hi, True)} per month (min..max nodes)"
+    return (
+        f"{format_usd(lo, signed=True)}..{format_usd(hi, signed=True)} per month (min..max nodes)"
+    )
 
 
 def _cost_side(side: dict[str, Any] | None) -> str:
@@ -292,7 +290,7 @@ def _cost_side(side: dict[str, Any] | None) -> str:
     m = side["monthly"]
     return (
         f"{side['machine_type']} {side['capacity_mode']} x {side['nodes_min']}..{side['nodes_max']}: "
-        f"{usd(m['min'])}..{usd(m['max'])}/month"
+        f"{format_usd(m['min'])}..{format_usd(m['max'])}/month"
     )
 
 

@@ -258,8 +258,8 @@ def up(
         serve_flags=flags,
         apps=[a["name"] for a in serve_config["applications"]],
         direct={
-            "http_url": f"http://127.0.0.1:{ray.ports.http}",
-            "grpc_target": f"127.0.0.1:{ray.ports.grpc}",
+            "http_url": ray.http_url,
+            "grpc_target": ray.grpc_target,
         },
     )
     outputs_path = state_dir / "outputs.json"

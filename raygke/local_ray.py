@@ -552,11 +552,12 @@ def _wait_gone(ray: LocalRay, timeout_s: float) -> list[int]:
 def stop(ray: LocalRay, *, grace_s: float = 2.0, check: bool = True) -> list[int]:
     """Stops every process of this head, by PID, and removes its temp dir. Returns the PIDs it
     found; raises LocalRayError if any survive SIGKILL (with check=True)."""
-    found = sorted(set(processes(ray)) | set(ray.pids))
+    live = processes(ray)
+    found = sorted(set(live) | set(ray.pids))
     # SIGTERM to all at once, then SIGKILL after a short grace: `ray start --block`, GCS and the
     # raylet outlive SIGTERM for many seconds (measured), and the head's state is being thrown
     # away, so a graceful drain buys nothing.
-    _signal_all(processes(ray), signal.SIGTERM)
+    _signal_all(live, signal.SIGTERM)
     left = _wait_gone(ray, grace_s)
     if left:
         _signal_all(left, signal.SIGKILL)
@@ -568,33 +569,6 @@ def stop(ray: LocalRay, *, grace_s: float = 2.0, check: bool = True) -> list[int
     if left and check:
         raise LocalRayError(f"processes still alive after SIGKILL: {left}")
     return found
-
-
-def up(
-    run_dir: Path,
-    serve_config: Mapping[str, Any],
-    *,
-    env: Mapping[str, str] | None = None,
-    num_cpus: int = 8,
-    http_port: int | None = None,
-    grpc_port: int | None = None,
-    on_progress: Progress | None = None,
-) -> LocalRay:
-    """`start` then `deploy`; stops the head again if the deploy fails."""
-    ray = start(
-        run_dir,
-        env=env,
-        num_cpus=num_cpus,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        on_progress=on_progress,
-    )
-    try:
-        deploy(ray, serve_config, on_progress=on_progress)
-    except BaseException:
-        stop(ray, check=False)
-        raise
-    return ray
 
 
 def main(argv: list[str]) -> int:

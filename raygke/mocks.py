@@ -37,6 +37,7 @@ class Registration:
     inputs: dict[str, Any]
     custom: bool
     provider: str
+    dependencies: tuple[str, ...]  # URNs it was registered as depending on
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     inputs=_plain(inputs),
                     custom=bool(request.custom),
                     provider=request.provider,
+                    dependencies=tuple(request.dependencies),
                 )
             )
         return response

@@ -23,6 +23,7 @@ from infra.config import parse_stack_config, read_stack_file
 from infra.cost import render_cost_lines
 from infra.program import run_program
 from policy import Violation, evaluate, mandatory, render_violations, violations_json
+from raygke.diff import SECRET, short
 from raygke.mocks import Inventory, Registration, Secret, run_with_mocks
 
 # The inputs worth a reviewer's eye, per type (dotted paths); other types show their short scalar inputs.
@@ -75,11 +76,6 @@ def _lookup(inputs: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
-    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
-
-
 def key_inputs(resource: Registration) -> list[tuple[str, Any]]:
     paths = KEY_INPUTS.get(resource.type)
     if paths is None:
@@ -113,7 +109,7 @@ def render_text(plan: Plan) -> str:
             branch, more = ("└─ ", "   ") if last else ("├─ ", "│  ")
             lines.append(f"{indent}{branch}{r.type}  {r.name}")
             for path, value in key_inputs(r):
-                lines.append(f"{indent}{more}    {path} = {_short(value)}")
+                lines.append(f"{indent}{more}    {path} = {short(value, MAX_VALUE_CHARS)}")
             walk(r.urn, indent + more)
 
     walk("", "")
@@ -122,7 +118,7 @@ def render_text(plan: Plan) -> str:
         if key == "cost":
             continue  # printed as its own section below
         value = plan.outputs[key]
-        shown = "[secret]" if isinstance(value, Secret) else _short(value)
+        shown = SECRET if isinstance(value, Secret) else short(value, MAX_VALUE_CHARS)
         lines.append(f"  {key}: {shown}")
     cost = plan.outputs.get("cost")
     if isinstance(cost, dict):

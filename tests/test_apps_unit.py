@@ -178,6 +178,7 @@ def test_recsys_json_parsing() -> None:
         ({"rows": 9}, "rows must be between 1 and 8"),
         ({"rows": "x"}, "rows must be an integer"),
         ({"rows": 0}, "rows must be between"),
+        ({"rows": 2, "seed": -1}, "seed must be >= 0; got -1"),
         ({"dense": [[0.5] * 12], "sparse": [[1] * 26]}, r"dense\[0\] must be a list of 13"),
         ({"dense": [[0.5] * 13], "sparse": [[1.5] * 26]}, r"sparse\[0\] holds 1.5"),
         ({"dense": [["a"] * 13], "sparse": [[1] * 26]}, r"dense\[0\] holds 'a'"),
@@ -199,6 +200,7 @@ def test_recsys_grpc_parsing() -> None:
     assert f.rows == 2 and f.sparse.shape == (2, 26)
     bad = [
         (recsys_pb2.RankRequest(rows=5), "rows must be between 1 and 4"),
+        (recsys_pb2.RankRequest(rows=2, seed=-3), "seed must be >= 0; got -3"),
         (recsys_pb2.RankRequest(dense=[0.1] * 14, sparse=[1] * 26), "dense must hold rows"),
         (recsys_pb2.RankRequest(dense=[0.1] * 13, sparse=[1] * 25), "sparse must hold"),
         (recsys_pb2.RankRequest(rows=2, dense=[0.1] * 13, sparse=[1] * 26), "rows is 2"),
@@ -359,3 +361,14 @@ def test_start_reports_a_missing_ray_binary(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(local_ray.LocalRayError, match="`ray` command is missing"):
         local_ray.start(tmp_path / "run")
+
+
+def test_infra_names_the_apps_as_the_app_modules_do() -> None:
+    """infra/ refers to apps by strings only (it must not import Ray); they must not drift."""
+    from infra.serve_config import APP_KINDS
+
+    assert APP_KINDS["echo"].grpc_servicer_functions == (echo.GRPC_SERVICER,)
+    assert APP_KINDS["recsys"].grpc_servicer_functions == (recsys.GRPC_SERVICER,)
+    for kind, module in (("echo", echo), ("recsys", recsys)):
+        module_name, attribute = APP_KINDS[kind].import_path.split(":")
+        assert module_name == module.__name__ and callable(getattr(module, attribute))

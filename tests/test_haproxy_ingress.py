@@ -9,8 +9,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
-from schemas import validate_core
-from test_render_haproxy import self_signed_pem
+from schemas import ints, validate_core
+from test_render_haproxy import self_signed_pem, with_local_pem
 
 from components.haproxy_ingress import (
     CONFIG_HASH_ANNOTATION,
@@ -55,17 +55,6 @@ def deploy(**overrides: Any) -> tuple[Inventory, dict[str, Any]]:
         }
 
     return run_with_mocks(program, stack="test")
-
-
-def ints(value: Any) -> Any:
-    """The mock monitor hands numbers back as floats; the schemas want the integers they were."""
-    if isinstance(value, dict):
-        return {k: ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [ints(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def manifest(reg: Registration) -> dict[str, Any]:
@@ -285,4 +274,4 @@ def test_rendered_config_passes_haproxy_check(
 ) -> None:
     _, out = request.getfixturevalue(variant)
     pem = self_signed_pem(tmp_path)
-    check_config(out["config_text"].replace("/etc/haproxy-tls/tls.pem", pem), find_haproxy())
+    check_config(with_local_pem(out["config_text"], pem), find_haproxy())

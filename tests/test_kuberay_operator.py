@@ -18,20 +18,6 @@ RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 TOKEN = "raygke:kuberay_operator:KubeRayOperator"
 
 
-@pytest.fixture
-def dependencies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Resource name -> URNs it was registered as depending on (the harness does not keep these)."""
-    seen: dict[str, list[str]] = {}
-    original = mocks.RecordingMonitor.RegisterResource
-
-    def record(self: mocks.RecordingMonitor, request: Any) -> Any:
-        seen[request.name] = list(request.dependencies)
-        return original(self, request)
-
-    monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", record)
-    return seen
-
-
 def run(args: ko.KubeRayOperatorArgs | None = None, via: str = "providers"):
     def program() -> dict[str, Any]:
         provider = k8s.Provider("gke", kubeconfig="{}")
@@ -65,9 +51,7 @@ def test_crds_are_registered_from_the_shipped_yaml_unchanged() -> None:
 
 
 @pytest.mark.mocks
-def test_release_pins_the_chart_skips_crds_and_depends_on_them(
-    dependencies: dict[str, list[str]],
-) -> None:
+def test_release_pins_the_chart_skips_crds_and_depends_on_them() -> None:
     inventory, outputs = run()
     release = inventory.one(RELEASE_TYPE)
     assert release.inputs["chart"] == "kuberay-operator"
@@ -79,7 +63,7 @@ def test_release_pins_the_chart_skips_crds_and_depends_on_them(
     assert release.inputs.get("skipCrds", False) is False
     assert release.inputs["namespace"] == "kuberay-system" == outputs["namespace"]
     crd_urns = {r.urn for r in inventory.of_type(CRD_TYPE)}
-    assert crd_urns and crd_urns <= set(dependencies[release.name])
+    assert crd_urns and crd_urns <= set(release.dependencies)
     # Registration order agrees: every CRD is registered before the release.
     order = [r.urn for r in inventory.resources]
     assert max(order.index(u) for u in crd_urns) < order.index(release.urn)

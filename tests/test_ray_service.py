@@ -9,7 +9,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 import pytest
-from schemas import validate_core, validate_rayservice
+from schemas import ints, validate_core, validate_rayservice
 
 from components import ray_service as rs
 from components.render import rayservice as r
@@ -113,7 +113,7 @@ def test_registers_pdb_and_network_policy_that_kubernetes_accepts() -> None:
     for reg in (pdb, netpol):
         obj = manifest_of(reg)
         # Pulumi's wire format carries numbers as floats; Kubernetes gets integers back.
-        validate_core(_ints(obj))
+        validate_core(ints(obj))
     assert pdb.inputs["spec"]["minAvailable"] == 1
     assert "maxUnavailable" not in pdb.inputs["spec"]
     serve_rule = netpol.inputs["spec"]["ingress"][0]
@@ -183,21 +183,11 @@ def test_an_invalid_spec_fails_before_anything_registers() -> None:
 
 
 @pytest.mark.mocks
-def test_children_wait_for_what_the_component_depends_on(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    deps: dict[str, list[str]] = {}
-    original = mocks.RecordingMonitor.RegisterResource
-
-    def record(self: mocks.RecordingMonitor, request: Any) -> Any:
-        deps[request.name] = list(request.dependencies)
-        return original(self, request)
-
-    monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", record)
+def test_children_wait_for_what_the_component_depends_on() -> None:
     inventory, _ = run(after_operator=True)
     operator = inventory.one("kubernetes:core/v1:Namespace", "operator-stand-in")
     for type_ in (RAYSERVICE_TYPE, PDB_TYPE, NETPOL_TYPE, MONITOR_TYPE):
-        assert operator.urn in deps[inventory.one(type_).name], type_
+        assert operator.urn in inventory.one(type_).dependencies, type_
 
 
 @pytest.mark.mocks
@@ -252,25 +242,14 @@ def test_model_bucket_children_use_their_own_providers_and_the_component_as_pare
 
 
 @pytest.mark.mocks
-def test_rayservice_waits_for_the_service_account_and_the_grant(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    deps: dict[tuple[str, str], list[str]] = {}
-    original = mocks.RecordingMonitor.RegisterResource
-
-    def record(self: mocks.RecordingMonitor, request: Any) -> Any:
-        deps[(request.type, request.name)] = list(request.dependencies)
-        return original(self, request)
-
-    monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", record)
+def test_rayservice_waits_for_the_service_account_and_the_grant() -> None:
     inventory, _ = run(models=True, after_operator=True)
-    rayservice = inventory.one(RAYSERVICE_TYPE)
-    waits_for = deps[(RAYSERVICE_TYPE, rayservice.name)]
+    waits_for = inventory.one(RAYSERVICE_TYPE).dependencies
     for type_ in (KSA_TYPE, MEMBER_TYPE, "kubernetes:core/v1:Namespace"):
         assert inventory.one(type_).urn in waits_for, type_
     # The service account waits for what the component does (the namespace); the grant need not.
     operator = inventory.one("kubernetes:core/v1:Namespace", "operator-stand-in").urn
-    assert operator in deps[(KSA_TYPE, inventory.one(KSA_TYPE).name)]
+    assert operator in inventory.one(KSA_TYPE).dependencies
 
 
 @pytest.mark.mocks
@@ -283,13 +262,3 @@ def test_model_bucket_without_gcp_args_fails_before_anything_registers() -> None
 
 def _ksa(reg: mocks.Registration) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": reg.inputs["metadata"]}
-
-
-def _ints(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value

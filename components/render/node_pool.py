@@ -48,7 +48,10 @@ GPU_DRIVER_VERSIONS: tuple[GpuDriverVersion, ...] = ("DEFAULT", "LATEST", "INSTA
 
 POOL_LABEL = "raygke.io/pool"
 GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_TAINT_VALUE = "present"
+SYSTEM_POOL = "system"  # POOL_LABEL value of the cluster's CPU pool (components/cluster.py)
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"  # GKE's key for specific reservations
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 FLEX_START_MAX_HOURS = 7 * 24  # Google ends flex-start VMs after seven days at most
 
 
@@ -250,14 +253,14 @@ def plan_node_pool(
         "gvnic": {"enabled": True},
         "gcfs_config": {"enabled": True},  # image streaming: Ray GPU images are several GB
         "labels": {**(labels or {}), POOL_LABEL: pool},
-        "taints": [{"key": GPU_TAINT_KEY, "value": "present", "effect": "NO_SCHEDULE"}],
+        "taints": [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NO_SCHEDULE"}],
         "shielded_instance_config": {
             "enable_secure_boot": True,
             "enable_integrity_monitoring": True,
         },
         "workload_metadata_config": {"mode": "GKE_METADATA"},
         # Access is governed by the service account's IAM roles, not by legacy scopes.
-        "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+        "oauth_scopes": [CLOUD_PLATFORM_SCOPE],
         "metadata": {"disable-legacy-endpoints": "true"},
         "reservation_affinity": reservation_affinity(capacity, project),
     }

@@ -21,6 +21,8 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL, SYSTEM_POOL
+
 # KubeRay names the RayCluster `<name>-<5 chars>` and its Services `<name>-head-svc`,
 # `<name>-serve-svc`; its validation rejects RayService names over 47 characters so those fit the
 # 63-character limit.
@@ -30,9 +32,8 @@ _DNS_1123_SUBDOMAIN = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 
-# Node label every pool of this project carries (set by the node-pool components); the operator and
-# the Ray head go to the system/CPU pools, workers to the H100 pools.
-POOL_LABEL = "raygke.io/pool"
+# POOL_LABEL (components/render/node_pool.py) is on every pool of this project; the operator and the
+# Ray head go to the system/CPU pools, workers to the H100 pools.
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 # Our own pod label: KubeRay guarantees `ray.io/originated-from-cr-name` only on the RayCluster
 # object, and `ray.io/cluster` changes with every blue/green RayCluster, so selectors that must
@@ -43,11 +44,12 @@ APP_LABEL = "raygke.io/rayservice"
 SERVE_LABEL = "ray.io/serve"
 NODE_TYPE_LABEL = "ray.io/node-type"
 
-# GKE taints GPU nodes with this; only worker pods tolerate it, so nothing else lands on an H100.
+# The H100 pools' taint (components/render/node_pool.py); only worker pods tolerate it, so nothing
+# else lands on an H100.
 GPU_TOLERATION = {
-    "key": "nvidia.com/gpu",
+    "key": GPU_TAINT_KEY,
     "operator": "Equal",
-    "value": "present",
+    "value": GPU_TAINT_VALUE,
     "effect": "NoSchedule",
 }
 
@@ -102,7 +104,7 @@ class HeadGroup:
     """The Ray head: no GPU and `num-cpus: 0`, so Serve replicas never land on it."""
 
     resources: Resources = Resources(cpu="4", memory="16Gi")
-    pool: str | None = "system"  # value of POOL_LABEL; None leaves the head unpinned
+    pool: str | None = SYSTEM_POOL  # value of POOL_LABEL; None leaves the head unpinned
 
 
 @dataclass(frozen=True)
@@ -477,6 +479,10 @@ def _tcp(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": p} for p in ports]
 
 
+def _in_namespace(ns: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+
+
 def render_network_policy(
     spec: RayServiceSpec,
     ingress_pod_labels: Mapping[str, str],
@@ -497,15 +503,10 @@ def render_network_policy(
     ray_pods = {"podSelector": {"matchLabels": ray_pod_labels(spec.name)}}
     ingress_peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(ingress_pod_labels)}}
     if ingress_namespace is not None and ingress_namespace != spec.namespace:
-        ingress_peer["namespaceSelector"] = {
-            "matchLabels": {"kubernetes.io/metadata.name": ingress_namespace}
-        }
+        ingress_peer.update(_in_namespace(ingress_namespace))
     replica_ports = [
         {"protocol": "TCP", "port": lo, "endPort": hi} for lo, hi in REPLICA_PORT_RANGES
     ]
-
-    def namespace(ns: str) -> dict[str, Any]:
-        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
 
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -523,9 +524,9 @@ def render_network_policy(
                 },
                 {"from": [ray_pods]},
                 {"from": [{"podSelector": {}}], "ports": _tcp(*CONTROL_PORTS)},
-                {"from": [namespace(operator_namespace)], "ports": _tcp(8265, 8000)},
+                {"from": [_in_namespace(operator_namespace)], "ports": _tcp(8265, 8000)},
                 {
-                    "from": [namespace(monitoring_namespace)],
+                    "from": [_in_namespace(monitoring_namespace)],
                     "ports": _tcp(RAY_METRICS_PORT, HAPROXY_METRICS_PORT),
                 },
             ],

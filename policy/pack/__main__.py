@@ -25,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from policy.controls import (  # noqa: E402  (needs the path above)
+    ALL_ENVIRONMENTS,
     CONTROLS,
     ENVIRONMENTS,
     UNKNOWN,
@@ -122,7 +123,7 @@ class PolicySpec:
     def description(self) -> str:
         scope = (
             ""
-            if self.control.environments == frozenset(ENVIRONMENTS)
+            if self.control.environments == ALL_ENVIRONMENTS
             else f" ({', '.join(sorted(self.control.environments))} only)"
         )
         return f"{self.control.title}{scope}"

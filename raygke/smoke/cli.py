@@ -180,6 +180,12 @@ def _write_plots(levels: list[LevelResult], concurrency: int, out: Path) -> list
     ]
 
 
+def _spread_text(spread: dict[str, float] | None) -> str:
+    if spread is None:
+        return "-"
+    return f"{spread['median']:.2f}x [{spread['min']:.2f}-{spread['max']:.2f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `raygke smoke` with the arguments after `smoke`; returns the exit code."""
     try:
@@ -188,10 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_BAD_INPUT
     try:
         primary = load_contract(args.outputs) if args.outputs else contract_from_stack(args.stack)
-        contracts = {"A": primary}
         if args.direct:
             primary = direct_view(primary)
-            contracts = {"A": primary}
+        contracts = {"A": primary}
         if args.compare:
             contracts["B"] = load_contract(args.compare)
         elif args.compare_direct:
@@ -270,17 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(markdown)
     for ratio in report["compare"] or []:
         # Plain lines for scripts (make bench) that print the A/B without parsing the JSON.
-        tput, p99 = ratio["throughput"], ratio["p99"]
-        print(
-            f"A/B {ratio['label']}: throughput "
-            + (
-                "-"
-                if tput is None
-                else f"{tput['median']:.2f}x [{tput['min']:.2f}-{tput['max']:.2f}]"
-            )
-            + ", p99 "
-            + ("-" if p99 is None else f"{p99['median']:.2f}x [{p99['min']:.2f}-{p99['max']:.2f}]")
-        )
+        tput, p99 = _spread_text(ratio["throughput"]), _spread_text(ratio["p99"])
+        print(f"A/B {ratio['label']}: throughput {tput}, p99 {p99}")
     failed = [g.name for g in gates if not g.passed]
     verdict = "PASS" if not failed else f"FAIL ({len(failed)} gate(s): {'; '.join(failed[:5])})"
     print(f"raygke smoke: {verdict}")

@@ -21,7 +21,7 @@ class Gate:
     detail: str
 
 
-def _slo_p99(level: LevelResult) -> float | None:
+def slo_p99(level: LevelResult) -> float | None:
     """The latency the SLO's p99 applies to: end-to-end (unary) or time to first chunk (streams)."""
     summary = level.ttft_ms if level.spec.mode == "stream" else level.latency_ms
     return None if summary is None else summary.p99
@@ -59,7 +59,7 @@ def evaluate(slo: Slo, checks: list[CheckOutcome], levels: list[LevelResult]) ->
         if level.spec.loop == "closed" and level.spec.concurrency == slo.concurrency:
             at_slo.setdefault(level.spec.target, []).append(level)
     for target, runs in at_slo.items():
-        values = [_slo_p99(run) for run in runs]
+        values = [slo_p99(run) for run in runs]
         measured = [v for v in values if v is not None]
         what = "TTFT p99" if runs[0].spec.mode == "stream" else "p99"
         name = f"{what} {target} c={slo.concurrency}"
@@ -130,7 +130,7 @@ def compare_ratios(levels: list[LevelResult]) -> list[Ratio]:
                 continue
             if b.throughput_rps > 0:
                 tput.append(a.throughput_rps / b.throughput_rps)
-            pa, pb = _slo_p99(a), _slo_p99(b)
+            pa, pb = slo_p99(a), slo_p99(b)
             if pa is not None and pb:
                 p99.append(pa / pb)
         ratios.append(Ratio(label, spread(tput), spread(p99)))

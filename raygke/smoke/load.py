@@ -182,7 +182,6 @@ def _record(samples: WorkerSamples, result: Result) -> None:
 
 
 async def _closed_loop(
-    spec: LoadSpec,
     request: Callable[[float], Awaitable[Result]],
     concurrency: int,
     measure_from: float,
@@ -304,7 +303,7 @@ async def _run_worker(
             await asyncio.sleep(start_delay_s)
         if spec.loop == "closed":
             if concurrency > 0:
-                await _closed_loop(spec, request, concurrency, measure_from, end, samples)
+                await _closed_loop(request, concurrency, measure_from, end, samples)
         else:
             schedule = open_loop_schedule(spec.rate, spec.processes, index, t0, end)
             await _open_loop(spec, request, schedule, measure_from, end, samples)

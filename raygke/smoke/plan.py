@@ -164,15 +164,11 @@ def with_overrides(
     processes: int | None = None,
 ) -> Profile:
     """The profile with command-line overrides applied (None keeps the profile's value)."""
-    changes: dict[str, object] = {}
-    if duration_s is not None:
-        changes["duration_s"] = duration_s
-    if warmup_s is not None:
-        changes["warmup_s"] = warmup_s
-    if levels is not None:
-        changes["levels"] = levels
-    if repeats is not None:
-        changes["repeats"] = repeats
-    if processes is not None:
-        changes["processes"] = processes
-    return replace(profile, **changes)  # type: ignore[arg-type]
+    changes = {
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "levels": levels,
+        "repeats": repeats,
+        "processes": processes,
+    }
+    return replace(profile, **{k: v for k, v in changes.items() if v is not None})

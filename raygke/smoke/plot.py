@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raygke.smoke.gates import slo_p99
 from raygke.smoke.load import LevelResult
 
 
@@ -25,13 +26,9 @@ def plot_throughput_vs_p99(levels: list[LevelResult], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5))
     series: dict[str, list[tuple[float, float, int]]] = {}
     for level in levels:
-        if level.spec.loop != "closed" or level.latency_ms is None:
+        p99 = slo_p99(level)
+        if level.spec.loop != "closed" or p99 is None:
             continue
-        p99 = (
-            level.ttft_ms.p99
-            if level.spec.mode == "stream" and level.ttft_ms
-            else level.latency_ms.p99
-        )
         series.setdefault(_config(level), []).append(
             (level.throughput_rps, p99, level.spec.concurrency)
         )

@@ -101,13 +101,6 @@ class LogHistogram:
         for value in values:
             self.record(value)
 
-    def merge(self, other: LogHistogram) -> None:
-        if (other.lowest, other.precision) != (self.lowest, self.precision):
-            raise ValueError("cannot merge histograms with different buckets")
-        for index, count in other.counts.items():
-            self.counts[index] = self.counts.get(index, 0) + count
-        self.total += other.total
-
     def midpoint(self, index: int) -> float:
         """The bucket's representative value: within `precision` of anything recorded in it."""
         return self.lowest * self.growth**index * (1 + self.precision)

@@ -49,6 +49,15 @@ class Result:
     chunk_bodies: list[Any] = field(default_factory=list)
     message: str | None = None  # what the server or the client library said, for check details
 
+    def add_chunk(self, now: float, body: Any, keep_body: bool) -> None:
+        """One streamed chunk, received `now` seconds after the start."""
+        if self.ttft_s is None:
+            self.ttft_s = now
+        self.last_chunk_s = now
+        self.chunks += 1
+        if keep_body:
+            self.chunk_bodies.append(body)
+
 
 def _error_name(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
@@ -63,12 +72,27 @@ def _error_name(exc: BaseException) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    text = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-    return (text or type(exc).__name__).strip().splitlines()[0][:200] if text else ""
+    text = (exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)) or ""
+    text = text.strip()  # all whitespace: no first line to take
+    return text.splitlines()[0][:200] if text else ""
 
 
-def _failed(exc: BaseException, start: float) -> Result:
-    return Result(False, time.perf_counter() - start, _error_name(exc), message=_message(exc))
+def _failed(exc: BaseException, start: float, result: Result | None = None) -> Result:
+    """`result` (a stream's, keeping the chunks it got) or a new one, failed by `exc`."""
+    if result is None:
+        result = Result(False, 0.0)
+    result.latency_s = time.perf_counter() - start
+    result.error, result.message = _error_name(exc), _message(exc)
+    return result
+
+
+def _http_status_error(status: int, body: bytes, elapsed: float) -> Result:
+    said = body[:200].decode(errors="replace")
+    return Result(False, elapsed, f"http_{status}", message=said)
+
+
+def _prefix(app: AppEndpoint | None) -> str:
+    return "" if app is None or app.route_prefix == "/" else app.route_prefix
 
 
 def _http_result(outcome: Response | BaseException, start: float) -> Result:
@@ -76,8 +100,7 @@ def _http_result(outcome: Response | BaseException, start: float) -> Result:
         return _failed(outcome, start)
     elapsed = time.perf_counter() - start
     if outcome.status != 200:
-        said = outcome.body[:200].decode(errors="replace")
-        return Result(False, elapsed, f"http_{outcome.status}", message=said)
+        return _http_status_error(outcome.status, outcome.body, elapsed)
     return Result(True, elapsed)
 
 
@@ -172,8 +195,7 @@ class Client:
         return self._channels[self._next]
 
     def url(self, app: AppEndpoint | None, path: str) -> str:
-        prefix = "" if app is None or app.route_prefix == "/" else app.route_prefix
-        return f"{self.endpoints.http_url}{prefix}{path}"
+        return f"{self.endpoints.http_url}{_prefix(app)}{path}"
 
     @staticmethod
     def metadata(app: AppEndpoint) -> tuple[tuple[str, str], ...]:
@@ -211,8 +233,7 @@ class Client:
                 raw = await resp.read()
                 elapsed = time.perf_counter() - start
                 if resp.status != 200:
-                    said = raw[:200].decode(errors="replace")
-                    return Result(False, elapsed, f"http_{resp.status}", message=said)
+                    return _http_status_error(resp.status, raw, elapsed)
                 body = json.loads(raw) if keep_body else None
                 return Result(True, elapsed, body=body)
         except Exception as exc:
@@ -221,7 +242,7 @@ class Client:
     def http_unary(self, app: AppEndpoint, path: str, payload: dict[str, Any] | None) -> HttpUnary:
         """`http_json` without `keep_body`, for load: GET (no payload) or POST JSON on the lean
         client (http1.py), the request's bytes built here once for every send."""
-        prefix = "" if app.route_prefix == "/" else app.route_prefix
+        prefix = _prefix(app)
         pool = self.http_pool
         if payload is None:
             return HttpUnary(pool, pool.request("GET", f"{prefix}{path}"), idempotent=True)
@@ -254,9 +275,8 @@ class Client:
         try:
             async with self.session.get(url) as resp:
                 if resp.status != 200:
-                    said = (await resp.read())[:200].decode(errors="replace")
-                    elapsed = time.perf_counter() - start
-                    return Result(False, elapsed, f"http_{resp.status}", message=said)
+                    raw = await resp.read()
+                    return _http_status_error(resp.status, raw, time.perf_counter() - start)
                 done = False
                 async for line in resp.content:
                     if not line.startswith(b"data:"):
@@ -266,12 +286,7 @@ class Client:
                     if data == b"[DONE]":
                         done = True
                         break
-                    if result.ttft_s is None:
-                        result.ttft_s = now
-                    result.last_chunk_s = now
-                    result.chunks += 1
-                    if keep_body:
-                        result.chunk_bodies.append(json.loads(data))
+                    result.add_chunk(now, json.loads(data) if keep_body else None, keep_body)
                 result.latency_s = time.perf_counter() - start
                 if not done:
                     result.error = "stream_incomplete"
@@ -281,9 +296,7 @@ class Client:
                     result.ok = True
                 return result
         except Exception as exc:
-            result.latency_s = time.perf_counter() - start
-            result.error, result.message = _error_name(exc), _message(exc)
-            return result
+            return _failed(exc, start, result)
 
     # gRPC ---------------------------------------------------------------------------------------
 
@@ -321,13 +334,7 @@ class Client:
                 timeout=self.timeout_s,
             )
             async for chunk in call:
-                now = time.perf_counter() - start
-                if result.ttft_s is None:
-                    result.ttft_s = now
-                result.last_chunk_s = now
-                result.chunks += 1
-                if keep_body:
-                    result.chunk_bodies.append(chunk)
+                result.add_chunk(time.perf_counter() - start, chunk, keep_body)
             result.latency_s = time.perf_counter() - start
             if result.chunks != chunks:
                 result.error = "stream_wrong_chunks"
@@ -335,9 +342,7 @@ class Client:
                 result.ok = True
             return result
         except Exception as exc:
-            result.latency_s = time.perf_counter() - start
-            result.error, result.message = _error_name(exc), _message(exc)
-            return result
+            return _failed(exc, start, result)
 
     async def grpc_rank(
         self, app: AppEndpoint, rows: int, seed: int, start: float, keep_body: bool = False
