@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 
-.PHONY: setup demo local-down test lint typecheck plan plan-bench bench protos lock clean
+.PHONY: setup demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults ablation protos lock clean
 
 $(BIN)/raygke: pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -37,8 +37,14 @@ plan: setup
 plan-bench: setup ## how long `raygke plan` takes for every stack
 	$(BIN)/python bench/plan_timing.py
 
-bench: setup ## the A/B benchmark of the local run: package defaults vs Ray's defaults
-	$(BIN)/python bench/ab.py
+bench: setup ## the A/B of the local run: package defaults vs Ray's two flags only, and the ceiling
+	$(BIN)/python bench/ab.py --baseline flags-only
+
+bench-ray-defaults: setup ## the same A/B against Ray's defaults (no flags)
+	$(BIN)/python bench/ab.py --baseline ray-defaults --no-ceiling
+
+ablation: setup ## each Ray Serve lever beyond the two flags, one at a time
+	$(BIN)/python bench/ablation.py
 
 protos: setup ## regenerate the gRPC stubs in app/protos
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. app/protos/*.proto

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import grpc
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
@@ -24,7 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from app.protos import echo_pb2
-from app.requests import BadRequest, bad_request, int_param, json_object, subpath
+from app.requests import (
+    BadRequest,
+    HandleSerialization,
+    bad_request,
+    int_param,
+    json_object,
+    subpath,
+)
 
 INGRESS_DEPLOYMENT = "EchoIngress"
 ECHO_DEPLOYMENT = "Echo"
@@ -55,6 +63,10 @@ class EchoArgs(BaseModel):
     )
     version: str = Field(
         default="v1", min_length=1, description="echoed in replies, to watch redeploys"
+    )
+    handle_serialization: HandleSerialization = Field(
+        default="cloudpickle",
+        description="how the ingress's calls to Echo and Streamer are serialized over gRPC",
     )
 
 
@@ -121,16 +133,18 @@ class Streamer:
             yield {"index": index, "payload": payload}
 
 
-@serve.deployment(name=INGRESS_DEPLOYMENT)
-class EchoIngress:
-    """HTTP (plain ASGI: no FastAPI routing cost on the hot path) and gRPC `EchoService`."""
+class EchoHandlers:
+    """The ingress's HTTP and gRPC `EchoService` handlers, behind either routing below."""
 
     def __init__(self, echo: DeploymentHandle, streamer: DeploymentHandle, args: EchoArgs) -> None:
-        self._echo = echo
-        self._streamer = streamer.options(stream=True)
+        codec = args.handle_serialization
+        self._echo = echo.options(request_serialization=codec, response_serialization=codec)
+        self._streamer = streamer.options(
+            stream=True, request_serialization=codec, response_serialization=codec
+        )
         self._args = args
 
-    async def __call__(self, request: Request) -> Response:
+    async def http(self, request: Request) -> Response:
         path = subpath(request)
         try:
             params: dict[str, Any] = dict(request.query_params)
@@ -201,10 +215,38 @@ class EchoIngress:
             yield echo_pb2.StreamChunk(index=chunk["index"], payload=chunk["payload"])
 
 
+@serve.deployment(name=INGRESS_DEPLOYMENT)
+class EchoIngress(EchoHandlers):
+    """Plain ASGI: no FastAPI routing on the hot path (bench/ablation.py measures what it costs)."""
+
+    async def __call__(self, request: Request) -> Response:
+        return await self.http(request)
+
+
+# The same ingress with FastAPI routing in front of the same handlers: the framework most Serve
+# users write, kept so the ablation can measure it (docs/performance.md); not a package default.
+echo_api = FastAPI()
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT)
+@serve.ingress(echo_api)
+class EchoFastAPIIngress(EchoHandlers):
+    @echo_api.api_route("/unary", methods=["GET", "POST"])
+    async def unary(self, request: Request) -> Response:
+        return await self.http(request)
+
+    @echo_api.api_route("/stream", methods=["GET", "POST"])
+    async def stream(self, request: Request) -> Response:
+        return await self.http(request)
+
+
 # No `from __future__ import annotations` in app modules: Serve reads the builder's annotation
 # at runtime (it must be the class, not a string) to validate `args` into the pydantic model.
 def build_app(args: EchoArgs) -> serve.Application:
     """The echo application from the serve config's `args`."""
-    echo = Echo.bind(args.version)
-    streamer = Streamer.bind()
-    return EchoIngress.bind(echo, streamer, args)
+    return EchoIngress.bind(Echo.bind(args.version), Streamer.bind(), args)
+
+
+def build_fastapi_app(args: EchoArgs) -> serve.Application:
+    """The echo application with a FastAPI ingress (`importPath: app.echo:build_fastapi_app`)."""
+    return EchoFastAPIIngress.bind(Echo.bind(args.version), Streamer.bind(), args)

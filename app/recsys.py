@@ -26,7 +26,14 @@ from starlette.responses import JSONResponse, Response
 from torch import nn
 
 from app.protos import recsys_pb2
-from app.requests import BadRequest, bad_request, int_param, json_object, subpath
+from app.requests import (
+    BadRequest,
+    HandleSerialization,
+    bad_request,
+    int_param,
+    json_object,
+    subpath,
+)
 
 INGRESS_DEPLOYMENT = "RecsysIngress"
 RANKER_DEPLOYMENT = "Ranker"
@@ -57,6 +64,9 @@ class RecsysArgs(BaseModel):
     )
     torch_threads: int | None = Field(
         default=None, ge=1, description="intra-op threads; None: torch's"
+    )
+    handle_serialization: HandleSerialization = Field(
+        default="cloudpickle", description="how the ingress's calls to the Ranker are serialized"
     )
 
 
@@ -262,7 +272,8 @@ class RecsysIngress:
     """HTTP `{prefix}/rank` and gRPC `RecsysService.Rank`: parse, validate, call the Ranker."""
 
     def __init__(self, ranker: DeploymentHandle, args: RecsysArgs) -> None:
-        self._ranker = ranker
+        codec = args.handle_serialization
+        self._ranker = ranker.options(request_serialization=codec, response_serialization=codec)
         self._args = args
 
     async def __call__(self, request: Request) -> Response:

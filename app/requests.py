@@ -1,15 +1,20 @@
-"""What the apps' HTTP ingresses share: the client-error type, the JSON body reader, integer
-parameters, the error reply.
+"""What the apps' ingresses share: the client-error type, the JSON body reader, integer
+parameters, the error reply, the codec of their handle calls.
 
 No Ray import: the apps' pure parsing code and its tests use it as is.
 """
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+# Ray Serve's codecs for handle calls over gRPC that need no extra package (msgpack and orjson
+# need ormsgpack / orjson in the image). pickle skips cloudpickle's by-value machinery, which the
+# plain dicts, protobuf-free payloads and numpy arrays our deployments exchange never need.
+HandleSerialization = Literal["cloudpickle", "pickle"]
 
 
 class BadRequest(ValueError):

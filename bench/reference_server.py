@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,12 +344,17 @@ class Reference:
     grpc_target: str
     outputs_path: Path
     procs: list[subprocess.Popen[bytes]] = field(repr=False, default_factory=list)
+    tier_pid: int | None = None  # our HAProxy tier in front, when started with `tier=True`
 
     @property
     def pids(self) -> list[int]:
-        return [proc.pid for proc in self.procs]
+        return [proc.pid for proc in self.procs] + ([self.tier_pid] if self.tier_pid else [])
 
     def stop(self) -> None:
+        if self.tier_pid is not None:
+            from raygke.local import stop_tier
+
+            stop_tier(self.tier_pid)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -428,8 +434,10 @@ def start(
     fail: tuple[str, ...] = (),
     chunk_delay_ms: float = 0.0,
     slo: dict[str, Any] | None = None,
+    tier: bool = False,
 ) -> Reference:
-    """Start the gRPC server, then the ingress pointing at it; write `run_dir/outputs.json`."""
+    """Start the gRPC server, then the ingress pointing at it (and our HAProxy tier in front of
+    both when `tier`); write `run_dir/outputs.json`."""
     unknown = set(fail) - set(FAIL_MODES)
     if unknown:
         raise ValueError(f"unknown fail modes {sorted(unknown)}; allowed: {', '.join(FAIL_MODES)}")
@@ -449,10 +457,61 @@ def start(
         Reference("", "", run_dir, procs).stop()
         raise
     http_url = f"http://127.0.0.1:{http_port}"
-    outputs = run_dir / "outputs.json"
-    document = contract(http_url, grpc_target, slo)
-    outputs.write_text(json.dumps(document, indent=2) + "\n")
-    return Reference(http_url, grpc_target, outputs, procs)
+    reference = Reference(http_url, grpc_target, run_dir / "outputs.json", procs)
+    if tier:
+        try:
+            reference.http_url, reference.grpc_target, reference.tier_pid = _start_tier(
+                run_dir, int(http_port), int(grpc_port)
+            )
+        except BaseException:
+            reference.stop()
+            raise
+    document = contract(reference.http_url, reference.grpc_target, slo)
+    reference.outputs_path.write_text(json.dumps(document, indent=2) + "\n")
+    return reference
+
+
+def _start_tier(run_dir: Path, http_port: int, grpc_port: int) -> tuple[str, str, int]:
+    """Our HAProxy tier (the same renderer and binary as `raygke local`) in front of the ingress
+    for HTTP and of the gRPC server for gRPC; returns its HTTP URL, gRPC target and PID.
+    Imported here, not at the top: the server processes this file also runs need none of it."""
+    from components.render.haproxy import (
+        Bind,
+        IngressSpec,
+        StaticBackends,
+        StaticServer,
+        find_haproxy,
+    )
+    from raygke.local import start_tier, stop_tier
+    from raygke.local_ray import free_ports
+
+    http, grpc_, stats = free_ports(3)
+    spec = IngressSpec(
+        http=Bind("127.0.0.1", http),
+        grpc=Bind("127.0.0.1", grpc_),
+        stats=Bind("127.0.0.1", stats),
+        backends=StaticBackends((StaticServer("reference", "127.0.0.1", http_port, grpc_port),)),
+        routes=("/echo", "/recsys"),
+        nbthread=None,
+        pidfile=str(run_dir / "haproxy.pid"),
+    )
+    pid = start_tier(spec, run_dir, find_haproxy())
+    url = f"http://127.0.0.1:{http}"
+    deadline = time.monotonic() + 30
+    while not _answers(f"{url}/-/healthz"):
+        if time.monotonic() > deadline:
+            stop_tier(pid)
+            raise RuntimeError(f"the reference's HAProxy tier did not answer; see {run_dir}")
+        time.sleep(0.2)
+    return url, f"127.0.0.1:{grpc_}", pid
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

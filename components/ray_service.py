@@ -36,8 +36,9 @@ class RayServeAppArgs(TypedDict):
     """KubeRay operator's namespace, admitted to the dashboard (8265) and Serve health (8000).
     Default: kuberay-system."""
     pdb_min_available: NotRequired[pulumi.Input[int]]
-    """Worker pods voluntary disruptions must leave running. Default: 1 if any worker has
-    min_replicas > 0, else 0."""
+    """Worker pods voluntary disruptions must leave running. Default: the workers' min_replicas
+    minus one (drains take one worker at a time). A plain int that leaves no worker evictable at
+    min_replicas (>= it, and > 0) is rejected: it would block every node drain."""
     pod_monitoring: NotRequired[bool]
     """Register the Managed Prometheus PodMonitoring (needs GKE Managed Service for Prometheus).
     Default: True."""
@@ -102,6 +103,9 @@ class RayServeApp(pulumi.ComponentResource):
         super().__init__("raygke:ray_service:RayServeApp", name, None, opts)
         spec = args["spec"]
         manifest = render.render_rayservice(spec)  # raises on a spec KubeRay would reject
+        min_available = args.get("pdb_min_available", render.default_min_available(spec))
+        if (problem := render.check_min_available(spec, min_available)) is not None:
+            raise ValueError(f"RayServeApp {name!r}: {problem}")
         bucket = spec.model_bucket
         # Children do not inherit the component's depends_on; pass it on so the RayService waits for
         # the operator and its CRDs when the program says so.
@@ -142,7 +146,6 @@ class RayServeApp(pulumi.ComponentResource):
             opts=rayservice_opts,
         )
 
-        min_available = args.get("pdb_min_available", render.default_min_available(spec))
         pdb = pulumi.Output.from_input(min_available).apply(
             lambda n: render.render_worker_pdb(spec, n)
         )

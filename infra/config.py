@@ -31,6 +31,11 @@ from components.render.gpu_machines import H100_MACHINES
 from components.render.haproxy import HAPROXY_IMAGE
 from components.render.node_pool import FLEX_START_MAX_HOURS
 from components.render.rayservice import (
+    DEFAULT_DRAIN_DEADLINE_S,
+    DEFAULT_TERMINATION_GRACE_S,
+    HEAD_DEREGISTRATION_S,
+    STOP_MARGIN_S,
+    SpreadMode,
     check_bucket_name,
     check_mount_path,
     check_rayservice_name,
@@ -61,9 +66,24 @@ H100_ZONES: frozenset[str] = frozenset(
 
 MIN_RAY_FOR_HAPROXY = (2, 55)
 MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
+RAY_MAX_ONGOING_REQUESTS = 5  # Ray Serve's default per replica
+TUNED_MAX_ONGOING_REQUESTS = 64  # serveProfile: tuned's default (docs/performance.md)
+RECSYS_MAX_BATCH_SIZE = 16  # app/recsys.py's RecsysArgs default
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 ANYWHERE = ipaddress.ip_network("0.0.0.0/0")
+
+# Ray Serve 2.60's per-deployment defaults (ray.serve._private.constants; a test compares them), used
+# where a deployment leaves an option to Ray.
+RAY_GRACEFUL_SHUTDOWN_TIMEOUT_S = 20.0
+RAY_GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2.0
+RAY_HEALTH_CHECK_PERIOD_S = 10.0
+RAY_HEALTH_CHECK_TIMEOUT_S = 30.0
+# With direct ingress (implied by Ray's HAProxy ingress), Serve raises every ingress deployment's
+# graceful_shutdown_timeout_s to at least this drain period plus 5 s, so load balancers can
+# deregister a replica before it stops (ray.serve._private.deploy_utils).
+RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S = 30.0
+RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S = 5.0
 
 
 class ConfigError(ValueError):
@@ -319,10 +339,27 @@ class IngressConfig(Model):
 
 
 # ---------------------------------------------------------------------------------------------- Ray
+ServeProfile = Literal["tuned", "flags-only", "ray-defaults"]
+HandleSerialization = Literal["cloudpickle", "pickle"]  # app/echo.py, app/recsys.py
+
+
+class TuningConfig(Model):
+    """What `serveProfile: tuned` sets beyond Ray's two flags; each lever is measured one at a time
+    by bench/ablation.py (docs/performance.md). Only our app kinds take handleSerialization."""
+
+    max_ongoing_requests: int = Field(default=TUNED_MAX_ONGOING_REQUESTS, ge=1)
+    access_log: bool = False
+    handle_serialization: HandleSerialization = "pickle"
+    metrics_export_interval_ms: int = Field(default=1000, ge=100, le=60_000)
+    haproxy_threads: int | None = Field(default=None, ge=1, le=64)  # None: Ray's default (4)
+
+
 class RayConfig(Model):
     version: str = "2.60.0"
     image_repository: str  # the image built from app/Dockerfile; tagged <version>-py311-gpu
-    serve_profile: Literal["optimized", "ray-defaults"] = "optimized"
+    # tuned: Ray's two flags plus `tuning`; flags-only: the two flags; ray-defaults: neither (A/B)
+    serve_profile: ServeProfile = "tuned"
+    tuning: TuningConfig | None = None  # only with serveProfile: tuned; None there: the defaults
     grpc: bool = True  # gRPC ingress on :9000 (needs Ray 2.57+ with HAProxy)
     extra_env: dict[str, str] = Field(default_factory=dict)
 
@@ -342,23 +379,58 @@ class RayConfig(Model):
     def image(self) -> str:
         return f"{self.image_repository}:{self.version}-py311-gpu"
 
+    @property
+    def tuned(self) -> TuningConfig | None:
+        """The tuning in effect: the stack's, the defaults, or None outside `serveProfile: tuned`."""
+        if self.serve_profile != "tuned":
+            return None
+        return self.tuning or TuningConfig()
+
     @model_validator(mode="after")
     def _features_need_versions(self) -> RayConfig:
-        if self.serve_profile == "optimized" and self.version_tuple < MIN_RAY_FOR_HAPROXY:
+        haproxy = self.serve_profile != "ray-defaults"
+        if haproxy and self.version_tuple < MIN_RAY_FOR_HAPROXY:
             raise ValueError(
-                f"ray.version {self.version} has no HAProxy ingress (serveProfile: optimized needs "
-                "2.55+); use 2.60.0 or serveProfile: ray-defaults"
+                f"ray.version {self.version} has no HAProxy ingress (serveProfile: "
+                f"{self.serve_profile} needs 2.55+); use 2.60.0 or serveProfile: ray-defaults"
             )
-        if (
-            self.grpc
-            and self.serve_profile == "optimized"
-            and self.version_tuple < MIN_RAY_FOR_GRPC_INGRESS
-        ):
+        if self.grpc and haproxy and self.version_tuple < MIN_RAY_FOR_GRPC_INGRESS:
             raise ValueError(
                 f"ray.grpc needs Ray 2.57+ for gRPC through the HAProxy ingress; got ray.version "
                 f"{self.version} (set ray.grpc: false or use 2.60.0)"
             )
+        if self.tuning is not None and self.serve_profile != "tuned":
+            raise ValueError(
+                f"ray.tuning applies only to serveProfile: tuned; got serveProfile: "
+                f"{self.serve_profile} (remove ray.tuning or use serveProfile: tuned)"
+            )
+        if self.tuned is not None:
+            for key, env in TUNING_ENV_KEYS.items():
+                if env in self.extra_env:
+                    raise ValueError(
+                        f"ray.extraEnv.{env} ({self.extra_env[env]!r}) conflicts with "
+                        f"ray.tuning.{key}, which sets it; set ray.tuning.{key} instead"
+                    )
         return self
+
+
+def with_serve_profile(config: StackConfig, profile: ServeProfile) -> StackConfig:
+    """The same stack under another serve profile: the other side of an A/B. Tuning goes with
+    `tuned` only, so `flags-only` and `ray-defaults` are Ray's flags and defaults, nothing else."""
+    ray = config.ray.model_copy(
+        update={
+            "serve_profile": profile,
+            "tuning": config.ray.tuning if profile == "tuned" else None,
+        }
+    )
+    return config.model_copy(update={"ray": ray})
+
+
+# Which env var each tuning key sets (infra/serve_config.py): extraEnv may not set them too.
+TUNING_ENV_KEYS = {
+    "metricsExportIntervalMs": "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS",
+    "haproxyThreads": "RAY_SERVE_HAPROXY_NBTHREAD",
+}
 
 
 # ---------------------------------------------------------------------------------------------- RayService
@@ -372,6 +444,10 @@ class WorkerGroupConfig(Model):
     max_replicas: int = Field(ge=1)
     cpu: str = "20"
     memory: str = "200Gi"
+    # Worker pods over nodes: `preferred` (ScheduleAnyway), `required` (DoNotSchedule) or `none`.
+    spread: SpreadMode = "preferred"
+    # Worker pods a voluntary disruption must leave running. Default: minReplicas - 1 (one at a time).
+    pdb_min_available: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _order(self) -> WorkerGroupConfig:
@@ -380,7 +456,22 @@ class WorkerGroupConfig(Model):
                 f"rayService.workers.minReplicas ({self.min_replicas}) must be <= "
                 f"rayService.workers.maxReplicas ({self.max_replicas})"
             )
+        floor = self.pdb_min_available
+        if floor is not None and floor > 0 and floor >= self.min_replicas:
+            allowed = "0" if self.min_replicas <= 1 else f"0..{self.min_replicas - 1}"
+            raise ValueError(
+                f"rayService.workers.pdbMinAvailable ({floor}) must be below "
+                f"rayService.workers.minReplicas ({self.min_replicas}) or 0: at minReplicas workers it "
+                f"allows no eviction, so every node drain and upgrade blocks; allowed: {allowed}"
+            )
         return self
+
+    @property
+    def min_available(self) -> int:
+        """The PodDisruptionBudget's minAvailable: given, or all but one of the floor."""
+        if self.pdb_min_available is not None:
+            return self.pdb_min_available
+        return max(0, self.min_replicas - 1)
 
 
 class UpgradeStrategy(Model):
@@ -408,6 +499,11 @@ class FaultTolerance(Model):
             raise ValueError(
                 "rayService.faultTolerance.redisAddress is required when enabled is true "
                 "(host:port of a Memorystore for Redis instance: `gcloud redis instances describe`)"
+            )
+        if self.enabled and self.redis_password is None:
+            raise ValueError(
+                "rayService.faultTolerance.redisPassword is required when enabled is true: "
+                "{name: <Secret>, key: <key>} holding the Memorystore AUTH string; got none"
             )
         if self.redis_address and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", self.redis_address):
             raise ValueError(
@@ -439,11 +535,38 @@ class ModelBucketConfig(Model):
         return value
 
 
+class ShutdownConfig(Model):
+    """How a Ray pod stops: a worker's preStop drains its Ray node with `drainDeadlineSeconds` (Serve
+    moves replicas off it first), then `ray stop`; the kubelet kills the pod at the grace period."""
+
+    termination_grace_period_seconds: int = Field(default=DEFAULT_TERMINATION_GRACE_S, ge=1)
+    drain_deadline_seconds: int = Field(default=DEFAULT_DRAIN_DEADLINE_S, ge=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> ShutdownConfig:
+        grace, drain = self.termination_grace_period_seconds, self.drain_deadline_seconds
+        room = grace - STOP_MARGIN_S
+        if drain > room:
+            raise ValueError(
+                f"rayService.shutdown.drainDeadlineSeconds ({drain}) must leave {STOP_MARGIN_S} s of "
+                f"rayService.shutdown.terminationGracePeriodSeconds ({grace}) for `ray stop`, or the "
+                f"kubelet kills the pod mid-drain; allowed: 1..{room} (or raise the grace period)"
+            )
+        if grace < HEAD_DEREGISTRATION_S + STOP_MARGIN_S:
+            raise ValueError(
+                f"rayService.shutdown.terminationGracePeriodSeconds ({grace}) must be at least "
+                f"{HEAD_DEREGISTRATION_S + STOP_MARGIN_S}: the head waits {HEAD_DEREGISTRATION_S} s to "
+                f"leave the Services, then {STOP_MARGIN_S} s for `ray stop`"
+            )
+        return self
+
+
 class RayServiceConfig(Model):
     name: str
     namespace: str = "ray-serve"
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
     fault_tolerance: FaultTolerance = FaultTolerance()
+    shutdown: ShutdownConfig = ShutdownConfig()
     head: Resources = Resources(cpu="4", memory="16Gi")
     workers: WorkerGroupConfig
     model_bucket: ModelBucketConfig | None = None
@@ -485,12 +608,42 @@ class DeploymentConfig(Model):
     num_gpus: float = Field(default=0, ge=0)
     max_ongoing_requests: int | None = Field(default=None, ge=1)
     max_queued_requests: int | None = Field(default=None, ge=-1)
+    # Serve's replica lifecycle; unset keeps Ray's defaults (RAY_* above).
+    graceful_shutdown_wait_loop_s: float | None = Field(default=None, ge=0)
+    graceful_shutdown_timeout_s: float | None = Field(default=None, ge=0)
+    health_check_period_s: float | None = Field(default=None, gt=0)
+    health_check_timeout_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_scaling(self) -> DeploymentConfig:
         if self.num_replicas is not None and self.autoscaling is not None:
             raise ValueError("set numReplicas or autoscaling, not both")
         return self
+
+    @model_validator(mode="after")
+    def _drain_loop_fits(self) -> DeploymentConfig:
+        # A stopping replica sleeps one wait loop before it first counts its ongoing requests, and
+        # the controller kills it at the timeout: a loop longer than the timeout never drains.
+        loop, timeout = self.shutdown_wait_loop_s, self.shutdown_timeout_s
+        if loop > timeout:
+            default = "" if self.graceful_shutdown_timeout_s is not None else ", Ray's default"
+            raise ValueError(
+                f"gracefulShutdownWaitLoopS must be <= gracefulShutdownTimeoutS ({timeout:g}{default}); "
+                f"got {loop:g}: the controller kills a stopping replica at the timeout, before its "
+                f"first drain check; allowed: 0..{timeout:g}"
+            )
+        return self
+
+    @property
+    def shutdown_timeout_s(self) -> float:
+        """graceful_shutdown_timeout_s as Ray will use it (before any ingress floor)."""
+        given = self.graceful_shutdown_timeout_s
+        return RAY_GRACEFUL_SHUTDOWN_TIMEOUT_S if given is None else given
+
+    @property
+    def shutdown_wait_loop_s(self) -> float:
+        given = self.graceful_shutdown_wait_loop_s
+        return RAY_GRACEFUL_SHUTDOWN_WAIT_LOOP_S if given is None else given
 
     @property
     def peak_replicas(self) -> int:
@@ -601,10 +754,36 @@ class StackConfig(Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
-        problems = list(_cross_problems(self))
+        problems = [*_cross_problems(self), *_batching_problems(self)]
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def _batching_problems(c: StackConfig):
+    """A recsys Ranker batches concurrent requests, and a replica never holds more than its
+    max_ongoing_requests: a smaller limit than max_batch_size means batches that never fill."""
+    tuned = c.ray.tuned
+    for app in c.apps:
+        if app.kind != "recsys":
+            continue
+        batch = int(app.args.get("max_batch_size", RECSYS_MAX_BATCH_SIZE))
+        ranker = app.deployments.get("Ranker")
+        if ranker is not None and ranker.max_ongoing_requests is not None:
+            limit, key = (
+                ranker.max_ongoing_requests,
+                f"apps[{app.name}].deployments.Ranker.maxOngoingRequests",
+            )
+        elif tuned is not None:
+            limit, key = tuned.max_ongoing_requests, "ray.tuning.maxOngoingRequests"
+        else:
+            continue  # Ray's default (5) under flags-only / ray-defaults: the profile's choice
+        if limit < batch:
+            yield (
+                f"{key} ({limit}) must be >= apps[{app.name}].args.max_batch_size ({batch}): a "
+                f"replica holds at most maxOngoingRequests requests, so batches never fill; "
+                f"allowed: {batch} or more"
+            )
 
 
 def _cross_problems(c: StackConfig):
@@ -639,8 +818,15 @@ def _cross_problems(c: StackConfig):
             yield "ingress.sourceRanges must not contain 0.0.0.0/0 in prod; list the client ranges"
         if not c.cluster.deletion_protection:
             yield "cluster.deletionProtection must be true in prod; got false"
+        if not svc.fault_tolerance.enabled:
+            yield (
+                "rayService.faultTolerance.enabled must be true in prod; got false: without GCS fault "
+                "tolerance (an external Redis) a head restart takes every Serve app down; set enabled, "
+                "redisAddress and redisPassword"
+            )
     yield from _app_problems(c)
     yield from _upgrade_problems(c)
+    yield from _shutdown_problems(c)
 
 
 def _app_problems(c: StackConfig):
@@ -672,6 +858,64 @@ def _app_problems(c: StackConfig):
             f"apps: need {demand:g} GPUs at peak replicas but rayService.workers.maxReplicas "
             f"({c.ray_service.workers.max_replicas}) x {c.gpu_pool.accelerator_count} GPUs per "
             f"{c.gpu_pool.machine_type} holds {capacity}; raise maxReplicas/gpuPool.maxNodes or lower replicas"
+        )
+
+
+def ingress_shutdown_floor_s(ray: RayConfig) -> float | None:
+    """The graceful_shutdown_timeout_s Serve forces on ingress deployments, or None without direct
+    ingress (on with Ray's HAProxy ingress, with RAY_SERVE_THROUGHPUT_OPTIMIZED unless turned off)."""
+    from infra.serve_config import serve_flags  # it imports this module
+
+    env = serve_flags(ray)
+    on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0") == "1"
+    if env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1":
+        on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1") == "1"
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        on = True
+    if not on:
+        return None
+    try:
+        period = float(
+            env.get(
+                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
+                RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S,
+            )
+        )
+    except ValueError:
+        period = RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
+    return period + RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S
+
+
+def _shutdown_problems(c: StackConfig):
+    """A replica's graceful shutdown must fit inside the drain, and the drain inside the pod's grace.
+
+    Serve stops a replica on a draining node at the latest at the drain deadline minus the
+    replica's graceful_shutdown_timeout_s; a timeout as long as the deadline stops it at once,
+    before a replacement runs, and one past it is cut by `ray stop` and the kubelet.
+    """
+    shutdown = c.ray_service.shutdown
+    drain, grace = shutdown.drain_deadline_seconds, shutdown.termination_grace_period_seconds
+    where = (
+        f"rayService.shutdown.drainDeadlineSeconds ({drain}; the pod's "
+        f"terminationGracePeriodSeconds is {grace})"
+    )
+    for app in c.apps:
+        for name, dep in sorted(app.deployments.items()):
+            timeout = dep.shutdown_timeout_s
+            if dep.graceful_shutdown_timeout_s is not None and timeout >= drain:
+                yield (
+                    f"apps[{app.name}].deployments.{name}.gracefulShutdownTimeoutS ({timeout:g}) must "
+                    f"be shorter than {where}: Serve stops a replica on a draining node at the deadline "
+                    f"minus this timeout; allowed: 0..{drain - 1}, or raise drainDeadlineSeconds and "
+                    "terminationGracePeriodSeconds"
+                )
+    floor = ingress_shutdown_floor_s(c.ray)
+    if floor is not None and floor >= drain:
+        yield (
+            f"{where} must be longer than {floor:g} s with Ray's HAProxy (direct) ingress: Serve raises "
+            "every ingress deployment's graceful shutdown to RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S "
+            f"+ {RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S:g} s; allowed: {int(floor) + 1}.."
+            f"{grace - STOP_MARGIN_S} (or raise terminationGracePeriodSeconds)"
         )
 
 

@@ -64,6 +64,7 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
                 resources=rs.Resources(cpu=svc.workers.cpu, memory=svc.workers.memory),
                 min_replicas=svc.workers.min_replicas,
                 max_replicas=svc.workers.max_replicas,
+                spread=svc.workers.spread,
             ),
         ),
         serve_config=build_serve_config(config),
@@ -89,6 +90,8 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
             else None
         ),
         enable_in_tree_autoscaling=True,
+        termination_grace_s=svc.shutdown.termination_grace_period_seconds,
+        drain_deadline_s=svc.shutdown.drain_deadline_seconds,
         model_bucket=(
             rs.ModelBucket(
                 bucket=bucket.bucket,
@@ -198,6 +201,7 @@ def define(config: StackConfig) -> dict[str, Any]:
         "spec": spec,
         "ingress_pod_labels": ingress.pod_labels,
         "operator_namespace": config.kuberay.namespace,
+        "pdb_min_available": config.ray_service.workers.min_available,
     }
     if spec.model_bucket is not None:
         project = gcp.organizations.get_project_output(

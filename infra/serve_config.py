@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra.config import AppConfig, DeploymentConfig, RayConfig, StackConfig
+from infra.config import AppConfig, DeploymentConfig, RayConfig, StackConfig, TuningConfig
 
 SERVE_HTTP_PORT = 8000
 SERVE_GRPC_PORT = 9000
@@ -54,12 +54,25 @@ def app_kind(app: AppConfig) -> AppKindSpec:
     )
 
 
+# Ray's two flags, nothing else: what every user can do from the vendor's blog.
+FLAGS_ONLY = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# App kinds whose builders take `handle_serialization` (app/echo.py, app/recsys.py).
+HANDLE_SERIALIZATION_KINDS = ("echo", "recsys")
+
+
+def tuning_env(tuning: TuningConfig) -> dict[str, str]:
+    """The env half of `serveProfile: tuned` (config.TUNING_ENV_KEYS names the same variables)."""
+    env = {"RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": str(tuning.metrics_export_interval_ms)}
+    if tuning.haproxy_threads is not None:
+        env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(tuning.haproxy_threads)
+    return env
+
+
 def serve_flags(ray: RayConfig) -> dict[str, str]:
     """The env flags Ray must see where `ray start` runs (head and every worker)."""
-    profile = {
-        "optimized": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-        "ray-defaults": {},
-    }[ray.serve_profile]
+    profile = {} if ray.serve_profile == "ray-defaults" else dict(FLAGS_ONLY)
+    if ray.tuned is not None:
+        profile.update(tuning_env(ray.tuned))
     return {**profile, **ray.extra_env}
 
 
@@ -84,7 +97,30 @@ def _deployment(name: str, dep: DeploymentConfig) -> dict[str, Any]:
         out["max_ongoing_requests"] = dep.max_ongoing_requests
     if dep.max_queued_requests is not None:
         out["max_queued_requests"] = dep.max_queued_requests
+    # Replica lifecycle: only what the stack sets, so Ray's defaults stay Ray's.
+    for key in (
+        "graceful_shutdown_wait_loop_s",
+        "graceful_shutdown_timeout_s",
+        "health_check_period_s",
+        "health_check_timeout_s",
+    ):
+        if (value := getattr(dep, key)) is not None:
+            out[key] = value
     return out
+
+
+def _tuned(app: AppConfig, entry: dict[str, Any], tuning: TuningConfig) -> dict[str, Any]:
+    """The app's entry with `serveProfile: tuned`'s serve-config half; what the stack sets wins.
+    The llm app's deployments come from Ray Serve LLM's builder, which sizes its own limits."""
+    entry = {**entry, "logging_config": {"enable_access_log": tuning.access_log}}
+    if app.kind in HANDLE_SERIALIZATION_KINDS:
+        entry["args"] = {"handle_serialization": tuning.handle_serialization, **entry["args"]}
+    if app.kind != "llm":
+        entry["deployments"] = [
+            {"max_ongoing_requests": tuning.max_ongoing_requests, **dep}
+            for dep in entry["deployments"]
+        ]
+    return entry
 
 
 def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> dict[str, Any]:
@@ -94,15 +130,16 @@ def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> di
     for app in config.apps:
         kind = app_kind(app)
         servicers += [f for f in kind.grpc_servicer_functions if f not in servicers]
-        applications.append(
-            {
-                "name": app.name,
-                "route_prefix": app.route_prefix,
-                "import_path": kind.import_path,
-                "args": dict(app.args),
-                "deployments": [_deployment(n, d) for n, d in sorted(app.deployments.items())],
-            }
-        )
+        entry = {
+            "name": app.name,
+            "route_prefix": app.route_prefix,
+            "import_path": kind.import_path,
+            "args": dict(app.args),
+            "deployments": [_deployment(n, d) for n, d in sorted(app.deployments.items())],
+        }
+        if config.ray.tuned is not None:
+            entry = _tuned(app, entry, config.ray.tuned)
+        applications.append(entry)
     document: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": {"host": http_host, "port": SERVE_HTTP_PORT},

@@ -9,14 +9,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from pathlib import Path
+from typing import Any, get_args
 
-from infra.config import ConfigError
+from infra.config import ConfigError, ServeProfile
 from raygke.local import LocalError
 from raygke.local_ray import LocalRayError
 
 EXIT_BAD_INPUT = 2
+# Keys `raygke local status|down` read from a run's state file.
+_STATE_KEYS = ("stack", "profile", "pids", "ray")
+
+
+class BadInput(ValueError):
+    """An argument or file the user gave that cannot work; one line, exit 2."""
+
+
+def _tcp_port(text: str) -> int:
+    """argparse type of --port/--grpc-port: a TCP port a listener can bind (0 would mean "any")."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a TCP port 1-65535; got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port 1-65535; got {port}")
+    return port
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -57,13 +77,50 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_state(state_dir: Path) -> dict[str, Any] | None:
+    """The run recorded in `state_dir`, None if there is none; LocalError if its file is damaged."""
+    from raygke import local
+
+    path = state_dir / "state.json"
+    try:
+        state = local.read_state(state_dir)
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LocalError(
+            f"{path} is not a local run's state (not JSON: {exc}); stop its processes by hand "
+            f"and remove {state_dir}"
+        ) from None
+    if state is None:
+        return None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing or not all(isinstance(p, int) for p in state["pids"]):
+        raise LocalError(
+            f"{path} is not a local run's state (missing or bad keys: {missing or ['pids']}); "
+            f"stop its processes by hand and remove {state_dir}"
+        )
+    return state
+
+
 def _local(args: argparse.Namespace) -> int:
     from raygke import local
 
+    state_dir = Path(args.state_dir or local.DEFAULT_STATE_DIR)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise BadInput(f"--state-dir {state_dir} is a file, not a directory")
+    if args.port is not None and args.port == args.grpc_port:
+        raise BadInput(f"--port and --grpc-port must differ; both are {args.port}")
+    state = _local_state(state_dir)  # a damaged state file fails here, before anything starts
+    if args.action == "status" and state is None:
+        print(
+            f"raygke: no local run in {state_dir.resolve()}; start one with `raygke local up`",
+            file=sys.stderr,
+        )
+        return 1
     if args.action == "up":
         return local.up(
             args.stack,
-            ray_defaults=args.ray_defaults,
+            profile=args.profile,
             state_dir=args.state_dir,
             http_port=args.port,
             grpc_port=args.grpc_port,
@@ -104,14 +161,15 @@ def parser() -> argparse.ArgumentParser:
         "--stack", default="dev", help="the stack whose config to run (default: dev)"
     )
     local.add_argument(
-        "--ray-defaults",
-        action="store_true",
-        help="run Ray's default serving path (no HAProxy ingress, no gRPC transport)",
+        "--profile",
+        choices=get_args(ServeProfile),
+        help="run the stack under another serveProfile: flags-only (Ray's two flags, nothing "
+        "else) or ray-defaults (no HAProxy ingress, no gRPC transport); default: the stack's",
     )
     local.add_argument(
-        "--port", type=int, help="our ingress tier's HTTP port (default: a free one)"
+        "--port", type=_tcp_port, help="our ingress tier's HTTP port (default: a free one)"
     )
-    local.add_argument("--grpc-port", type=int, help="its gRPC port (default: a free one)")
+    local.add_argument("--grpc-port", type=_tcp_port, help="its gRPC port (default: a free one)")
     local.add_argument(
         "--state-dir",
         default=None,
@@ -131,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         from raygke.smoke.cli import main as smoke_main
 
         return smoke_main(argv[1:])
-    args = parser().parse_args(argv)
+    args = parser().parse_args(argv)  # bad arguments: usage and one error line, exit 2
     try:
         return args.run(args)
-    except ConfigError as exc:
+    except (ConfigError, BadInput) as exc:
         print(f"raygke: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (LocalError, LocalRayError) as exc:  # a local run that could not start or stop
@@ -142,6 +200,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a path we could not create or read, a port we could not bind
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"raygke: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # Never a traceback for a user; RAYGKE_TRACEBACK=1 shows where it came from.
+        if os.environ.get("RAYGKE_TRACEBACK") == "1":
+            raise
+        detail = " ".join(str(exc).split()) or "no message"
+        print(
+            f"raygke: unexpected {type(exc).__name__}: {detail} (RAYGKE_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

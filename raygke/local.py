@@ -34,7 +34,7 @@ from components.render.haproxy import (
     find_haproxy,
     render_haproxy_cfg,
 )
-from infra.config import StackConfig, load_stack_config
+from infra.config import ServeProfile, StackConfig, load_stack_config, with_serve_profile
 from infra.outputs import smoke_contract
 from infra.serve_config import build_serve_config, scale_for_local, serve_flags
 from raygke import local_ray
@@ -96,20 +96,45 @@ def local_serve_config(config: StackConfig) -> dict[str, Any]:
 
 
 def tier_spec(
-    config: StackConfig, ray: local_ray.LocalRay, http: int, grpc: int, stats: int, pidfile: Path
+    config: StackConfig,
+    ray: local_ray.LocalRay,
+    http: int,
+    grpc: int,
+    stats: int,
+    pidfile: Path,
+    *,
+    routes: tuple[str, ...] | None = None,
+    fallback: bool = False,
+    admin_socket: Path | None = None,
 ) -> IngressSpec:
-    """Our ingress tier on 127.0.0.1, in front of the local Ray ingress: the cluster's routes and checks."""
-    server = StaticServer(
-        "ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if config.ray.grpc else None
-    )
+    """Our ingress tier on 127.0.0.1, in front of the local Ray ingress: the cluster's routes and checks.
+
+    `fallback` adds Ray's fallback proxy (its Python proxy, on its own ports) as a second server, so
+    the tier has two Ray ingresses to balance and fail over between, as in the cluster where each Ray
+    pod is one; `raygke local up` leaves it out (the proxy is slower than Ray's HAProxy).
+    `admin_socket` lets `start_tier` reload the tier without refusing a connection."""
+    grpc_on = config.ray.grpc
+    servers = [
+        StaticServer("ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if grpc_on else None)
+    ]
+    if fallback:
+        servers.append(
+            StaticServer(
+                "ray-fallback",
+                "127.0.0.1",
+                ray.ports.fallback_http,
+                ray.ports.fallback_grpc if grpc_on else None,
+            )
+        )
     return IngressSpec(
         http=Bind("127.0.0.1", http),
-        grpc=Bind("127.0.0.1", grpc) if config.ray.grpc else None,
+        grpc=Bind("127.0.0.1", grpc) if grpc_on else None,
         stats=Bind("127.0.0.1", stats),
-        backends=StaticBackends((server,)),
-        routes=tuple(app.route_prefix for app in config.apps),
+        backends=StaticBackends(tuple(servers)),
+        routes=routes or tuple(app.route_prefix for app in config.apps),
         nbthread=None,  # one thread per usable core of this machine
         pidfile=str(pidfile),
+        admin_socket=str(admin_socket) if admin_socket is not None else None,
     )
 
 
@@ -141,20 +166,45 @@ def _tier_ports(http: int | None, grpc: int | None) -> tuple[int, int, int]:
     return http or next(free), grpc or next(free), next(free)
 
 
-def _start_tier(spec: IngressSpec, state_dir: Path, haproxy: Path) -> int:
+def start_tier(
+    spec: IngressSpec, state_dir: Path, haproxy: Path, *, replace: int | None = None
+) -> int:
+    """Starts our tier's haproxy (rendered from `spec`, checked with `haproxy -c`); returns its PID.
+
+    `replace`: the PID of a running tier to reload from. The new process takes the listeners over
+    (through the spec's admin socket, when it has one) and tells the old one to finish what it
+    serves and exit (`-sf`): that is how haproxy reloads without dropping connections."""
     text = render_haproxy_cfg(spec)
     check_config(text, haproxy)
     cfg = state_dir / "haproxy.cfg"
     cfg.write_text(text)
-    log = (state_dir / "haproxy.log").open("wb")
+    args = [str(haproxy), "-db", "-f", str(cfg)]
+    if replace is not None:
+        args += ["-sf", str(replace)]
+        if spec.admin_socket is not None and Path(spec.admin_socket).exists():
+            args += ["-x", spec.admin_socket]
+    log = (state_dir / "haproxy.log").open("ab")
     # -db: stay in the foreground as our child, so its PID is the one we record and stop
-    proc = subprocess.Popen(
-        [str(haproxy), "-db", "-f", str(cfg)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
     return proc.pid
+
+
+def stop_tier(pid: int, timeout_s: float = 10.0) -> None:
+    """Stops one tier process by PID: SIGTERM, then SIGKILL if it is still there."""
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    # When the tier is our own child, reap it: a zombie still answers kill(pid, 0).
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _sample_requests(outputs: dict[str, Any]) -> list[str]:
@@ -188,7 +238,7 @@ def _first_request(outputs: dict[str, Any]) -> str:
 def up(
     stack: str,
     *,
-    ray_defaults: bool = False,
+    profile: ServeProfile | None = None,
     state_dir: str | Path | None = None,
     http_port: int | None = None,
     grpc_port: int | None = None,
@@ -206,7 +256,9 @@ def up(
         shutil.rmtree(state_dir, ignore_errors=True)
 
     config = load_stack_config(stack)
-    flags = {} if ray_defaults else serve_flags(config.ray)
+    if profile is not None:  # the other side of an A/B: the same stack, another profile
+        config = with_serve_profile(config, profile)
+    flags = serve_flags(config.ray)
     serve_config = local_serve_config(config)
     served = {a["name"] for a in serve_config["applications"]}
     for app in config.apps:
@@ -217,7 +269,8 @@ def up(
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     _say(
-        f"stack {stack}: {'Ray defaults' if ray_defaults else 'flags ' + ' '.join(f'{k}={v}' for k, v in flags.items())}"
+        f"stack {stack}, serveProfile {config.ray.serve_profile}: "
+        + (" ".join(f"{k}={v}" for k, v in flags.items()) or "Ray's defaults")
     )
     cpus = sum(
         d["ray_actor_options"]["num_cpus"]
@@ -232,7 +285,7 @@ def up(
     )
     state: dict[str, Any] = {
         "stack": stack,
-        "ray_defaults": ray_defaults,
+        "profile": config.ray.serve_profile,
         "pids": [ray.pid],
         "ray": _jsonable(asdict(ray)),
     }
@@ -240,7 +293,7 @@ def up(
     try:
         local_ray.deploy(ray, serve_config, on_progress=_say)
         spec = tier_spec(config, ray, http, grpc, stats, state_dir / "haproxy.pid")
-        tier_pid = _start_tier(spec, state_dir, haproxy)
+        tier_pid = start_tier(spec, state_dir, haproxy)
         state["pids"].append(tier_pid)
         state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
         _write_state(state_dir, state)
@@ -298,14 +351,7 @@ def _stop(state_dir: Path, state: dict[str, Any]) -> list[int]:
     stopped: list[int] = []
     tier = state.get("tier")
     if tier and _alive(tier["pid"]):
-        os.kill(tier["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _alive(tier["pid"]) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(tier["pid"], os.WNOHANG)
-            time.sleep(0.05)
-        if _alive(tier["pid"]):
-            os.kill(tier["pid"], signal.SIGKILL)
+        stop_tier(tier["pid"])
         stopped.append(tier["pid"])
     stopped += local_ray.stop(_ray_from_state(state))
     shutil.rmtree(state_dir, ignore_errors=True)
@@ -337,9 +383,7 @@ def status(*, state_dir: str | Path | None = None) -> int:
         urllib.request.urlopen(f"http://127.0.0.1:{tier.get('http')}{HEALTH_PATH}", timeout=3) as r,
     ):
         healthy = r.status == 200
-    print(
-        f"stack {state['stack']} ({'Ray defaults' if state['ray_defaults'] else 'package defaults'})"
-    )
+    print(f"stack {state['stack']} (serveProfile {state['profile']})")
     for pid, up_ in alive.items():
         print(f"  pid {pid}: {'running' if up_ else 'gone'}")
     print(

@@ -45,6 +45,12 @@ Progress = Callable[[str], None]
 # than this gets its Ray files in a short /tmp dir instead.
 _MAX_TEMP_DIR_LEN = 23
 _WORKER_PORTS = 200  # one port per Ray worker process; plenty for one head
+# One port per ingress replica (HTTP and gRPC each). Ray's default windows (30000-31000,
+# 40000-41000) are the same for every run on a machine, and replicas bind their gRPC port with
+# SO_REUSEPORT: two runs' replicas then share a port and take each other's requests (seen: a
+# gRPC request for one run's app answered NOT_FOUND by another run's replica). Each run gets
+# windows of its own.
+_DIRECT_INGRESS_PORTS = 50
 _STARTED_MARKER = "Ray runtime started"
 
 
@@ -73,6 +79,11 @@ class Ports:
     haproxy_metrics: int
     fallback_http: int  # Serve's fallback proxy (HAProxy mode), 8500 by default
     fallback_grpc: int  # 9500 by default
+    # Ingress replicas' own ports in HAProxy mode (Ray: 30000-31000 and 40000-41000); 0: Ray's.
+    direct_http_min: int = 0
+    direct_http_max: int = 0
+    direct_grpc_min: int = 0
+    direct_grpc_max: int = 0
 
 
 @dataclass
@@ -136,16 +147,21 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def _worker_port_range(taken: Iterable[int]) -> tuple[int, int]:
-    """A window of free ports for Ray workers, away from Ray's default 10002-19999 and from the
-    kernel's ephemeral range start, so concurrent heads rarely collide."""
+def _port_window(taken: Iterable[int], size: int) -> tuple[int, int]:
+    """A window of `size` free ports, away from Ray's defaults (10002-19999 for workers,
+    30000-31000 and 40000-41000 for ingress replicas) and from the kernel's ephemeral range, so
+    concurrent heads rarely collide."""
     avoid = set(taken)
     for _ in range(50):
-        low = random.randrange(20000, 29800, 10)
-        window = range(low, low + _WORKER_PORTS)
-        if avoid.isdisjoint(window) and not any(port_in_use(p) for p in window[::20]):
-            return low, low + _WORKER_PORTS - 1
-    raise LocalRayError("no free window of worker ports found in 20000-29999")
+        low = random.randrange(20000, 29999 - size, 10)
+        window = range(low, low + size)
+        if avoid.isdisjoint(window) and not any(port_in_use(p) for p in window[::10]):
+            return low, low + size - 1
+    raise LocalRayError(f"no free window of {size} ports found in 20000-29999")
+
+
+def _worker_port_range(taken: Iterable[int]) -> tuple[int, int]:
+    return _port_window(taken, _WORKER_PORTS)
 
 
 def choose_ports(http: int | None = None, grpc: int | None = None) -> Ports:
@@ -156,7 +172,12 @@ def choose_ports(http: int | None = None, grpc: int | None = None) -> Ports:
     picked = free_ports(15)
     http_port = http if http is not None else picked[11]
     grpc_port = grpc if grpc is not None else picked[12]
-    worker_min, worker_max = _worker_port_range([*picked, http_port, grpc_port])
+    taken = [*picked, http_port, grpc_port]
+    worker_min, worker_max = _worker_port_range(taken)
+    taken += range(worker_min, worker_max + 1)
+    direct_http = _port_window(taken, _DIRECT_INGRESS_PORTS)
+    taken += range(direct_http[0], direct_http[1] + 1)
+    direct_grpc = _port_window(taken, _DIRECT_INGRESS_PORTS)
     return Ports(
         gcs=picked[0],
         node_manager=picked[1],
@@ -175,6 +196,10 @@ def choose_ports(http: int | None = None, grpc: int | None = None) -> Ports:
         worker_max=worker_max,
         http=http_port,
         grpc=grpc_port,
+        direct_http_min=direct_http[0],
+        direct_http_max=direct_http[1],
+        direct_grpc_min=direct_grpc[0],
+        direct_grpc_max=direct_grpc[1],
     )
 
 
@@ -251,6 +276,15 @@ def ray_env(
             "RAY_DEDUP_LOGS": "0",
         }
     )
+    if ports.direct_http_min:
+        env.update(
+            {
+                "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(ports.direct_http_min),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(ports.direct_http_max),
+                "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(ports.direct_grpc_min),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(ports.direct_grpc_max),
+            }
+        )
     return env
 
 
@@ -458,6 +492,8 @@ def deploy(
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
+                if not line.startswith("{"):
+                    continue  # Ray itself may print to stdout; our events are JSON objects
                 event = json.loads(line)
                 if event["event"] == "progress":
                     say(event["message"])

@@ -88,4 +88,6 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
 @pytest.fixture(scope="session")
 def local_run_ray_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
     """The dev stack on Ray's defaults (Python proxy, no gRPC transport)."""
-    yield from _local_run(tmp_path_factory.mktemp("local-defaults") / "state", "--ray-defaults")
+    yield from _local_run(
+        tmp_path_factory.mktemp("local-defaults") / "state", "--profile", "ray-defaults"
+    )

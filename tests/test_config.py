@@ -366,6 +366,94 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         _set("cluster", kmsKey="gke-secrets"),
         r"cluster.kmsKey must be projects/P/locations/L/keyRings/R/cryptoKeys/K .*got 'gke-secrets'",
     ),
+    # --- reliability: shutdown, drains, health checks, disruption budgets, head fault tolerance ---
+    (
+        "graceful shutdown as long as the drain",
+        "staging",
+        _in("apps", [0, "deployments", "Streamer"], gracefulShutdownTimeoutS=200),
+        r"apps\[echo\].deployments.Streamer.gracefulShutdownTimeoutS \(200\) must be shorter than "
+        r"rayService.shutdown.drainDeadlineSeconds \(90; the pod's terminationGracePeriodSeconds is "
+        r"120\): .*allowed: 0..89",
+    ),
+    (
+        "drain longer than the termination grace allows",
+        "dev",
+        _set(
+            "rayService", shutdown={"terminationGracePeriodSeconds": 50, "drainDeadlineSeconds": 45}
+        ),
+        r"rayService.shutdown.drainDeadlineSeconds \(45\) must leave 15 s of "
+        r"rayService.shutdown.terminationGracePeriodSeconds \(50\) for `ray stop`.*allowed: 1..35",
+    ),
+    (
+        "termination grace shorter than the head needs",
+        "dev",
+        _set(
+            "rayService", shutdown={"terminationGracePeriodSeconds": 20, "drainDeadlineSeconds": 5}
+        ),
+        r"rayService.shutdown.terminationGracePeriodSeconds \(20\) must be at least 30: the head "
+        r"waits 15 s",
+    ),
+    (
+        "drain shorter than the HAProxy ingress floor",
+        "dev",
+        _set(
+            "rayService", shutdown={"terminationGracePeriodSeconds": 60, "drainDeadlineSeconds": 30}
+        ),
+        r"rayService.shutdown.drainDeadlineSeconds \(30; .*\) must be longer than 35 s with Ray's "
+        r"HAProxy \(direct\) ingress: .*allowed: 36..45",
+    ),
+    (
+        "drain wait loop longer than the shutdown timeout",
+        "dev",
+        _in("apps", [0, "deployments", "Echo"], gracefulShutdownWaitLoopS=30),
+        r"ray-serve-gke:apps\[0\].deployments.Echo: gracefulShutdownWaitLoopS must be <= "
+        r"gracefulShutdownTimeoutS \(20, Ray's default\); got 30: .*allowed: 0..20",
+    ),
+    (
+        "negative graceful shutdown timeout",
+        "dev",
+        _in("apps", [0, "deployments", "Echo"], gracefulShutdownTimeoutS=-1),
+        r"apps\[0\].deployments.Echo.gracefulShutdownTimeoutS: Input should be greater than or "
+        r"equal to 0; got -1",
+    ),
+    (
+        "health check period of zero",
+        "dev",
+        _in("apps", [1, "deployments", "Ranker"], healthCheckPeriodS=0),
+        r"apps\[1\].deployments.Ranker.healthCheckPeriodS: Input should be greater than 0; got 0",
+    ),
+    (
+        "PDB that blocks every drain",
+        "prod",
+        _in("rayService", ["workers"], pdbMinAvailable=2),
+        r"rayService.workers.pdbMinAvailable \(2\) must be below rayService.workers.minReplicas "
+        r"\(2\) or 0: .*every node drain and upgrade blocks; allowed: 0..1",
+    ),
+    (
+        "PDB floor over a group that scales to zero",
+        "dev",
+        _in("rayService", ["workers"], pdbMinAvailable=1),
+        r"rayService.workers.pdbMinAvailable \(1\) must be below rayService.workers.minReplicas "
+        r"\(0\) or 0: .*allowed: 0$",
+    ),
+    (
+        "unknown spread mode",
+        "dev",
+        _in("rayService", ["workers"], spread="zonal"),
+        r"rayService.workers.spread: Input should be 'none', 'preferred' or 'required'; got 'zonal'",
+    ),
+    (
+        "prod without head fault tolerance",
+        "prod",
+        _in("rayService", ["faultTolerance"], enabled=False),
+        r"rayService.faultTolerance.enabled must be true in prod; got false",
+    ),
+    (
+        "head fault tolerance without the Redis password",
+        "prod",
+        lambda c: c[f"{NS}:rayService"]["faultTolerance"].pop("redisPassword"),
+        r"rayService.faultTolerance.redisPassword is required when enabled is true: .*got none",
+    ),
 ]
 
 
@@ -420,6 +508,56 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as raised:
         parse_stack_config("prod", config)
     assert "no scale to zero" in str(raised.value) and "0.0.0.0/0" in str(raised.value)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic models
+def test_ray_defaults_the_config_assumes_are_ray_2_60s():
+    from ray.serve._private import constants
+
+    from infra import config as cfg
+
+    assert cfg.RAY_GRACEFUL_SHUTDOWN_TIMEOUT_S == constants.DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+    assert cfg.RAY_GRACEFUL_SHUTDOWN_WAIT_LOOP_S == constants.DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
+    assert cfg.RAY_HEALTH_CHECK_PERIOD_S == constants.DEFAULT_HEALTH_CHECK_PERIOD_S
+    assert cfg.RAY_HEALTH_CHECK_TIMEOUT_S == constants.DEFAULT_HEALTH_CHECK_TIMEOUT_S
+    assert (
+        cfg.RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
+        == constants.RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
+    )
+    assert (
+        cfg.RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S
+        == constants.RAY_SERVE_DIRECT_INGRESS_SHUTDOWN_BUFFER_S
+    )
+
+
+@pytest.mark.parametrize(
+    ("ray", "drain_ok"),
+    [
+        ({"serveProfile": "ray-defaults"}, 30),  # no direct ingress: no floor
+        ({"extraEnv": {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "10"}}, 16),
+    ],
+    ids=["ray-defaults", "lowered-drain-period"],
+)
+def test_the_ingress_drain_floor_follows_the_ray_flags(ray: dict[str, Any], drain_ok: int):
+    shutdown = {"terminationGracePeriodSeconds": 60, "drainDeadlineSeconds": drain_ok}
+    config = _mutated("dev", _set("rayService", shutdown=shutdown))
+    config[f"{NS}:ray"].update(ray)
+    parsed = parse_stack_config("dev", config)
+    assert parsed.ray_service.shutdown.drain_deadline_seconds == drain_ok
+
+
+def test_shutdown_and_pdb_defaults_fit_together():
+    config = _mutated("dev", lambda c: c[f"{NS}:rayService"].pop("shutdown"))
+    shutdown = parse_stack_config("dev", config).ray_service.shutdown
+    assert (shutdown.termination_grace_period_seconds, shutdown.drain_deadline_seconds) == (90, 60)
+    for floor, expect in [(0, 0), (1, 0), (2, 1), (3, 2)]:
+        workers = {"minReplicas": floor, "maxReplicas": 4}
+        config = _mutated("prod", _in("rayService", ["workers"], **workers))
+        config[f"{NS}:rayService"]["workers"].pop("pdbMinAvailable")
+        config[f"{NS}:gpuPool"]["minNodes"] = max(floor, 1)
+        if floor == 0:
+            config[f"{NS}:environment"] = "staging"  # prod may not scale to zero
+        assert parse_stack_config("prod", config).ray_service.workers.min_available == expect
 
 
 def test_missing_stack_file_names_the_stacks():

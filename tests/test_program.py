@@ -173,6 +173,67 @@ def test_rayservice_validates_and_carries_the_stack_serve_config(stack: str):
         assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_pods_drain_spread_and_budget_as_the_stack_says(stack: str):
+    config = load_stack_config(stack)
+    svc = config.ray_service
+    inventory = planned(stack).inventory
+    cluster = inventory.one(RAYSERVICE).inputs["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    (worker_group,) = cluster["workerGroupSpecs"]
+    worker = worker_group["template"]["spec"]
+    grace = svc.shutdown.termination_grace_period_seconds
+    assert head["terminationGracePeriodSeconds"] == worker["terminationGracePeriodSeconds"] == grace
+    pre_stop = worker["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][2]
+    assert f"--deadline-remaining-seconds {svc.shutdown.drain_deadline_seconds} " in pre_stop
+    spread = worker.get("topologySpreadConstraints", [])
+    when = {"preferred": ["ScheduleAnyway"], "required": ["DoNotSchedule"], "none": []}
+    assert [c["whenUnsatisfiable"] for c in spread] == when[svc.workers.spread]
+    pdb = next(
+        r.inputs["spec"]
+        for r in inventory.of_type("kubernetes:policy/v1:PodDisruptionBudget")
+        if r.inputs["metadata"]["name"] == f"{svc.name}-workers"
+    )
+    # A drain may always evict a worker: the floor stays below the group's minReplicas.
+    assert pdb["minAvailable"] == svc.workers.min_available
+    assert pdb["minAvailable"] == 0 or pdb["minAvailable"] < svc.workers.min_replicas
+    # Every Serve option the stack sets reaches serveConfigV2, and only those.
+    serve = yaml.safe_load(inventory.one(RAYSERVICE).inputs["spec"]["serveConfigV2"])
+    lifecycle = ("graceful_shutdown_timeout_s", "health_check_period_s", "health_check_timeout_s")
+    rendered = {
+        (a["name"], d["name"]): {k: d[k] for k in lifecycle if k in d}
+        for a in serve["applications"]
+        for d in a["deployments"]
+    }
+    stacked = {
+        (app.name, name): {k: getattr(dep, k) for k in lifecycle if getattr(dep, k) is not None}
+        for app in config.apps
+        for name, dep in app.deployments.items()
+    }
+    assert rendered == stacked
+
+
+def test_environments_choose_their_reliability_settings():
+    dev, staging, prod = (planned(s).inventory.one(RAYSERVICE) for s in STACKS)
+
+    def serve_options(reg, app: str, deployment: str) -> dict:
+        apps = yaml.safe_load(reg.inputs["spec"]["serveConfigV2"])["applications"]
+        found = next(a for a in apps if a["name"] == app)
+        return next(d for d in found["deployments"] if d["name"] == deployment)
+
+    # dev keeps Ray's replica defaults; staging and prod give long streams time to finish.
+    assert "graceful_shutdown_timeout_s" not in serve_options(dev, "echo", "Streamer")
+    assert serve_options(staging, "echo", "Streamer")["graceful_shutdown_timeout_s"] == 60
+    assert serve_options(prod, "echo", "Streamer")["graceful_shutdown_timeout_s"] == 90
+    ranker = serve_options(prod, "recsys", "Ranker")
+    assert (ranker["health_check_period_s"], ranker["health_check_timeout_s"]) == (5, 15)
+    prod_config = load_stack_config("prod")
+    assert prod_config.ray_service.workers.spread == "required"
+    assert prod_config.ray_service.fault_tolerance.enabled
+    assert "gcsFaultToleranceOptions" in prod.inputs["spec"]["rayClusterConfig"]
+    assert load_stack_config("dev").ray_service.shutdown.termination_grace_period_seconds <= 60
+
+
 @pytest.mark.schema
 @pytest.mark.parametrize("stack", STACKS)
 def test_core_objects_validate_against_kubernetes_schemas(stack: str):

@@ -36,8 +36,8 @@ SPEC = r.RayServiceSpec(
             accelerator="nvidia-h100-80gb",
             gpus_per_worker=1,
             resources=r.Resources(cpu="20", memory="200Gi"),
-            min_replicas=1,
-            max_replicas=2,
+            min_replicas=2,
+            max_replicas=3,
         ),
     ),
     serve_config={"applications": [{"name": "echo", "import_path": "app.echo:build_app"}]},
@@ -114,7 +114,7 @@ def test_registers_pdb_and_network_policy_that_kubernetes_accepts() -> None:
         obj = manifest_of(reg)
         # Pulumi's wire format carries numbers as floats; Kubernetes gets integers back.
         validate_core(ints(obj))
-    assert pdb.inputs["spec"]["minAvailable"] == 1
+    assert pdb.inputs["spec"]["minAvailable"] == 1  # min_replicas 2: drains take one at a time
     assert "maxUnavailable" not in pdb.inputs["spec"]
     serve_rule = netpol.inputs["spec"]["ingress"][0]
     assert serve_rule["from"] == [{"podSelector": {"matchLabels": INGRESS_LABELS}}]
@@ -135,8 +135,8 @@ def test_pod_monitoring_is_registered_and_can_be_left_out() -> None:
 
 @pytest.mark.mocks
 def test_args_reach_the_pdb_and_network_policy() -> None:
-    inventory, _ = run(pdb_min_available=2, ingress_namespace="edge", operator_namespace="kr")
-    assert inventory.one(PDB_TYPE).inputs["spec"]["minAvailable"] == 2
+    inventory, _ = run(pdb_min_available=0, ingress_namespace="edge", operator_namespace="kr")
+    assert inventory.one(PDB_TYPE).inputs["spec"]["minAvailable"] == 0
     rules = inventory.one(NETPOL_TYPE).inputs["spec"]["ingress"]
     assert rules[0]["from"][0]["namespaceSelector"] == {
         "matchLabels": {"kubernetes.io/metadata.name": "edge"}
@@ -179,6 +179,18 @@ def test_an_invalid_spec_fails_before_anything_registers() -> None:
     seen = mocks.Inventory()
     with pytest.raises(Exception, match="KubeRay allows at most 47"):
         run(spec=bad, inventory=seen)
+    assert [reg for reg in seen.resources if reg.type.startswith("kubernetes:")] == []
+
+
+@pytest.mark.mocks
+def test_a_pdb_that_blocks_every_drain_fails_before_anything_registers() -> None:
+    seen = mocks.Inventory()
+    with pytest.raises(
+        ValueError,
+        match=r"RayServeApp 'echo': pdb_min_available \(2\) must be below the workers' "
+        r"min_replicas \(2\) or 0: .* every node drain blocks; allowed: 0..1",
+    ):
+        run(pdb_min_available=2, inventory=seen)
     assert [reg for reg in seen.resources if reg.type.startswith("kubernetes:")] == []
 
 

@@ -156,7 +156,12 @@ def test_static_servers_and_grpc_checks() -> None:
     assert "server ray-local 127.0.0.1:8000 check\n" in text
     assert "server ray-local 127.0.0.1:9000 proto h2 check port 8000 check-proto h1\n" in text
     assert "http-check send meth GET uri /-/healthz" in text
-    assert "default-server inter 2000ms fall 3 rise 2" in text
+    # Defaults tuned by the fault suite (tests/test_faults.py, docs/reliability.md): a dead Ray
+    # pod is out after its first connection error, a sick one after 2 s + 250 ms of checks.
+    assert (
+        "default-server inter 2000ms fastinter 250ms downinter 1000ms fall 2 rise 2 "
+        "observe layer4 error-limit 1 on-error mark-down\n"
+    ) in text
 
 
 @pytest.mark.pure
@@ -217,7 +222,29 @@ def test_tuning_knobs() -> None:
     assert "maxconn 777" in text and "nbthread" not in text and "retries 1" in text
     assert "timeout connect 2s" in text and "timeout client 30s" in text
     assert "timeout server 900s" in text
-    assert "default-server inter 250ms fall 5 rise 4" in text
+    assert (
+        "default-server inter 250ms fastinter 250ms downinter 1000ms fall 5 rise 4 "
+        "observe layer4 error-limit 1 on-error mark-down\n"
+    ) in text
+    quiet = render_haproxy_cfg(
+        IngressSpec(http=Bind("127.0.0.1", 1), backends=LOCAL_SPEC.backends,
+                    health=HealthCheck(fastinter_ms=500, downinter_ms=2000, error_limit=0))
+    )  # fmt: skip
+    assert "fastinter 500ms downinter 2000ms fall 2 rise 2\n" in quiet and "observe" not in quiet
+
+
+@pytest.mark.pure
+def test_reload_knobs() -> None:
+    """Seamless reloads: the listeners' socket only when asked, hard-stop-after always, and idle
+    keep-alive connections answered rather than closed by the old process."""
+    plain = render_haproxy_cfg(CLUSTER_SPEC)
+    assert "stats socket" not in plain and "hard-stop-after 3600s" in plain
+    assert "    option idle-close-on-response\n" in plain
+    spec = _spec(admin_socket="/run/tier.sock", hard_stop_after_s=7200)
+    text = render_haproxy_cfg(spec)
+    assert "    stats socket /run/tier.sock mode 600 level admin expose-fd listeners\n" in text
+    assert "    hard-stop-after 7200s\n" in text
+    assert "idle-close-on-response" not in render_haproxy_cfg(_spec(idle_close_on_response=False))
 
 
 # ---------------------------------------------------------------- validation
@@ -245,6 +272,16 @@ INVALID: list[tuple[Callable[[], object], str]] = [
     (lambda: HealthCheck(path="-/healthz"), "health path"),
     (lambda: HealthCheck(inter_ms=10), "inter_ms"),
     (lambda: HealthCheck(fall=0), "fall and rise"),
+    (lambda: HealthCheck(fastinter_ms=50), "fastinter_ms must be at least 100; got 50"),
+    (lambda: HealthCheck(downinter_ms=0), "downinter_ms must be at least 100; got 0"),
+    (
+        lambda: HealthCheck(error_limit=-1),
+        "error_limit must be between 0 \\(off\\) and 100; got -1",
+    ),
+    (
+        lambda: HealthCheck(error_limit=101),
+        "error_limit must be between 0 \\(off\\) and 100; got 101",
+    ),
     (lambda: Timeouts(connect_s=0), "connect_s"),
     (lambda: Timeouts(server_s=60), "streams are not cut"),
     (lambda: Timeouts(tunnel_s=MIN_STREAM_TIMEOUT_S - 1), "streams are not cut"),
@@ -263,6 +300,10 @@ INVALID: list[tuple[Callable[[], object], str]] = [
     (lambda: _spec(maxconn=0), "maxconn"),
     (lambda: _spec(nbthread=0), "nbthread"),
     (lambda: _spec(pidfile="haproxy.pid"), "pidfile"),
+    (lambda: _spec(hard_stop_after_s=60), "hard_stop_after_s must be at least 300 .*; got 60"),
+    (lambda: _spec(admin_socket="tier.sock"), "admin_socket must be an absolute path.*'tier.sock'"),
+    (lambda: _spec(admin_socket="/tmp/a b.sock"), "admin_socket must be an absolute path"),
+    (lambda: _spec(admin_socket="/" + "s" * 96), "at most 96 characters"),
 ]
 
 
@@ -340,17 +381,23 @@ def specs(draw: st.DrawFn) -> IngressSpec:
         routes=tuple(draw(st.lists(_prefixes, min_size=1, max_size=5))),
         health=HealthCheck(
             inter_ms=draw(st.integers(100, 10_000)),
+            fastinter_ms=draw(st.integers(100, 10_000)),
+            downinter_ms=draw(st.integers(100, 10_000)),
             fall=draw(st.integers(1, 10)),
             rise=draw(st.integers(1, 10)),
+            error_limit=draw(st.integers(0, 100)),
         ),
         timeouts=Timeouts(
             server_s=draw(st.integers(MIN_STREAM_TIMEOUT_S, 86_400)),
             tunnel_s=draw(st.integers(MIN_STREAM_TIMEOUT_S, 86_400)),
         ),
         retries=draw(st.integers(0, 10)),
+        retry_empty_response=draw(st.booleans()),
         maxconn=draw(st.integers(1, 100_000)),
         nbthread=draw(st.none() | st.integers(1, 64)),
         access_log=draw(st.booleans()),
+        hard_stop_after_s=draw(st.integers(MIN_STREAM_TIMEOUT_S, 86_400)),
+        admin_socket=draw(st.none() | st.just("/tmp/raygke-tier.sock")),
     )
 
 
@@ -367,10 +414,14 @@ def test_any_spec_keeps_the_invariants(spec: IngressSpec) -> None:
     text = render_haproxy_cfg(spec)
     # Retries only where no byte reached a replica; never on a 503 or any other answer.
     assert re.findall(r"^\s*retry-on .*$", text, re.MULTILINE) == [
-        "    retry-on conn-failure empty-response"
+        "    retry-on conn-failure" + (" empty-response" if spec.retry_empty_response else "")
     ]
     assert not re.search(r"^\s*(retry-on|http-response|http-after-response)\b.*\b503\b", text, re.M)
     assert "http-server-close" not in text and "httpclose" not in text
+    assert "    option redispatch 1\n" in text  # each retry on another server
+    assert "observe layer7" not in text  # a 503 answer never marks a Ray pod down
+    hard_stop = re.search(r"^    hard-stop-after (\d+)s$", text, re.MULTILINE)
+    assert hard_stop and int(hard_stop.group(1)) >= MIN_STREAM_TIMEOUT_S
     # Streams are not cut.
     assert _timeout_s(text, "server") >= MIN_STREAM_TIMEOUT_S
     assert _timeout_s(text, "tunnel") >= MIN_STREAM_TIMEOUT_S

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -85,8 +86,24 @@ MODELS = r.ModelBucket(bucket="my-models", mount_path="/gcs/models", service_acc
             head=r.HeadGroup(pool=None),
         ),
         make_spec(model_bucket=MODELS),
+        make_spec(
+            workers=(
+                dataclasses.replace(H100, spread="required"),
+                dataclasses.replace(H100, name="h100-b", spread="none"),
+            ),
+            termination_grace_s=300,
+            drain_deadline_s=240,
+        ),
     ],
-    ids=["default", "no-upgrade", "incremental", "gcs-ft", "two-groups", "model-bucket"],
+    ids=[
+        "default",
+        "no-upgrade",
+        "incremental",
+        "gcs-ft",
+        "two-groups",
+        "model-bucket",
+        "spread-and-shutdown",
+    ],
 )
 def test_rendered_rayservice_validates_against_the_crd(spec: r.RayServiceSpec) -> None:
     validate_rayservice(r.render_rayservice(spec))
@@ -106,6 +123,7 @@ _groups = st.builds(
     ),
     min_replicas=st.integers(0, 3),
     max_replicas=st.integers(3, 8),
+    spread=st.sampled_from(["none", "preferred", "required"]),
 )
 
 
@@ -119,6 +137,8 @@ _groups = st.builds(
     ft=st.booleans(),
     autoscale=st.booleans(),
     models=st.booleans(),
+    drain=st.integers(1, 600),
+    extra_grace=st.integers(0, 600),
 )
 def test_any_valid_spec_renders_a_schema_valid_rayservice(
     name: str,
@@ -128,7 +148,10 @@ def test_any_valid_spec_renders_a_schema_valid_rayservice(
     ft: bool,
     autoscale: bool,
     models: bool,
+    drain: int,
+    extra_grace: int,
 ) -> None:
+    grace = max(drain, r.HEAD_DEREGISTRATION_S) + r.STOP_MARGIN_S + extra_grace
     spec = make_spec(
         name=name,
         workers=groups,
@@ -137,9 +160,14 @@ def test_any_valid_spec_renders_a_schema_valid_rayservice(
         gcs_fault_tolerance=GCS_FT if ft else None,
         enable_in_tree_autoscaling=autoscale,
         model_bucket=MODELS if models else None,
+        termination_grace_s=grace,
+        drain_deadline_s=drain,
     )
     manifest = r.render_rayservice(spec)
     validate_rayservice(manifest)
+    # Every pod stops within its grace: the worker's drain deadline and `ray stop` fit inside it.
+    for pod in pods(manifest):
+        assert pod["terminationGracePeriodSeconds"] == grace >= drain + r.STOP_MARGIN_S
     # Invariants the schema cannot see: flags everywhere, GPUs only on workers.
     expected_env = [{"name": k, "value": v} for k, v in sorted(env.items())]
     for pod in pods(manifest):
@@ -189,6 +217,93 @@ def test_workers_request_gpus_tolerate_the_gpu_taint_and_pin_to_the_h100_pool() 
     }
 
 
+def _pre_stop(pod: dict[str, Any]) -> str:
+    command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["/bin/bash", "-c"]
+    return command[2]
+
+
+@pytest.mark.pure
+def test_pods_drain_then_stop_ray_inside_their_termination_grace() -> None:
+    manifest = r.render_rayservice(make_spec(termination_grace_s=120, drain_deadline_s=90))
+    head, worker = pods(manifest)
+    assert head["terminationGracePeriodSeconds"] == worker["terminationGracePeriodSeconds"] == 120
+    drain = _pre_stop(worker)
+    # Ray is asked to drain this node with the spec's deadline (Serve moves replicas off it), the
+    # hook waits that deadline out from its own start, then stops Ray within the margin.
+    assert 'ray drain-node --node-id "$node" --reason DRAIN_NODE_REASON_PREEMPTION' in drain
+    assert "--deadline-remaining-seconds 90 " in drain
+    assert drain.startswith("end=$(( $(date +%s) + 90 ));")
+    assert drain.endswith(f"ray stop --grace-period {r.RAY_STOP_GRACE_S} >/dev/null 2>&1; true")
+    assert r.RAY_STOP_GRACE_S < r.STOP_MARGIN_S
+    assert _pre_stop(head) == (
+        f"sleep {r.HEAD_DEREGISTRATION_S}; ray stop --grace-period {r.RAY_STOP_GRACE_S} "
+        ">/dev/null 2>&1; true"
+    )
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("which", ["head", "worker"])
+def test_pre_stop_scripts_parse_in_bash_and_python(which: str, tmp_path: Any) -> None:
+    import py_compile
+    import shutil
+    import subprocess
+
+    head, worker = pods(r.render_rayservice(make_spec()))
+    script = _pre_stop(head if which == "head" else worker)
+    bash = shutil.which("bash")
+    assert bash is not None
+    (tmp_path / "pre_stop.sh").write_text(script)
+    subprocess.run([bash, "-n", str(tmp_path / "pre_stop.sh")], check=True)
+    for snippet in re.findall(r"python -c '([^']*)'", script):
+        (tmp_path / "snippet.py").write_text(snippet)
+        py_compile.compile(str(tmp_path / "snippet.py"), doraise=True)
+    assert (which == "worker") == ("get_node_id()" in script)
+
+
+@pytest.mark.pure
+def test_no_probes_are_set_so_kuberay_injects_its_serve_aware_ones() -> None:
+    # KubeRay 1.7 fills in probes only where the container has none; a RayService worker's
+    # readiness probe then also checks `/-/healthz` on the port named `serve`, which must be 8000.
+    head, worker = pods(r.render_rayservice(make_spec()))
+    for pod in (head, worker):
+        container = pod["containers"][0]
+        assert not {"readinessProbe", "livenessProbe", "startupProbe"} & set(container)
+    ports = {p["name"]: p["containerPort"] for p in worker["containers"][0]["ports"]}
+    assert ports["serve"] == 8000
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("spread", "when"), [("preferred", "ScheduleAnyway"), ("required", "DoNotSchedule")]
+)
+def test_workers_spread_over_nodes_within_one_raycluster(spread: str, when: str) -> None:
+    group = dataclasses.replace(H100, spread=spread)  # type: ignore[arg-type]
+    head, worker = pods(r.render_rayservice(make_spec(workers=(group,))))
+    assert "topologySpreadConstraints" not in head
+    assert worker["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": when,
+            "labelSelector": {
+                "matchLabels": {
+                    "raygke.io/rayservice": "echo",
+                    "ray.io/node-type": "worker",
+                    "ray.io/group": "h100",
+                }
+            },
+            # blue/green: the new RayCluster's workers spread among themselves
+            "matchLabelKeys": ["ray.io/cluster"],
+        }
+    ]
+    unspread = dataclasses.replace(H100, spread="none")
+    assert (
+        "topologySpreadConstraints"
+        not in pods(r.render_rayservice(make_spec(workers=(unspread,))))[1]
+    )
+
+
 @pytest.mark.pure
 def test_every_pod_has_tmp_emptydir_resources_labels_and_no_privilege_escalation() -> None:
     manifest = r.render_rayservice(make_spec())
@@ -210,7 +325,8 @@ def test_manifest_shares_no_objects_between_pods() -> None:
     # A shared dict would make one edit (or a YAML anchor in a golden file) leak across pods.
     manifest = r.render_rayservice(make_spec())
     head, worker = pods(manifest)
-    assert yaml.safe_dump(manifest).count("&") == 0
+    # PyYAML names anchors &id001 and aliases *id001 (the preStop scripts hold '&&' of their own).
+    assert not re.search(r"[&*]id\d{3}", yaml.safe_dump(manifest))
     head["containers"][0]["securityContext"]["privileged"] = True
     head["volumes"][0]["emptyDir"]["sizeLimit"] = "1Gi"
     assert "privileged" not in worker["containers"][0]["securityContext"]
@@ -392,6 +508,19 @@ def test_check_rayservice_name_accepts_valid_names(name: str) -> None:
         ({"incremental_upgrade": INCREMENTAL}, "only used with NewClusterWithIncrementalUpgrade"),
         ({"upgrade_type": "BlueGreen"}, "upgrade_type must be one of NewCluster, "),
         (
+            {"workers": (dataclasses.replace(H100, spread="zonal"),)},  # type: ignore[arg-type]
+            "worker group 'h100': spread must be one of none, preferred, required; got 'zonal'",
+        ),
+        (
+            {"termination_grace_s": 60, "drain_deadline_s": 60},
+            r"termination_grace_s \(60\) must be at least 75: the drain deadline \(60 s",
+        ),
+        (
+            {"termination_grace_s": 20, "drain_deadline_s": 1},
+            r"termination_grace_s \(20\) must be at least 30: .*the head waits 15 s",
+        ),
+        ({"drain_deadline_s": 0}, "drain_deadline_s must be at least 1; got 0"),
+        (
             {"model_bucket": dataclasses.replace(MODELS, bucket="My_Models")},
             "model_bucket: bucket name 'My_Models' must be 3-63 lowercase",
         ),
@@ -498,9 +627,27 @@ def test_pdb_uses_an_integer_min_available_for_worker_pods_only() -> None:
         "raygke.io/rayservice": "echo",
         "ray.io/node-type": "worker",
     }
-    no_floor = (dataclasses.replace(H100, min_replicas=0),)
-    assert r.default_min_available(make_spec(workers=no_floor)) == 0
-    assert r.default_min_available(spec) == 1
+
+    def floor(n: int) -> r.RayServiceSpec:
+        return make_spec(workers=(dataclasses.replace(H100, min_replicas=n, max_replicas=4),))
+
+    # All but one of the floor: a drain always has one worker it may evict.
+    assert [r.default_min_available(floor(n)) for n in (0, 1, 2, 4)] == [0, 0, 1, 3]
+    for n in (0, 1, 2, 4):
+        assert r.check_min_available(floor(n), r.default_min_available(floor(n))) is None
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(("floor", "min_available"), [(1, 1), (2, 2), (2, 3), (0, 1)])
+def test_a_pdb_floor_that_blocks_every_drain_is_named(floor: int, min_available: int) -> None:
+    spec = make_spec(workers=(dataclasses.replace(H100, min_replicas=floor, max_replicas=4),))
+    problem = r.check_min_available(spec, min_available)
+    assert problem is not None
+    assert (
+        f"pdb_min_available ({min_available}) must be below the workers' min_replicas ({floor})"
+        in problem
+    )
+    assert problem.endswith("allowed: 0" if floor <= 1 else f"allowed: 0..{floor - 1}")
 
 
 def _rules_admitting(policy: dict[str, Any], port: int) -> list[dict[str, Any]]:

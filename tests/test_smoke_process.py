@@ -318,3 +318,29 @@ def test_reference_honours_per_request_pacing_and_bounds_it(healthy: Any) -> Non
     with urllib.request.urlopen(paced, timeout=10) as ok:
         events = [line for line in ok.read().split(b"\n") if line.startswith(b"data:")]
     assert len(events) == 4 and events[-1] == b"data: [DONE]"
+
+
+def test_the_ceiling_runs_behind_our_haproxy_tier(tmp_path: Path) -> None:
+    """bench/ab.py's ceiling: the reference's shape behind the same tier as the local run."""
+    ref = reference.start(tmp_path / "ref", tier=True)
+    try:
+        assert ref.tier_pid is not None and len(ref.pids) == 3
+        contract = load_contract(ref.outputs_path)
+        assert contract.http_url == ref.http_url and ref.http_url.startswith("http://127.0.0.1:")
+        echo = next(app for app in contract.apps if app.kind == "echo")
+        for transport in ("http", "grpc"):
+            spec = LoadSpec(
+                app=echo,
+                transport=transport,
+                mode="unary",
+                loop="closed",
+                concurrency=2,
+                duration_s=0.5,
+                warmup_s=0.1,
+            )
+            level = run_level(spec, contract.endpoints)
+            assert level.ok > 0 and not level.errors, (transport, dict(level.errors))
+        assert "reference" in (tmp_path / "ref" / "haproxy.cfg").read_text()
+    finally:
+        ref.stop()
+    assert all(_gone(pid) for pid in ref.pids)

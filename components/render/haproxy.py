@@ -6,8 +6,17 @@ Does not own: the Ray pods' own HAProxy (Ray generates that one inside each pod)
 objects (components/haproxy_ingress.py), or starting and stopping haproxy (the local run does).
 
 Choices that are easy to undo by accident, so they are checked here and in the tests:
-- Retries happen only when no byte reached a server (`conn-failure empty-response`), never on 503:
-  a request that reached a replica may have had side effects, and retrying 503s amplifies overload.
+- Retries happen only when no answer came back (`conn-failure empty-response`), never on a 503 or
+  any other status: a request a replica answered may have had side effects, and retrying 503s
+  amplifies overload. Each retry goes to another server (`redispatch 1`). `empty-response` can
+  replay a request that a Ray ingress passed on before it died; `retry_empty_response=False` rules
+  that out at the cost of failing it (tests/test_faults.py measures both).
+- A Ray pod is marked down by its first connection errors (`observe layer4`), not only by active
+  checks; answers (a 503 included) never mark it down, so overload does not empty the pool.
+- Reloads (a new haproxy with `-sf`) keep idle keep-alive connections open until their next request
+  is answered (`idle-close-on-response`): closing them races a client's next request, the known way
+  an haproxy reload fails keep-alive requests. `hard-stop-after` bounds how long an old process may
+  keep serving streams, and is never shorter than the stream timeouts.
 - Timeouts never cut streams: server and tunnel timeouts are at least MIN_STREAM_TIMEOUT_S, since
   SSE and gRPC streams can stay quiet for long stretches (a model thinking, a slow consumer).
 - Connections to the h2 (gRPC) backend stay open (no `http-server-close`) so streams multiplex.
@@ -42,6 +51,8 @@ RESOLVERS = "cluster_dns"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$")
 _BIND_HOST = re.compile(r"^(\d{1,3}\.){3}\d{1,3}$")
+# sun_path holds 108 bytes; haproxy appends a suffix while it binds.
+_MAX_SOCKET_PATH = 96
 # Route prefixes and the health path: absolute paths without characters that would need quoting
 # in haproxy.cfg.
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
@@ -150,20 +161,37 @@ class DnsBackends:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """Active checks of each Ray node's `/-/healthz` on its HTTP port (gRPC servers included)."""
+    """Active checks of each Ray node's `/-/healthz` on its HTTP port (gRPC servers included),
+    plus passive ones on live traffic.
+
+    `inter_ms` between checks of a healthy node, `fastinter_ms` once one check failed (so `fall`
+    failures take `inter + (fall - 1) * fastinter`), `downinter_ms` while it is down (how soon it
+    comes back: `rise * downinter`). `error_limit` consecutive connection errors on live traffic
+    mark a node down at once (`observe layer4`); 0 leaves it to the active checks. Layer 7 is not
+    observed on purpose: a 503 from an overloaded replica must not take its node out of the pool.
+    """
 
     path: str = HEALTH_PATH
     inter_ms: int = 2000
-    fall: int = 3
+    fastinter_ms: int = 250
+    downinter_ms: int = 1000
+    fall: int = 2
     rise: int = 2
+    error_limit: int = 1
 
     def __post_init__(self) -> None:
         if not _PATH.match(self.path):
             raise ValueError(f"health path must be a plain absolute path; got {self.path!r}")
-        if self.inter_ms < 100:
-            raise ValueError(f"health check inter_ms must be at least 100; got {self.inter_ms}")
+        for key in ("inter_ms", "fastinter_ms", "downinter_ms"):
+            value = getattr(self, key)
+            if value < 100:
+                raise ValueError(f"health check {key} must be at least 100; got {value}")
         if self.fall < 1 or self.rise < 1:
             raise ValueError(f"fall and rise must be at least 1; got {self.fall}/{self.rise}")
+        if not 0 <= self.error_limit <= 100:
+            raise ValueError(
+                f"health check error_limit must be between 0 (off) and 100; got {self.error_limit}"
+            )
 
 
 @dataclass(frozen=True)
@@ -208,10 +236,24 @@ class IngressSpec:
     health: HealthCheck = field(default_factory=HealthCheck)
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: int = 3
+    # Also retry when a server closed the connection without a byte of answer. It saves requests
+    # that a closing keep-alive connection or a reloading Ray HAProxy dropped unseen, and replays
+    # the few that a Ray ingress dying mid-request had already passed to a replica.
+    retry_empty_response: bool = True
+    # On reload, the old process answers each idle keep-alive connection's next request (with
+    # `Connection: close`) instead of closing it while a client may be sending one. Off: haproxy's
+    # default, measured to fail about 3 requests per reload for 4 keep-alive clients that do not
+    # retry (tests/test_faults.py).
+    idle_close_on_response: bool = True
     maxconn: int = 4096
     nbthread: int | None = 4  # None: haproxy picks one thread per usable CPU
     access_log: bool = False
     pidfile: str | None = None
+    # Seconds an old process may keep serving after a reload; it cuts streams older than that.
+    hard_stop_after_s: int = 3600
+    # A unix socket that hands the listeners to the next process on reload (`haproxy -x`), so no
+    # connection is refused in between. None: no socket (the cluster rolls pods instead).
+    admin_socket: str | None = None
 
     def __post_init__(self) -> None:
         for prefix in self.routes:
@@ -237,6 +279,19 @@ class IngressSpec:
             raise ValueError(
                 f"pidfile must be an absolute path without spaces; got {self.pidfile!r}"
             )
+        if self.hard_stop_after_s < MIN_STREAM_TIMEOUT_S:
+            raise ValueError(
+                f"hard_stop_after_s must be at least {MIN_STREAM_TIMEOUT_S} so a reload does not "
+                f"cut streams; got {self.hard_stop_after_s}"
+            )
+        sock = self.admin_socket
+        if sock is not None and (
+            not sock.startswith("/") or " " in sock or len(sock) > _MAX_SOCKET_PATH
+        ):
+            raise ValueError(
+                f"admin_socket must be an absolute path without spaces, at most "
+                f"{_MAX_SOCKET_PATH} characters (a unix socket limit); got {sock!r}"
+            )
 
 
 def _has_grpc(backends: StaticBackends | DnsBackends) -> bool:
@@ -252,6 +307,11 @@ def _global(spec: IngressSpec) -> list[str]:
         lines.append(f"    nbthread {spec.nbthread}")
     if spec.pidfile is not None:
         lines.append(f"    pidfile {spec.pidfile}")
+    if spec.admin_socket is not None:
+        lines.append(
+            f"    stats socket {spec.admin_socket} mode 600 level admin expose-fd listeners"
+        )
+    lines.append(f"    hard-stop-after {spec.hard_stop_after_s}s")
     if spec.access_log:
         lines.append("    log stdout format raw local0")
     if spec.tls is not None:
@@ -272,10 +332,16 @@ def _defaults(spec: IngressSpec) -> list[str]:
         f"    timeout http-request {t.http_request_s}s",
         f"    timeout http-keep-alive {t.http_keep_alive_s}s",
         f"    timeout queue {t.queue_s}s",
-        # Only failures where no replica saw the request; a 503 is an answer, not a reason to retry.
+        # Only failures without an answer: nothing sent (conn-failure) or the connection closed
+        # with no byte back (empty-response: a closing keep-alive or reloading Ray HAProxy, or a
+        # Ray ingress that died mid-request, the one case a replica may have seen it). A 503 is an
+        # answer, never retried. Every retry goes to another server (redispatch 1).
         f"    retries {spec.retries}",
-        "    retry-on conn-failure empty-response",
-        "    option redispatch",
+        "    retry-on conn-failure" + (" empty-response" if spec.retry_empty_response else ""),
+        "    option redispatch 1",
+        # On reload the old process answers an idle keep-alive connection's next request (with
+        # `Connection: close`) instead of closing it under a client about to send one.
+        *(["    option idle-close-on-response"] if spec.idle_close_on_response else []),
         # Forward each SSE event / gRPC message as it comes: without it haproxy coalesces small
         # writes, and streamed chunks reach the client in bursts.
         "    option http-no-delay",
@@ -345,11 +411,15 @@ def _frontends(spec: IngressSpec) -> list[str]:
 
 def _check_lines(spec: IngressSpec) -> list[str]:
     h = spec.health
+    observe = (
+        f" observe layer4 error-limit {h.error_limit} on-error mark-down" if h.error_limit else ""
+    )
     return [
         "    option httpchk",
         f"    http-check send meth GET uri {h.path} ver HTTP/1.1 hdr host ray",
         "    http-check expect status 200",
-        f"    default-server inter {h.inter_ms}ms fall {h.fall} rise {h.rise}",
+        f"    default-server inter {h.inter_ms}ms fastinter {h.fastinter_ms}ms "
+        f"downinter {h.downinter_ms}ms fall {h.fall} rise {h.rise}{observe}",
     ]
 
 

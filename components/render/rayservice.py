@@ -3,8 +3,10 @@
 Owns: the `RayServiceSpec` dataclasses, `render_rayservice(spec)` (apiVersion ray.io/v1, kind
 RayService), the worker PodDisruptionBudget, the NetworkPolicy and the Managed Prometheus
 PodMonitoring for the Ray pods, the label selector of the pods that serve, and the checks KubeRay
-itself only makes after apply (`check_rayservice_name`, `check_rayservice_spec`), and the GCS FUSE
-model-bucket mount on the workers (`ModelBucket`, `check_bucket_name`, `check_mount_path`).
+itself only makes after apply (`check_rayservice_name`, `check_rayservice_spec`), the GCS FUSE
+model-bucket mount on the workers (`ModelBucket`, `check_bucket_name`, `check_mount_path`), and how
+Ray pods leave and spread: termination grace, the preStop drain (`worker_pre_stop`, `check_shutdown`)
+and the workers' topology spread over nodes. Probes are KubeRay's (see `_container`).
 Does not own: the serve config (built in infra/ from the apps and handed in as a dict), the env
 flags' values (the caller's), registering anything with Pulumi (components/ray_service.py), or the
 operator. Pure: no `pulumi` import, so config validation, the CLI and property tests call it
@@ -89,6 +91,26 @@ MODEL_VOLUME = "model-bucket"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
 UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
+# How worker pods of one group spread over nodes: `required` is a scheduling rule (DoNotSchedule),
+# `preferred` a tie-breaker (ScheduleAnyway), `none` leaves placement to the GPU request alone.
+SpreadMode = Literal["none", "preferred", "required"]
+HOSTNAME_KEY = "kubernetes.io/hostname"
+# KubeRay's pod labels: the RayCluster (new for every blue/green cluster) and the worker group.
+CLUSTER_LABEL = "ray.io/cluster"
+GROUP_LABEL = "ray.io/group"
+
+# Pod shutdown. A worker's preStop asks Ray to drain its node with a deadline (Serve then starts
+# replacement replicas elsewhere and gracefully stops the ones here, at the latest at the deadline
+# minus their graceful_shutdown_timeout_s), waits out that deadline, then runs `ray stop`. The
+# kubelet kills whatever still runs at terminationGracePeriodSeconds, counted from the start of the
+# preStop, so the grace must hold the drain deadline plus `ray stop`.
+RAY_STOP_GRACE_S = 10  # `ray stop --grace-period`: SIGTERM, then SIGKILL after this long
+STOP_MARGIN_S = RAY_STOP_GRACE_S + 5  # ray stop, plus slack for the kubelet and the preStop's start
+# The head serves through its own HAProxy (it is in `<name>-serve-svc` and behind our tier): its
+# preStop waits this long for Services and our tier's checks (3 x 2 s, DNS held 5 s) to drop it.
+HEAD_DEREGISTRATION_S = 15
+DEFAULT_TERMINATION_GRACE_S = 90
+DEFAULT_DRAIN_DEADLINE_S = 60
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,7 @@ class WorkerGroup:
     min_replicas: int = 0
     max_replicas: int = 1
     replicas: int | None = None  # initial count; defaults to min_replicas
+    spread: SpreadMode = "preferred"  # over nodes (kubernetes.io/hostname), per RayCluster
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,10 @@ class RayServiceSpec:
     gcs_fault_tolerance: GcsFaultTolerance | None = None
     enable_in_tree_autoscaling: bool = False
     model_bucket: ModelBucket | None = None
+    # Seconds the kubelet gives a Ray pod to stop (preStop included), and the drain deadline a
+    # worker's preStop hands Ray (see STOP_MARGIN_S).
+    termination_grace_s: int = DEFAULT_TERMINATION_GRACE_S
+    drain_deadline_s: int = DEFAULT_DRAIN_DEADLINE_S
 
 
 def check_rayservice_name(name: str) -> str | None:
@@ -235,6 +262,12 @@ def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
                 f"{where}: replicas must lie in [{group.min_replicas}, {group.max_replicas}]; "
                 f"got {group.replicas}"
             )
+        if group.spread not in get_args(SpreadMode):
+            errors.append(
+                f"{where}: spread must be one of {', '.join(get_args(SpreadMode))}; "
+                f"got {group.spread!r}"
+            )
+    errors += check_shutdown(spec.termination_grace_s, spec.drain_deadline_s)
     if spec.upgrade_type not in get_args(UpgradeType):
         errors.append(
             f"upgrade_type must be one of {', '.join(get_args(UpgradeType))}; "
@@ -287,6 +320,21 @@ def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
     return errors
 
 
+def check_shutdown(termination_grace_s: int, drain_deadline_s: int) -> list[str]:
+    """Problems with a pod termination grace and a worker drain deadline that cannot work together."""
+    errors = []
+    if drain_deadline_s < 1:
+        errors.append(f"drain_deadline_s must be at least 1; got {drain_deadline_s}")
+    need = max(drain_deadline_s, HEAD_DEREGISTRATION_S) + STOP_MARGIN_S
+    if termination_grace_s < need:
+        errors.append(
+            f"termination_grace_s ({termination_grace_s}) must be at least {need}: the drain "
+            f"deadline ({drain_deadline_s} s; the head waits {HEAD_DEREGISTRATION_S} s) plus "
+            f"{STOP_MARGIN_S} s for `ray stop`, or the kubelet kills the pod mid-drain"
+        )
+    return errors
+
+
 def ray_pod_labels(name: str) -> dict[str, str]:
     """Labels on every Ray pod of RayService `name`, across RayCluster upgrades."""
     return {APP_LABEL: name}
@@ -335,9 +383,43 @@ _SECURITY_CONTEXT = {
 }
 
 
+def worker_pre_stop(drain_deadline_s: int) -> str:
+    """The worker's preStop script: drain this Ray node with a deadline, wait it out, stop Ray.
+
+    The drain is best effort (a head already gone, as when KubeRay deletes an old cluster, refuses
+    it): the wait still lets Services and our tier's checks drop the pod before Ray stops.
+    """
+    return (
+        f"end=$(( $(date +%s) + {drain_deadline_s} )); "
+        'node=$(python -c \'import ray; ray.init(address="auto", logging_level="ERROR"); '
+        "print(ray.get_runtime_context().get_node_id())' 2>/dev/null) && "
+        'ray drain-node --node-id "$node" --reason DRAIN_NODE_REASON_PREEMPTION '
+        '--reason-message "pod $HOSTNAME is terminating" '
+        f"--deadline-remaining-seconds {drain_deadline_s} >/dev/null 2>&1; "
+        'while [ "$(date +%s)" -lt "$end" ]; do sleep 1; done; '
+        f"ray stop --grace-period {RAY_STOP_GRACE_S} >/dev/null 2>&1; true"
+    )
+
+
+def head_pre_stop() -> str:
+    """The head's preStop: stay up while Services and our tier drop it, then stop Ray."""
+    return (
+        f"sleep {HEAD_DEREGISTRATION_S}; "
+        f"ray stop --grace-period {RAY_STOP_GRACE_S} >/dev/null 2>&1; true"
+    )
+
+
 def _container(
-    spec: RayServiceSpec, name: str, ports: tuple[tuple[str, int], ...], resources: dict[str, Any]
+    spec: RayServiceSpec,
+    name: str,
+    ports: tuple[tuple[str, int], ...],
+    resources: dict[str, Any],
+    pre_stop: str,
 ) -> dict[str, Any]:
+    # No readinessProbe/livenessProbe: KubeRay 1.7 injects its own when none is set, and for a
+    # RayService worker its readiness probe also asks Serve's proxy (`/-/healthz` on the port named
+    # `serve`), so a worker whose Serve ingress is not healthy (or drains) leaves the serve Service.
+    # Setting our own would replace that check.
     return {
         "name": name,
         "image": spec.image,
@@ -346,15 +428,19 @@ def _container(
         "resources": resources,
         "volumeMounts": copy.deepcopy(_MOUNTS),
         "securityContext": copy.deepcopy(_SECURITY_CONTEXT),
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/bash", "-c", pre_stop]}}},
     }
 
 
 def _head_group(spec: RayServiceSpec) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "containers": [
-            _container(spec, "ray-head", HEAD_PORTS, _resources(spec.head.resources)),
+            _container(
+                spec, "ray-head", HEAD_PORTS, _resources(spec.head.resources), head_pre_stop()
+            ),
         ],
         "volumes": copy.deepcopy(_VOLUMES),
+        "terminationGracePeriodSeconds": spec.termination_grace_s,
     }
     if spec.head.pool is not None:
         pod_spec["nodeSelector"] = {POOL_LABEL: spec.head.pool}
@@ -388,6 +474,24 @@ def _mount_model_bucket(
         )
 
 
+def _spread(spec: RayServiceSpec, group: WorkerGroup) -> dict[str, Any]:
+    """One worker per node where possible (preferred) or always (required), within one RayCluster:
+    during a blue/green upgrade the new cluster's workers spread among themselves."""
+    return {
+        "maxSkew": 1,
+        "topologyKey": HOSTNAME_KEY,
+        "whenUnsatisfiable": "DoNotSchedule" if group.spread == "required" else "ScheduleAnyway",
+        "labelSelector": {
+            "matchLabels": {
+                **ray_pod_labels(spec.name),
+                NODE_TYPE_LABEL: "worker",
+                GROUP_LABEL: group.name,
+            }
+        },
+        "matchLabelKeys": [CLUSTER_LABEL],
+    }
+
+
 def _worker_group(spec: RayServiceSpec, group: WorkerGroup) -> dict[str, Any]:
     metadata: dict[str, Any] = {"labels": ray_pod_labels(spec.name)}
     pod_spec: dict[str, Any] = {
@@ -397,12 +501,16 @@ def _worker_group(spec: RayServiceSpec, group: WorkerGroup) -> dict[str, Any]:
                 "ray-worker",
                 WORKER_PORTS,
                 _resources(group.resources, group.gpus_per_worker),
+                worker_pre_stop(spec.drain_deadline_s),
             )
         ],
         "volumes": copy.deepcopy(_VOLUMES),
         "nodeSelector": {POOL_LABEL: group.pool, ACCELERATOR_LABEL: group.accelerator},
         "tolerations": [copy.deepcopy(GPU_TOLERATION)],
+        "terminationGracePeriodSeconds": spec.termination_grace_s,
     }
+    if group.spread != "none":
+        pod_spec["topologySpreadConstraints"] = [_spread(spec, group)]
     if spec.model_bucket is not None:
         _mount_model_bucket(metadata, pod_spec, spec.model_bucket)
     return {
@@ -458,8 +566,23 @@ def render_rayservice(spec: RayServiceSpec) -> dict[str, Any]:
 
 
 def default_min_available(spec: RayServiceSpec) -> int:
-    """Worker pods a voluntary disruption (drain, upgrade) must leave running: one, if any run."""
-    return 1 if sum(g.min_replicas for g in spec.workers) > 0 else 0
+    """Worker pods a voluntary disruption (drain, upgrade) must leave running: all but one of the
+    floor (min_replicas), so a drain takes one worker at a time and is never blocked outright."""
+    return max(0, sum(g.min_replicas for g in spec.workers) - 1)
+
+
+def check_min_available(spec: RayServiceSpec, min_available: object) -> str | None:
+    """The problem with a worker PDB floor that blocks every drain, or None (also for an Output,
+    which is only known at deploy time)."""
+    floor = sum(g.min_replicas for g in spec.workers)
+    if isinstance(min_available, int) and min_available > 0 and min_available >= floor:
+        allowed = "0" if floor <= 1 else f"0..{floor - 1}"
+        return (
+            f"pdb_min_available ({min_available}) must be below the workers' min_replicas ({floor}) "
+            f"or 0: at that many workers no eviction is allowed, so every node drain blocks; "
+            f"allowed: {allowed}"
+        )
+    return None
 
 
 def render_worker_pdb(spec: RayServiceSpec, min_available: int) -> dict[str, Any]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from raygke.smoke.checks import CheckOutcome, run_checks
 from raygke.smoke.contract import ContractError, SmokeContract, contract_from_stack, load_contract
@@ -180,6 +183,29 @@ def _write_plots(levels: list[LevelResult], concurrency: int, out: Path) -> list
     ]
 
 
+def unreachable(url: str, timeout_s: float) -> str | None:
+    """Why nothing answers a TCP connect to `url`'s host and port, or None when something does."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # a port out of range in the URL
+        return str(exc)
+    if not parts.hostname:
+        return "no host in the URL"
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+
+
+def _unreachable_outcome(contract: SmokeContract, reason: str) -> CheckOutcome:
+    """The health check's failure, without running the table against an endpoint that is not there."""
+    return CheckOutcome("health", None, "http", False, f"{contract.http_url}: {reason}", 0.0)
+
+
 def _spread_text(spread: dict[str, float] | None) -> str:
     if spread is None:
         return "-"
@@ -220,17 +246,31 @@ def main(argv: list[str] | None = None) -> int:
                 # A ratio needs its spread: at least two A,B rounds, even in the quick profile.
                 profile = replace(profile, repeats=max(2, profile.repeats))
     except ContractError as exc:
-        print(f"raygke smoke: {exc}", file=sys.stderr)
+        print(f"raygke smoke: {str(exc).removeprefix('smoke: ')}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     started = dt.datetime.now(dt.UTC)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"raygke smoke: cannot create --out {out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # An endpoint nothing listens on is one clear line, not a table of connection errors: the
+    # health gate fails (exit 1) and the report says why.
+    down = {
+        label: reason
+        for label, contract in contracts.items()
+        if (reason := unreachable(contract.http_url, min(5.0, profile.timeout_s))) is not None
+    }
     planned = len(closed_specs(primary, profile)) * profile.repeats * len(contracts)
-    progress = Progress(len(contracts) + planned)
+    progress = Progress(len(contracts) + planned, stream=io.StringIO() if down else sys.stderr)
 
     checks: dict[str, list[CheckOutcome]] = {}
     for label, contract in contracts.items():
+        if label in down:
+            checks[label] = [_unreachable_outcome(contract, down[label])]
+            continue
         checks[label] = run_checks(contract, timeout_s=profile.timeout_s)
         passed = sum(o.passed for o in checks[label])
         progress.step(f"{label} functional checks: {passed}/{len(checks[label])} passed")
@@ -277,6 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         # Plain lines for scripts (make bench) that print the A/B without parsing the JSON.
         tput, p99 = _spread_text(ratio["throughput"]), _spread_text(ratio["p99"])
         print(f"A/B {ratio['label']}: throughput {tput}, p99 {p99}")
+    if down:
+        where = "; ".join(
+            f"{label} {contracts[label].http_url} is unreachable ({reason})"
+            for label, reason in down.items()
+        )
+        print(
+            f"raygke smoke: {where}: is the deployment up? report: {out / 'report.md'}",
+            file=sys.stderr,
+        )
     failed = [g.name for g in gates if not g.passed]
     verdict = "PASS" if not failed else f"FAIL ({len(failed)} gate(s): {'; '.join(failed[:5])})"
     print(f"raygke smoke: {verdict}")

@@ -1,0 +1,174 @@
+"""`serveProfile: tuned`: what it adds to Ray's two flags, where the stack's own values win, and the
+knob combinations it rejects (with key, value and what is allowed, before any resource registers).
+Its speed is measured by bench/ablation.py and bench/ab.py, never asserted here."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, get_args
+
+import pytest
+
+from app.echo import EchoArgs
+from app.recsys import RecsysArgs
+from app.requests import HandleSerialization as AppHandleSerialization
+from infra.config import (
+    RAY_MAX_ONGOING_REQUESTS,
+    RECSYS_MAX_BATCH_SIZE,
+    TUNED_MAX_ONGOING_REQUESTS,
+    ConfigError,
+    HandleSerialization,
+    TuningConfig,
+    load_stack_config,
+    parse_stack_config,
+    read_stack_file,
+    with_serve_profile,
+)
+from infra.program import run_program
+from infra.serve_config import FLAGS_ONLY, build_serve_config, serve_flags
+from raygke.mocks import Inventory, run_with_mocks
+
+pytestmark = [pytest.mark.config, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+NS = "ray-serve-gke"
+
+
+def _apps(config: Any) -> dict[str, dict[str, Any]]:
+    return {a["name"]: a for a in build_serve_config(config)["applications"]}
+
+
+def test_the_profiles_env_flags():
+    dev = load_stack_config("dev")
+    assert serve_flags(with_serve_profile(dev, "ray-defaults").ray) == {}
+    assert serve_flags(with_serve_profile(dev, "flags-only").ray) == FLAGS_ONLY
+    assert serve_flags(dev.ray) == {**FLAGS_ONLY, "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000"}
+
+
+def test_flags_only_serves_the_stack_as_ray_would():
+    """B of the A/B: the same apps, deployments and resources, and nothing of the tuning."""
+    tuned = _apps(load_stack_config("dev"))
+    plain = _apps(with_serve_profile(load_stack_config("dev"), "flags-only"))
+    assert plain.keys() == tuned.keys()
+    for name, app in plain.items():
+        assert "logging_config" not in app and "handle_serialization" not in app["args"]
+        assert all("max_ongoing_requests" not in d for d in app["deployments"])
+        strip = [
+            {k: v for k, v in d.items() if k != "max_ongoing_requests"}
+            for d in tuned[name]["deployments"]
+        ]
+        assert strip == app["deployments"]
+
+
+def test_tuned_adds_its_levers_and_the_stack_wins():
+    raw = copy.deepcopy(read_stack_file("dev"))
+    echo = next(a for a in raw[f"{NS}:apps"] if a["name"] == "echo")
+    echo["deployments"]["Echo"]["maxOngoingRequests"] = 8
+    echo["args"]["handle_serialization"] = "cloudpickle"
+    apps = _apps(parse_stack_config("dev", raw))
+    limits = {d["name"]: d["max_ongoing_requests"] for d in apps["echo"]["deployments"]}
+    assert limits == {"Echo": 8, "EchoIngress": TUNED_MAX_ONGOING_REQUESTS, "Streamer": 64}
+    assert apps["echo"]["args"]["handle_serialization"] == "cloudpickle"
+    assert apps["recsys"]["args"]["handle_serialization"] == "pickle"
+    assert apps["echo"]["logging_config"] == {"enable_access_log": False}
+
+
+def test_the_llm_app_keeps_ray_serve_llms_own_limits():
+    apps = _apps(load_stack_config("prod"))
+    llm = next(a for a in apps.values() if a["import_path"] == "app.llm:build_app")
+    assert all("max_ongoing_requests" not in d for d in llm["deployments"])
+    assert "handle_serialization" not in llm["args"]
+
+
+def test_the_apps_accept_what_tuning_passes():
+    """infra/ never imports app/: the codec names and the recsys batch default are kept in step here."""
+    assert get_args(HandleSerialization) == get_args(AppHandleSerialization)
+    for codec in get_args(HandleSerialization):
+        assert EchoArgs(handle_serialization=codec).handle_serialization == codec
+        assert RecsysArgs(handle_serialization=codec).handle_serialization == codec
+    assert RecsysArgs().max_batch_size == RECSYS_MAX_BATCH_SIZE
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic models
+def test_the_ray_default_the_tuning_replaces_is_ray_2_60s():
+    from ray.serve._private import constants
+
+    assert RAY_MAX_ONGOING_REQUESTS == constants.DEFAULT_MAX_ONGOING_REQUESTS
+
+
+def _ray(**values: Any) -> Callable[[dict], None]:
+    def mutate(config: dict) -> None:
+        config[f"{NS}:ray"].update(values)
+
+    return mutate
+
+
+def _recsys(args: dict[str, Any] | None = None, ranker: dict[str, Any] | None = None):
+    def mutate(config: dict) -> None:
+        app = next(a for a in config[f"{NS}:apps"] if a["kind"] == "recsys")
+        app["args"].update(args or {})
+        app["deployments"]["Ranker"].update(ranker or {})
+
+    return mutate
+
+
+BAD = [
+    (
+        "tuning-outside-tuned",
+        _ray(serveProfile="flags-only", tuning={"accessLog": True}),
+        r"ray.tuning applies only to serveProfile: tuned; got serveProfile: flags-only",
+    ),
+    (
+        "extra-env-overrides-tuning",
+        _ray(extraEnv={"RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "50"}),
+        r"ray.extraEnv.RAY_SERVE_METRICS_EXPORT_INTERVAL_MS \('50'\) conflicts with "
+        r"ray.tuning.metricsExportIntervalMs",
+    ),
+    (
+        "tuned-limit-below-batch",
+        _ray(tuning={"maxOngoingRequests": 8}),
+        r"ray.tuning.maxOngoingRequests \(8\) must be >= apps\[recsys\].args.max_batch_size "
+        r"\(16\).*allowed: 16 or more",
+    ),
+    (
+        "ranker-limit-below-batch",
+        _recsys(args={"max_batch_size": 32}, ranker={"maxOngoingRequests": 20}),
+        r"apps\[recsys\].deployments.Ranker.maxOngoingRequests \(20\) must be >= "
+        r"apps\[recsys\].args.max_batch_size \(32\)",
+    ),
+    (
+        "metrics-interval-zero",
+        _ray(tuning={"metricsExportIntervalMs": 0}),
+        r"ray.tuning.metricsExportIntervalMs.*greater than or equal to 100; got 0",
+    ),
+    (
+        "unknown-codec",
+        _ray(tuning={"handleSerialization": "msgpack"}),
+        r"ray.tuning.handleSerialization.*'cloudpickle' or 'pickle'; got 'msgpack'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "pattern"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_tuning_is_rejected(mutate: Callable[[dict], None], pattern: str):
+    raw = copy.deepcopy(read_stack_file("dev"))
+    mutate(raw)
+    with pytest.raises(ConfigError, match=pattern):
+        parse_stack_config("dev", raw)
+
+
+@pytest.mark.mocks
+def test_bad_tuning_registers_nothing():
+    raw = copy.deepcopy(read_stack_file("dev"))
+    _ray(tuning={"maxOngoingRequests": 8})(raw)
+    inventory = Inventory()
+    with pytest.raises(ConfigError, match="maxOngoingRequests"):
+        run_with_mocks(run_program, stack="dev", config=raw, inventory=inventory)
+    assert inventory.resources == []
+
+
+def test_flags_only_keeps_rays_batching_limit_and_is_accepted():
+    """Ray's default limit under flags-only is the profile's choice, not a stack error."""
+    raw = copy.deepcopy(read_stack_file("dev"))
+    _ray(serveProfile="flags-only")(raw)
+    assert parse_stack_config("dev", raw).ray.tuned is None
+    assert TuningConfig().max_ongoing_requests >= RECSYS_MAX_BATCH_SIZE
