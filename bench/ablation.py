@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ab import OUT, machine, render, say, spread
 
 from infra.config import ServeProfile, load_stack_config, with_serve_profile
-from infra.serve_config import FLAGS_ONLY, serve_flags
+from infra.serve_config import FLAGS_ONLY
 from raygke import local_ray
-from raygke.local import local_serve_config
+from raygke.local import local_flags, local_serve_config
 from raygke.smoke.contract import AppEndpoint, Endpoints
 from raygke.smoke.load import LoadSpec, Mode, Transport, run_level
 
@@ -174,23 +174,39 @@ LEVERS = (
     Lever(
         "tuned (package default)",
         "serveProfile: tuned: the levers the package keeps",
-        env=serve_flags(load_stack_config("dev").ray),
+        env=local_flags(load_stack_config("dev")),
         serve=_package_tuned,
     ),
 )
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time (user + system) the processes have used so far; gone processes count 0."""
-    total = 0
+# Where a request's CPU goes: process groups by command line (the first match wins).
+CPU_GROUPS = (
+    ("ServeReplica:echo:EchoIngress", "EchoIngress replica"),
+    ("ServeReplica:echo:Echo", "Echo replica"),
+    ("ServeReplica:echo:Streamer", "Streamer replica"),
+    ("haproxy", "Ray's HAProxy"),
+    ("ServeController", "Serve controller"),
+    ("HAProxyManager", "HAProxy manager, proxy actor"),
+    ("ProxyActor", "HAProxy manager, proxy actor"),
+)
+OTHER_GROUP = "Ray daemons (GCS, raylet, dashboard, agents)"
+
+
+def cpu_by_group(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process group has used so far; gone processes count 0."""
+    totals: dict[str, float] = {}
     for pid in pids:
         try:
             raw = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = raw[raw.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        cmdline = local_ray.command_line(pid)
+        group = next((g for marker, g in CPU_GROUPS if marker in cmdline), OTHER_GROUP)
+        totals[group] = totals.get(group, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+    return totals
 
 
 def measure(
@@ -214,13 +230,19 @@ def measure(
         processes=1,
     )
     pids = local_ray.processes(head)
-    before = cpu_seconds(pids)
+    before = cpu_by_group(pids)
     level = run_level(spec, endpoints(head))
-    cpu = cpu_seconds(pids) - before
+    after = cpu_by_group(pids)
     served = level.throughput_rps * (duration + warmup)  # the window's rate over the whole run
+    per_request = {g: 1000 * (after[g] - before.get(g, 0.0)) / served for g in after if served}
+    if served:
+        per_request["benchmark client"] = 1000 * sum(level.client_cpu) / level.throughput_rps
     return {
         "rps": level.throughput_rps,
-        "cpu_ms_per_request": 1000 * cpu / served if served else None,
+        "cpu_ms_per_request": sum(v for g, v in per_request.items() if g != "benchmark client")
+        if served
+        else None,
+        "cpu_ms_by_group": per_request,
         "p99_ms": None if level.latency_ms is None else level.latency_ms.p99,
         "errors": sum(level.errors.values()),
     }
@@ -323,12 +345,33 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
     return header, rows
 
 
+def breakdown(
+    runs: dict[str, dict[str, list[dict[str, Any]]]], target: str
+) -> tuple[list[str], list[list[str]]]:
+    """CPU ms per request by process group, baseline vs variant (medians over repeats)."""
+    sides = runs[target]
+    groups = sorted({g for side in sides.values() for r in side for g in r["cpu_ms_by_group"]})
+    rows = []
+    for group in groups:
+        cells = [group]
+        for side in ("base", "variant"):
+            cells.append(
+                spread(r["cpu_ms_by_group"].get(group, 0.0) for r in sides[side]).fmt(".3f")
+            )
+        rows.append(cells)
+    return ["process group", "baseline ms/request", "variant ms/request"], rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", help="comma-separated lever names (default: all)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated lever names (default: all); their rows replace those in "
+        "out/bench/ablation.json, the other levers' rows are kept",
+    )
     args = parser.parse_args(argv)
     levers = LEVERS
     if args.only:
@@ -380,14 +423,24 @@ def main(argv: list[str] | None = None) -> int:
             say("    " + "  ".join(row[1:]))
     finally:
         heads.stop()
+    saved = OUT / "ablation.json"
+    if args.only and saved.exists():  # re-measured levers replace their rows, in LEVERS order
+        kept = {**json.loads(saved.read_text())["levers"], **results}
+        results = {lv.name: kept[lv.name] for lv in LEVERS if lv.name in kept}
     text, md = render(*table(results))
     say(
         "\nthroughput variant/baseline (median [min..max] over repeats); baseline = Ray's two flags only"
     )
     say(text)
+    tuned = results.get(LEVERS[-1].name)
+    cpu_text, cpu_md = "", ""
+    if tuned is not None:
+        cpu_text, cpu_md = render(*breakdown(tuned["runs"], "http/unary/32"))
+        say(f"\nwhere a request's CPU goes, http/unary/32, baseline vs {LEVERS[-1].name}")
+        say(cpu_text)
     took = time.monotonic() - began
     say(f"\ntotal {took:.0f} s")
-    (OUT / "ablation.json").write_text(
+    saved.write_text(
         json.dumps(
             {"machine": host, "plan": vars(args), "levers": results, "seconds": round(took)},
             indent=2,
@@ -398,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "ablation.md").write_text(
         f"# Ablation: one lever at a time over Ray's two flags\n\nMachine: {host['cores']} cores, {host['cpu_model']}; "
         f"load average at start {host['loadavg_at_start']}. {args.repeats} repeats, {args.duration:g} s per side, interleaved.\n\n{md}\n"
+        + (f"\n## CPU per request by process group (http/unary/32)\n\n{cpu_md}\n" if cpu_md else "")
     )
     return 0
 

@@ -340,18 +340,16 @@ class IngressConfig(Model):
 
 # ---------------------------------------------------------------------------------------------- Ray
 ServeProfile = Literal["tuned", "flags-only", "ray-defaults"]
-HandleSerialization = Literal["cloudpickle", "pickle"]  # app/echo.py, app/recsys.py
 
 
 class TuningConfig(Model):
-    """What `serveProfile: tuned` sets beyond Ray's two flags; each lever is measured one at a time
-    by bench/ablation.py (docs/performance.md). Only our app kinds take handleSerialization."""
+    """What `serveProfile: tuned` sets beyond Ray's two flags: the levers bench/ablation.py measured
+    a gain for (docs/performance.md has the table, and why the others stay out)."""
 
+    # for every deployment the stack gives none (the llm app's come from Ray Serve LLM)
     max_ongoing_requests: int = Field(default=TUNED_MAX_ONGOING_REQUESTS, ge=1)
-    access_log: bool = False
-    handle_serialization: HandleSerialization = "pickle"
-    metrics_export_interval_ms: int = Field(default=1000, ge=100, le=60_000)
-    haproxy_threads: int | None = Field(default=None, ge=1, le=64)  # None: Ray's default (4)
+    # None: Ray's 4 in the cluster; half the cores (at most 4) on one machine (`raygke local`)
+    haproxy_threads: int | None = Field(default=None, ge=1, le=64)
 
 
 class RayConfig(Model):
@@ -427,10 +425,7 @@ def with_serve_profile(config: StackConfig, profile: ServeProfile) -> StackConfi
 
 
 # Which env var each tuning key sets (infra/serve_config.py): extraEnv may not set them too.
-TUNING_ENV_KEYS = {
-    "metricsExportIntervalMs": "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS",
-    "haproxyThreads": "RAY_SERVE_HAPROXY_NBTHREAD",
-}
+TUNING_ENV_KEYS = {"haproxyThreads": "RAY_SERVE_HAPROXY_NBTHREAD"}
 
 
 # ---------------------------------------------------------------------------------------------- RayService

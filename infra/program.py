@@ -20,14 +20,21 @@ from components.network import Network
 from components.ray_service import RayServeApp, RayServeAppArgs
 from components.render import rayservice as rs
 from components.render.gpu_machines import H100_MACHINES
+from components.render.haproxy import Timeouts
 from components.render.node_pool import Capacity
 from infra.config import StackConfig, load_pulumi_stack_config
 from infra.cost import estimate_cost
 from infra.outputs import smoke_contract
 from infra.serve_config import build_serve_config, serve_flags
 
-# The cluster's Ray pods listen on every interface; the local run binds 127.0.0.1 instead.
-CLUSTER_ENV = {"RAY_SERVE_DEFAULT_HTTP_HOST": "0.0.0.0"}
+# The cluster's Ray pods listen on every interface; the local run binds 127.0.0.1 instead. Every
+# replica change reloads Ray's HAProxy, and its old process is killed `hard-stop-after` later with
+# the streams it still serves (Ray's 120 s cuts long LLM streams: docs/reliability.md): give them
+# as long as our tier does.
+CLUSTER_ENV = {
+    "RAY_SERVE_DEFAULT_HTTP_HOST": "0.0.0.0",
+    "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(Timeouts().tunnel_s),
+}
 
 
 def _capacity(config: StackConfig) -> Capacity:

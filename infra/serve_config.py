@@ -56,16 +56,13 @@ def app_kind(app: AppConfig) -> AppKindSpec:
 
 # Ray's two flags, nothing else: what every user can do from the vendor's blog.
 FLAGS_ONLY = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-# App kinds whose builders take `handle_serialization` (app/echo.py, app/recsys.py).
-HANDLE_SERIALIZATION_KINDS = ("echo", "recsys")
 
 
 def tuning_env(tuning: TuningConfig) -> dict[str, str]:
     """The env half of `serveProfile: tuned` (config.TUNING_ENV_KEYS names the same variables)."""
-    env = {"RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": str(tuning.metrics_export_interval_ms)}
-    if tuning.haproxy_threads is not None:
-        env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(tuning.haproxy_threads)
-    return env
+    if tuning.haproxy_threads is None:
+        return {}
+    return {"RAY_SERVE_HAPROXY_NBTHREAD": str(tuning.haproxy_threads)}
 
 
 def serve_flags(ray: RayConfig) -> dict[str, str]:
@@ -112,15 +109,12 @@ def _deployment(name: str, dep: DeploymentConfig) -> dict[str, Any]:
 def _tuned(app: AppConfig, entry: dict[str, Any], tuning: TuningConfig) -> dict[str, Any]:
     """The app's entry with `serveProfile: tuned`'s serve-config half; what the stack sets wins.
     The llm app's deployments come from Ray Serve LLM's builder, which sizes its own limits."""
-    entry = {**entry, "logging_config": {"enable_access_log": tuning.access_log}}
-    if app.kind in HANDLE_SERIALIZATION_KINDS:
-        entry["args"] = {"handle_serialization": tuning.handle_serialization, **entry["args"]}
-    if app.kind != "llm":
-        entry["deployments"] = [
-            {"max_ongoing_requests": tuning.max_ongoing_requests, **dep}
-            for dep in entry["deployments"]
-        ]
-    return entry
+    if app.kind == "llm":
+        return entry
+    deployments = [
+        {"max_ongoing_requests": tuning.max_ongoing_requests, **dep} for dep in entry["deployments"]
+    ]
+    return {**entry, "deployments": deployments}
 
 
 def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> dict[str, Any]:
@@ -148,6 +142,22 @@ def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> di
     if config.ray.grpc and servicers:
         document["grpc_options"] = {"port": SERVE_GRPC_PORT, "grpc_servicer_functions": servicers}
     return document
+
+
+RAY_HAPROXY_THREADS = 4  # RAY_SERVE_HAPROXY_NBTHREAD's default in Ray 2.60
+
+
+def scale_flags_for_local(ray: RayConfig, flags: dict[str, str], cores: int) -> dict[str, str]:
+    """The env flags on one machine: under `tuned`, Ray's HAProxy gets half the cores (at most
+    Ray's 4 threads) unless the stack says otherwise, leaving the rest to the replicas. The
+    cluster's pods have 20 CPUs and keep Ray's 4 (docs/performance.md: "HAProxy threads")."""
+    tuned = ray.tuned
+    if tuned is None or tuned.haproxy_threads is not None:
+        return flags
+    return {
+        **flags,
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(RAY_HAPROXY_THREADS, cores // 2))),
+    }
 
 
 def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[str, Any]:

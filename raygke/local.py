@@ -36,7 +36,12 @@ from components.render.haproxy import (
 )
 from infra.config import ServeProfile, StackConfig, load_stack_config, with_serve_profile
 from infra.outputs import smoke_contract
-from infra.serve_config import build_serve_config, scale_for_local, serve_flags
+from infra.serve_config import (
+    build_serve_config,
+    scale_flags_for_local,
+    scale_for_local,
+    serve_flags,
+)
 from raygke import local_ray
 
 DEFAULT_STATE_DIR = Path(".raygke/local")
@@ -81,6 +86,11 @@ def _ray_from_state(state: dict[str, Any]) -> local_ray.LocalRay:
     for key in ("run_dir", "temp_dir", "haproxy_dir", "log_path"):
         ray[key] = Path(ray[key])
     return local_ray.LocalRay(**ray)
+
+
+def local_flags(config: StackConfig) -> dict[str, str]:
+    """The env flags the stack's Ray head starts with on this machine."""
+    return scale_flags_for_local(config.ray, serve_flags(config.ray), os.cpu_count() or 1)
 
 
 def local_serve_config(config: StackConfig) -> dict[str, Any]:
@@ -258,7 +268,7 @@ def up(
     config = load_stack_config(stack)
     if profile is not None:  # the other side of an A/B: the same stack, another profile
         config = with_serve_profile(config, profile)
-    flags = serve_flags(config.ray)
+    flags = local_flags(config)
     serve_config = local_serve_config(config)
     served = {a["name"] for a in serve_config["applications"]}
     for app in config.apps:

@@ -216,7 +216,7 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[3])
 
 
-def _cmdline(pid: int) -> str:
+def command_line(pid: int) -> str:
     try:
         return (
             Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -237,7 +237,7 @@ def processes(ray: LocalRay) -> list[int]:
     ours = {pid for pid, (_, sid) in stats.items() if sid == ray.pid}
     if ray.pid in stats:
         ours.add(ray.pid)
-    ours |= {pid for pid in stats if any(m in _cmdline(pid) for m in markers)}
+    ours |= {pid for pid in stats if any(m in command_line(pid) for m in markers)}
     # Descendants that started their own session (Ray daemons may setsid).
     grew = True
     while grew:

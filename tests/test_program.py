@@ -11,9 +11,10 @@ import pytest
 import yaml
 from schemas import validate_core, validate_rayservice
 
+from components.render.haproxy import Timeouts
 from infra.config import load_stack_config
 from infra.outputs import SMOKE_SCHEMA_VERSION
-from infra.serve_config import build_serve_config
+from infra.serve_config import build_serve_config, serve_flags
 from raygke.mocks import Secret
 from raygke.plan import Plan, plan_stack, render_text
 
@@ -171,6 +172,9 @@ def test_rayservice_validates_and_carries_the_stack_serve_config(stack: str):
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
         assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+        assert {k: env[k] for k in serve_flags(config.ray)} == serve_flags(config.ray)
+        # A reload of Ray's HAProxy must not cut streams our tier lets run (docs/reliability.md).
+        assert int(env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) >= Timeouts().tunnel_s
 
 
 @pytest.mark.parametrize("stack", STACKS)

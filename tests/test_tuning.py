@@ -12,13 +12,12 @@ import pytest
 
 from app.echo import EchoArgs
 from app.recsys import RecsysArgs
-from app.requests import HandleSerialization as AppHandleSerialization
+from app.requests import HandleSerialization
 from infra.config import (
     RAY_MAX_ONGOING_REQUESTS,
     RECSYS_MAX_BATCH_SIZE,
     TUNED_MAX_ONGOING_REQUESTS,
     ConfigError,
-    HandleSerialization,
     TuningConfig,
     load_stack_config,
     parse_stack_config,
@@ -26,7 +25,12 @@ from infra.config import (
     with_serve_profile,
 )
 from infra.program import run_program
-from infra.serve_config import FLAGS_ONLY, build_serve_config, serve_flags
+from infra.serve_config import (
+    FLAGS_ONLY,
+    build_serve_config,
+    scale_flags_for_local,
+    serve_flags,
+)
 from raygke.mocks import Inventory, run_with_mocks
 
 pytestmark = [pytest.mark.config, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -41,7 +45,24 @@ def test_the_profiles_env_flags():
     dev = load_stack_config("dev")
     assert serve_flags(with_serve_profile(dev, "ray-defaults").ray) == {}
     assert serve_flags(with_serve_profile(dev, "flags-only").ray) == FLAGS_ONLY
-    assert serve_flags(dev.ray) == {**FLAGS_ONLY, "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000"}
+    assert serve_flags(dev.ray) == FLAGS_ONLY  # tuned's env lever is set per machine: below
+    pinned = dev.ray.model_copy(update={"tuning": TuningConfig(haproxy_threads=2)})
+    assert serve_flags(pinned) == {**FLAGS_ONLY, "RAY_SERVE_HAPROXY_NBTHREAD": "2"}
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, "1"), (2, "1"), (6, "3"), (16, "4")])
+def test_on_one_machine_rays_haproxy_gets_half_the_cores(cores: int, threads: str):
+    ray = load_stack_config("dev").ray
+    local = scale_flags_for_local(ray, serve_flags(ray), cores)
+    assert local == {**serve_flags(ray), "RAY_SERVE_HAPROXY_NBTHREAD": threads}
+    assert "RAY_SERVE_HAPROXY_NBTHREAD" not in serve_flags(ray)  # the cluster keeps Ray's 4
+    flags_only = with_serve_profile(load_stack_config("dev"), "flags-only").ray
+    assert scale_flags_for_local(flags_only, FLAGS_ONLY, cores) == FLAGS_ONLY
+    pinned = ray.model_copy(update={"tuning": TuningConfig(haproxy_threads=3)})
+    assert (
+        scale_flags_for_local(pinned, serve_flags(pinned), cores)["RAY_SERVE_HAPROXY_NBTHREAD"]
+        == "3"
+    )
 
 
 def test_flags_only_serves_the_stack_as_ray_would():
@@ -50,7 +71,7 @@ def test_flags_only_serves_the_stack_as_ray_would():
     plain = _apps(with_serve_profile(load_stack_config("dev"), "flags-only"))
     assert plain.keys() == tuned.keys()
     for name, app in plain.items():
-        assert "logging_config" not in app and "handle_serialization" not in app["args"]
+        assert app["args"] == next(a.args for a in load_stack_config("dev").apps if a.name == name)
         assert all("max_ongoing_requests" not in d for d in app["deployments"])
         strip = [
             {k: v for k, v in d.items() if k != "max_ongoing_requests"}
@@ -63,25 +84,19 @@ def test_tuned_adds_its_levers_and_the_stack_wins():
     raw = copy.deepcopy(read_stack_file("dev"))
     echo = next(a for a in raw[f"{NS}:apps"] if a["name"] == "echo")
     echo["deployments"]["Echo"]["maxOngoingRequests"] = 8
-    echo["args"]["handle_serialization"] = "cloudpickle"
     apps = _apps(parse_stack_config("dev", raw))
     limits = {d["name"]: d["max_ongoing_requests"] for d in apps["echo"]["deployments"]}
     assert limits == {"Echo": 8, "EchoIngress": TUNED_MAX_ONGOING_REQUESTS, "Streamer": 64}
-    assert apps["echo"]["args"]["handle_serialization"] == "cloudpickle"
-    assert apps["recsys"]["args"]["handle_serialization"] == "pickle"
-    assert apps["echo"]["logging_config"] == {"enable_access_log": False}
 
 
 def test_the_llm_app_keeps_ray_serve_llms_own_limits():
     apps = _apps(load_stack_config("prod"))
     llm = next(a for a in apps.values() if a["import_path"] == "app.llm:build_app")
     assert all("max_ongoing_requests" not in d for d in llm["deployments"])
-    assert "handle_serialization" not in llm["args"]
 
 
-def test_the_apps_accept_what_tuning_passes():
-    """infra/ never imports app/: the codec names and the recsys batch default are kept in step here."""
-    assert get_args(HandleSerialization) == get_args(AppHandleSerialization)
+def test_the_apps_take_the_codecs_the_ablation_measures_and_the_batch_the_config_checks():
+    """infra/ never imports app/: the recsys batch default is kept in step here."""
     for codec in get_args(HandleSerialization):
         assert EchoArgs(handle_serialization=codec).handle_serialization == codec
         assert RecsysArgs(handle_serialization=codec).handle_serialization == codec
@@ -114,14 +129,14 @@ def _recsys(args: dict[str, Any] | None = None, ranker: dict[str, Any] | None = 
 BAD = [
     (
         "tuning-outside-tuned",
-        _ray(serveProfile="flags-only", tuning={"accessLog": True}),
+        _ray(serveProfile="flags-only", tuning={"maxOngoingRequests": 32}),
         r"ray.tuning applies only to serveProfile: tuned; got serveProfile: flags-only",
     ),
     (
         "extra-env-overrides-tuning",
-        _ray(extraEnv={"RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "50"}),
-        r"ray.extraEnv.RAY_SERVE_METRICS_EXPORT_INTERVAL_MS \('50'\) conflicts with "
-        r"ray.tuning.metricsExportIntervalMs",
+        _ray(extraEnv={"RAY_SERVE_HAPROXY_NBTHREAD": "8"}),
+        r"ray.extraEnv.RAY_SERVE_HAPROXY_NBTHREAD \('8'\) conflicts with ray.tuning.haproxyThreads, "
+        r"which sets it; set ray.tuning.haproxyThreads instead",
     ),
     (
         "tuned-limit-below-batch",
@@ -136,14 +151,9 @@ BAD = [
         r"apps\[recsys\].args.max_batch_size \(32\)",
     ),
     (
-        "metrics-interval-zero",
-        _ray(tuning={"metricsExportIntervalMs": 0}),
-        r"ray.tuning.metricsExportIntervalMs.*greater than or equal to 100; got 0",
-    ),
-    (
-        "unknown-codec",
-        _ray(tuning={"handleSerialization": "msgpack"}),
-        r"ray.tuning.handleSerialization.*'cloudpickle' or 'pickle'; got 'msgpack'",
+        "haproxy-threads-zero",
+        _ray(tuning={"haproxyThreads": 0}),
+        r"ray.tuning.haproxyThreads.*greater than or equal to 1; got 0",
     ),
 ]
 
