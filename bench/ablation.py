@@ -5,10 +5,11 @@ in front, no tier of ours: the tier is the same on both sides). The baseline hea
 only" (`RAY_SERVE_ENABLE_HA_PROXY=1`, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, Ray's defaults for the
 rest); the variant head runs the baseline plus one lever, then plus every lever the package keeps
 (its `serveProfile: tuned`). Each variant is measured against the baseline closed loop, the two
-interleaved and repeated, with the smoke benchmark's load generator. Levers in the serve config
-are redeployed into the running variant head; env levers restart it.
-Does not own: the levers' values (infra/serve_config.py's TUNED_* are the package defaults this
-measures), the measuring logic (raygke/smoke/load.py), the end-to-end A/B (bench/ab.py).
+interleaved and repeated, with the smoke benchmark's load generator, and the server's CPU per
+request taken from /proc for every process of each head. Levers in the serve config are redeployed
+into the running variant head; env levers restart it. Writes out/bench/ablation.{json,md}.
+Does not own: the package's defaults (infra/config.py's TuningConfig, which the last row measures),
+the measuring logic (raygke/smoke/load.py), the end-to-end A/B (bench/ab.py).
 
     python bench/ablation.py [--duration 3] [--warmup 1] [--repeats 3] [--only NAME,...]
 """

@@ -58,18 +58,12 @@ def app_kind(app: AppConfig) -> AppKindSpec:
 FLAGS_ONLY = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
-def tuning_env(tuning: TuningConfig) -> dict[str, str]:
-    """The env half of `serveProfile: tuned` (config.TUNING_ENV_KEYS names the same variables)."""
-    if tuning.haproxy_threads is None:
-        return {}
-    return {"RAY_SERVE_HAPROXY_NBTHREAD": str(tuning.haproxy_threads)}
-
-
 def serve_flags(ray: RayConfig) -> dict[str, str]:
     """The env flags Ray must see where `ray start` runs (head and every worker)."""
     profile = {} if ray.serve_profile == "ray-defaults" else dict(FLAGS_ONLY)
-    if ray.tuned is not None:
-        profile.update(tuning_env(ray.tuned))
+    if ray.tuned is not None and ray.tuned.haproxy_threads is not None:
+        # config.TUNING_ENV_KEYS: extraEnv may not set this too
+        profile["RAY_SERVE_HAPROXY_NBTHREAD"] = str(ray.tuned.haproxy_threads)
     return {**profile, **ray.extra_env}
 
 
@@ -150,7 +144,7 @@ RAY_HAPROXY_THREADS = 4  # RAY_SERVE_HAPROXY_NBTHREAD's default in Ray 2.60
 def scale_flags_for_local(ray: RayConfig, flags: dict[str, str], cores: int) -> dict[str, str]:
     """The env flags on one machine: under `tuned`, Ray's HAProxy gets half the cores (at most
     Ray's 4 threads) unless the stack says otherwise, leaving the rest to the replicas. The
-    cluster's pods have 20 CPUs and keep Ray's 4 (docs/performance.md: "HAProxy threads")."""
+    cluster's pods have 20 CPUs and keep Ray's 4 (docs/performance.md has the measurement)."""
     tuned = ray.tuned
     if tuned is None or tuned.haproxy_threads is not None:
         return flags

@@ -27,6 +27,7 @@ from infra.config import (
 from infra.program import run_program
 from infra.serve_config import (
     FLAGS_ONLY,
+    RAY_HAPROXY_THREADS,
     build_serve_config,
     scale_flags_for_local,
     serve_flags,
@@ -104,10 +105,11 @@ def test_the_apps_take_the_codecs_the_ablation_measures_and_the_batch_the_config
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic models
-def test_the_ray_default_the_tuning_replaces_is_ray_2_60s():
+def test_the_ray_defaults_the_tuning_replaces_are_ray_2_60s():
     from ray.serve._private import constants
 
     assert RAY_MAX_ONGOING_REQUESTS == constants.DEFAULT_MAX_ONGOING_REQUESTS
+    assert RAY_HAPROXY_THREADS == constants.RAY_SERVE_HAPROXY_NBTHREAD
 
 
 def _ray(**values: Any) -> Callable[[dict], None]:
