@@ -66,7 +66,6 @@ H100_ZONES: frozenset[str] = frozenset(
 
 MIN_RAY_FOR_HAPROXY = (2, 55)
 MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
-RAY_MAX_ONGOING_REQUESTS = 5  # Ray Serve's default per replica
 TUNED_MAX_ONGOING_REQUESTS = 64  # serveProfile: tuned's default (docs/performance.md)
 RECSYS_MAX_BATCH_SIZE = 16  # app/recsys.py's RecsysArgs default
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -14,7 +14,6 @@ from app.echo import EchoArgs
 from app.recsys import RecsysArgs
 from app.requests import HandleSerialization
 from infra.config import (
-    RAY_MAX_ONGOING_REQUESTS,
     RECSYS_MAX_BATCH_SIZE,
     TUNED_MAX_ONGOING_REQUESTS,
     ConfigError,
@@ -87,7 +86,8 @@ def test_tuned_adds_its_levers_and_the_stack_wins():
     echo["deployments"]["Echo"]["maxOngoingRequests"] = 8
     apps = _apps(parse_stack_config("dev", raw))
     limits = {d["name"]: d["max_ongoing_requests"] for d in apps["echo"]["deployments"]}
-    assert limits == {"Echo": 8, "EchoIngress": TUNED_MAX_ONGOING_REQUESTS, "Streamer": 64}
+    tuned = TUNED_MAX_ONGOING_REQUESTS
+    assert limits == {"Echo": 8, "EchoIngress": tuned, "Streamer": tuned}
 
 
 def test_the_llm_app_keeps_ray_serve_llms_own_limits():
@@ -108,7 +108,9 @@ def test_the_apps_take_the_codecs_the_ablation_measures_and_the_batch_the_config
 def test_the_ray_defaults_the_tuning_replaces_are_ray_2_60s():
     from ray.serve._private import constants
 
-    assert RAY_MAX_ONGOING_REQUESTS == constants.DEFAULT_MAX_ONGOING_REQUESTS
+    assert (
+        constants.DEFAULT_MAX_ONGOING_REQUESTS < TUNED_MAX_ONGOING_REQUESTS
+    )  # 5: docs/performance.md
     assert RAY_HAPROXY_THREADS == constants.RAY_SERVE_HAPROXY_NBTHREAD
 
 
