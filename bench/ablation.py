@@ -232,7 +232,7 @@ def measure(
     )
     pids = local_ray.processes(head)
     before = cpu_by_group(pids)
-    level = run_level(spec, endpoints(head))
+    level = run_level(spec, Endpoints(head.http_url, head.grpc_target))
     after = cpu_by_group(pids)
     served = level.throughput_rps * (duration + warmup)  # the window's rate over the whole run
     per_request = {g: 1000 * (after[g] - before.get(g, 0.0)) / served for g in after if served}
@@ -300,7 +300,7 @@ class Heads:
         self.variant_env: dict[str, str] | None = None
         self.starts = 0
 
-    def _start(self, env: dict[str, str]) -> local_ray.LocalRay:
+    def start(self, env: dict[str, str]) -> local_ray.LocalRay:
         self.starts += 1
         return local_ray.start(self.work / f"head{self.starts}", env=env, num_cpus=4)
 
@@ -308,7 +308,7 @@ class Heads:
         if self.variant is None or env != self.variant_env:
             if self.variant is not None:
                 local_ray.stop(self.variant)
-            self.variant, self.variant_env = self._start(env), env
+            self.variant, self.variant_env = self.start(env), env
         local_ray.deploy(self.variant, config)
         return self.variant
 
@@ -321,10 +321,6 @@ class Heads:
         for head in (self.base, self.variant):
             if head is not None:
                 local_ray.stop(head, check=False)
-
-
-def endpoints(head: local_ray.LocalRay) -> Endpoints:
-    return Endpoints(head.http_url, head.grpc_target)
 
 
 def table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -398,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     base_config = echo_config("flags-only")
     results: dict[str, dict[str, Any]] = {}
     try:
-        heads.base = heads._start(dict(FLAGS_ONLY))
+        heads.base = heads.start(dict(FLAGS_ONLY))
         local_ray.deploy(heads.base, base_config)
         for index, lever in enumerate(levers, 1):
             say(

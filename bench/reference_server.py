@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,13 +475,14 @@ def _start_tier(run_dir: Path, http_port: int, grpc_port: int) -> tuple[str, str
     for HTTP and of the gRPC server for gRPC; returns its HTTP URL, gRPC target and PID.
     Imported here, not at the top: the server processes this file also runs need none of it."""
     from components.render.haproxy import (
+        HEALTH_PATH,
         Bind,
         IngressSpec,
         StaticBackends,
         StaticServer,
         find_haproxy,
     )
-    from raygke.local import start_tier, stop_tier
+    from raygke.local import start_tier, stop_tier, wait_http
     from raygke.local_ray import free_ports
 
     http, grpc_, stats = free_ports(3)
@@ -497,21 +497,12 @@ def _start_tier(run_dir: Path, http_port: int, grpc_port: int) -> tuple[str, str
     )
     pid = start_tier(spec, run_dir, find_haproxy())
     url = f"http://127.0.0.1:{http}"
-    deadline = time.monotonic() + 30
-    while not _answers(f"{url}/-/healthz"):
-        if time.monotonic() > deadline:
-            stop_tier(pid)
-            raise RuntimeError(f"the reference's HAProxy tier did not answer; see {run_dir}")
-        time.sleep(0.2)
-    return url, f"127.0.0.1:{grpc_}", pid
-
-
-def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        wait_http(f"{url}{HEALTH_PATH}", 30)
+    except BaseException:
+        stop_tier(pid)
+        raise
+    return url, f"127.0.0.1:{grpc_}", pid
 
 
 def main(argv: list[str] | None = None) -> int:

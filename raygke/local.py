@@ -148,7 +148,8 @@ def tier_spec(
     )
 
 
-def _wait_http(url: str, timeout_s: float) -> None:
+def wait_http(url: str, timeout_s: float) -> None:
+    """Waits until `url` answers 200; LocalError after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
@@ -307,7 +308,7 @@ def up(
         state["pids"].append(tier_pid)
         state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
         _write_state(state_dir, state)
-        _wait_http(f"http://127.0.0.1:{http}{HEALTH_PATH}", 30)
+        wait_http(f"http://127.0.0.1:{http}{HEALTH_PATH}", 30)
     except BaseException:
         _say("start failed: stopping what was started")
         _stop(state_dir, state)
