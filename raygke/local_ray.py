@@ -2,6 +2,8 @@
 
 Owns: starting one Ray head as a subprocess (`ray start --head --block`) with its own temp dir,
 free ports and the given env flags (set where `ray start` runs, so replicas inherit them);
+token authentication on, as in the cluster, with a token of its own (never the user's
+~/.ray/auth_token, address or mode: the run does not depend on the user's own Ray);
 pointing Ray's HAProxy at our own free ports and paths; deploying a Serve config (the shape of a
 RayService's serveConfigV2) and waiting until every app is RUNNING and routable; stopping exactly
 the processes it started, by PID, and checking none are left.
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +55,15 @@ _WORKER_PORTS = 200  # one port per Ray worker process; plenty for one head
 # windows of its own.
 _DIRECT_INGRESS_PORTS = 50
 _STARTED_MARKER = "Ray runtime started"
+# Variables of the user's own Ray that would attach our head or driver to their cluster or token.
+_USER_RAY_ENV = (
+    "RAY_ADDRESS",
+    "RAY_NAMESPACE",
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+)
+AUTH_TOKEN_FILE = "auth_token"  # in the run's temp dir, removed with it
 
 
 class LocalRayError(RuntimeError):
@@ -253,15 +265,22 @@ def processes(ray: LocalRay) -> list[int]:
 
 
 def ray_env(
-    base: Mapping[str, str], flags: Mapping[str, str], ports: Ports, haproxy_dir: Path
+    base: Mapping[str, str], flags: Mapping[str, str], ports: Ports, temp_dir: Path
 ) -> dict[str, str]:
-    """The environment `ray start` runs with: the caller's, minus anything that would attach it to
-    another cluster, plus the serve flags and Ray's HAProxy pinned to our ports and paths."""
-    env = {k: v for k, v in base.items() if k not in ("RAY_ADDRESS", "RAY_NAMESPACE")}
+    """The environment `ray start` and the deploy driver run with: the caller's, minus anything
+    that ties it to the user's own Ray (another cluster's address, their token), plus the serve
+    flags, token authentication with this run's own token, and Ray's HAProxy pinned to our ports
+    and paths."""
+    env = {k: v for k, v in base.items() if k not in _USER_RAY_ENV}
     env.update(flags)
-    h = str(haproxy_dir)
+    h = str(temp_dir / "hap")
     env.update(
         {
+            # Explicit on both sides. Left unset, `ray start` turns token auth on when
+            # ~/.ray/auth_token exists, while a driver connecting by address does not: the deploy
+            # then failed with "Failed to connect to Ray cluster" for every Ray user.
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(temp_dir / AUTH_TOKEN_FILE),
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{h}/haproxy.cfg",
             "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{h}/admin.sock",
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": h,
@@ -353,6 +372,13 @@ def _last_lines(path: Path, n: int = 3) -> str:
     return " | ".join(alerts[:n] or lines[-n:])
 
 
+def _write_auth_token(path: Path) -> None:
+    """A token only this run knows (Ray's own format: 256 random bits as hex), owner-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+
+
 def _temp_dir(run_dir: Path) -> Path:
     candidate = run_dir / "r"
     if len(str(candidate)) <= _MAX_TEMP_DIR_LEN:
@@ -384,6 +410,7 @@ def start(
     temp_dir = _temp_dir(run_dir)
     haproxy_dir = temp_dir / "hap"
     haproxy_dir.mkdir(parents=True, exist_ok=True)
+    _write_auth_token(temp_dir / AUTH_TOKEN_FILE)
     log_path = run_dir / "ray-start.log"
     t0 = time.monotonic()
     say(f"starting Ray head (gcs :{ports.gcs}, temp dir {temp_dir})")
@@ -393,7 +420,7 @@ def start(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=ray_env(os.environ, flags, ports, haproxy_dir),
+            env=ray_env(os.environ, flags, ports, temp_dir),
             cwd=run_dir,
             # Its own session: every process Ray starts is findable by session id, and a
             # Ctrl-C at the caller's terminal does not reach Ray halfway through a stop.
@@ -479,7 +506,7 @@ def deploy(
         *(sys.executable, "-m", "raygke.local_ray", "deploy"),
         *(ray.address, str(config_path), str(timeout_s)),
     ]
-    env = ray_env(os.environ, ray.env, ray.ports, ray.haproxy_dir)
+    env = ray_env(os.environ, ray.env, ray.ports, ray.temp_dir)
     with (ray.run_dir / "deploy.log").open("wb") as err:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=Path.cwd(), text=True

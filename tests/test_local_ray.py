@@ -1,0 +1,128 @@
+"""raygke/local_ray.py: the local head does not depend on the user's own Ray.
+
+Any `ray.init()` or `ray start` of Ray 2.60 leaves a token at ~/.ray/auth_token, and Ray users often
+have a cluster of their own running with RAY_ADDRESS set. The local run starts its own head with
+token authentication on and a token of its own, whatever the user has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RAYGKE
+from procs import alive, environ, pids_matching
+
+from raygke import local_ray
+
+RAY_BIN = str(Path(sys.executable).parent / "ray")
+
+
+def test_ray_env_sets_token_auth_with_the_runs_own_token(tmp_path: Path) -> None:
+    user = {
+        "RAY_ADDRESS": "10.0.0.1:6379",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_AUTH_TOKEN": "the-users-token",
+        "RAY_AUTH_TOKEN_PATH": "/home/user/.ray/auth_token",
+        "HOME": "/home/user",
+    }
+    env = local_ray.ray_env(user, {"RAY_AUTH_MODE": "disabled"}, local_ray.choose_ports(), tmp_path)
+    assert env["RAY_AUTH_MODE"] == "token"  # not the user's, not even a stack flag's
+    assert env["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / local_ray.AUTH_TOKEN_FILE)
+    assert "RAY_AUTH_TOKEN" not in env and "RAY_ADDRESS" not in env
+    assert env["HOME"] == "/home/user"
+
+
+def _start_users_cluster(home: Path, temp_dir: Path) -> subprocess.Popen[bytes]:
+    """`ray start --head` as the user runs it: their HOME (and token), Ray's own auth default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
+    ports = local_ray.choose_ports()
+    cmd = local_ray.ray_start_command(RAY_BIN, temp_dir, ports, 1)
+    log = (temp_dir / "start.log").open("wb")
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 90
+    while "Ray runtime started" not in (temp_dir / "start.log").read_text(errors="replace"):
+        assert proc.poll() is None, (temp_dir / "start.log").read_text(errors="replace")
+        assert time.monotonic() < deadline, "the user's own Ray head did not start in 90 s"
+        time.sleep(0.2)
+    log_text = (temp_dir / "start.log").read_text(errors="replace")
+    assert "Token authentication is enabled" in log_text, log_text  # Ray took the user's token
+    proc.address = f"127.0.0.1:{ports.gcs}"  # type: ignore[attr-defined]
+    return proc
+
+
+@pytest.fixture
+def users_ray(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """A Ray user's machine: a real token written by `ray get-auth-token --generate` in their HOME,
+    and their own head running with token authentication on (Ray turns it on from that file)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("RAY_AUTH_TOKEN", None)
+    subprocess.run([RAY_BIN, "get-auth-token", "--generate"], env=env, check=True, timeout=60,
+                   capture_output=True)  # fmt: skip
+    assert (home / ".ray" / "auth_token").is_file()
+    temp_dir = Path(tempfile.mkdtemp(prefix="u-", dir="/tmp"))
+    proc = _start_users_cluster(home, temp_dir)
+    try:
+        yield home, proc
+    finally:
+        for pid in {proc.pid, *pids_matching(str(temp_dir))}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while (left := [p for p in pids_matching(str(temp_dir)) if alive(p)]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert not left, f"the user's Ray processes left: {left}"
+        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+
+
+@pytest.mark.process
+def test_local_up_works_beside_the_users_token_and_cluster(
+    users_ray: tuple[Path, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    home, users_head = users_ray
+    token_file = home / ".ray" / "auth_token"
+    users_token = token_file.read_text()
+    env = {**os.environ, "HOME": str(home), "RAY_ADDRESS": users_head.address}  # type: ignore[attr-defined]
+    state_dir = tmp_path / "state"
+    up = subprocess.run(
+        [*RAYGKE, "local", "up", "--stack", "dev", "--state-dir", str(state_dir)],
+        env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+        state = json.loads((state_dir / "state.json").read_text())
+        outputs = json.loads((state_dir / "outputs.json").read_text())
+        with urllib.request.urlopen(f"{outputs['http_url']}/echo/unary?size=8", timeout=30) as r:
+            assert r.status == 200
+        # Our head runs token auth with its own token; the user's token and head are untouched.
+        head_env = environ(state["ray"]["pid"])
+        assert head_env["RAY_AUTH_MODE"] == "token"
+        ours = Path(head_env["RAY_AUTH_TOKEN_PATH"])
+        assert ours.is_relative_to(state["ray"]["temp_dir"]) and ours.read_text() != users_token
+        assert oct(ours.stat().st_mode & 0o777) == "0o600"
+    finally:
+        down = subprocess.run(
+            [*RAYGKE, "local", "down", "--state-dir", str(state_dir)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert users_head.poll() is None, "`raygke local down` stopped the user's own Ray head"
+    assert token_file.read_text() == users_token
