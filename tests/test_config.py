@@ -175,7 +175,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "llm tensor parallelism wider than a node",
         "prod",
         _in("apps", [2, "args"], tensor_parallel_size=16),
-        r"apps\[llm\]: a replica needs 16 GPUs, more than the 8 of one a3-megagpu-8g node",
+        r"apps\[llm\].args.tensor_parallel_size: Input should be less than or equal to 8; got 16",
     ),
     (
         "llm app with deployment overrides",
@@ -187,7 +187,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "llm app without a model",
         "prod",
         lambda c: c[f"{NS}:apps"][2]["args"].pop("model_source"),
-        r"apps\[llm\].args must name model_id, source, model_source; missing \['model_source'\]",
+        r"apps\[llm\].args.model_source is required by the llm app; required: model_id, source, model_source",
     ),
     (
         "blue/green without headroom",
@@ -217,7 +217,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "0.0.0.0/0 authorized in prod",
         "prod",
         _drop_authorized_anywhere,
-        r"cluster.authorizedNetworks must not contain 0.0.0.0/0 in prod",
+        r"cluster.authorizedNetworks must not contain 0.0.0.0/0 or ::/0 in prod; got 0.0.0.0/0",
     ),
     (
         "duplicate route prefix",
@@ -247,7 +247,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "unknown capacity mode",
         "dev",
         _set("gpuPool", capacity={"mode": "preemptible"}),
-        r"gpuPool.capacity: .*expected tags: 'on-demand', 'spot', 'flex-start'.*got \{'mode': 'preemptible'\}",
+        r"gpuPool.capacity: Input tag 'preemptible' .*expected tags: 'on-demand', 'spot', 'flex-start'",
     ),
     (
         "specific reservation without a name",
@@ -301,7 +301,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "ingress open to the world in prod",
         "prod",
         _set("ingress", sourceRanges=["0.0.0.0/0"]),
-        r"ingress.sourceRanges must not contain 0.0.0.0/0 in prod",
+        r"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in prod; got 0.0.0.0/0",
     ),
     (
         "no deletion protection in prod",
@@ -557,6 +557,7 @@ def test_shutdown_and_pdb_defaults_fit_together():
         config[f"{NS}:gpuPool"]["minNodes"] = max(floor, 1)
         if floor == 0:
             config[f"{NS}:environment"] = "staging"  # prod may not scale to zero
+            config[f"{NS}:environmentOverride"] = "a staging copy of prod's shape"
         assert parse_stack_config("prod", config).ray_service.workers.min_available == expect
 
 
