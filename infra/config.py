@@ -1321,10 +1321,10 @@ MIN_SECRET_CHARS = 4  # shorter values ("1", "true") would mask half a message a
 _KNOWN_SECRETS: set[str] = set()  # every secret value a parse has seen in this process
 
 
-def redact(text: str) -> str:
-    """`text` with every secret value this process has parsed replaced by MASK: the last line of
-    defence for messages built outside the config's own formatting (the CLI's last resort)."""
-    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+def redact(text: str, secrets: set[str] | None = None) -> str:
+    """`text` with every secret value replaced by MASK; by default every one this process has
+    parsed: the last line of defence for messages built elsewhere (the CLI's last resort)."""
+    for secret in sorted(_KNOWN_SECRETS if secrets is None else secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
 
@@ -1336,7 +1336,8 @@ def parse_stack_config(
 
     `secret_keys` are the keys Pulumi holds as secrets: no message shows a value from them, nor any
     extraEnv value."""
-    _KNOWN_SECRETS.update(secret_values(config, secret_keys))
+    secrets = secret_values(config, secret_keys)
+    _KNOWN_SECRETS.update(secrets)
     secret_sections = frozenset(
         _SECTIONS[k.partition(":")[2]]
         for k in secret_keys
@@ -1364,7 +1365,7 @@ def parse_stack_config(
         return StackConfig.model_validate(data)
     except ValidationError as exc:
         message = f"stack {stack!r} has an invalid config:\n{_format(exc, secret_sections)}"
-        raise ConfigError(redact(message)) from None
+        raise ConfigError(redact(message, secrets)) from None
 
 
 def stack_file(stack: str, stacks_dir: Path | None = None) -> Path:
@@ -1390,7 +1391,7 @@ def _loader(path: Path) -> type[yaml.SafeLoader]:
                 if key in seen:
                     raise DuplicateKeyError(
                         f"key {key!r} appears twice in one mapping, at lines {seen[key]} and "
-                        f"{line} of {path}: YAML keeps only the last; remove one"
+                        f"{line}: YAML keeps only the last; remove one"
                     )
                 seen[key] = line
             return super().construct_mapping(node, deep=deep)
@@ -1406,6 +1407,8 @@ def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any
         raise ConfigError(f"no stack file {path}; stacks: {', '.join(available) or 'none'}")
     try:
         document = yaml.load(path.read_text(), Loader=_loader(path)) or {}
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):

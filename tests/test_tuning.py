@@ -10,9 +10,9 @@ from typing import Any, get_args
 
 import pytest
 
+from app.contracts import HandleSerialization
 from app.echo import EchoArgs
 from app.recsys import RecsysArgs
-from app.contracts import HandleSerialization
 from infra.config import (
     RECSYS_MAX_BATCH_SIZE,
     TUNED_MAX_ONGOING_REQUESTS,
