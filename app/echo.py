@@ -7,7 +7,7 @@ is Ray Serve, HAProxy and gRPC, not compute.
 Does not own: replica counts or resources (the stack config overrides them per deployment name),
 ports, route prefixes or env flags (the serve config and `ray start` set those).
 
-Deployment names below are part of the contract with the stack config.
+Its args model and deployment names live in app/contracts.py (the contract with the stack config).
 """
 
 import asyncio
@@ -17,57 +17,31 @@ from typing import Any, cast
 
 import grpc
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from app.contracts import (
+    ECHO_DEPLOYMENT,
+    ECHO_DEPLOYMENTS,
+    ECHO_INGRESS_DEPLOYMENT,
+    STREAMER_DEPLOYMENT,
+    EchoArgs,
+)
 from app.protos import echo_pb2
 from app.requests import (
     BadRequest,
-    HandleSerialization,
     bad_request,
     int_param,
     json_object,
     subpath,
 )
 
-INGRESS_DEPLOYMENT = "EchoIngress"
-ECHO_DEPLOYMENT = "Echo"
-STREAMER_DEPLOYMENT = "Streamer"
-DEPLOYMENTS = (INGRESS_DEPLOYMENT, ECHO_DEPLOYMENT, STREAMER_DEPLOYMENT)
+INGRESS_DEPLOYMENT = ECHO_INGRESS_DEPLOYMENT
+DEPLOYMENTS = ECHO_DEPLOYMENTS
 GRPC_SERVICER = "app.protos.echo_pb2_grpc.add_EchoServiceServicer_to_server"
-
-
-class EchoArgs(BaseModel):
-    """The serve config's `args` for the echo app."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    payload_size: int = Field(default=1024, ge=0, description="default reply payload characters")
-    max_payload_size: int = Field(
-        default=1 << 20, ge=1, description="largest payload a request may ask"
-    )
-    chunks: int = Field(default=20, ge=1, description="default chunks per stream")
-    max_chunks: int = Field(default=1000, ge=1, description="most chunks a request may ask")
-    ttft_s: float = Field(
-        default=0.0, ge=0, description="delay before the first chunk (time to first token)"
-    )
-    tpot_s: float = Field(
-        default=0.0, ge=0, description="delay between chunks (time per output token)"
-    )
-    max_delay_ms: int = Field(
-        default=5000, ge=0, description="largest ttft_ms / tpot_ms a stream request may ask"
-    )
-    version: str = Field(
-        default="v1", min_length=1, description="echoed in replies, to watch redeploys"
-    )
-    handle_serialization: HandleSerialization = Field(
-        default="cloudpickle",
-        description="how the ingress's calls to Echo and Streamer are serialized over gRPC",
-    )
 
 
 def _int_field(params: Mapping[str, Any], name: str, default: int, limit: int) -> int:

@@ -1,7 +1,7 @@
 """The llm app: Ray Serve LLM's OpenAI-compatible application for the H100 pools.
 
-Owns: `LlmArgs` (the serve config's `args`), the pure mapping from them to `LLMConfig` keyword
-arguments (`llm_config_kwargs`, tested here), and `build_app`, which hands them to
+Owns: the pure mapping from `LlmArgs` (the serve config's `args`, defined in app/contracts.py) to
+`LLMConfig` keyword arguments (`llm_config_kwargs`, tested here), and `build_app`, which hands them to
 `ray.serve.llm.build_openai_app`. Ray Serve LLM answers `/v1/models` and `/v1/chat/completions`.
 Does not own: the model bytes (a GCS bucket mounted by the GCS FUSE CSI driver, or the Hugging
 Face hub), the token Secret or the mount (the RayService spec wires both), GPU node pools.
@@ -15,62 +15,18 @@ Deployment names (the stack config overrides per name): Ray Serve LLM names them
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
-INGRESS_DEPLOYMENT = "OpenAiIngress"
-SERVER_DEPLOYMENT_PREFIX = "LLMServer:"
-ACCELERATOR_TYPE = "H100"  # Ray's accelerator label for nvidia-h100-80gb nodes
-HF_TOKEN_ENV = "HF_TOKEN"  # where vLLM and huggingface_hub read the token
+from app.contracts import (
+    HF_TOKEN_ENV,
+    LLM_INGRESS_DEPLOYMENT,
+    SERVER_DEPLOYMENT_PREFIX,
+    LlmArgs,
+)
 
-
-class LlmArgs(BaseModel):
-    """The serve config's `args` for the llm app."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_id: str = Field(min_length=1, description="the name clients send as `model`")
-    source: Literal["gcs", "hub"] = Field(
-        description="gcs: weights under a GCS FUSE mount path; hub: a Hugging Face repo id"
-    )
-    model_source: str = Field(
-        min_length=1, description="gcs: absolute mount path (/gcs/models/x); hub: org/name"
-    )
-    hf_token_env: str | None = Field(
-        default=HF_TOKEN_ENV,
-        description="env var holding the hub token (filled from a Secret); None: public",
-    )
-    tensor_parallel_size: int = Field(
-        default=1, ge=1, le=8, description="GPUs per replica (1-8 per node)"
-    )
-    max_model_len: int = Field(default=8192, ge=128)
-    max_num_seqs: int = Field(default=256, ge=1)
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=1, ge=1)
-    accelerator_type: str = ACCELERATOR_TYPE
-
-    @model_validator(mode="after")
-    def _check(self) -> "LlmArgs":
-        if self.source == "gcs" and not self.model_source.startswith("/"):
-            raise ValueError(
-                "model_source must be the absolute path where the GCS FUSE CSI driver mounts the "
-                f"bucket (e.g. /gcs/models/llama) when source is 'gcs'; got {self.model_source!r}"
-            )
-        if self.source == "hub" and (
-            self.model_source.startswith("/") or "/" not in self.model_source
-        ):
-            raise ValueError(
-                "model_source must be a Hugging Face repo id 'org/name' when source is 'hub'; got "
-                f"{self.model_source!r}"
-            )
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
-            )
-        return self
+INGRESS_DEPLOYMENT = LLM_INGRESS_DEPLOYMENT
 
 
 def deployment_names(args: LlmArgs) -> tuple[str, str]:

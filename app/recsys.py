@@ -7,7 +7,7 @@ Does not own: replica counts, GPUs per replica (the stack config sets them per d
 ports, route prefixes or env flags. Weights are random (fixed seed) unless `weights_path` names a
 state dict: the app measures serving, not recommendation quality.
 
-Deployment names below are part of the contract with the stack config.
+Its args model and deployment names live in app/contracts.py (the contract with the stack config).
 """
 
 from collections.abc import Mapping, Sequence
@@ -17,7 +17,6 @@ from typing import Any, Literal, cast
 import grpc
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
@@ -25,49 +24,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from torch import nn
 
+from app.contracts import (
+    RANKER_DEPLOYMENT,
+    RECSYS_DEPLOYMENTS,
+    RECSYS_INGRESS_DEPLOYMENT,
+    RecsysArgs,
+)
 from app.protos import recsys_pb2
 from app.requests import (
     BadRequest,
-    HandleSerialization,
     bad_request,
     int_param,
     json_object,
     subpath,
 )
 
-INGRESS_DEPLOYMENT = "RecsysIngress"
-RANKER_DEPLOYMENT = "Ranker"
-DEPLOYMENTS = (INGRESS_DEPLOYMENT, RANKER_DEPLOYMENT)
+INGRESS_DEPLOYMENT = RECSYS_INGRESS_DEPLOYMENT
+DEPLOYMENTS = RECSYS_DEPLOYMENTS
 GRPC_SERVICER = "app.protos.recsys_pb2_grpc.add_RecsysServiceServicer_to_server"
 
 NUM_DENSE = 13
 NUM_SPARSE = 26
 EMBEDDING_DIM = 64
-
-
-class RecsysArgs(BaseModel):
-    """The serve config's `args` for the recsys app."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rows: int = Field(default=32, ge=1, description="rows synthesized when a request gives none")
-    max_rows: int = Field(default=1024, ge=1, description="most rows one request may carry")
-    cardinality: int = Field(default=1000, ge=2, description="rows per embedding table")
-    seed: int = Field(default=0, description="weight init seed (ignored with weights_path)")
-    weights_path: str | None = Field(default=None, description="a MiniDLRM state dict (torch.save)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_batch_size: int = Field(
-        default=16, ge=1, description="most requests merged into one forward"
-    )
-    batch_wait_timeout_s: float = Field(
-        default=0.002, ge=0, description="how long a batch waits to fill"
-    )
-    torch_threads: int | None = Field(
-        default=None, ge=1, description="intra-op threads; None: torch's"
-    )
-    handle_serialization: HandleSerialization = Field(
-        default="cloudpickle", description="how the ingress's calls to the Ranker are serialized"
-    )
 
 
 @dataclass(frozen=True)

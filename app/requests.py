@@ -1,20 +1,15 @@
 """What the apps' ingresses share: the client-error type, the JSON body reader, integer
-parameters, the error reply, the codec of their handle calls.
+parameters, the error reply (their handle codec is in app/contracts.py).
 
 No Ray import: the apps' pure parsing code and its tests use it as is.
 """
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-
-# Ray Serve's codecs for handle calls over gRPC that need no extra package (msgpack and orjson
-# need ormsgpack / orjson in the image). pickle skips cloudpickle's by-value machinery, which the
-# plain dicts, protobuf-free payloads and numpy arrays our deployments exchange never need.
-HandleSerialization = Literal["cloudpickle", "pickle"]
 
 
 class BadRequest(ValueError):

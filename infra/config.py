@@ -19,6 +19,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,9 +28,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from app.contracts import CONTRACTS, LlmArgs, RecsysArgs
+from components.render import names
 from components.render.gpu_machines import H100_MACHINES
 from components.render.haproxy import HAPROXY_IMAGE
+from components.render.images import parse_image
 from components.render.node_pool import FLEX_START_MAX_HOURS
+from components.render.quantity import cpu_millis, memory_bytes
 from components.render.rayservice import (
     DEFAULT_DRAIN_DEADLINE_S,
     DEFAULT_TERMINATION_GRACE_S,
@@ -67,10 +72,12 @@ H100_ZONES: frozenset[str] = frozenset(
 MIN_RAY_FOR_HAPROXY = (2, 55)
 MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
 TUNED_MAX_ONGOING_REQUESTS = 64  # serveProfile: tuned's default (docs/performance.md)
-RECSYS_MAX_BATCH_SIZE = 16  # app/recsys.py's RecsysArgs default
+RECSYS_MAX_BATCH_SIZE: int = RecsysArgs.model_fields["max_batch_size"].default
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
-ANYWHERE = ipaddress.ip_network("0.0.0.0/0")
+# Pulumi's autonaming adds "-" and 7 characters to the node pool's "<gpuPool.name>-pool"; GKE allows
+# node pool names of at most 40 characters.
+NODE_POOL_NAME_MAX = 40 - len("-pool") - 8
 
 # Ray Serve 2.60's per-deployment defaults (ray.serve._private.constants; a test compares them), used
 # where a deployment leaves an option to Ray.
@@ -97,24 +104,90 @@ class Model(BaseModel):
     )
 
 
+def is_anywhere(cidr: str) -> bool:
+    """ "Open to the world", in either family: every rule that looks for an open range asks this.
+    Whether `cidr` admits every address of its family (0.0.0.0/0, ::/0, or written otherwise)."""
+    return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+
+
 def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError as exc:
         raise ValueError(
-            f"must be an IPv4 CIDR such as 10.0.0.0/20; got {value!r} ({exc})"
+            f"must be an IPv4 or IPv6 CIDR such as 203.0.113.0/24 or 2001:db8::/32; got {value!r} ({exc})"
         ) from exc
 
 
-Cidr = Annotated[str, AfterValidator(_cidr)]  # an IPv4 network, normalised
+def _ipv4_cidr(value: str) -> str:
+    normalised = _cidr(value)
+    if ipaddress.ip_network(normalised).version != 4:
+        raise ValueError(
+            f"must be an IPv4 CIDR such as 10.0.0.0/20 (the cluster's VPC ranges are IPv4); got {value!r}"
+        )
+    return normalised
+
+
+# Client ranges (authorized networks, LB source ranges): either family, as GCP takes both there.
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Ipv4Cidr = Annotated[str, AfterValidator(_ipv4_cidr)]  # the VPC's own ranges, normalised
+
+
+def _scalar_text(value: Any) -> Any:
+    """YAML gives `cpu: 4` as an int; a quantity is text."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _cpu_quantity(value: str) -> str:
+    try:
+        cpu_millis(value)
+    except ValueError:
+        raise ValueError(
+            f"must be a Kubernetes CPU quantity such as 500m, 4 or 2.5 (positive; suffixes "
+            f"m, k, M, G, Ki, Mi, Gi); got {value!r}"
+        ) from None
+    return value
+
+
+def _memory_quantity(value: str) -> str:
+    try:
+        memory_bytes(value)
+    except ValueError:
+        raise ValueError(
+            "must be a Kubernetes memory quantity such as 512Mi, 16Gi or 32G (positive; binary "
+            f"suffixes Ki Mi Gi Ti, decimal k M G T; 32GB is not one); got {value!r}"
+        ) from None
+    return value
+
+
+CpuQuantity = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_cpu_quantity)]
+MemoryQuantity = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_memory_quantity)]
+
+
+def _named(check: Any) -> Any:
+    """An AfterValidator from a renderer's name rule (components/render/names.py)."""
+
+    def validate(value: str) -> str:
+        if (problem := check(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(validate)
+
+
+Namespace = Annotated[str, _named(names.check_namespace)]
+SecretName = Annotated[str, _named(names.check_secret_name)]
+SecretKey = Annotated[str, _named(names.check_secret_key)]
+EnvVarName = Annotated[str, _named(names.check_env_var_name)]
+GatewayClassName = Annotated[str, _named(lambda v: names.dns_1123_subdomain(v, "GatewayClass"))]
 
 
 # ---------------------------------------------------------------------------------------------- network
 class NetworkConfig(Model):
-    subnet_cidr: Cidr = "10.10.0.0/20"
-    pods_cidr: Cidr = "10.20.0.0/14"
-    services_cidr: Cidr = "10.24.0.0/20"
-    master_cidr: Cidr = "172.16.0.0/28"
+    subnet_cidr: Ipv4Cidr = "10.10.0.0/20"
+    pods_cidr: Ipv4Cidr = "10.20.0.0/14"
+    services_cidr: Ipv4Cidr = "10.24.0.0/20"
+    master_cidr: Ipv4Cidr = "172.16.0.0/28"
     gpudirect: bool = False  # extra VPCs for GPUDirect (count from the machine shape)
 
     @model_validator(mode="after")
@@ -228,7 +301,7 @@ Capacity = Annotated[
 
 
 class GpuPoolConfig(Model):
-    name: str = "h100"
+    name: str = "h100"  # the node pool's name and its raygke.io/pool label
     machine_type: str
     accelerator_type: str
     accelerator_count: int
@@ -239,6 +312,17 @@ class GpuPoolConfig(Model):
     compact_placement: bool = False
     driver_version: Literal["DEFAULT", "LATEST"] = "LATEST"
     allow_unlisted_zones: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _pool_name(cls, value: str) -> str:
+        if len(value) > NODE_POOL_NAME_MAX or not names.DNS_1035_LABEL.match(value):
+            raise ValueError(
+                f"gpuPool.name must be 1-{NODE_POOL_NAME_MAX} lower-case letters, digits or '-', "
+                "starting with a letter (GKE's node pool name is <name>-pool plus Pulumi's "
+                f"8-character suffix, at most 40); got {value!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _shape(self) -> GpuPoolConfig:
@@ -294,7 +378,7 @@ class GpuPoolConfig(Model):
 # ---------------------------------------------------------------------------------------------- KubeRay
 class KubeRayConfig(Model):
     version: Literal["1.7.0"] = "1.7.0"
-    namespace: str = "kuberay-system"
+    namespace: Namespace = "kuberay-system"
 
 
 # ---------------------------------------------------------------------------------------------- ingress
@@ -307,7 +391,7 @@ class IngressConfig(Model):
     http_port: int = Field(default=80, ge=1, le=65535)
     grpc_port: int = Field(default=9000, ge=1, le=65535)
     https_port: int = Field(default=443, ge=1, le=65535)
-    tls_secret: str | None = None  # a kubernetes.io/tls Secret; enables the HTTPS frontend
+    tls_secret: SecretName | None = None  # a kubernetes.io/tls Secret; enables the HTTPS frontend
 
     @field_validator("image")
     @classmethod
@@ -358,7 +442,25 @@ class RayConfig(Model):
     serve_profile: ServeProfile = "tuned"
     tuning: TuningConfig | None = None  # only with serveProfile: tuned; None there: the defaults
     grpc: bool = True  # gRPC ingress on :9000 (needs Ray 2.57+ with HAProxy)
-    extra_env: dict[str, str] = Field(default_factory=dict)
+    extra_env: dict[EnvVarName, str] = Field(
+        default_factory=dict
+    )  # values may be secrets: never shown
+
+    @field_validator("image_repository")
+    @classmethod
+    def _untagged(cls, value: str) -> str:
+        try:
+            image = parse_image(value)
+        except ValueError as exc:
+            raise ValueError(f"ray.imageRepository: {exc}") from None
+        if image.tag or image.digest:
+            pinned = f":{image.tag}" if image.tag else f"@{image.digest}"
+            raise ValueError(
+                f"ray.imageRepository must be a repository without a tag or digest (the program "
+                f"appends :<ray.version>-py311-gpu); got {value!r}: remove {pinned!r}, e.g. "
+                f"{image.repository!r}"
+            )
+        return value
 
     @field_validator("version")
     @classmethod
@@ -404,9 +506,9 @@ class RayConfig(Model):
         if self.tuned is not None:
             for key, env in TUNING_ENV_KEYS.items():
                 if env in self.extra_env:
-                    raise ValueError(
-                        f"ray.extraEnv.{env} ({self.extra_env[env]!r}) conflicts with "
-                        f"ray.tuning.{key}, which sets it; set ray.tuning.{key} instead"
+                    raise ValueError(  # the value is not shown: extraEnv may hold secrets
+                        f"ray.extraEnv.{env} conflicts with ray.tuning.{key}, which sets it; "
+                        f"set ray.tuning.{key} instead"
                     )
         return self
 
@@ -429,15 +531,15 @@ TUNING_ENV_KEYS = {"haproxyThreads": "RAY_SERVE_HAPROXY_NBTHREAD"}
 
 # ---------------------------------------------------------------------------------------------- RayService
 class Resources(Model):
-    cpu: str
-    memory: str
+    cpu: CpuQuantity
+    memory: MemoryQuantity
 
 
 class WorkerGroupConfig(Model):
     min_replicas: int = Field(ge=0)
     max_replicas: int = Field(ge=1)
-    cpu: str = "20"
-    memory: str = "200Gi"
+    cpu: CpuQuantity = "20"
+    memory: MemoryQuantity = "200Gi"
     # Worker pods over nodes: `preferred` (ScheduleAnyway), `required` (DoNotSchedule) or `none`.
     spread: SpreadMode = "preferred"
     # Worker pods a voluntary disruption must leave running. Default: minReplicas - 1 (one at a time).
@@ -472,14 +574,14 @@ class UpgradeStrategy(Model):
     type: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"] = "NewCluster"
     # NewCluster runs old and new clusters side by side: twice the GPUs during an upgrade.
     acknowledge_no_gpu_headroom: bool = False
-    gateway_class_name: str | None = None  # incremental upgrades route through Gateway API
+    gateway_class_name: GatewayClassName | None = None  # incremental upgrades: Gateway API
     step_size_percent: int = Field(default=25, ge=1, le=100)
     interval_seconds: int = Field(default=30, ge=1)
 
 
 class SecretKeyRef(Model):
-    name: str
-    key: str
+    name: SecretName
+    key: SecretKey
 
 
 class FaultTolerance(Model):
@@ -557,7 +659,7 @@ class ShutdownConfig(Model):
 
 class RayServiceConfig(Model):
     name: str
-    namespace: str = "ray-serve"
+    namespace: Namespace = "ray-serve"
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
     fault_tolerance: FaultTolerance = FaultTolerance()
     shutdown: ShutdownConfig = ShutdownConfig()
@@ -575,7 +677,8 @@ class RayServiceConfig(Model):
 
 # ---------------------------------------------------------------------------------------------- apps
 AppKind = Literal["echo", "recsys", "llm", "custom"]
-LLM_REQUIRED_ARGS = ("model_id", "source", "model_source")  # app/llm.py's LlmArgs without defaults
+# app/contracts.py's LlmArgs fields without defaults
+LLM_REQUIRED_ARGS = tuple(n for n, f in LlmArgs.model_fields.items() if f.is_required())
 Protocol = Literal["http", "grpc"]
 
 
@@ -599,6 +702,7 @@ class DeploymentConfig(Model):
     num_replicas: int | None = Field(default=None, ge=1)
     autoscaling: Autoscaling | None = None
     num_cpus: float | None = Field(default=None, ge=0)
+    # Ray gives a replica a share of one GPU, or whole GPUs: 0.5 and 2 are fine, 1.5 is not.
     num_gpus: float = Field(default=0, ge=0)
     max_ongoing_requests: int | None = Field(default=None, ge=1)
     max_queued_requests: int | None = Field(default=None, ge=-1)
@@ -607,6 +711,16 @@ class DeploymentConfig(Model):
     graceful_shutdown_timeout_s: float | None = Field(default=None, ge=0)
     health_check_period_s: float | None = Field(default=None, gt=0)
     health_check_timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_gpus_above_one(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(
+                f"numGpus above 1 must be a whole number (Ray schedules a fraction of one GPU, or "
+                f"whole GPUs); allowed: a fraction in (0, 1], or 2, 3, ...; got {value:g}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_scaling(self) -> DeploymentConfig:
@@ -700,11 +814,31 @@ class AppConfig(Model):
                     f"apps[{self.name}].deployments: Ray Serve LLM names and sizes its own deployments; "
                     "set args.min_replicas, args.max_replicas and args.tensor_parallel_size instead"
                 )
-            missing = [k for k in LLM_REQUIRED_ARGS if k not in self.args]
-            if missing:
-                raise ValueError(
-                    f"apps[{self.name}].args must name {', '.join(LLM_REQUIRED_ARGS)}; missing {missing}"
+        return self
+
+    @model_validator(mode="after")
+    def _contract(self) -> AppConfig:
+        """args, localArgs and deployment keys against the app's own code (app/contracts.py).
+        A `custom` app's code is not in this repository: nothing to check it against."""
+        contract = CONTRACTS.get(self.kind)
+        if contract is None:
+            return self
+        where = f"apps[{self.name}]"
+        problems = []
+        if contract.deployments is not None:
+            unknown = sorted(set(self.deployments) - set(contract.deployments))
+            for name in unknown:
+                problems.append(
+                    f"{where}.deployments.{name}: the {self.kind} app defines no deployment "
+                    f"{name!r} (Ray Serve would say it does not exist only at deploy); allowed: "
+                    f"{', '.join(contract.deployments)}"
                 )
+        problems += _args_problems(f"{where}.args", self.kind, contract.args, self.args)
+        if self.local_args and not problems:
+            merged = {**self.args, **self.local_args}
+            problems += _args_problems(f"{where}.localArgs", self.kind, contract.args, merged)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -721,6 +855,30 @@ class AppConfig(Model):
         return sum(d.num_gpus * d.peak_replicas for d in self.deployments.values())
 
 
+def _args_problems(where: str, kind: str, model: type[BaseModel], args: Mapping[str, Any]):
+    """The app's own args model on the stack's args: unknown keys, missing ones, bad values and
+    its own cross-field rules (llm: min_replicas <= max_replicas), each naming the key."""
+    try:
+        model.model_validate(dict(args))
+    except ValidationError as exc:
+        fields = list(model.model_fields)
+        required = [n for n, f in model.model_fields.items() if f.is_required()]
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                yield f"{where}.{key}: unknown key for the {kind} app; allowed: {', '.join(fields)}"
+            elif err["type"] == "missing":
+                yield (
+                    f"{where}.{key} is required by the {kind} app; required: {', '.join(required)}"
+                )
+            elif not key:
+                yield f"{where}: {msg}"
+            else:
+                yield f"{where}.{key}: {msg}; got {_shown_value(err.get('input'))}"
+    return
+
+
 # ---------------------------------------------------------------------------------------------- smoke
 class SmokeConfig(Model):
     """Service-level objectives that `raygke smoke` gates on after each deploy."""
@@ -731,11 +889,17 @@ class SmokeConfig(Model):
 
 
 # ---------------------------------------------------------------------------------------------- stack
+Environment = Literal["dev", "staging", "prod"]
+
+
 class StackConfig(Model):
     stack: str
     project: str
     region: str
-    environment: Literal["dev", "staging", "prod"]
+    environment: Environment
+    # Why a stack whose name is not `<environment>` or `<environment>-*` may still say `environment`
+    # (docs/decisions.md): a prod file saying staging would switch every prod-only rule off.
+    environment_override: str | None = Field(default=None, min_length=10)
     network: NetworkConfig = NetworkConfig()
     cluster: ClusterConfig
     gpu_pool: GpuPoolConfig
@@ -748,10 +912,34 @@ class StackConfig(Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
-        problems = [*_cross_problems(self), *_batching_problems(self)]
+        problems = [
+            *_environment_problems(self),
+            *_cross_problems(self),
+            *_batching_problems(self),
+        ]
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def stack_matches_environment(stack: str, environment: str) -> bool:
+    return stack == environment or stack.startswith(f"{environment}-")
+
+
+def _environment_problems(c: StackConfig):
+    matches = stack_matches_environment(c.stack, c.environment)
+    if not matches and c.environment_override is None:
+        yield (
+            f"environment {c.environment!r} does not match stack {c.stack!r}: the stack name must "
+            f"be {c.environment!r} or start with '{c.environment}-', since the environment decides "
+            "which rules apply (a prod file saying staging turns every prod-only rule off); "
+            "rename the stack, fix environment, or set ray-serve-gke:environmentOverride: <why>"
+        )
+    elif matches and c.environment_override is not None:
+        yield (
+            f"environmentOverride is set but stack {c.stack!r} matches environment "
+            f"{c.environment!r}; remove it, so that an override always means a mismatch"
+        )
 
 
 def _batching_problems(c: StackConfig):
@@ -801,15 +989,17 @@ def _cross_problems(c: StackConfig):
                 "gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in prod (no scale to zero); "
                 f"got {pool.min_nodes} and {svc.workers.min_replicas}"
             )
-        open_nets = [
-            n.cidr
-            for n in c.cluster.authorized_networks
-            if ipaddress.ip_network(n.cidr) == ANYWHERE
-        ]
+        open_nets = [n.cidr for n in c.cluster.authorized_networks if is_anywhere(n.cidr)]
         if open_nets:
-            yield "cluster.authorizedNetworks must not contain 0.0.0.0/0 in prod; list your VPN or CI ranges"
-        if ANYWHERE in [ipaddress.ip_network(r) for r in c.ingress.source_ranges]:
-            yield "ingress.sourceRanges must not contain 0.0.0.0/0 in prod; list the client ranges"
+            yield (
+                f"cluster.authorizedNetworks must not contain 0.0.0.0/0 or ::/0 in prod; got "
+                f"{', '.join(open_nets)}: list your VPN or CI ranges"
+            )
+        if open_ranges := [r for r in c.ingress.source_ranges if is_anywhere(r)]:
+            yield (
+                f"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in prod; got "
+                f"{', '.join(open_ranges)}: list the client ranges"
+            )
         if not c.cluster.deletion_protection:
             yield "cluster.deletionProtection must be true in prod; got false"
         if not svc.fault_tolerance.enabled:
@@ -964,6 +1154,7 @@ def _upgrade_problems(c: StackConfig):
 # ---------------------------------------------------------------------------------------------- loading
 _SECTIONS = {
     "environment": "environment",
+    "environmentOverride": "environment_override",
     "network": "network",
     "cluster": "cluster",
     "gpuPool": "gpu_pool",
@@ -1039,36 +1230,119 @@ def _model_in(annotation: Any) -> Any:
 
 
 def _names_its_key(msg: str) -> bool:
-    return msg.split(" ", 1)[0].split(".")[0].split("[")[0] in (*_SECTIONS, "apps", "gcp:region")
+    head = msg.split(" ", 1)[0].rstrip(":").split(".")[0].split("[")[0]
+    return head in (*_SECTIONS, "apps", "gcp:region")
 
 
 def _qualify(line: str) -> str:
     return line if line.startswith("gcp:") else f"{NAMESPACE}:{line}"
 
 
-def _format(exc: ValidationError) -> str:
+MASK = "[secret]"
+MAX_SHOWN_CHARS = 80
+# Config paths (pydantic locations) whose values may be secrets; shown as MASK, never as given.
+_SECRET_LOCS = (("ray", "extra_env"),)
+
+
+def _shown_value(value: Any) -> str:
+    """A value fit for an error message: scalars only (a mapping or list may hold secrets and is
+    never dumped), cut to MAX_SHOWN_CHARS."""
+    if isinstance(value, Mapping | list | tuple | set | BaseModel):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _is_secret_loc(loc: tuple[int | str, ...], secret_sections: frozenset[str]) -> bool:
+    if loc and str(loc[0]) in secret_sections:
+        return True
+    return any(tuple(str(p) for p in loc[: len(s)]) == s for s in _SECRET_LOCS)
+
+
+def _format(exc: ValidationError, secret_sections: frozenset[str] = frozenset()) -> str:
+    """One line per problem: the key, what is wrong, the value if it is a scalar and not secret."""
     lines = []
     for err in exc.errors():
         where = _where(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        secret = _is_secret_loc(err["loc"], secret_sections)
+        shown = MASK if secret else _shown_value(err.get("input"))
         if err["type"] == "value_error" and _names_its_key(msg):
             # our validators already name the full key: "gpuPool.minNodes (3) must be <= ..."
             lines.extend(_qualify(line) for line in msg.split("\n"))
             continue
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key (value {err['input']!r}); allowed keys: {', '.join(_allowed_keys(err['loc']))}"
+            msg = (
+                f"unknown key (value {shown}); allowed keys: {', '.join(_allowed_keys(err['loc']))}"
+            )
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif err["type"] in ("literal_error", "union_tag_invalid", "enum") or (
+        elif secret:
+            # a rule's own message may quote the value it checked
+            msg = f"{err['msg'].split(';')[0].removeprefix('Value error, ')}; got {MASK}"
+        elif err["type"] == "union_tag_invalid":
+            pass  # pydantic's message quotes the tag given and the tags allowed
+        elif err["type"] in ("literal_error", "enum") or (
             "got" not in msg and err["type"] not in ("model_type", "dict_type")
         ):
-            msg = f"{msg}; got {err['input']!r}"
+            msg = f"{msg}; got {shown}"
         lines.append(f"{where}: {msg}")
     return "\n".join(lines)
 
 
-def parse_stack_config(stack: str, config: Mapping[str, Any]) -> StackConfig:
-    """Validate a stack's `config:` map (keys like `gcp:project`, `ray-serve-gke:gpuPool`)."""
+def secret_values(config: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> set[str]:
+    """Every string in the stack config that may be a secret: extraEnv values, and every string under
+    a key Pulumi holds as secret (`pulumi config set --secret`)."""
+    found: set[str] = set()
+
+    def strings(node: Any) -> None:
+        if isinstance(node, str):
+            found.add(node)
+            decoded = _decode(node)
+            if decoded is not node:
+                strings(decoded)
+        elif isinstance(node, Mapping):
+            for value in node.values():
+                strings(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                strings(value)
+
+    for key, raw in config.items():
+        if key in secret_keys:
+            strings(raw)
+    ray = _decode(config.get(f"{NAMESPACE}:ray"))
+    if isinstance(ray, Mapping) and isinstance(ray.get("extraEnv"), Mapping):
+        strings(list(ray["extraEnv"].values()))
+    return {s for s in found if len(s) >= MIN_SECRET_CHARS}
+
+
+MIN_SECRET_CHARS = 4  # shorter values ("1", "true") would mask half a message and protect nothing
+_KNOWN_SECRETS: set[str] = set()  # every secret value a parse has seen in this process
+
+
+def redact(text: str, secrets: set[str] | None = None) -> str:
+    """`text` with every secret value replaced by MASK; by default every one this process has
+    parsed: the last line of defence for messages built elsewhere (the CLI's last resort)."""
+    for secret in sorted(_KNOWN_SECRETS if secrets is None else secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def parse_stack_config(
+    stack: str, config: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()
+) -> StackConfig:
+    """Validate a stack's `config:` map (keys like `gcp:project`, `ray-serve-gke:gpuPool`).
+
+    `secret_keys` are the keys Pulumi holds as secrets: no message shows a value from them, nor any
+    extraEnv value."""
+    secrets = secret_values(config, secret_keys)
+    _KNOWN_SECRETS.update(secrets)
+    secret_sections = frozenset(
+        _SECTIONS[k.partition(":")[2]]
+        for k in secret_keys
+        if k.partition(":")[0] == NAMESPACE and k.partition(":")[2] in _SECTIONS
+    )
     data: dict[str, Any] = {"stack": stack}
     unknown = []
     for key, raw in config.items():
@@ -1090,13 +1364,39 @@ def parse_stack_config(stack: str, config: Mapping[str, Any]) -> StackConfig:
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"stack {stack!r} has an invalid config:\n{_format(exc)}") from None
+        message = f"stack {stack!r} has an invalid config:\n{_format(exc, secret_sections)}"
+        raise ConfigError(redact(message, secrets)) from None
 
 
 def stack_file(stack: str, stacks_dir: Path | None = None) -> Path:
     return (
         stacks_dir or Path(__file__).resolve().parent.parent / "stacks"
     ) / f"Pulumi.{stack}.yaml"
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+def _loader(path: Path) -> type[yaml.SafeLoader]:
+    """A SafeLoader that refuses a key given twice in one mapping, at any depth: PyYAML (and most
+    loaders) keep the last silently, so the first value a reader sees is not the one deployed."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)  # type: ignore[arg-type]
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKeyError(
+                        f"key {key!r} appears twice in one mapping, at lines {seen[key]} and "
+                        f"{line}: YAML keeps only the last; remove one"
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any]:
@@ -1106,7 +1406,9 @@ def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any
         available = sorted(p.name.split(".")[1] for p in path.parent.glob("Pulumi.*.yaml"))
         raise ConfigError(f"no stack file {path}; stacks: {', '.join(available) or 'none'}")
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        document = yaml.load(path.read_text(), Loader=_loader(path)) or {}
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
@@ -1124,4 +1426,11 @@ def load_pulumi_stack_config() -> StackConfig:
     from pulumi.runtime.config import CONFIG, get_config_env
 
     config = {**get_config_env(), **CONFIG.get()}
-    return parse_stack_config(pulumi.get_stack(), config)
+    return parse_stack_config(pulumi.get_stack(), config, _pulumi_secret_keys())
+
+
+def _pulumi_secret_keys() -> frozenset[str]:
+    """The config keys Pulumi decrypted for this run (their values must never reach a message)."""
+    from pulumi.runtime.config import get_config_secret_keys_env
+
+    return frozenset(get_config_secret_keys_env())

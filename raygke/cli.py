@@ -2,7 +2,8 @@
 
 Every failure a user can cause (a bad stack file, a missing binary, a port in use, an unreachable endpoint)
 ends as one clear line on stderr and a non-zero exit, never a traceback. Exit codes: 0 ok, 1 a check
-failed, 2 bad input.
+failed (for `plan`: a policy control at or above `--fail-on`), 2 bad input. No message shows a secret
+value of the stack config.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
-from infra.config import ConfigError, ServeProfile
+from infra.config import ConfigError, ServeProfile, redact
 from raygke.local import LocalError
 from raygke.local_ray import LocalRayError
 
+EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+# `plan --fail-on`: which policy violations make the exit code 1 (the plan is printed either way).
+FAIL_ON = {"mandatory": ("mandatory",), "advisory": ("mandatory", "advisory"), "never": ()}
 # Keys `raygke local status|down` read from a run's state file.
 _STATE_KEYS = ("stack", "profile", "pids", "ray")
 
@@ -47,9 +51,11 @@ def _plan(args: argparse.Namespace) -> int:
     if args.format == "json" and len(args.stack) > 1:
         print(f"raygke: --format json takes one --stack; got {args.stack}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    stacks_dir = Path(args.stacks_dir) if args.stacks_dir else None
+    failing: list[str] = []
     for stack in args.stack:
         started = time.perf_counter()
-        head = plan_stack(stack)
+        head = plan_stack(stack, stacks_dir)
         if args.base is None:
             render = {"text": plan_text, "json": render_json, "markdown": render_markdown}[
                 args.format
@@ -74,6 +80,17 @@ def _plan(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - started:.1f} s under Pulumi mocks (nothing was created)",
             file=sys.stderr,
         )
+        gate = [v for v in head.violations if v.severity in FAIL_ON[args.fail_on]]
+        if gate:
+            ids = ", ".join(sorted({v.control_id for v in gate}))
+            failing.append(f"{stack} ({len(gate)}: {ids})")
+    if failing:
+        print(
+            f"raygke: policy controls at or above --fail-on {args.fail_on} failed for "
+            f"{'; '.join(failing)}; see the policy block above",
+            file=sys.stderr,
+        )
+        return EXIT_CHECK_FAILED
     return 0
 
 
@@ -153,6 +170,18 @@ def parser() -> argparse.ArgumentParser:
         default="text",
         help="text (default), json (versioned) or markdown (a PR comment body)",
     )
+    plan.add_argument(
+        "--fail-on",
+        choices=list(FAIL_ON),
+        default="mandatory",
+        help="exit 1 when a policy control of this severity or higher fails: mandatory (default), "
+        "advisory (any violation) or never (report only)",
+    )
+    plan.add_argument(
+        "--stacks-dir",
+        metavar="DIR",
+        help="where the Pulumi.<stack>.yaml files are (default: this project's stacks/)",
+    )
     plan.set_defaults(run=_plan)
 
     local = commands.add_parser("local", help="run a stack's serving path on this machine")
@@ -183,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+MAX_DETAIL_CHARS = 300
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["smoke"]:
@@ -193,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ConfigError, BadInput) as exc:
-        print(f"raygke: {exc}", file=sys.stderr)
+        print(f"raygke: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (LocalError, LocalRayError) as exc:  # a local run that could not start or stop
         print(f"raygke: {exc}", file=sys.stderr)
@@ -208,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         # Never a traceback for a user; RAYGKE_TRACEBACK=1 shows where it came from.
         if os.environ.get("RAYGKE_TRACEBACK") == "1":
             raise
-        detail = " ".join(str(exc).split()) or "no message"
+        # An exception's text may quote config it was handed: secrets masked, and cut short.
+        detail = " ".join(redact(str(exc)).split()) or "no message"
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
         print(
             f"raygke: unexpected {type(exc).__name__}: {detail} (RAYGKE_TRACEBACK=1 shows where)",
             file=sys.stderr,

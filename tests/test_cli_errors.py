@@ -344,3 +344,86 @@ def test_the_last_resort_handler_hides_tracebacks_unless_asked(tmp_path: Path) -
         env=env,
     )
     assert traced.returncode != 0 and "Traceback" in traced.stderr
+
+
+# --- plan: mistakes that used to deploy-fail, policy gate, secrets --------------------------------
+
+PLAN_SECRET = "pl4n-s3cret-7e2b"
+
+
+def _stack_copy(tmp_path: Path, stack: str, edit, name: str | None = None) -> Path:
+    """stacks/Pulumi.<stack>.yaml, edited (a function of the parsed file), as <tmp>/Pulumi.<name>.yaml."""
+    import yaml
+
+    doc = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+    edit(doc["config"])
+    (tmp_path / f"Pulumi.{name or stack}.yaml").write_text(yaml.safe_dump(doc))
+    return tmp_path
+
+
+def _plant_secret(config: dict) -> None:
+    config["ray-serve-gke:ray"].setdefault("extraEnv", {})["HF_TOKEN"] = PLAN_SECRET
+
+
+def test_an_uppercase_namespace_names_the_key_instead_of_crashing_in_an_apply(tmp_path: Path):
+    stacks = _stack_copy(
+        tmp_path, "dev", lambda c: c["ray-serve-gke:rayService"].update(namespace="Ray-Serve")
+    )
+    done = raygke("plan", "--stack", "dev", "--stacks-dir", str(stacks))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "unexpected" not in done.stderr and "pulumi.output.Output" not in done.stderr
+    assert re.search(
+        r"ray-serve-gke:rayService.namespace: a Namespace name must be a DNS-1123 label.*got 'Ray-Serve'",
+        done.stderr,
+    )
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: c["ray-serve-gke:apps"].append(dict(c["ray-serve-gke:apps"][0])),
+        lambda c: c["ray-serve-gke:rayService"]["workers"].update(memory="200GB"),
+        lambda c: c["ray-serve-gke:apps"][0]["args"].update(payload_sise=1),
+        lambda c: c["ray-serve-gke:ray"].update(imageRepository="r.io/a/b:1", token=PLAN_SECRET),
+        lambda c: c.update({"ray-serve-gke:environment": "prod"}),
+    ],
+    ids=["duplicate-app", "quantity", "args-key", "tagged-image-and-unknown-key", "environment"],
+)
+def test_plan_never_prints_a_secret_value(tmp_path: Path, edit):
+    def both(config: dict) -> None:
+        _plant_secret(config)
+        edit(config)
+
+    done = raygke("plan", "--stack", "dev", "--stacks-dir", str(_stack_copy(tmp_path, "dev", both)))
+    assert done.returncode == 2, done.stderr
+    assert "ray-serve-gke:" in done.stderr  # the key is named
+    assert PLAN_SECRET not in done.stderr + done.stdout
+
+
+def test_plan_exits_1_on_a_mandatory_control_and_fail_on_chooses_the_threshold(tmp_path: Path):
+    # prod without a KMS key plans (the config allows it) but fails CIS 5.3.1, mandatory in prod
+    stacks = _stack_copy(tmp_path, "prod", lambda c: c["ray-serve-gke:cluster"].pop("kmsKey"))
+    done = raygke("plan", "--stack", "prod", "--stacks-dir", str(stacks))
+    assert done.returncode == 1, done.stderr
+    assert "[mandatory] 5.3.1" in done.stdout  # the plan is still printed
+    assert re.search(
+        r"^raygke: policy controls at or above --fail-on mandatory failed for prod \(1: 5.3.1\)",
+        done.stderr.splitlines()[-1],
+    )
+    never = raygke("plan", "--stack", "prod", "--stacks-dir", str(stacks), "--fail-on", "never")
+    assert never.returncode == 0, never.stderr
+
+
+def test_advisories_keep_exit_0_unless_fail_on_advisory():
+    fixtures = str(REPO / "tests" / "fixtures")
+    assert raygke("plan", "--stack", "insecure", "--stacks-dir", fixtures).returncode == 0
+    strict = raygke(
+        "plan", "--stack", "insecure", "--stacks-dir", fixtures, "--fail-on", "advisory"
+    )
+    assert strict.returncode == 1
+    assert "failed for insecure (2: 5.6.3, RAYGKE-NET-1)" in strict.stderr
+
+
+def test_every_shipped_stack_plans_with_exit_0_under_the_default_gate():
+    done = raygke("plan", "--stack", "dev", "--stack", "staging", "--stack", "prod")
+    assert done.returncode == 0, done.stderr

@@ -175,7 +175,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "llm tensor parallelism wider than a node",
         "prod",
         _in("apps", [2, "args"], tensor_parallel_size=16),
-        r"apps\[llm\]: a replica needs 16 GPUs, more than the 8 of one a3-megagpu-8g node",
+        r"apps\[llm\].args.tensor_parallel_size: Input should be less than or equal to 8; got 16",
     ),
     (
         "llm app with deployment overrides",
@@ -187,7 +187,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "llm app without a model",
         "prod",
         lambda c: c[f"{NS}:apps"][2]["args"].pop("model_source"),
-        r"apps\[llm\].args must name model_id, source, model_source; missing \['model_source'\]",
+        r"apps\[llm\].args.model_source is required by the llm app; required: model_id, source, model_source",
     ),
     (
         "blue/green without headroom",
@@ -217,7 +217,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "0.0.0.0/0 authorized in prod",
         "prod",
         _drop_authorized_anywhere,
-        r"cluster.authorizedNetworks must not contain 0.0.0.0/0 in prod",
+        r"cluster.authorizedNetworks must not contain 0.0.0.0/0 or ::/0 in prod; got 0.0.0.0/0",
     ),
     (
         "duplicate route prefix",
@@ -247,7 +247,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "unknown capacity mode",
         "dev",
         _set("gpuPool", capacity={"mode": "preemptible"}),
-        r"gpuPool.capacity: .*expected tags: 'on-demand', 'spot', 'flex-start'.*got \{'mode': 'preemptible'\}",
+        r"gpuPool.capacity: Input tag 'preemptible' .*expected tags: 'on-demand', 'spot', 'flex-start'",
     ),
     (
         "specific reservation without a name",
@@ -301,7 +301,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "ingress open to the world in prod",
         "prod",
         _set("ingress", sourceRanges=["0.0.0.0/0"]),
-        r"ingress.sourceRanges must not contain 0.0.0.0/0 in prod",
+        r"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in prod; got 0.0.0.0/0",
     ),
     (
         "no deletion protection in prod",
@@ -457,6 +457,225 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
 ]
 
 
+def _env(stack_env: str) -> Callable[[dict], None]:
+    return lambda c: c.update({f"{NS}:environment": stack_env})
+
+
+# Mistakes that used to plan with exit 0 and fail only at deploy (issue 11), more than one per class.
+DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
+    # resource quantities
+    (
+        "memory in GB",
+        "dev",
+        _in("rayService", ["workers"], memory="200GB"),
+        r"rayService.workers.memory: must be a Kubernetes memory quantity .*32GB is not one\); got '200GB'",
+    ),
+    (
+        "head memory with a space",
+        "staging",
+        _in("rayService", ["head"], memory="16 Gi"),
+        r"rayService.head.memory: must be a Kubernetes memory quantity .*got '16 Gi'",
+    ),
+    (
+        "cpu in cores",
+        "prod",
+        _in("rayService", ["workers"], cpu="20cores"),
+        r"rayService.workers.cpu: must be a Kubernetes CPU quantity such as 500m, 4 or 2.5.*got '20cores'",
+    ),
+    (
+        "zero head cpu",
+        "dev",
+        _in("rayService", ["head"], cpu=0),
+        r"rayService.head.cpu: must be a Kubernetes CPU quantity .*positive.*got '0'",
+    ),
+    (
+        "1.5 GPUs per replica",
+        "staging",
+        _in("apps", [1, "deployments", "Ranker"], numGpus=1.5),
+        r"apps\[1\].deployments.Ranker.numGpus: .*numGpus above 1 must be a whole number.*"
+        r"allowed: a fraction in \(0, 1\], or 2, 3, ...; got 1.5",
+    ),
+    (
+        "2.25 GPUs per replica",
+        "dev",
+        _in("apps", [0, "deployments", "Echo"], numGpus=2.25),
+        r"apps\[0\].deployments.Echo.numGpus: .*whole number.*got 2.25",
+    ),
+    # names of Kubernetes and GCP objects
+    (
+        "uppercase namespace",
+        "dev",
+        _in("rayService", [], namespace="Ray-Serve"),
+        r"rayService.namespace: a Namespace name must be a DNS-1123 label.*got 'Ray-Serve'",
+    ),
+    (
+        "namespace with a dot",
+        "prod",
+        lambda c: c.update({f"{NS}:kuberay": {"namespace": "kuberay.system"}}),
+        r"kuberay.namespace: a Namespace name must be a DNS-1123 label.*got 'kuberay.system'",
+    ),
+    (
+        "namespace over 63 characters",
+        "staging",
+        _in("rayService", [], namespace="n" * 64),
+        r"rayService.namespace: a Namespace name must be a DNS-1123 label: at most 63",
+    ),
+    (
+        "TLS secret with an underscore",
+        "staging",
+        _set("ingress", tlsSecret="serving_tls"),
+        r"ingress.tlsSecret: a Secret name must be a DNS-1123 subdomain.*got 'serving_tls'",
+    ),
+    (
+        "Redis password Secret in capitals",
+        "prod",
+        _in("rayService", ["faultTolerance", "redisPassword"], name="Redis-Auth"),
+        r"rayService.faultTolerance.redisPassword.name: a Secret name must be a DNS-1123 subdomain.*got 'Redis-Auth'",
+    ),
+    (
+        "Redis password key with a slash",
+        "prod",
+        _in("rayService", ["faultTolerance", "redisPassword"], key="auth/string"),
+        r"rayService.faultTolerance.redisPassword.key: a Secret key must be .*got 'auth/string'",
+    ),
+    (
+        "gateway class with capitals",
+        "dev",
+        _set(
+            "rayService",
+            upgradeStrategy={
+                "type": "NewClusterWithIncrementalUpgrade",
+                "gatewayClassName": "GKE_L7",
+            },
+        ),
+        r"rayService.upgradeStrategy.gatewayClassName: a GatewayClass name must be a DNS-1123 subdomain.*got 'GKE_L7'",
+    ),
+    (
+        "node pool name too long",
+        "dev",
+        _set("gpuPool", name="h100-serving-pool-for-the-team"),
+        r"gpuPool.name must be 1-27 lower-case letters.*got 'h100-serving-pool-for-the-team'",
+    ),
+    (
+        "env var name with a space",
+        "dev",
+        _in("ray", [], extraEnv={"MY VAR": "x"}),
+        r"ray.extraEnv.MY VAR.\[key\]: an environment variable name must be",
+    ),
+    # image repository carrying its own tag or digest
+    (
+        "image repository with a tag",
+        "dev",
+        _set("ray", imageRepository="us-docker.pkg.dev/p/r/ray-serve-gke:v3"),
+        r"ray.imageRepository must be a repository without a tag or digest .*got "
+        r"'us-docker.pkg.dev/p/r/ray-serve-gke:v3': remove ':v3', e.g. 'us-docker.pkg.dev/p/r/ray-serve-gke'",
+    ),
+    (
+        "image repository with a digest",
+        "prod",
+        _set("ray", imageRepository="us-docker.pkg.dev/p/r/ray@sha256:" + "a" * 64),
+        r"ray.imageRepository must be a repository without a tag or digest.*remove '@sha256:a{64}'",
+    ),
+    (
+        "image repository with a registry port and a tag",
+        "staging",
+        _set("ray", imageRepository="localhost:5000/ray:2.60.0"),
+        r"ray.imageRepository must be a repository without a tag.*remove ':2.60.0', e.g. 'localhost:5000/ray'",
+    ),
+    (
+        "image repository that is not one",
+        "dev",
+        _set("ray", imageRepository="Us-Docker/Ray Serve"),
+        r"ray.imageRepository: .*is not an image reference",
+    ),
+    # app args and deployments against the apps' own code (app/contracts.py)
+    (
+        "echo args key misspelt",
+        "dev",
+        _in("apps", [0, "args"], payload_sise=10),
+        r"apps\[echo\].args.payload_sise: unknown key for the echo app; allowed: payload_size, "
+        r"max_payload_size, .*handle_serialization",
+    ),
+    (
+        "recsys args value of the wrong type",
+        "staging",
+        _in("apps", [1, "args"], device="tpu"),
+        r"apps\[recsys\].args.device: Input should be 'auto', 'cpu' or 'cuda'; got 'tpu'",
+    ),
+    (
+        "recsys localArgs key misspelt",
+        "dev",
+        _in("apps", [1, "localArgs"], cardinalty=10),
+        r"apps\[recsys\].localArgs.cardinalty: unknown key for the recsys app; allowed: rows, ",
+    ),
+    (
+        "echo deployment the app does not define",
+        "dev",
+        _in("apps", [0, "deployments"], EchoServer={"numReplicas": 1}),
+        r"apps\[echo\].deployments.EchoServer: the echo app defines no deployment 'EchoServer' .*"
+        r"allowed: EchoIngress, Echo, Streamer",
+    ),
+    (
+        "recsys deployment in lower case",
+        "prod",
+        _in("apps", [1, "deployments"], ranker={"numReplicas": 1}),
+        r"apps\[recsys\].deployments.ranker: the recsys app defines no deployment 'ranker'.*allowed: RecsysIngress, Ranker",
+    ),
+    (
+        "llm min replicas over max",
+        "prod",
+        _in("apps", [2, "args"], min_replicas=3, max_replicas=2),
+        r"apps\[llm\].args: min_replicas \(3\) must be <= max_replicas \(2\)",
+    ),
+    (
+        "llm args key from another app",
+        "prod",
+        _in("apps", [2, "args"], max_batch_size=8),
+        r"apps\[llm\].args.max_batch_size: unknown key for the llm app; allowed: model_id, source",
+    ),
+    # environment vs stack
+    (
+        "prod file saying staging",
+        "prod",
+        _env("staging"),
+        r"environment 'staging' does not match stack 'prod': the stack name must be 'staging' or "
+        r"start with 'staging-'.*set ray-serve-gke:environmentOverride: <why>",
+    ),
+    (
+        "staging file saying dev",
+        "staging",
+        _env("dev"),
+        r"environment 'dev' does not match stack 'staging'",
+    ),
+    (
+        "override on a matching stack",
+        "dev",
+        lambda c: c.update({f"{NS}:environmentOverride": "no reason at all"}),
+        r"environmentOverride is set but stack 'dev' matches environment 'dev'; remove it",
+    ),
+    # IPv6 "anywhere"
+    (
+        "::/0 authorized in prod",
+        "prod",
+        lambda c: c[f"{NS}:cluster"]["authorizedNetworks"].append({"cidr": "::/0", "name": "v6"}),
+        r"cluster.authorizedNetworks must not contain 0.0.0.0/0 or ::/0 in prod; got ::/0",
+    ),
+    (
+        "ingress open to IPv6 in prod",
+        "prod",
+        _set("ingress", sourceRanges=["10.0.0.0/8", "0::/0"]),
+        r"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in prod; got ::/0",
+    ),
+    (
+        "IPv6 pod range",
+        "dev",
+        _in("network", [], podsCidr="fd00::/64"),
+        r"network.podsCidr: must be an IPv4 CIDR .*got 'fd00::/64'",
+    ),
+]
+BAD_CONFIGS += DEPLOY_TIME_MISTAKES
+
+
 def _mutated(stack: str, mutate: Callable[[dict], None]) -> dict:
     config = copy.deepcopy(read_stack_file(stack))
     mutate(config)
@@ -557,6 +776,7 @@ def test_shutdown_and_pdb_defaults_fit_together():
         config[f"{NS}:gpuPool"]["minNodes"] = max(floor, 1)
         if floor == 0:
             config[f"{NS}:environment"] = "staging"  # prod may not scale to zero
+            config[f"{NS}:environmentOverride"] = "a staging copy of prod's shape"
         assert parse_stack_config("prod", config).ray_service.workers.min_available == expect
 
 
@@ -565,3 +785,144 @@ def test_missing_stack_file_names_the_stacks():
         ConfigError, match=r"no stack file .*Pulumi.qa.yaml; stacks: dev, prod, staging"
     ):
         load_stack_config("qa")
+
+
+# --- what the new rules still accept ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stack", "mutate"),
+    [
+        ("dev", _in("apps", [1, "deployments", "Ranker"], numGpus=0.5)),  # a share of one GPU
+        ("staging", _in("apps", [1, "deployments", "Ranker"], numGpus=2)),  # whole GPUs
+        (
+            "dev",
+            _in("rayService", ["workers"], cpu=20, memory="214748364800"),
+        ),  # numbers are quantities
+        ("dev", _in("rayService", ["head"], cpu="3500m", memory="14G")),
+        ("dev", _set("ingress", sourceRanges=["10.0.0.0/8", "2001:db8::/32"])),  # IPv6 client range
+        ("prod", _set("ray", imageRepository="localhost:5000/team/ray-serve-gke")),  # port, no tag
+        ("prod", _in("apps", [2, "args"], min_replicas=2, max_replicas=2)),
+        (
+            "prod",
+            lambda c: c.update(
+                {
+                    f"{NS}:environment": "staging",
+                    f"{NS}:environmentOverride": "a prod-sized rehearsal",
+                }
+            ),
+        ),
+    ],
+    ids=[
+        "half-gpu",
+        "two-gpus",
+        "numeric-quantities",
+        "milli-and-decimal",
+        "ipv6-range",
+        "registry-port",
+        "llm-min-equals-max",
+        "acknowledged-override",
+    ],
+)
+def test_what_deploys_still_plans(stack: str, mutate: Callable[[dict], None]):
+    parse_stack_config(stack, _mutated(stack, mutate))
+
+
+def test_a_stack_named_after_its_environment_with_a_suffix_needs_no_override():
+    assert parse_stack_config("prod-eu", read_stack_file("prod")).environment == "prod"
+
+
+def test_app_facts_come_from_the_apps_own_contract():
+    from app.contracts import LlmArgs, RecsysArgs
+    from infra import config as cfg
+
+    assert RecsysArgs().max_batch_size == cfg.RECSYS_MAX_BATCH_SIZE
+    assert cfg.LLM_REQUIRED_ARGS == ("model_id", "source", "model_source")
+    assert set(cfg.LLM_REQUIRED_ARGS) <= set(LlmArgs.model_fields)
+
+
+def test_planning_imports_neither_ray_nor_torch():
+    import subprocess
+    import sys
+
+    probe = "import sys, infra.config; print(sorted(m for m in ('ray', 'torch', 'vllm') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+# --- duplicate keys -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "lines"),
+    [
+        (lambda t: t.replace("  gcp:region: us-central1\n", "  gcp:region: us-central1\n  gcp:region: us-east4\n"), "gcp:region", (6, 7)),
+        (lambda t: t.replace("    maxNodes: 2\n", "    maxNodes: 2\n    maxNodes: 20\n"), "maxNodes", (28, 29)),
+        (lambda t: t.replace("      args: {payload_size: 1024}", "      args: {payload_size: 1024, payload_size: 8}"), "payload_size", (54, 54)),
+    ],
+    ids=["top-level", "nested", "flow-mapping-in-a-list"],
+)  # fmt: skip
+def test_a_key_given_twice_is_an_error_naming_key_file_and_lines(
+    tmp_path: Path, edit: Callable[[str], str], key: str, lines: tuple[int, int]
+):
+    text = (Path(__file__).parents[1] / "stacks" / "Pulumi.dev.yaml").read_text()
+    changed = edit(text)
+    assert changed != text
+    (tmp_path / "Pulumi.dev.yaml").write_text(changed)
+    first, second = lines
+    with pytest.raises(
+        ConfigError,
+        match=rf"Pulumi.dev.yaml: key '{key}' appears twice in one mapping, at lines {first} and "
+        rf"{second}: YAML keeps only the last; remove one",
+    ):
+        read_stack_file("dev", tmp_path)
+
+
+# --- no secret in any message -------------------------------------------------------------------
+
+SECRET = "s3cr3t-Tok3n-9f1c"
+
+
+def _with_secrets(config: dict) -> dict:
+    ray = config[f"{NS}:ray"]
+    ray["extraEnv"] = {**ray.get("extraEnv", {}), "HF_TOKEN": SECRET, "REDIS_AUTH": f"x{SECRET}x"}
+    return config
+
+
+@pytest.mark.parametrize(
+    ("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
+def test_no_message_shows_an_extra_env_value(stack, mutate, pattern):
+    config = _with_secrets(_mutated(stack, mutate))
+    with pytest.raises(ConfigError) as raised:
+        parse_stack_config(stack, config)
+    assert SECRET not in str(raised.value)
+
+
+def _duplicate_app(config: dict) -> None:
+    config[f"{NS}:apps"].append(copy.deepcopy(config[f"{NS}:apps"][0]))
+
+
+SECRET_LEAK_CASES: list[tuple[str, Callable[[dict], None], str]] = [
+    ("duplicate app name", _duplicate_app, r"apps: name 'echo' appears twice"),
+    ("unknown top-level ray key", _set("ray", token=SECRET), r"ray.token: unknown key \(value \[secret\]\)"),
+    ("extraEnv value of the wrong type", _in("ray", ["extraEnv"], PORT=[SECRET]), r"ray.extraEnv.PORT: .*got \[secret\]"),
+    ("tuning conflict", _in("ray", ["extraEnv"], RAY_SERVE_HAPROXY_NBTHREAD=SECRET), r"ray.extraEnv.RAY_SERVE_HAPROXY_NBTHREAD conflicts"),
+    ("secret as a whole section", _set("ray", version=SECRET), r"ray.version must look like .*; got '\[secret\]'"),
+    ("bad env var name", _in("ray", ["extraEnv"], **{"A B": SECRET}), r"an environment variable name must be"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pattern"), [c[1:] for c in SECRET_LEAK_CASES], ids=[c[0] for c in SECRET_LEAK_CASES]
+)
+def test_secrets_are_masked_and_the_key_still_named(mutate, pattern):
+    """extraEnv values, and any key Pulumi holds as secret (here the whole ray section), are masked;
+    no message dumps a mapping (a duplicate app name used to print the whole stack config)."""
+    config = _with_secrets(copy.deepcopy(read_stack_file("dev")))
+    mutate(config)
+    with pytest.raises(ConfigError, match=pattern) as raised:
+        parse_stack_config("dev", config, secret_keys=frozenset({f"{NS}:ray"}))
+    message = str(raised.value)
+    assert SECRET not in message
+    assert "{" not in message, message  # no dict was dumped

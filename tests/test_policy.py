@@ -863,3 +863,19 @@ def test_pack_policies_and_validate_callback():
     assert urn == "urn:cluster"
     assert message.startswith(f"{CLUSTER} cluster: masterAuthorizedNetworksConfig.cidrBlocks")
     assert "Fix: list your VPN and CI ranges" in message
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("anywhere", ["::/0", "0::/0", "0.0.0.0/0"])
+def test_ipv6_anywhere_is_open_to_the_world_like_ipv4(anywhere: str):
+    """::/0 (however written) trips the same open-range controls as 0.0.0.0/0."""
+
+    def open_both(s: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        at(s, "cluster")["masterAuthorizedNetworksConfig"]["cidrBlocks"].append(
+            {"cidrBlock": anywhere, "displayName": "v6"}
+        )
+        at(s, "lb")["spec"].update(loadBalancerSourceRanges=["10.0.0.0/8", anywhere])
+
+    found = [v for v in evaluate(mutated(open_both), "prod") if v.severity == "mandatory"]
+    assert {"5.6.3", "RAYGKE-NET-1"} <= set(ids(found))
+    assert all(anywhere in v.message for v in found if v.control_id in ("5.6.3", "RAYGKE-NET-1"))

@@ -10,9 +10,9 @@ from typing import Any, get_args
 
 import pytest
 
+from app.contracts import HandleSerialization
 from app.echo import EchoArgs
 from app.recsys import RecsysArgs
-from app.requests import HandleSerialization
 from infra.config import (
     RECSYS_MAX_BATCH_SIZE,
     TUNED_MAX_ONGOING_REQUESTS,
@@ -137,7 +137,7 @@ BAD = [
     (
         "extra-env-overrides-tuning",
         _ray(extraEnv={"RAY_SERVE_HAPROXY_NBTHREAD": "8"}),
-        r"ray.extraEnv.RAY_SERVE_HAPROXY_NBTHREAD \('8'\) conflicts with ray.tuning.haproxyThreads, "
+        r"ray.extraEnv.RAY_SERVE_HAPROXY_NBTHREAD conflicts with ray.tuning.haproxyThreads, "
         r"which sets it; set ray.tuning.haproxyThreads instead",
     ),
     (

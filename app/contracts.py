@@ -1,0 +1,156 @@
+"""What each app accepts from the stack config: its `args` model and its deployment names.
+
+Owns the contract between app/ and the stack config, in one place both read: the apps build their
+Serve applications from these models, and infra/config.py validates a stack's `args`, `localArgs`
+and `deployments` keys against them at plan time. Imports pydantic only (no Ray, torch or vLLM), so
+`raygke plan` stays fast and runs where those are missing. Does not own how an app serves requests
+(app/echo.py, app/recsys.py, app/llm.py) nor replica counts or resources (the stack config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Ray Serve's codecs for handle calls over gRPC that need no extra package (msgpack and orjson
+# need ormsgpack / orjson in the image). pickle skips cloudpickle's by-value machinery, which the
+# plain dicts, protobuf-free payloads and numpy arrays our deployments exchange never need.
+HandleSerialization = Literal["cloudpickle", "pickle"]
+
+# --------------------------------------------------------------------------------------------- echo
+ECHO_INGRESS_DEPLOYMENT = "EchoIngress"
+ECHO_DEPLOYMENT = "Echo"
+STREAMER_DEPLOYMENT = "Streamer"
+ECHO_DEPLOYMENTS = (ECHO_INGRESS_DEPLOYMENT, ECHO_DEPLOYMENT, STREAMER_DEPLOYMENT)
+
+
+class EchoArgs(BaseModel):
+    """The serve config's `args` for the echo app."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    payload_size: int = Field(default=1024, ge=0, description="default reply payload characters")
+    max_payload_size: int = Field(
+        default=1 << 20, ge=1, description="largest payload a request may ask"
+    )
+    chunks: int = Field(default=20, ge=1, description="default chunks per stream")
+    max_chunks: int = Field(default=1000, ge=1, description="most chunks a request may ask")
+    ttft_s: float = Field(
+        default=0.0, ge=0, description="delay before the first chunk (time to first token)"
+    )
+    tpot_s: float = Field(
+        default=0.0, ge=0, description="delay between chunks (time per output token)"
+    )
+    max_delay_ms: int = Field(
+        default=5000, ge=0, description="largest ttft_ms / tpot_ms a stream request may ask"
+    )
+    version: str = Field(
+        default="v1", min_length=1, description="echoed in replies, to watch redeploys"
+    )
+    handle_serialization: HandleSerialization = Field(
+        default="cloudpickle",
+        description="how the ingress's calls to Echo and Streamer are serialized over gRPC",
+    )
+
+
+# --------------------------------------------------------------------------------------------- recsys
+RECSYS_INGRESS_DEPLOYMENT = "RecsysIngress"
+RANKER_DEPLOYMENT = "Ranker"
+RECSYS_DEPLOYMENTS = (RECSYS_INGRESS_DEPLOYMENT, RANKER_DEPLOYMENT)
+
+
+class RecsysArgs(BaseModel):
+    """The serve config's `args` for the recsys app."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: int = Field(default=32, ge=1, description="rows synthesized when a request gives none")
+    max_rows: int = Field(default=1024, ge=1, description="most rows one request may carry")
+    cardinality: int = Field(default=1000, ge=2, description="rows per embedding table")
+    seed: int = Field(default=0, description="weight init seed (ignored with weights_path)")
+    weights_path: str | None = Field(default=None, description="a MiniDLRM state dict (torch.save)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch_size: int = Field(
+        default=16, ge=1, description="most requests merged into one forward"
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.002, ge=0, description="how long a batch waits to fill"
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="intra-op threads; None: torch's"
+    )
+    handle_serialization: HandleSerialization = Field(
+        default="cloudpickle", description="how the ingress's calls to the Ranker are serialized"
+    )
+
+
+# --------------------------------------------------------------------------------------------- llm
+LLM_INGRESS_DEPLOYMENT = "OpenAiIngress"
+SERVER_DEPLOYMENT_PREFIX = "LLMServer:"
+ACCELERATOR_TYPE = "H100"  # Ray's accelerator label for nvidia-h100-80gb nodes
+HF_TOKEN_ENV = "HF_TOKEN"  # where vLLM and huggingface_hub read the token
+
+
+class LlmArgs(BaseModel):
+    """The serve config's `args` for the llm app."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(min_length=1, description="the name clients send as `model`")
+    source: Literal["gcs", "hub"] = Field(
+        description="gcs: weights under a GCS FUSE mount path; hub: a Hugging Face repo id"
+    )
+    model_source: str = Field(
+        min_length=1, description="gcs: absolute mount path (/gcs/models/x); hub: org/name"
+    )
+    hf_token_env: str | None = Field(
+        default=HF_TOKEN_ENV,
+        description="env var holding the hub token (filled from a Secret); None: public",
+    )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, le=8, description="GPUs per replica (1-8 per node)"
+    )
+    max_model_len: int = Field(default=8192, ge=128)
+    max_num_seqs: int = Field(default=256, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    accelerator_type: str = ACCELERATOR_TYPE
+
+    @model_validator(mode="after")
+    def _check(self) -> LlmArgs:
+        if self.source == "gcs" and not self.model_source.startswith("/"):
+            raise ValueError(
+                "model_source must be the absolute path where the GCS FUSE CSI driver mounts the "
+                f"bucket (e.g. /gcs/models/llama) when source is 'gcs'; got {self.model_source!r}"
+            )
+        if self.source == "hub" and (
+            self.model_source.startswith("/") or "/" not in self.model_source
+        ):
+            raise ValueError(
+                "model_source must be a Hugging Face repo id 'org/name' when source is 'hub'; got "
+                f"{self.model_source!r}"
+            )
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------- all
+@dataclass(frozen=True)
+class AppContract:
+    args: type[BaseModel]
+    # The deployment names the stack may override; None: the app names its own (Ray Serve LLM),
+    # so the stack may override none.
+    deployments: tuple[str, ...] | None
+
+
+CONTRACTS: dict[str, AppContract] = {
+    "echo": AppContract(EchoArgs, ECHO_DEPLOYMENTS),
+    "recsys": AppContract(RecsysArgs, RECSYS_DEPLOYMENTS),
+    "llm": AppContract(LlmArgs, None),
+}
