@@ -32,14 +32,18 @@ def parse_image(ref: str) -> ImageRef:
     """Split an image reference; ValueError with what is allowed when it is not one."""
     rest, _, digest = ref.partition("@")
     if digest and not DIGEST.match(digest):
-        raise ValueError(f"{ref!r}: a digest must be sha256:<64 lowercase hex digits>; got {digest!r}")
+        raise ValueError(
+            f"{ref!r}: a digest must be sha256:<64 lowercase hex digits>; got {digest!r}"
+        )
     head, _, last = rest.rpartition("/")
     name, _, tag = last.partition(":")
     repository = f"{head}/{name}" if head else name
     registry, _, path = repository.partition("/")
     is_registry = "." in registry or ":" in registry or registry == "localhost"
     if not name or not _PATH.match(path if path and is_registry else repository):
-        raise ValueError(f"{ref!r} is not an image reference such as repo/name:tag or repo/name@sha256:<digest>")
+        raise ValueError(
+            f"{ref!r} is not an image reference such as repo/name:tag or repo/name@sha256:<digest>"
+        )
     if tag and not _TAG.match(tag):
         raise ValueError(f"{ref!r}: tag {tag!r} is not a valid image tag")
     return ImageRef(repository=repository, tag=tag or None, digest=digest or None)
