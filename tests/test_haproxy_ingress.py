@@ -237,7 +237,7 @@ def test_network_policy_admits_serving_ports_from_any_source_by_default(
     assert policy["metadata"]["namespace"] == "serve"
     assert policy["spec"]["podSelector"] == dep["spec"]["selector"]
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    serving, monitoring = policy["spec"]["ingress"]
+    serving, _ = policy["spec"]["ingress"]
     assert serving["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
     assert [p["port"] for p in serving["ports"]] == [8080, 9000]
 
