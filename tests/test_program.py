@@ -150,9 +150,11 @@ def test_prod_mounts_the_model_bucket_and_grants_its_workers_read():
         assert "kubernetes:core/v1:ServiceAccount" not in types
 
 
-def test_prod_has_gpudirect_networks_for_the_mega_shape():
+def test_prod_creates_no_gpudirect_networks_nothing_would_use():
+    # GPUDirect-TCPXO is opt-in (network.gpudirect + gpudirectNetworksOnly): the prod llm app runs
+    # tensor parallel within one node, and the Kubernetes side of TCPXO is not built.
     networks = planned("prod").inventory.of_type("gcp:compute/network:Network")
-    assert len(networks) == 1 + 8
+    assert len(networks) == 1
 
 
 @pytest.mark.schema
