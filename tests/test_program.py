@@ -331,8 +331,10 @@ def test_components_export_list_matches_the_lazy_table():
 
 
 def test_plan_reports_policy_violations_for_the_stack_environment():
-    assert planned("prod").violations == []
-    assert "policy: no violations" in render_text(planned("prod"))
+    # prod: only the digest advisories (the deploy workflow pins digests from CI); nothing mandatory
+    prod = planned("prod").violations
+    assert {(v.control_id, v.severity) for v in prod} == {("RAYGKE-K8S-4", "advisory")}
+    assert "policy: 0 mandatory, 3 advisory" in render_text(planned("prod"))
     dev = planned("dev")
     assert [v.control_id for v in dev.violations] == ["5.6.3"]  # dev's open control plane
     assert all(v.severity == "advisory" for v in dev.violations)
