@@ -2,19 +2,22 @@
 
 Owns: a headless Service listing the Ray pods (HAProxy discovers them through its DNS records),
 the ConfigMap holding haproxy.cfg (rendered by components/render/haproxy.py, the renderer the local
-run also uses), the HAProxy Deployment (pinned official image, non-root, read-only root filesystem,
-spread over nodes and zones, on the system pool), the LoadBalancer Service clients reach, its
+run also uses), the HAProxy Deployment (pinned official image, non-root high UID, read-only root
+filesystem, spread over nodes and zones, on the system pool), the LoadBalancer Service clients
+reach (client addresses kept: externalTrafficPolicy Local), the tier's own NetworkPolicy (serving
+ports from the source ranges only, stats/metrics from Managed Prometheus only), its
 PodDisruptionBudget and its HorizontalPodAutoscaler.
 Does not own: the Kubernetes provider (the program passes it in `opts`), the Ray pods or their
 labels (components/ray_service.py; the caller gives their selector), the NetworkPolicy that admits
-this tier to Ray's ports 8000/9000 (it reads `pod_labels`), TLS certificates (a Secret, by name).
+this tier to Ray's ports 8000/9000 (it reads `pod_labels`), TLS certificates (a Secret, by name),
+the securityContexts' and NetworkPolicy's content (components/render/haproxy.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -22,12 +25,16 @@ from pulumi_kubernetes.core import v1 as core
 
 from components.render.haproxy import (
     HAPROXY_IMAGE,
+    MONITORING_NAMESPACE,
     Bind,
     DnsBackends,
     HealthCheck,
     IngressSpec,
     TlsBind,
     render_haproxy_cfg,
+    render_tier_network_policy,
+    tier_container_security_context,
+    tier_pod_security_context,
 )
 from components.render.node_pool import POOL_LABEL, SYSTEM_POOL
 
@@ -94,7 +101,11 @@ class HaproxyIngressArgs(TypedDict):
     load_balancer: NotRequired[Literal["internal", "external"]]
     """An internal (VPC-only) or external load balancer. Default: internal."""
     source_ranges: NotRequired[pulumi.Input[Sequence[str]]]
-    """CIDRs allowed to reach the load balancer (loadBalancerSourceRanges). Default: any."""
+    """CIDRs allowed to reach the load balancer (loadBalancerSourceRanges) and, through the tier's
+    NetworkPolicy, its pods' serving ports. Default: any."""
+    monitoring_namespace: NotRequired[str]
+    """Namespace of the Prometheus collectors admitted to the stats and metrics ports. Default:
+    gmp-system (GKE Managed Service for Prometheus)."""
     tls_secret_name: NotRequired[str]
     """A kubernetes.io/tls Secret in `namespace`; port 443 then serves HTTPS (gRPC too)."""
     backend_slots: NotRequired[int]
@@ -305,12 +316,9 @@ class HaproxyIngress(pulumi.ComponentResource):
                         "automount_service_account_token": False,
                         "node_selector": SYSTEM_POOL_SELECTOR,
                         "affinity": {"pod_anti_affinity": anti_affinity},
-                        "security_context": {
-                            "run_as_non_root": True,
-                            "run_as_user": 99,  # the image's `haproxy` user
-                            "run_as_group": 99,
-                            "seccomp_profile": {"type": "RuntimeDefault"},
-                        },
+                        "security_context": cast(
+                            core.PodSecurityContextArgsDict, tier_pod_security_context()
+                        ),
                         "termination_grace_period_seconds": 60,
                         "containers": [
                             {
@@ -322,11 +330,10 @@ class HaproxyIngress(pulumi.ComponentResource):
                                 "liveness_probe": _health_probe(period_s=10, failures=3),
                                 # The load balancer stops sending new connections before SIGTERM.
                                 "lifecycle": {"pre_stop": {"sleep": {"seconds": 10}}},
-                                "security_context": {
-                                    "allow_privilege_escalation": False,
-                                    "read_only_root_filesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
+                                "security_context": cast(
+                                    core.SecurityContextArgsDict,
+                                    tier_container_security_context(),
+                                ),
                                 "volume_mounts": mounts,
                             }
                         ],
@@ -352,6 +359,10 @@ class HaproxyIngress(pulumi.ComponentResource):
             "type": "LoadBalancer",
             "selector": selector,
             "ports": lb_ports,
+            # Client addresses reach the pods unchanged and only nodes with a tier pod pass the
+            # load balancer's health check: no second hop, no SNAT, so the tier's NetworkPolicy
+            # can admit the source ranges themselves (GKE Dataplane V2 enforces it on the pod).
+            "external_traffic_policy": "Local",
         }
         if "source_ranges" in args:
             lb_spec["load_balancer_source_ranges"] = args["source_ranges"]
@@ -364,6 +375,34 @@ class HaproxyIngress(pulumi.ComponentResource):
                 "annotations": annotations,
             },
             spec=lb_spec,
+            opts=child,
+        )
+
+        serving_ports = [HTTP_PORT, GRPC_PORT] + ([HTTPS_PORT] if tls_secret is not None else [])
+        source_ranges = args.get("source_ranges", ["0.0.0.0/0"])
+
+        def tier_policy(ns: str, ranges: Sequence[str]) -> dict[str, Any]:
+            return render_tier_network_policy(
+                name,
+                ns,
+                selector,
+                serving_ports=serving_ports,
+                monitoring_ports=[STATS_PORT, METRICS_PORT],
+                source_ranges=ranges,
+                monitoring_namespace=args.get("monitoring_namespace", MONITORING_NAMESPACE),
+            )
+
+        if isinstance(source_ranges, list | tuple) and all(
+            isinstance(r, str) for r in source_ranges
+        ):
+            tier_policy("default", cast(Sequence[str], source_ranges))  # a bad CIDR fails here
+        netpol = pulumi.Output.all(namespace, source_ranges).apply(
+            lambda a: tier_policy(a[0], a[1])
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata={"name": name, "namespace": namespace, "labels": common},
+            spec=netpol["spec"],
             opts=child,
         )
 

@@ -32,7 +32,7 @@ from app.contracts import CONTRACTS, LlmArgs, RecsysArgs
 from components.render import names
 from components.render.gpu_machines import H100_MACHINES
 from components.render.haproxy import HAPROXY_IMAGE
-from components.render.images import parse_image
+from components.render.images import DIGEST, parse_image, pin_problem
 from components.render.node_pool import FLEX_START_MAX_HOURS
 from components.render.quantity import cpu_millis, memory_bytes
 from components.render.rayservice import (
@@ -188,7 +188,12 @@ class NetworkConfig(Model):
     pods_cidr: Ipv4Cidr = "10.20.0.0/14"
     services_cidr: Ipv4Cidr = "10.24.0.0/20"
     master_cidr: Ipv4Cidr = "172.16.0.0/28"
-    gpudirect: bool = False  # extra VPCs for GPUDirect (count from the machine shape)
+    # GPUDirect (TCPX/TCPXO) *networks only*: the extra VPCs and node NICs of the machine shape. The
+    # Kubernetes side (GKE Network/GKENetworkParamSet objects, the NCCL TCPXO plugin installer,
+    # the tcpxo-daemon sidecar, interface annotations on the workers) is not created, so NCCL
+    # does not use them; gpudirectNetworksOnly: true acknowledges that (docs/security.md).
+    gpudirect: bool = False
+    gpudirect_networks_only: bool = False
 
     @model_validator(mode="after")
     def _ranges_disjoint(self) -> NetworkConfig:
@@ -210,6 +215,23 @@ class NetworkConfig(Model):
         if nets["masterCidr"].prefixlen != 28:
             raise ValueError(
                 f"network.masterCidr must be a /28 (GKE's rule); got {self.master_cidr}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gpudirect_acknowledged(self) -> NetworkConfig:
+        if self.gpudirect and not self.gpudirect_networks_only:
+            raise ValueError(
+                "network.gpudirect: true creates only the extra VPCs and node NICs; nothing on the "
+                "Kubernetes side uses them (no GKE Network/GKENetworkParamSet, NCCL TCPXO plugin "
+                "or tcpxo-daemon), so multi-node NCCL traffic stays on the primary NIC. Set "
+                "network.gpudirectNetworksOnly: true to create them anyway (to add the Kubernetes "
+                "side yourself), or set network.gpudirect: false"
+            )
+        if self.gpudirect_networks_only and not self.gpudirect:
+            raise ValueError(
+                "network.gpudirectNetworksOnly acknowledges network.gpudirect, which is false; "
+                "remove it or set network.gpudirect: true"
             )
         return self
 
@@ -396,9 +418,12 @@ class IngressConfig(Model):
     @field_validator("image")
     @classmethod
     def _pinned(cls, value: str) -> str:
-        tag = value.rsplit(":", 1)[-1] if ":" in value.split("/")[-1] else ""
-        if not tag or tag == "latest":
-            raise ValueError(f"ingress.image must be pinned to a version tag; got {value!r}")
+        # A version tag, or a digest (`repo@sha256:...`, `repo:tag@sha256:...`), which wins.
+        if (problem := pin_problem(value)) is not None:
+            raise ValueError(
+                f"ingress.image must be pinned to a version tag or a digest (repo:tag or "
+                f"repo:tag@sha256:<64 hex>); got {value!r}: {problem}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -445,6 +470,9 @@ class RayConfig(Model):
     extra_env: dict[EnvVarName, str] = Field(
         default_factory=dict
     )  # values may be secrets: never shown
+    # The digest CI pushed for <imageRepository>:<version>-py311-gpu (`sha256:<64 hex>`); the pods
+    # then pull exactly that image. The deploy workflow sets it from the build; None: the tag.
+    image_digest: str | None = None
 
     @field_validator("image_repository")
     @classmethod
@@ -457,8 +485,19 @@ class RayConfig(Model):
             pinned = f":{image.tag}" if image.tag else f"@{image.digest}"
             raise ValueError(
                 f"ray.imageRepository must be a repository without a tag or digest (the program "
-                f"appends :<ray.version>-py311-gpu); got {value!r}: remove {pinned!r}, e.g. "
-                f"{image.repository!r}"
+                f"appends :<ray.version>-py311-gpu; pin a digest with ray.imageDigest); got "
+                f"{value!r}: remove {pinned!r}, e.g. {image.repository!r}"
+            )
+        return value
+
+    @field_validator("image_digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not DIGEST.match(value):
+            raise ValueError(
+                f"ray.imageDigest must be sha256:<64 lowercase hex digits> as the registry "
+                f"reports it (`gcloud artifacts docker images describe <image> "
+                f"--format='value(image_summary.digest)'`); got {value!r}"
             )
         return value
 
@@ -476,7 +515,8 @@ class RayConfig(Model):
 
     @property
     def image(self) -> str:
-        return f"{self.image_repository}:{self.version}-py311-gpu"
+        digest = f"@{self.image_digest}" if self.image_digest else ""
+        return f"{self.image_repository}:{self.version}-py311-gpu{digest}"
 
     @property
     def tuned(self) -> TuningConfig | None:

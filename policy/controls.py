@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast, get_args
 
+from components.render.images import parse_image, pin_problem
+
 Severity = Literal["mandatory", "advisory"]
 Environment = Literal["dev", "staging", "prod"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
@@ -510,14 +512,22 @@ def image_tag_problem(image: Any) -> str | None:
         return None
     if not isinstance(image, str) or not image:
         return "no image"
-    if "@sha256:" in image:
-        return None
-    last = image.rsplit("/", 1)[-1]
-    tag = last.rsplit(":", 1)[1] if ":" in last else ""
-    if not tag:
-        return "no tag (Kubernetes pulls :latest)"
-    if tag == "latest":
-        return "tag 'latest'"
+    return pin_problem(image)
+
+
+def image_digest_problem(image: Any) -> str | None:
+    """Why `image` is not pinned by digest, or None when it is (or is unknown, or not an image)."""
+    if _unknown(image) or not isinstance(image, str) or image_tag_problem(image) is not None:
+        return None  # RAYGKE-K8S-3 reports a missing, untagged or unparsable image
+    if parse_image(image).digest is None:
+        return "pinned by tag only: the registry can move a tag to other content"
+    return None
+
+
+def _image_digest(c: _Container) -> str | None:
+    image = c.spec.get("image")
+    if (problem := image_digest_problem(image)) is not None:
+        return f"{c.where}.image {image!r}: {problem}"
     return None
 
 
@@ -549,7 +559,8 @@ def _selects(selector: Any, labels: Mapping[str, str]) -> bool:
 
 
 def _peer_is_open(peer: Any) -> str | None:
-    """Why one `from` peer reaches beyond the namespace, or None when it stays inside it."""
+    """Why one `from` peer reaches beyond the Ray pods, or None when it names its pods or
+    namespaces."""
     peer = _map(peer)
     if "ipBlock" in peer:
         return f"ipBlock {_get(peer, 'ipBlock.cidr')}"
@@ -557,7 +568,12 @@ def _peer_is_open(peer: Any) -> str | None:
         ns = _map(peer["namespaceSelector"])
         if not ns.get("matchLabels") and not ns.get("matchExpressions"):
             return "every namespace"
-    return None  # a podSelector alone, or named namespaces (the KubeRay operator's)
+        return None  # named namespaces (the KubeRay operator's)
+    pods = _map(peer.get("podSelector"))
+    if not pods.get("matchLabels") and not pods.get("matchExpressions"):
+        # `podSelector: {}`: every pod of the namespace, an internet-facing tier included.
+        return "every pod of the namespace"
+    return None  # selected pods of this namespace (the RayService's own)
 
 
 def _port_matches(rule_port: Any, port: int, names: Mapping[str, int]) -> bool:
@@ -807,7 +823,7 @@ CONTROLS: tuple[Control, ...] = (
         "Ray dashboard, GCS and client ports (8265/6379/10001) are closed by a NetworkPolicy",
         "mandatory",
         NO_KEY + "components/render/rayservice.py (render_network_policy) admits the head's "
-        "control ports only from pods of its namespace and the KubeRay operator's; keep it so",
+        "control ports only from the RayService's own pods and the KubeRay operator's; keep it so",
         _ray_ports_closed,
     ),
     Control(
@@ -840,6 +856,22 @@ CONTROLS: tuple[Control, ...] = (
             ray_remediation="the Ray image is ray-serve-gke:ray.imageRepository tagged "
             "<ray.version>-py311-gpu; set ray-serve-gke:ray.version to a release such as 2.60.0",
         ),
+    ),
+    # Advisory: a digest exists only once CI has pushed the image, and the shipped stacks cannot
+    # invent one. The deploy workflow sets ray.imageDigest from the build (and the HAProxy digest
+    # it resolved) before `pulumi up`.
+    Control(
+        "RAYGKE-K8S-4",
+        "Prod images are pinned by digest",
+        "advisory",
+        "pin ray-serve-gke:ingress.image as repo:tag@sha256:<digest> (e.g. from `docker "
+        "buildx imagetools inspect haproxy:3.2.8-alpine`)",
+        _container_check(
+            _image_digest,
+            ray_remediation="set ray-serve-gke:ray.imageDigest to the sha256 digest CI pushed for "
+            "<ray.imageRepository>:<ray.version>-py311-gpu (the deploy workflow does)",
+        ),
+        environments=PROD_ONLY,
     ),
 )
 CONTROLS_BY_ID: dict[str, Control] = {c.id: c for c in CONTROLS}

@@ -282,8 +282,21 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "GPUDirect on a shape without it",
         "dev",
-        _set("network", gpudirect=True),
+        _set("network", gpudirect=True, gpudirectNetworksOnly=True),
         r"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is a3-highgpu-1g",
+    ),
+    (
+        "GPUDirect without acknowledging it is networks only",
+        "prod",
+        _set("network", gpudirect=True),
+        r"network.gpudirect: true creates only the extra VPCs and node NICs; nothing on the "
+        r"Kubernetes side uses them .*Set network.gpudirectNetworksOnly: true",
+    ),
+    (
+        "GPUDirect acknowledgement without GPUDirect",
+        "dev",
+        _set("network", gpudirectNetworksOnly=True),
+        r"network.gpudirectNetworksOnly acknowledges network.gpudirect, which is false",
     ),
     (
         "more workers than GPU nodes",
@@ -295,7 +308,31 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "unpinned ingress image",
         "dev",
         _set("ingress", image="haproxy:latest"),
-        r"ingress.image must be pinned to a version tag; got 'haproxy:latest'",
+        r"ingress.image must be pinned to a version tag or a digest .*got 'haproxy:latest': tag 'latest'",
+    ),
+    (
+        "untagged ingress image",
+        "prod",
+        _set("ingress", image="haproxy"),
+        r"ingress.image must be pinned .*got 'haproxy': no tag",
+    ),
+    (
+        "ingress image with a short digest",
+        "staging",
+        _set("ingress", image="haproxy:3.2.8-alpine@sha256:abc"),
+        r"ingress.image must be pinned .*a digest must be sha256:<64 lowercase hex digits>",
+    ),
+    (
+        "Ray image digest that is not a sha256",
+        "prod",
+        _set("ray", imageDigest="sha256:" + "A" * 64),
+        r"ray.imageDigest must be sha256:<64 lowercase hex digits>",
+    ),
+    (
+        "Ray image digest given as a tag",
+        "dev",
+        _set("ray", imageDigest="2.60.0-py311-gpu"),
+        r"ray.imageDigest must be sha256:<64 lowercase hex digits> .*got '2.60.0-py311-gpu'",
     ),
     (
         "ingress open to the world in prod",
@@ -926,3 +963,35 @@ def test_secrets_are_masked_and_the_key_still_named(mutate, pattern):
     message = str(raised.value)
     assert SECRET not in message
     assert "{" not in message, message  # no dict was dumped
+
+
+DIGEST_A = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "haproxy:3.2.8-alpine",
+        f"haproxy@{DIGEST_A}",
+        f"haproxy:3.2.8-alpine@{DIGEST_A}",
+        f"mirror.gcr.io/library/haproxy:3.2.8-alpine@{DIGEST_A}",
+    ],
+)
+def test_ingress_image_may_be_pinned_by_tag_or_digest(image: str):
+    config = _mutated("prod", _set("ingress", image=image))
+    assert parse_stack_config("prod", config).ingress.image == image
+
+
+def test_ray_image_digest_pins_the_tagged_image():
+    config = parse_stack_config("prod", _mutated("prod", _set("ray", imageDigest=DIGEST_A)))
+    assert config.ray.image == (
+        "us-central1-docker.pkg.dev/my-gcp-project/raygke/ray-serve-gke:2.60.0-py311-gpu@"
+        + DIGEST_A
+    )
+    assert load_stack_config("prod").ray.image.endswith(":2.60.0-py311-gpu")  # no digest shipped
+
+
+def test_gpudirect_networks_only_when_acknowledged():
+    config = _mutated("prod", _set("network", gpudirect=True, gpudirectNetworksOnly=True))
+    assert parse_stack_config("prod", config).network.gpudirect is True
+    assert load_stack_config("prod").network.gpudirect is False  # off in prod: TP within one node

@@ -29,7 +29,8 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
-CHILD_TYPES = {SERVICE, DEPLOYMENT, CONFIGMAP, PDB, HPA}
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+CHILD_TYPES = {SERVICE, DEPLOYMENT, CONFIGMAP, PDB, HPA, NETPOL}
 
 BASE: HaproxyIngressArgs = {
     "namespace": "serve",
@@ -93,7 +94,7 @@ def test_registers_one_of_each_as_children_through_the_provider(
     provider = inv.one("pulumi:providers:kubernetes", "k8s")
     children = [r for r in inv.resources if r.parent == component.urn]
     assert sorted(r.type for r in children) == sorted(
-        [SERVICE, SERVICE, CONFIGMAP, DEPLOYMENT, PDB, HPA]
+        [SERVICE, SERVICE, CONFIGMAP, DEPLOYMENT, PDB, HPA, NETPOL]
     )
     assert {r.type for r in inv.resources} == CHILD_TYPES | {TOKEN, "pulumi:providers:kubernetes"}
     for child in children:
@@ -108,7 +109,7 @@ def test_every_object_passes_kubernetes_schemas(
 ) -> None:
     inv, _ = request.getfixturevalue(variant)
     objects = [manifest(r) for r in inv.resources if r.type in CHILD_TYPES]
-    assert len(objects) == 6
+    assert len(objects) == 7
     for obj in objects:
         validate_core(obj)
 
@@ -151,8 +152,16 @@ def test_deployment_is_hardened_spread_and_on_the_system_pool(
     assert container["image"] == HAPROXY_IMAGE
     assert HAPROXY_IMAGE.startswith("haproxy:3.2.") and HAPROXY_IMAGE.endswith("-alpine")
     assert spec["nodeSelector"] == {"raygke.io/pool": "system"}
-    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,  # not the image's system UID 99
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert spec["automountServiceAccountToken"] is False
     sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert all(p["containerPort"] > 1024 for p in container["ports"])
@@ -193,6 +202,8 @@ def test_internal_load_balancer_by_default(default: tuple[Inventory, dict[str, A
     assert svc["metadata"]["annotations"] == {INTERNAL_LB_ANNOTATION: "Internal"}
     assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 80), ("grpc", 9000)]
     assert "loadBalancerSourceRanges" not in svc["spec"]
+    # Client addresses reach the pods (the tier's NetworkPolicy admits them by range).
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
     dep = manifest(inv.one(DEPLOYMENT))
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
 
@@ -214,6 +225,40 @@ def test_external_tls_load_balancer(with_tls: tuple[Inventory, dict[str, Any]]) 
     assert {i["path"] for i in tls["secret"]["items"]} == {"tls.pem", "tls.pem.key"}
     assert "ssl crt /etc/haproxy-tls/tls.pem alpn h2,http/1.1" in out["config_text"]
     assert "acl is_route path /echo /recsys /-/healthz" in out["config_text"]
+
+
+@pytest.mark.mocks
+def test_network_policy_admits_serving_ports_from_any_source_by_default(
+    default: tuple[Inventory, dict[str, Any]],
+) -> None:
+    inv, _ = default
+    policy = manifest(inv.one(NETPOL))
+    dep = manifest(inv.one(DEPLOYMENT))
+    assert policy["metadata"]["namespace"] == "serve"
+    assert policy["spec"]["podSelector"] == dep["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    serving, _ = policy["spec"]["ingress"]
+    assert serving["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    assert [p["port"] for p in serving["ports"]] == [8080, 9000]
+
+
+@pytest.mark.mocks
+def test_network_policy_admits_only_the_source_ranges_and_managed_prometheus(
+    with_tls: tuple[Inventory, dict[str, Any]],
+) -> None:
+    inv, _ = with_tls
+    serving, monitoring = manifest(inv.one(NETPOL))["spec"]["ingress"]
+    assert serving["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    assert [p["port"] for p in serving["ports"]] == [8080, 9000, 8443]
+    # Stats and metrics: only GKE Managed Prometheus's collectors, never the load balancer.
+    assert monitoring == {
+        "from": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}}}
+        ],
+        "ports": [{"protocol": "TCP", "port": 8404}, {"protocol": "TCP", "port": 8405}],
+    }
+    # Google's LB/health-check ranges reach the node (healthCheckNodePort), not the pod.
+    assert "35.191.0.0/16" not in str(serving)
 
 
 @pytest.mark.mocks
@@ -256,6 +301,8 @@ def test_outputs(default: tuple[Inventory, dict[str, Any]]) -> None:
         ({"load_balancer": "public"}, "'internal' or 'external'"),
         ({"routes": ["echo"]}, "route prefix"),
         ({"backend_slots": 0}, "slots"),
+        ({"source_ranges": ["10.0.0.1/8"]}, r"source range '10\.0\.0\.1/8' is not a CIDR"),
+        ({"source_ranges": ["anywhere"]}, r"source range 'anywhere' is not a CIDR"),
     ],
 )
 def test_invalid_args_are_rejected(overrides: dict[str, Any], match: str) -> None:

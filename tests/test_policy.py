@@ -42,6 +42,9 @@ SERVICE = "kubernetes:core/v1:Service"
 
 
 # ---------------------------------------------------------------------------------------------- a hardened inventory
+PIN = "@sha256:" + "d" * 64  # a digest: prod images carry one (RAYGKE-K8S-4)
+
+
 def _container(name: str, image: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -107,7 +110,9 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
             {
                 "metadata": {"name": "ingress", "namespace": "ray-serve"},
                 "spec": {
-                    "template": {"spec": {"containers": [_container("haproxy", "haproxy:3.2.8")]}}
+                    "template": {
+                        "spec": {"containers": [_container("haproxy", "haproxy:3.2.8" + PIN)]}
+                    }
                 },
             },
         ),
@@ -131,7 +136,9 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
                                 "spec": {
                                     "containers": [
                                         {
-                                            **_container("ray-head", "repo/ray:2.60.0-py311-gpu"),
+                                            **_container(
+                                                "ray-head", "repo/ray:2.60.0-py311-gpu" + PIN
+                                            ),
                                             "ports": [
                                                 {"name": "dashboard", "containerPort": 8265.0},
                                                 {"name": "gcs-server", "containerPort": 6379.0},
@@ -148,7 +155,9 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
                                     "metadata": {"labels": dict(ray_labels)},
                                     "spec": {
                                         "containers": [
-                                            _container("ray-worker", "repo/ray:2.60.0-py311-gpu")
+                                            _container(
+                                                "ray-worker", "repo/ray:2.60.0-py311-gpu" + PIN
+                                            )
                                         ]
                                     },
                                 }
@@ -171,9 +180,9 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
                             "from": [{"podSelector": {"matchLabels": {"app": "haproxy"}}}],
                             "ports": [{"port": 8000.0, "protocol": "TCP"}],
                         },
-                        # control ports: this namespace and the operator's
+                        # control ports: the RayService's own pods and the operator's namespace
                         {
-                            "from": [{"podSelector": {}}],
+                            "from": [{"podSelector": {"matchLabels": dict(ray_labels)}}],
                             "ports": [{"port": 8265.0}, {"port": 6379.0}, {"port": 10001.0}],
                         },
                         {
@@ -313,6 +322,13 @@ FAILING: list[tuple[str, Mutation, str]] = [
         ),
         "tag 'latest'",
     ),
+    (
+        "RAYGKE-K8S-4",
+        lambda s: at(s, "ingress")["spec"]["template"]["spec"]["containers"][0].update(
+            image="haproxy:3.2.8-alpine"
+        ),
+        "containers[haproxy].image 'haproxy:3.2.8-alpine': pinned by tag only",
+    ),
 ]
 
 
@@ -362,7 +378,7 @@ def test_control_fails_its_mutation_and_only_it_fails(
     assert ids(violations) == [control_id], render_violations(violations)
     (v,) = violations
     assert fragment in v.message
-    assert v.severity == "mandatory"
+    assert v.severity == CONTROLS_BY_ID[control_id].severity
     assert v.remediation == CONTROLS_BY_ID[control_id].remediation or control_id.startswith(
         "RAYGKE-K8S"
     )
@@ -419,7 +435,7 @@ def test_image_pinning(image: str, problem: str | None):
     def set_image(s):
         at(s, "ingress")["spec"]["template"]["spec"]["containers"][0]["image"] = image
 
-    found = _one(set_image)
+    found = [v for v in _one(set_image) if v.control_id != "RAYGKE-K8S-4"]  # digests: below
     if problem is None:
         assert found == []
     else:
@@ -441,6 +457,8 @@ def test_init_containers_and_cronjobs_are_checked():
         ("4.6.3", "ingress"),
         ("RAYGKE-K8S-2", "cron"),
         ("RAYGKE-K8S-2", "ingress"),
+        ("RAYGKE-K8S-4", "cron"),
+        ("RAYGKE-K8S-4", "ingress"),
     ]
     assert any("initContainers[setup]" in v.message for v in found)
 
@@ -689,8 +707,22 @@ def test_real_stacks_have_no_mandatory_violations(stack: str):
 
 
 @pytest.mark.mocks
-def test_prod_has_no_violations_at_all_and_dev_only_its_open_control_plane():
-    assert evaluate(_stack_inventory("prod"), "prod") == []
+def test_prod_has_only_digest_advisories_and_dev_only_its_open_control_plane():
+    # The shipped prod stack cannot carry digests (CI makes them; the deploy workflow pins them).
+    prod = evaluate(_stack_inventory("prod"), "prod")
+    assert sorted((v.control_id, v.severity, v.message.split(".image")[0]) for v in prod) == [
+        (
+            "RAYGKE-K8S-4",
+            "advisory",
+            "spec.rayClusterConfig.headGroupSpec.template.spec.containers[ray-head]",
+        ),
+        (
+            "RAYGKE-K8S-4",
+            "advisory",
+            "spec.rayClusterConfig.workerGroupSpecs[0].template.spec.containers[ray-worker]",
+        ),
+        ("RAYGKE-K8S-4", "advisory", "spec.template.spec.containers[haproxy]"),
+    ]
     assert [(v.control_id, v.severity) for v in evaluate(_stack_inventory("dev"), "dev")] == [
         ("5.6.3", "advisory")
     ]
@@ -710,6 +742,9 @@ def test_insecure_stack_trips_a_known_list():
         ("5.6.3", "mandatory"),
         ("RAYGKE-GKE-1", "mandatory"),
         ("RAYGKE-NET-1", "mandatory"),
+        ("RAYGKE-K8S-4", "advisory"),  # Ray head, Ray worker, HAProxy: tags, no digests
+        ("RAYGKE-K8S-4", "advisory"),
+        ("RAYGKE-K8S-4", "advisory"),
     ]
 
 
@@ -718,13 +753,22 @@ def test_mutated_prod_inventory_loses_its_network_policy():
     from raygke.mocks import Inventory
 
     prod = _stack_inventory("prod")
-    without = Inventory([r for r in prod.resources if r.type != NETPOL])
-    (v,) = evaluate(without, "prod")
+    without = Inventory(
+        [r for r in prod.resources if r.type != NETPOL or r.name == "ingress-netpol"]
+    )
+    (v,) = mandatory(evaluate(without, "prod"))
     assert (v.control_id, v.resource_type) == ("RAYGKE-K8S-1", RAYSERVICE)
     weakened = copy.deepcopy(prod)
-    policy = weakened.one(NETPOL)
+    policy = weakened.one(NETPOL, "serving-netpol")
     policy.inputs["spec"]["ingress"][3]["from"] = [{"namespaceSelector": {}}]
-    assert {v.message.split(" from ")[1] for v in evaluate(weakened, "prod")} == {"every namespace"}
+    assert {v.message.split(" from ")[1] for v in mandatory(evaluate(weakened, "prod"))} == {
+        "every namespace"
+    }
+    # The renderer's old rule: the control ports open to every pod of the namespace.
+    policy.inputs["spec"]["ingress"][3]["from"] = [{"podSelector": {}}]
+    assert {v.message.split(" from ")[1] for v in mandatory(evaluate(weakened, "prod"))} == {
+        "every pod of the namespace"
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the pack
@@ -879,3 +923,24 @@ def test_ipv6_anywhere_is_open_to_the_world_like_ipv4(anywhere: str):
     found = [v for v in evaluate(mutated(open_both), "prod") if v.severity == "mandatory"]
     assert {"5.6.3", "RAYGKE-NET-1"} <= set(ids(found))
     assert all(anywhere in v.message for v in found if v.control_id in ("5.6.3", "RAYGKE-NET-1"))
+
+
+@pytest.mark.parametrize(
+    ("image", "environment", "flagged"),
+    [
+        ("haproxy:3.2.8-alpine", "prod", True),
+        ("haproxy:3.2.8-alpine@sha256:" + "e" * 64, "prod", False),
+        ("haproxy@sha256:" + "e" * 64, "prod", False),
+        ("haproxy:3.2.8-alpine", "staging", False),  # prod only
+        ("haproxy:latest", "prod", False),  # RAYGKE-K8S-3's finding, not a second one
+    ],
+)
+def test_prod_images_are_advised_to_pin_a_digest(image: str, environment: str, flagged: bool):
+    def set_image(s):
+        at(s, "ingress")["spec"]["template"]["spec"]["containers"][0]["image"] = image
+
+    found = [v for v in _one(set_image, environment) if v.control_id == "RAYGKE-K8S-4"]
+    assert [(v.severity, v.resource_name) for v in found] == (
+        [("advisory", "ingress")] if flagged else []
+    )
+    assert CONTROLS_BY_ID["RAYGKE-K8S-4"].severity == "advisory"  # shipped prod must still plan

@@ -150,9 +150,11 @@ def test_prod_mounts_the_model_bucket_and_grants_its_workers_read():
         assert "kubernetes:core/v1:ServiceAccount" not in types
 
 
-def test_prod_has_gpudirect_networks_for_the_mega_shape():
+def test_prod_creates_no_gpudirect_networks_nothing_would_use():
+    # GPUDirect-TCPXO is opt-in (network.gpudirect + gpudirectNetworksOnly): the prod llm app runs
+    # tensor parallel within one node, and the Kubernetes side of TCPXO is not built.
     networks = planned("prod").inventory.of_type("gcp:compute/network:Network")
-    assert len(networks) == 1 + 8
+    assert len(networks) == 1
 
 
 @pytest.mark.schema
@@ -329,8 +331,10 @@ def test_components_export_list_matches_the_lazy_table():
 
 
 def test_plan_reports_policy_violations_for_the_stack_environment():
-    assert planned("prod").violations == []
-    assert "policy: no violations" in render_text(planned("prod"))
+    # prod: only the digest advisories (the deploy workflow pins digests from CI); nothing mandatory
+    prod = planned("prod").violations
+    assert {(v.control_id, v.severity) for v in prod} == {("RAYGKE-K8S-4", "advisory")}
+    assert "policy: 0 mandatory, 3 advisory" in render_text(planned("prod"))
     dev = planned("dev")
     assert [v.control_id for v in dev.violations] == ["5.6.3"]  # dev's open control plane
     assert all(v.severity == "advisory" for v in dev.violations)

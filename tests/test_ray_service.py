@@ -145,9 +145,12 @@ def test_args_reach_the_pdb_and_network_policy() -> None:
         peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
         for rule in rules
         for peer in rule["from"]
-        if "podSelector" not in peer
+        if "namespaceSelector" in peer
     ]
     assert "kr" in namespaces
+    # The operator is admitted by its pods' labels in its namespace, not the whole namespace.
+    (operator,) = [p for rule in rules for p in rule["from"] if "kr" in str(p)]
+    assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "kuberay-operator"
 
 
 @pytest.mark.mocks

@@ -32,11 +32,14 @@ import pytest
 from hypothesis import HealthCheck as HypothesisHealthCheck
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from schemas import validate_core
 
 from components.haproxy_ingress import ingress_spec
 from components.render import haproxy as hp
 from components.render.haproxy import (
+    GOOGLE_LB_RANGES,
     MIN_STREAM_TIMEOUT_S,
+    TIER_UID,
     Bind,
     DnsBackends,
     HealthCheck,
@@ -48,6 +51,9 @@ from components.render.haproxy import (
     check_config,
     find_haproxy,
     render_haproxy_cfg,
+    render_tier_network_policy,
+    tier_container_security_context,
+    tier_pod_security_context,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -623,3 +629,63 @@ def test_real_haproxy_routes_and_marks_a_down_node(
                 proc.wait(timeout=10)
             assert proc.stderr is not None
             proc.stderr.close()
+
+
+# ---------------------------------------------------------------------------------------------- hardening
+@pytest.mark.pure
+def test_tier_runs_as_a_high_non_root_uid_with_a_read_only_root() -> None:
+    pod = tier_pod_security_context()
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == TIER_UID >= 10000
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = tier_container_security_context()
+    assert c["readOnlyRootFilesystem"] is True and c["allowPrivilegeEscalation"] is False
+    assert c["capabilities"] == {"drop": ["ALL"]}
+    assert tier_pod_security_context() is not tier_pod_security_context()  # fresh copies
+
+
+@pytest.mark.pure
+@pytest.mark.schema
+def test_tier_network_policy_separates_serving_from_monitoring_ports() -> None:
+    policy = render_tier_network_policy(
+        "edge",
+        "serve",
+        {"app": "edge"},
+        serving_ports=[8080, 9000],
+        monitoring_ports=[8404, 8405],
+        source_ranges=["10.0.0.0/8", "192.168.0.0/16", "10.0.0.0/8"],
+    )
+    validate_core(policy)
+    serving, monitoring = policy["spec"]["ingress"]
+    assert serving["from"] == [
+        {"ipBlock": {"cidr": "10.0.0.0/8"}},
+        {"ipBlock": {"cidr": "192.168.0.0/16"}},
+    ]
+    assert [p["port"] for p in monitoring["ports"]] == [8404, 8405]
+    assert monitoring["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "gmp-system"
+    }
+    for cidr in GOOGLE_LB_RANGES:  # they reach the node's health-check port, not the pods
+        assert {"ipBlock": {"cidr": cidr}} not in serving["from"]
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"source_ranges": ["10.0.0.1/8"]}, r"source range '10\.0\.0\.1/8' is not a CIDR"),
+        ({"source_ranges": ["*"]}, r"source range '\*' is not a CIDR"),
+        ({"serving_ports": []}, "at least one serving port"),
+        ({"monitoring_ports": [8080]}, r"ports \[8080\] cannot be both serving and monitoring"),
+    ],
+)
+def test_tier_network_policy_rejects_bad_ranges_and_ports(
+    kwargs: dict[str, Any], match: str
+) -> None:
+    args: dict[str, Any] = {
+        "serving_ports": [8080, 9000],
+        "monitoring_ports": [8404],
+        "source_ranges": ["10.0.0.0/8"],
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=match):
+        render_tier_network_policy("edge", "serve", {"app": "edge"}, **args)

@@ -321,6 +321,71 @@ def test_every_pod_has_tmp_emptydir_resources_labels_and_no_privilege_escalation
 
 
 @pytest.mark.pure
+@pytest.mark.parametrize("autoscaling", [True, False])
+def test_pods_run_as_the_images_non_root_user_with_runtime_default_seccomp(
+    autoscaling: bool,
+) -> None:
+    for pod in pods(r.render_rayservice(make_spec(enable_in_tree_autoscaling=autoscaling))):
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 100,
+            "fsGroup": 100,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        for c in pod["containers"]:
+            assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert "privileged" not in c["securityContext"]
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("autoscaling", [True, False])
+def test_only_an_autoscaling_head_mounts_a_service_account_token(autoscaling: bool) -> None:
+    bucket = r.ModelBucket(bucket="models-1", mount_path="/gcs/models", service_account="reader")
+    spec = make_spec(enable_in_tree_autoscaling=autoscaling, model_bucket=bucket)
+    head, *workers = pods(r.render_rayservice(spec))
+    assert head["automountServiceAccountToken"] is autoscaling
+    for worker in workers:
+        # The GCS FUSE CSI driver gets its own pod token from the kubelet (tokenRequests).
+        assert worker["automountServiceAccountToken"] is False
+        assert worker["serviceAccountName"] == "reader"
+
+
+@pytest.mark.pure
+def test_token_authentication_is_on_through_kuberay_auth_options() -> None:
+    cluster = r.render_rayservice(make_spec())["spec"]["rayClusterConfig"]
+    # No secretName: KubeRay generates one token per RayCluster; no enableK8sTokenAuth (KubeRay
+    # refuses it for a RayService).
+    assert cluster["authOptions"] == {"mode": "token"}
+    off = r.render_rayservice(make_spec(auth_mode="disabled"))["spec"]["rayClusterConfig"]
+    assert off["authOptions"] == {"mode": "disabled"}
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"ray_version": "2.51.0"}, r"auth_mode token needs Ray 2\.52\+.*got ray_version 2\.51\.0"),
+        ({"ray_version": "2.9.3"}, r"auth_mode token needs Ray 2\.52\+"),
+        ({"ray_version": "latest"}, r"auth_mode token needs a ray_version such as 2\.60\.0"),
+        ({"auth_mode": "mtls"}, r"auth_mode must be one of token, disabled; got 'mtls'"),
+    ],
+)
+def test_auth_options_kuberay_would_refuse_are_rejected(
+    changes: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        r.render_rayservice(make_spec(**changes))
+
+
+@pytest.mark.pure
+def test_token_auth_off_renders_on_any_ray_version() -> None:
+    cluster = r.render_rayservice(make_spec(ray_version="2.50.0", auth_mode="disabled"))
+    assert cluster["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "disabled"}
+
+
+@pytest.mark.pure
 def test_manifest_shares_no_objects_between_pods() -> None:
     # A shared dict would make one edit (or a YAML anchor in a golden file) leak across pods.
     manifest = r.render_rayservice(make_spec())
@@ -679,7 +744,8 @@ def test_network_policy_admits_serve_ports_only_from_the_ingress_tier_and_ray_po
                 {
                     "namespaceSelector": {
                         "matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}
-                    }
+                    },
+                    "podSelector": {"matchLabels": r.KUBERAY_OPERATOR_POD_LABELS},
                 }
             ]
         else:
@@ -695,16 +761,30 @@ def test_network_policy_keeps_replica_and_metrics_ports_open_between_ray_pods() 
 
 
 @pytest.mark.pure
-def test_network_policy_closes_control_ports_outside_the_namespace() -> None:
+@pytest.mark.parametrize("port", [6379, 10001, 8265])
+def test_network_policy_admits_control_ports_only_from_this_rayservice_and_the_operator(
+    port: int,
+) -> None:
     policy = r.render_network_policy(make_spec(), {"app": "haproxy"}, operator_namespace="kuberay")
-    for port in (6379, 10001, 8265):
-        for rule in _rules_admitting(policy, port):
-            for peer in rule["from"]:
-                # A peer without namespaceSelector means "this namespace".
-                ns = peer.get("namespaceSelector")
-                if ns is not None:
-                    assert port == 8265
-                    assert ns == {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}}
+    ray_pods = {"podSelector": {"matchLabels": {"raygke.io/rayservice": "echo"}}}
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}},
+        "podSelector": {"matchLabels": r.KUBERAY_OPERATOR_POD_LABELS},
+    }
+    peers = [peer for rule in _rules_admitting(policy, port) for peer in rule["from"]]
+    # Never every pod of the namespace (`podSelector: {}`), never the ingress tier, never a
+    # `ray.io/cluster` selector (it would drop the other side of a blue/green upgrade).
+    assert peers == ([ray_pods, operator] if port == 8265 else [ray_pods])
+    assert {"app": "haproxy"} not in [p.get("podSelector", {}).get("matchLabels") for p in peers]
+
+
+@pytest.mark.pure
+def test_network_policy_takes_other_operator_pod_labels() -> None:
+    policy = r.render_network_policy(
+        make_spec(), {"app": "haproxy"}, operator_pod_labels={"app": "my-operator"}
+    )
+    peers = [peer for rule in _rules_admitting(policy, 8265) for peer in rule["from"]]
+    assert {"app": "my-operator"} in [p["podSelector"]["matchLabels"] for p in peers]
 
 
 @pytest.mark.pure

