@@ -73,7 +73,6 @@ MIN_RAY_FOR_HAPROXY = (2, 55)
 MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
 TUNED_MAX_ONGOING_REQUESTS = 64  # serveProfile: tuned's default (docs/performance.md)
 RECSYS_MAX_BATCH_SIZE: int = RecsysArgs.model_fields["max_batch_size"].default
-DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 # Pulumi's autonaming adds "-" and 7 characters to the node pool's "<gpuPool.name>-pool"; GKE allows
 # node pool names of at most 40 characters.
@@ -815,7 +814,7 @@ class AppConfig(Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not DNS_1035.match(value):
+        if not names.DNS_1035_LABEL.match(value):
             raise ValueError(f"app name must be lowercase letters, digits and '-'; got {value!r}")
         return value
 

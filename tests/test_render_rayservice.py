@@ -599,7 +599,7 @@ def test_check_rayservice_name_accepts_valid_names(name: str) -> None:
         ),
         (
             {"model_bucket": dataclasses.replace(MODELS, service_account="Models_SA")},
-            "model_bucket: service_account 'Models_SA' must be a DNS-1123 subdomain",
+            "model_bucket: service_account: a ServiceAccount name must be a DNS-1123 subdomain.*got 'Models_SA'",
         ),
     ],
 )

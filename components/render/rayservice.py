@@ -26,16 +26,13 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from components.render import names
 from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL, SYSTEM_POOL
 
 # KubeRay names the RayCluster `<name>-<5 chars>` and its Services `<name>-head-svc`,
 # `<name>-serve-svc`; its validation rejects RayService names over 47 characters so those fit the
 # 63-character limit.
 MAX_NAME_LENGTH = 47
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1123_SUBDOMAIN = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
 
 # POOL_LABEL (components/render/node_pool.py) is on every pool of this project; the operator and the
 # Ray head go to the system/CPU pools, workers to the H100 pools.
@@ -232,7 +229,7 @@ def check_rayservice_name(name: str) -> str | None:
             f"RayService name {name!r} is {len(name)} characters; KubeRay allows at most "
             f"{MAX_NAME_LENGTH} (it appends suffixes for the RayCluster and its Services)"
         )
-    if not _DNS_1035.match(name):
+    if not names.DNS_1035_LABEL.match(name):
         return (
             f"RayService name {name!r} must be a DNS-1035 label: lower-case letters, digits "
             "and '-', starting with a letter and ending with a letter or digit"
@@ -341,11 +338,9 @@ def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
         for problem in (check_bucket_name(bucket.bucket), check_mount_path(bucket.mount_path)):
             if problem is not None:
                 errors.append(f"model_bucket: {problem}")
-        if not _DNS_1123_SUBDOMAIN.match(bucket.service_account):
-            errors.append(
-                f"model_bucket: service_account {bucket.service_account!r} must be a DNS-1123 "
-                "subdomain (lower-case letters, digits, '-' and '.', at most 253 characters)"
-            )
+        problem = names.check_service_account_name(bucket.service_account)
+        if problem is not None:
+            errors.append(f"model_bucket: service_account: {problem}")
     return errors
 
 
