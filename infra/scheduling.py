@@ -81,6 +81,7 @@ def node_pools(c: StackConfig) -> list[sched.NodePool]:
         capacity=_capacity(c),
     )
     node_config: Any = plan.node_config
+    upgrade: Any = plan.upgrade_settings
     taint_effects = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute"}
     pools.append(
         sched.NodePool(
@@ -96,7 +97,7 @@ def node_pools(c: StackConfig) -> list[sched.NodePool]:
                 {"key": t["key"], "value": t["value"], "effect": taint_effects.get(t["effect"], "")}
                 for t in node_config["taints"]
             ),
-            max_surge=plan.upgrade_settings.get("max_surge", 0),
+            max_surge=int(upgrade.get("max_surge", 0)),
         )
     )
     return pools
