@@ -372,10 +372,6 @@ class GpuPoolConfig(Model):
                 f"{self.machine_type} (Google sells 1/2/4-GPU A3 High only that way); "
                 f"got {self.capacity.mode!r}"
             )
-        if self.min_nodes > self.max_nodes:
-            raise ValueError(
-                f"gpuPool.minNodes ({self.min_nodes}) must be <= gpuPool.maxNodes ({self.max_nodes})"
-            )
         if self.compact_placement and len(self.zones) != 1:
             raise ValueError(
                 f"gpuPool.compactPlacement needs exactly one zone (a placement group is zonal); "
@@ -702,7 +698,7 @@ class RayServiceConfig(Model):
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
     fault_tolerance: FaultTolerance = FaultTolerance()
     shutdown: ShutdownConfig = ShutdownConfig()
-    head: Resources = Resources(cpu="4", memory="16Gi")
+    head: Resources = Resources(cpu="2", memory="8Gi")  # fits an e2-standard-4 system node
     workers: WorkerGroupConfig
     model_bucket: ModelBucketConfig | None = None
 
@@ -955,6 +951,7 @@ class StackConfig(Model):
             *_environment_problems(self),
             *_cross_problems(self),
             *_batching_problems(self),
+            *_scheduling_problems(self),
         ]
         if problems:
             raise ValueError("\n".join(problems))
@@ -979,6 +976,14 @@ def _environment_problems(c: StackConfig):
             f"environmentOverride is set but stack {c.stack!r} matches environment "
             f"{c.environment!r}; remove it, so that an override always means a mismatch"
         )
+
+
+def _scheduling_problems(c: StackConfig):
+    """Every rendered pod fits a node of its pool, every pool's pods fit its maxNodes, and the pools
+    fit GKE's limits and the pod range (components/render/scheduling.py owns the rules)."""
+    from infra.scheduling import scheduling_problems  # it renders through infra/program.py
+
+    yield from scheduling_problems(c)
 
 
 def _batching_problems(c: StackConfig):
@@ -1017,11 +1022,6 @@ def _cross_problems(c: StackConfig):
         yield f"cluster.location {c.cluster.location!r} must be gcp:region {c.region!r} or one of its zones"
     if c.network.gpudirect and H100_MACHINES[pool.machine_type].gpudirect == "none":
         yield f"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is {pool.machine_type}"
-    if svc.workers.max_replicas > pool.max_nodes:
-        yield (
-            f"rayService.workers.maxReplicas ({svc.workers.max_replicas}) must be <= gpuPool.maxNodes "
-            f"({pool.max_nodes}): each Ray worker takes a whole GPU node"
-        )
     if prod:
         if pool.min_nodes == 0 or svc.workers.min_replicas == 0:
             yield (

@@ -15,13 +15,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infra.config import parse_stack_config, read_stack_file
 from infra.cost import render_cost_lines
 from infra.program import run_program
+from infra.scheduling import scheduling_plan
 from policy import Violation, evaluate, mandatory, render_violations, violations_json
 from raygke.diff import SECRET, short
 from raygke.mocks import Inventory, Registration, Secret, run_with_mocks
@@ -57,14 +58,16 @@ class Plan:
     inventory: Inventory
     outputs: dict[str, Any]
     violations: list[Violation]  # the policy pack's controls, for the stack's environment
+    headroom: list[str] = field(default_factory=list)  # per pool: pods at peak vs what nodes give
 
 
 def plan_stack(stack: str, stacks_dir: Path | None = None) -> Plan:
     """Run the program for `stack` under mocks (raises ConfigError on a bad stack file)."""
     config = read_stack_file(stack, stacks_dir)
     inventory, outputs = run_with_mocks(run_program, stack=stack, config=config)
-    environment = parse_stack_config(stack, config).environment
-    return Plan(stack, inventory, outputs, evaluate(inventory, environment))
+    parsed = parse_stack_config(stack, config)
+    violations = evaluate(inventory, parsed.environment)
+    return Plan(stack, inventory, outputs, violations, scheduling_plan(parsed).headroom())
 
 
 def _lookup(inputs: dict[str, Any], path: str) -> Any:
@@ -123,6 +126,9 @@ def render_text(plan: Plan) -> str:
     cost = plan.outputs.get("cost")
     if isinstance(cost, dict):
         lines.extend(render_cost_lines(cost))
+    if plan.headroom:
+        lines.append("scheduling headroom (checked before deploy; docs/scheduling.md):")
+        lines.extend(f"  {line}" for line in plan.headroom)
     lines.append(render_violations(plan.violations))
     return "\n".join(lines)
 

@@ -147,7 +147,7 @@ class Resources:
 class HeadGroup:
     """The Ray head: no GPU and `num-cpus: 0`, so Serve replicas never land on it."""
 
-    resources: Resources = Resources(cpu="4", memory="16Gi")
+    resources: Resources = Resources(cpu="2", memory="8Gi")
     pool: str | None = SYSTEM_POOL  # value of POOL_LABEL; None leaves the head unpinned
 
 
