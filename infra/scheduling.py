@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from components import haproxy_ingress, kuberay_operator
 from components.render import scheduling as sched
 from components.render.node_pool import POOL_LABEL, SYSTEM_POOL, plan_node_pool
-from components.render.quantity import parse_quantity
 from components.render.rayservice import ACCELERATOR_LABEL, render_rayservice
 
 if TYPE_CHECKING:
@@ -155,24 +154,6 @@ def stack_pods(c: StackConfig) -> list[sched.PodDemand]:
     return pods
 
 
-def _quantity_problems(c: StackConfig) -> list[str]:
-    """Quantities the check cannot read; the config's own syntax check names them too."""
-    problems = []
-    svc = c.ray_service
-    for key, value in (
-        ("rayService.head.cpu", svc.head.cpu),
-        ("rayService.head.memory", svc.head.memory),
-        ("rayService.workers.cpu", svc.workers.cpu),
-        ("rayService.workers.memory", svc.workers.memory),
-    ):
-        try:
-            if parse_quantity(value) <= 0:
-                raise ValueError(f"{value!r} must be positive")
-        except ValueError as exc:
-            problems.append(f"{key}: {exc}")
-    return problems
-
-
 def scheduling_plan(c: StackConfig) -> SchedulingPlan:
     pools = node_pools(c)
     problems = sched.node_pool_problems(pools, c.network.pods_cidr)
@@ -182,9 +163,8 @@ def scheduling_plan(c: StackConfig) -> SchedulingPlan:
             f"{pool.key}.machineType must be one of {sorted(sched.SYSTEM_MACHINES)} (the shapes the "
             f"scheduling check knows); got {pool.machine_type!r}"
         )
-    quantity = _quantity_problems(c)
-    if unknown or quantity:
-        return SchedulingPlan(tuple(pools), (), tuple(problems + quantity), ())
+    if unknown:
+        return SchedulingPlan(tuple(pools), (), tuple(problems), ())
     try:
         pods = stack_pods(c)
     except ValueError:  # a RayService spec KubeRay would refuse: the program's own check names it

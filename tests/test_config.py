@@ -836,7 +836,7 @@ def test_missing_stack_file_names_the_stacks():
             "dev",
             _in("rayService", ["workers"], cpu=20, memory="214748364800"),
         ),  # numbers are quantities
-        ("dev", _in("rayService", ["head"], cpu="3500m", memory="14G")),
+        ("dev", _in("rayService", ["head"], cpu="1500m", memory="8G")),
         ("dev", _set("ingress", sourceRanges=["10.0.0.0/8", "2001:db8::/32"])),  # IPv6 client range
         ("prod", _set("ray", imageRepository="localhost:5000/team/ray-serve-gke")),  # port, no tag
         ("prod", _in("apps", [2, "args"], min_replicas=2, max_replicas=2)),

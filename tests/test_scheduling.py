@@ -330,12 +330,6 @@ MISFITS = [
         _set("cluster", ["systemPool"], machineType="e2-custom-3"),
         r"cluster.systemPool.machineType must be one of \[.*'e2-standard-4'.*\] .*got 'e2-custom-3'",
     ),
-    (
-        "a quantity the check cannot read",
-        "dev",
-        _set("rayService", ["head"], memory="8GB"),
-        r"rayService.head.memory.*'8GB' is not a Kubernetes quantity",
-    ),
 ]
 
 
