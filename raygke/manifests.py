@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from raygke.mocks import Registration
+from raygke.mocks import Registration, ints
 
 _K8S_TYPE = re.compile(r"^kubernetes:(?P<group>[^/:]+)/(?P<version>[^:]+):(?P<kind>[A-Za-z]+)$")
 # Registrations that are not objects of their own: the provider, Helm releases (values only) and
@@ -27,24 +27,13 @@ _SKIP_KINDS = {"Release", "ConfigGroup", "ConfigFile", "Chart"}
 RAY_KINDS = {"RayService", "RayCluster"}
 
 
-def _ints(value: Any) -> Any:
-    """Integral floats back to ints: the mock monitor hands every number back as a float."""
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def manifest(reg: Registration) -> dict[str, Any] | None:
     """The object `reg` registers, or None when it is not one Kubernetes object."""
     match = _K8S_TYPE.match(reg.type)
     if match is None or match["kind"] in _SKIP_KINDS:
         return None
     group, version = match["group"], match["version"]
-    inputs = {k: v for k, v in _ints(reg.inputs).items() if k not in ("apiVersion", "kind")}
+    inputs = {k: v for k, v in ints(reg.inputs).items() if k not in ("apiVersion", "kind")}
     return {
         "apiVersion": version if group == "core" else f"{group}/{version}",
         "kind": match["kind"],

@@ -195,3 +195,15 @@ def run_with_mocks(
 
     _sync_await(run_pulumi_func(body))
     return inventory, resolved
+
+
+def ints(value: Any) -> Any:
+    """`value` with integral floats made ints: Pulumi's mock monitor hands numbers back as floats,
+    and the schemas want the integers they were."""
+    if isinstance(value, dict):
+        return {k: ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [ints(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -83,18 +83,6 @@ def validate_rayservice(obj: dict[str, Any]) -> None:
         )
 
 
-def ints(value: Any) -> Any:
-    """`value` with integral floats made ints: Pulumi's mock monitor hands numbers back as floats,
-    and the schemas want the integers they were."""
-    if isinstance(value, dict):
-        return {k: ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [ints(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def validate_core(obj: dict[str, Any]) -> None:
     """Raise ManifestError unless Kubernetes' schema for `obj`'s kind accepts it (strictly)."""
     where = f"{obj.get('kind')} {obj.get('metadata', {}).get('name')!r}"

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
-from schemas import ints, validate_core
+from schemas import validate_core
 from test_render_haproxy import self_signed_pem, with_local_pem
 
 from components.haproxy_ingress import (
@@ -21,7 +21,7 @@ from components.haproxy_ingress import (
     HaproxyIngressArgs,
 )
 from components.render.haproxy import check_config, find_haproxy
-from raygke.mocks import Inventory, Registration, run_with_mocks
+from raygke.mocks import Inventory, Registration, ints, run_with_mocks
 
 TOKEN = "raygke:haproxy_ingress:HaproxyIngress"
 SERVICE = "kubernetes:core/v1:Service"

@@ -9,11 +9,12 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 import pytest
-from schemas import ints, validate_core, validate_rayservice
+from schemas import validate_core, validate_rayservice
 
 from components import ray_service as rs
 from components.render import rayservice as r
 from raygke import mocks
+from raygke.mocks import ints
 
 TOKEN = "raygke:ray_service:RayServeApp"
 RAYSERVICE_TYPE = "kubernetes:ray.io/v1:RayService"

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.render.security import non_root_pod_security_context
+
 HEALTH_PATH = "/-/healthz"
 """Ray Serve's health endpoint, answered on each Ray pod's HTTP port."""
 
@@ -547,13 +549,7 @@ def check_config(text: str, haproxy_binary: Path | str) -> None:
 
 def tier_pod_security_context() -> dict[str, Any]:
     """The tier pods' securityContext: a fixed high non-root UID, RuntimeDefault seccomp."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": TIER_UID,
-        "runAsGroup": TIER_GID,
-        "fsGroup": TIER_GID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return non_root_pod_security_context(TIER_UID, TIER_GID)
 
 
 def tier_container_security_context() -> dict[str, Any]:

@@ -28,6 +28,7 @@ import yaml
 
 from components.render import names
 from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL, SYSTEM_POOL
+from components.render.security import non_root_pod_security_context
 
 # KubeRay names the RayCluster `<name>-<5 chars>` and its Services `<name>-head-svc`,
 # `<name>-serve-svc`; its validation rejects RayService names over 47 characters so those fit the
@@ -423,22 +424,15 @@ _SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
 # The pod's: a fixed non-root UID, so a changed image cannot silently run as root; fsGroup so the
 # emptyDirs (and any volume that supports ownership) are writable by the `ray` user. No read-only
 # root filesystem: Ray, pip runtime_envs and vLLM write caches under $HOME and the Python tree
 # (docs/security.md lists the trade-off).
-_POD_SECURITY_CONTEXT = {
-    "runAsNonRoot": True,
-    "runAsUser": RAY_UID,
-    "runAsGroup": RAY_GID,
-    "fsGroup": RAY_GID,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
 def pod_security_context() -> dict[str, Any]:
     """The securityContext of every Ray pod (a fresh copy)."""
-    return copy.deepcopy(_POD_SECURITY_CONTEXT)
+    return non_root_pod_security_context(RAY_UID, RAY_GID)
 
 
 def head_needs_service_account_token(spec: RayServiceSpec) -> bool:
