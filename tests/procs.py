@@ -76,8 +76,17 @@ def pids_matching(fragment: str) -> list[int]:
 
 
 def pids_named(name: str) -> list[int]:
-    """Processes whose whole command line is `name` (how Ray titles actor processes)."""
-    return [int(e) for e in os.listdir("/proc") if e.isdigit() and cmdline(int(e)) == name]
+    """Processes titled `name`, as Ray titles an actor's process: `ray::Actor` when idle,
+    `ray::Actor.method()` while a call runs (a request may still be finishing)."""
+    found = []
+    for e in os.listdir("/proc"):
+        if (
+            e.isdigit()
+            and (title := cmdline(int(e)))
+            and (title == name or title.startswith(f"{name}."))
+        ):
+            found.append(int(e))
+    return found
 
 
 def alive(pid: int) -> bool:
