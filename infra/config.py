@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from app.contracts import CONTRACTS, LlmArgs, RecsysArgs
+from app.contracts import CONTRACTS, RecsysArgs
 from components.render import names
 from components.render.gpu_machines import H100_MACHINES
 from components.render.haproxy import HAPROXY_IMAGE
@@ -712,8 +712,6 @@ class RayServiceConfig(Model):
 
 # ---------------------------------------------------------------------------------------------- apps
 AppKind = Literal["echo", "recsys", "llm", "custom"]
-# app/contracts.py's LlmArgs fields without defaults
-LLM_REQUIRED_ARGS = tuple(n for n, f in LlmArgs.model_fields.items() if f.is_required())
 Protocol = Literal["http", "grpc"]
 
 
@@ -981,7 +979,9 @@ def _environment_problems(c: StackConfig):
 def _scheduling_problems(c: StackConfig):
     """Every rendered pod fits a node of its pool, every pool's pods fit its maxNodes, and the pools
     fit GKE's limits and the pod range (components/render/scheduling.py owns the rules)."""
-    from infra.scheduling import scheduling_problems  # it renders through infra/program.py
+    from infra.scheduling import (
+        scheduling_problems,  # it renders through infra/specs.py, which imports this module
+    )
 
     yield from scheduling_problems(c)
 

@@ -1,7 +1,7 @@
 """The stack's pods and node pools, gathered from the renderers, for the scheduling check.
 
 Owns: which objects the program renders and how their figures map back to stack keys: the RayService
-from the same builder the program uses (infra/program.py `rayservice_spec`, rendered by
+from the same builder the program uses (infra/specs.py `rayservice_spec`, rendered by
 components/render/rayservice.py), the KubeRay operator from its chart values
 (components/kuberay_operator.py), our HAProxy tier from its component's resources and placement
 (components/haproxy_ingress.py), and the pools from the node-pool planner and the cluster's system-pool
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from components import haproxy_ingress, kuberay_operator
 from components.render import scheduling as sched
 from components.render.node_pool import POOL_LABEL, SYSTEM_POOL, plan_node_pool
 from components.render.rayservice import ACCELERATOR_LABEL, render_rayservice
-
-if TYPE_CHECKING:
-    from infra.config import StackConfig
+from infra.config import StackConfig
+from infra.specs import gpu_capacity, rayservice_spec
 
 # GKE upgrades a node pool without upgrade_settings (our system pool) by surge: one extra node per
 # zone at a time (maxSurge 1, maxUnavailable 0, GKE's default).
@@ -52,10 +51,6 @@ def _zonal(location: str) -> bool:
 
 
 def node_pools(c: StackConfig) -> list[sched.NodePool]:
-    from infra.program import (
-        _capacity,
-    )  # the program's own mapping: it imports this module's caller
-
     system = c.cluster.system_pool
     system_zones = 1 if _zonal(c.cluster.location) else REGIONAL_ZONES
     pools = [
@@ -77,7 +72,7 @@ def node_pools(c: StackConfig) -> list[sched.NodePool]:
         zones=gpu.zones,
         min_nodes=min(gpu.min_nodes, gpu.max_nodes),  # min > max is reported by node_pool_problems
         max_nodes=gpu.max_nodes,
-        capacity=_capacity(c),
+        capacity=gpu_capacity(c),
     )
     node_config: Any = plan.node_config
     upgrade: Any = plan.upgrade_settings
@@ -104,8 +99,6 @@ def node_pools(c: StackConfig) -> list[sched.NodePool]:
 
 def stack_pods(c: StackConfig) -> list[sched.PodDemand]:
     """Every pod the program renders, named and keyed as the stack file writes it."""
-    from infra.program import rayservice_spec
-
     manifest = render_rayservice(rayservice_spec(c))
     head, workers = sched.rayservice_pods(manifest)
     pods = [

@@ -22,6 +22,7 @@ from raygke.local_ray import LocalRayError
 
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+MAX_DETAIL_CHARS = 300  # of an unexpected exception's text, which may quote what it was handed
 # `plan --fail-on`: which policy violations make the exit code 1 (the plan is printed either way).
 FAIL_ON = {"mandatory": ("mandatory",), "advisory": ("mandatory", "advisory"), "never": ()}
 # Keys `raygke local status|down` read from a run's state file.
@@ -210,9 +211,6 @@ def parser() -> argparse.ArgumentParser:
         "smoke", help="gate and benchmark a deployment (see `raygke smoke --help`)", add_help=False
     )
     return root
-
-
-MAX_DETAIL_CHARS = 300
 
 
 def main(argv: list[str] | None = None) -> int:

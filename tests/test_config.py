@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stackfiles import NS, STACKS, edit, mutated
 
 from infra.config import (
     H100_ZONES,
@@ -19,11 +20,6 @@ from infra.config import (
 )
 from infra.program import run_program
 from raygke.mocks import Inventory, run_with_mocks
-
-STACKS = sorted(
-    p.name.split(".")[1] for p in (Path(__file__).parents[1] / "stacks").glob("Pulumi.*.yaml")
-)
-NS = "ray-serve-gke"
 
 pytestmark = pytest.mark.config
 
@@ -56,23 +52,6 @@ def test_environments_differ_as_documented():
     assert dev.ray_service.model_bucket is None and staging.ray_service.model_bucket is None
 
 
-def _set(section: str, **values: Any) -> Callable[[dict], None]:
-    def mutate(config: dict) -> None:
-        config[f"{NS}:{section}"].update(values)
-
-    return mutate
-
-
-def _in(section: str, path: list[str | int], **values: Any) -> Callable[[dict], None]:
-    def mutate(config: dict) -> None:
-        node = config[f"{NS}:{section}"]
-        for part in path:
-            node = node[part]
-        node.update(values)
-
-    return mutate
-
-
 def _drop_authorized_anywhere(config: dict) -> None:
     config[f"{NS}:cluster"]["authorizedNetworks"].append({"cidr": "0.0.0.0/0", "name": "all"})
 
@@ -90,97 +69,97 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "unknown machine type",
         "staging",
-        _set("gpuPool", machineType="a3-highgpu-3g"),
+        edit("gpuPool", machineType="a3-highgpu-3g"),
         r"gpuPool.machineType must be one of \['a3-highgpu-1g'.*got 'a3-highgpu-3g'",
     ),
     (
         "accelerator type vs machine",
         "prod",
-        _set("gpuPool", acceleratorType="nvidia-h100-80gb"),
+        edit("gpuPool", acceleratorType="nvidia-h100-80gb"),
         r"gpuPool.acceleratorType must be 'nvidia-h100-mega-80gb' for a3-megagpu-8g; got 'nvidia-h100-80gb'",
     ),
     (
         "accelerator count vs machine",
         "staging",
-        _set("gpuPool", acceleratorCount=4),
+        edit("gpuPool", acceleratorCount=4),
         r"gpuPool.acceleratorCount must be 8 for a3-highgpu-8g; got 4",
     ),
     (
         "small A3 shape on demand",
         "dev",
-        _set("gpuPool", capacity={"mode": "on-demand"}),
+        edit("gpuPool", capacity={"mode": "on-demand"}),
         r"gpuPool.capacity.mode must be spot, flex-start or queued-provisioning for a3-highgpu-1g.*got 'on-demand'",
     ),
     (
         "zone without H100",
         "dev",
-        _set("gpuPool", zones=["us-central1-f"]),
+        edit("gpuPool", zones=["us-central1-f"]),
         r"gpuPool.zones \['us-central1-f'\] offered no H100.*as of 2026-11-01; allowed: ",
     ),
     (
         "zone outside the region",
         "dev",
-        _set("gpuPool", zones=["us-east4-a"]),
+        edit("gpuPool", zones=["us-east4-a"]),
         r"gpuPool.zones: 'us-east4-a' is not in gcp:region 'us-central1'",
     ),
     (
         "min nodes over max",
         "staging",
-        _set("gpuPool", minNodes=3, maxNodes=2),
+        edit("gpuPool", minNodes=3, maxNodes=2),
         r"gpuPool.minNodes \(3\) must be <= gpuPool.maxNodes \(2\)",
     ),
     (
         "scale to zero in prod",
         "prod",
-        _set("gpuPool", minNodes=0),
+        edit("gpuPool", minNodes=0),
         r"gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in prod.*got 0 and 2",
     ),
     (
         "RayService name too long",
         "dev",
-        _set("rayService", name="s" * 48),
+        edit("rayService", name="s" * 48),
         r"rayService.name: RayService name 's{48}' is 48 characters; KubeRay allows at most 47",
     ),
     (
         "RayService name not DNS-1035",
         "dev",
-        _set("rayService", name="Serving_1"),
+        edit("rayService", name="Serving_1"),
         r"rayService.name: RayService name 'Serving_1' must be a DNS-1035 label",
     ),
     (
         "gRPC ingress on Ray 2.56",
         "dev",
-        _set("ray", version="2.56.0"),
+        edit("ray", version="2.56.0"),
         r"ray.grpc needs Ray 2.57\+.*got ray.version 2.56.0",
     ),
     (
         "HAProxy ingress on Ray 2.54",
         "dev",
-        _set("ray", version="2.54.0", grpc=False),
+        edit("ray", version="2.54.0", grpc=False),
         r"ray.version 2.54.0 has no HAProxy ingress",
     ),
     (
         "GPU demand over the worker group",
         "dev",
-        _in("apps", [1, "deployments", "Ranker"], numReplicas=3),
+        edit("apps", [1, "deployments", "Ranker"], numReplicas=3),
         r"apps: need 3 GPUs at peak replicas but rayService.workers.maxReplicas \(2\) x 1 GPUs.*holds 2",
     ),
     (
         "one replica wider than a node",
         "dev",
-        _in("apps", [1, "deployments", "Ranker"], numGpus=2),
+        edit("apps", [1, "deployments", "Ranker"], numGpus=2),
         r"apps\[recsys\]: a replica needs 2 GPUs, more than the 1 of one a3-highgpu-1g node",
     ),
     (
         "llm tensor parallelism wider than a node",
         "prod",
-        _in("apps", [2, "args"], tensor_parallel_size=16),
+        edit("apps", [2, "args"], tensor_parallel_size=16),
         r"apps\[llm\].args.tensor_parallel_size: Input should be less than or equal to 8; got 16",
     ),
     (
         "llm app with deployment overrides",
         "prod",
-        _in("apps", [2], deployments={"LLMServer": {"numGpus": 1}}),
+        edit("apps", [2], deployments={"LLMServer": {"numGpus": 1}}),
         r"apps\[llm\].deployments: Ray Serve LLM names and sizes its own deployments",
     ),
     (
@@ -192,13 +171,15 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "blue/green without headroom",
         "staging",
-        _in("apps", [1, "deployments", "Ranker"], autoscaling={"minReplicas": 1, "maxReplicas": 9}),
+        edit(
+            "apps", [1, "deployments", "Ranker"], autoscaling={"minReplicas": 1, "maxReplicas": 9}
+        ),
         r"upgradeStrategy.type NewCluster starts a second cluster.*needs 18 GPUs but .* is 16",
     ),
     (
         "incremental upgrade without gateway",
         "dev",
-        _set("rayService", upgradeStrategy={"type": "NewClusterWithIncrementalUpgrade"}),
+        edit("rayService", upgradeStrategy={"type": "NewClusterWithIncrementalUpgrade"}),
         r"rayService.upgradeStrategy.gatewayClassName is required for NewClusterWithIncrementalUpgrade",
     ),
     (
@@ -210,7 +191,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "head fault tolerance without Redis",
         "prod",
-        _in("rayService", ["faultTolerance"], redisAddress=None),
+        edit("rayService", ["faultTolerance"], redisAddress=None),
         r"rayService.faultTolerance.redisAddress is required when enabled is true",
     ),
     (
@@ -222,19 +203,19 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "duplicate route prefix",
         "dev",
-        _in("apps", [1], routePrefix="/echo"),
+        edit("apps", [1], routePrefix="/echo"),
         r"apps\[recsys\].routePrefix '/echo' is already used by apps\[echo\]",
     ),
     (
         "duplicate ingress ports",
         "dev",
-        _set("ingress", grpcPort=80),
+        edit("ingress", grpcPort=80),
         r"ingress.grpcPort \(80\) is already used by ingress.httpPort",
     ),
     (
         "unknown key in a section",
         "dev",
-        _set("gpuPool", minNode=1),
+        edit("gpuPool", minNode=1),
         r"gpuPool.minNode: unknown key \(value 1\); allowed keys: acceleratorCount, .*minNodes",
     ),
     (
@@ -246,116 +227,116 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "unknown capacity mode",
         "dev",
-        _set("gpuPool", capacity={"mode": "preemptible"}),
+        edit("gpuPool", capacity={"mode": "preemptible"}),
         r"gpuPool.capacity: Input tag 'preemptible' .*expected tags: 'on-demand', 'spot', 'flex-start'",
     ),
     (
         "specific reservation without a name",
         "prod",
-        _set("gpuPool", capacity={"mode": "reservation"}),
+        edit("gpuPool", capacity={"mode": "reservation"}),
         r"gpuPool.capacity.name is required when affinity is 'specific'",
     ),
     (
         "flex-start longer than seven days",
         "dev",
-        _set("gpuPool", capacity={"mode": "flex-start", "maxRunDurationHours": 200}),
+        edit("gpuPool", capacity={"mode": "flex-start", "maxRunDurationHours": 200}),
         r"gpuPool.capacity.maxRunDurationHours: Input should be less than or equal to 168; got 200",
     ),
     (
         "queued provisioning with a floor",
         "staging",
-        _set("gpuPool", capacity={"mode": "queued-provisioning"}, minNodes=1),
+        edit("gpuPool", capacity={"mode": "queued-provisioning"}, minNodes=1),
         r"gpuPool.minNodes must be 0 with queued provisioning \(nodes come only on request\); got 1",
     ),
     (
         "compact placement across zones",
         "prod",
-        _set("gpuPool", zones=["us-central1-a", "us-central1-b"]),
+        edit("gpuPool", zones=["us-central1-a", "us-central1-b"]),
         r"gpuPool.compactPlacement needs exactly one zone.*got zones \['us-central1-a', 'us-central1-b'\]",
     ),
     (
         "overlapping CIDRs",
         "dev",
-        _set("network", podsCidr="10.10.0.0/16"),
+        edit("network", podsCidr="10.10.0.0/16"),
         r"network.subnetCidr \(10.10.0.0/20\) overlaps network.podsCidr \(10.10.0.0/16\)",
     ),
     (
         "GPUDirect on a shape without it",
         "dev",
-        _set("network", gpudirect=True, gpudirectNetworksOnly=True),
+        edit("network", gpudirect=True, gpudirectNetworksOnly=True),
         r"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is a3-highgpu-1g",
     ),
     (
         "GPUDirect without acknowledging it is networks only",
         "prod",
-        _set("network", gpudirect=True),
+        edit("network", gpudirect=True),
         r"network.gpudirect: true creates only the extra VPCs and node NICs; nothing on the "
         r"Kubernetes side uses them .*Set network.gpudirectNetworksOnly: true",
     ),
     (
         "GPUDirect acknowledgement without GPUDirect",
         "dev",
-        _set("network", gpudirectNetworksOnly=True),
+        edit("network", gpudirectNetworksOnly=True),
         r"network.gpudirectNetworksOnly acknowledges network.gpudirect, which is false",
     ),
     (
         "more workers than GPU nodes",
         "dev",
-        _in("rayService", ["workers"], maxReplicas=3),
+        edit("rayService", ["workers"], maxReplicas=3),
         r"rayService.workers.maxReplicas \(3\) must be <= gpuPool.maxNodes \(2\)",
     ),
     (
         "unpinned ingress image",
         "dev",
-        _set("ingress", image="haproxy:latest"),
+        edit("ingress", image="haproxy:latest"),
         r"ingress.image must be pinned to a version tag or a digest .*got 'haproxy:latest': tag 'latest'",
     ),
     (
         "untagged ingress image",
         "prod",
-        _set("ingress", image="haproxy"),
+        edit("ingress", image="haproxy"),
         r"ingress.image must be pinned .*got 'haproxy': no tag",
     ),
     (
         "ingress image with a short digest",
         "staging",
-        _set("ingress", image="haproxy:3.2.8-alpine@sha256:abc"),
+        edit("ingress", image="haproxy:3.2.8-alpine@sha256:abc"),
         r"ingress.image must be pinned .*a digest must be sha256:<64 lowercase hex digits>",
     ),
     (
         "Ray image digest that is not a sha256",
         "prod",
-        _set("ray", imageDigest="sha256:" + "A" * 64),
+        edit("ray", imageDigest="sha256:" + "A" * 64),
         r"ray.imageDigest must be sha256:<64 lowercase hex digits>",
     ),
     (
         "Ray image digest given as a tag",
         "dev",
-        _set("ray", imageDigest="2.60.0-py311-gpu"),
+        edit("ray", imageDigest="2.60.0-py311-gpu"),
         r"ray.imageDigest must be sha256:<64 lowercase hex digits> .*got '2.60.0-py311-gpu'",
     ),
     (
         "ingress open to the world in prod",
         "prod",
-        _set("ingress", sourceRanges=["0.0.0.0/0"]),
+        edit("ingress", sourceRanges=["0.0.0.0/0"]),
         r"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in prod; got 0.0.0.0/0",
     ),
     (
         "no deletion protection in prod",
         "prod",
-        _in("cluster", [], deletionProtection=False),
+        edit("cluster", [], deletionProtection=False),
         r"cluster.deletionProtection must be true in prod; got false",
     ),
     (
         "llm app over gRPC",
         "prod",
-        _in("apps", [2], protocols=["http", "grpc"]),
+        edit("apps", [2], protocols=["http", "grpc"]),
         r"apps\[llm\].protocols: the llm app serves the OpenAI HTTP API only",
     ),
     (
         "custom app without import path",
         "dev",
-        _in("apps", [0], kind="custom"),
+        edit("apps", [0], kind="custom"),
         r"apps\[echo\].importPath is required for kind: custom",
     ),
     (
@@ -373,14 +354,14 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "model bucket name outside GCS naming",
         "prod",
-        _in("rayService", ["modelBucket"], bucket="My_Models"),
+        edit("rayService", ["modelBucket"], bucket="My_Models"),
         r"rayService.modelBucket.bucket: bucket name 'My_Models' must be 3-63 lowercase letters, digits, "
         r"'-', '_' or '.', starting and ending with a letter or digit",
     ),
     (
         "model bucket mount path not absolute",
         "prod",
-        _in("rayService", ["modelBucket"], mountPath="gcs/models"),
+        edit("rayService", ["modelBucket"], mountPath="gcs/models"),
         r"rayService.modelBucket.mountPath: mount path 'gcs/models' must be an absolute, normalized path",
     ),
     (
@@ -393,21 +374,21 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "llm weights outside the bucket mount",
         "prod",
-        _in("apps", [2, "args"], model_source="/gcs/models-v2/llama"),
+        edit("apps", [2, "args"], model_source="/gcs/models-v2/llama"),
         r"apps\[llm\].args.model_source '/gcs/models-v2/llama' must lie under "
         r"rayService.modelBucket.mountPath '/gcs/models', where bucket 'my-gcp-project-models' is mounted",
     ),
     (
         "bad KMS key",
         "prod",
-        _set("cluster", kmsKey="gke-secrets"),
+        edit("cluster", kmsKey="gke-secrets"),
         r"cluster.kmsKey must be projects/P/locations/L/keyRings/R/cryptoKeys/K .*got 'gke-secrets'",
     ),
     # --- reliability: shutdown, drains, health checks, disruption budgets, head fault tolerance ---
     (
         "graceful shutdown as long as the drain",
         "staging",
-        _in("apps", [0, "deployments", "Streamer"], gracefulShutdownTimeoutS=200),
+        edit("apps", [0, "deployments", "Streamer"], gracefulShutdownTimeoutS=200),
         r"apps\[echo\].deployments.Streamer.gracefulShutdownTimeoutS \(200\) must be shorter than "
         r"rayService.shutdown.drainDeadlineSeconds \(90; the pod's terminationGracePeriodSeconds is "
         r"120\): .*allowed: 0..89",
@@ -415,7 +396,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "drain longer than the termination grace allows",
         "dev",
-        _set(
+        edit(
             "rayService", shutdown={"terminationGracePeriodSeconds": 50, "drainDeadlineSeconds": 45}
         ),
         r"rayService.shutdown.drainDeadlineSeconds \(45\) must leave 15 s of "
@@ -424,7 +405,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "termination grace shorter than the head needs",
         "dev",
-        _set(
+        edit(
             "rayService", shutdown={"terminationGracePeriodSeconds": 20, "drainDeadlineSeconds": 5}
         ),
         r"rayService.shutdown.terminationGracePeriodSeconds \(20\) must be at least 30: the head "
@@ -433,7 +414,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "drain shorter than the HAProxy ingress floor",
         "dev",
-        _set(
+        edit(
             "rayService", shutdown={"terminationGracePeriodSeconds": 60, "drainDeadlineSeconds": 30}
         ),
         r"rayService.shutdown.drainDeadlineSeconds \(30; .*\) must be longer than 35 s with Ray's "
@@ -442,47 +423,47 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "drain wait loop longer than the shutdown timeout",
         "dev",
-        _in("apps", [0, "deployments", "Echo"], gracefulShutdownWaitLoopS=30),
+        edit("apps", [0, "deployments", "Echo"], gracefulShutdownWaitLoopS=30),
         r"ray-serve-gke:apps\[0\].deployments.Echo: gracefulShutdownWaitLoopS must be <= "
         r"gracefulShutdownTimeoutS \(20, Ray's default\); got 30: .*allowed: 0..20",
     ),
     (
         "negative graceful shutdown timeout",
         "dev",
-        _in("apps", [0, "deployments", "Echo"], gracefulShutdownTimeoutS=-1),
+        edit("apps", [0, "deployments", "Echo"], gracefulShutdownTimeoutS=-1),
         r"apps\[0\].deployments.Echo.gracefulShutdownTimeoutS: Input should be greater than or "
         r"equal to 0; got -1",
     ),
     (
         "health check period of zero",
         "dev",
-        _in("apps", [1, "deployments", "Ranker"], healthCheckPeriodS=0),
+        edit("apps", [1, "deployments", "Ranker"], healthCheckPeriodS=0),
         r"apps\[1\].deployments.Ranker.healthCheckPeriodS: Input should be greater than 0; got 0",
     ),
     (
         "PDB that blocks every drain",
         "prod",
-        _in("rayService", ["workers"], pdbMinAvailable=2),
+        edit("rayService", ["workers"], pdbMinAvailable=2),
         r"rayService.workers.pdbMinAvailable \(2\) must be below rayService.workers.minReplicas "
         r"\(2\) or 0: .*every node drain and upgrade blocks; allowed: 0..1",
     ),
     (
         "PDB floor over a group that scales to zero",
         "dev",
-        _in("rayService", ["workers"], pdbMinAvailable=1),
+        edit("rayService", ["workers"], pdbMinAvailable=1),
         r"rayService.workers.pdbMinAvailable \(1\) must be below rayService.workers.minReplicas "
         r"\(0\) or 0: .*allowed: 0$",
     ),
     (
         "unknown spread mode",
         "dev",
-        _in("rayService", ["workers"], spread="zonal"),
+        edit("rayService", ["workers"], spread="zonal"),
         r"rayService.workers.spread: Input should be 'none', 'preferred' or 'required'; got 'zonal'",
     ),
     (
         "prod without head fault tolerance",
         "prod",
-        _in("rayService", ["faultTolerance"], enabled=False),
+        edit("rayService", ["faultTolerance"], enabled=False),
         r"rayService.faultTolerance.enabled must be true in prod; got false",
     ),
     (
@@ -504,45 +485,45 @@ DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "memory in GB",
         "dev",
-        _in("rayService", ["workers"], memory="200GB"),
+        edit("rayService", ["workers"], memory="200GB"),
         r"rayService.workers.memory: must be a Kubernetes memory quantity .*32GB is not one\); got '200GB'",
     ),
     (
         "head memory with a space",
         "staging",
-        _in("rayService", ["head"], memory="16 Gi"),
+        edit("rayService", ["head"], memory="16 Gi"),
         r"rayService.head.memory: must be a Kubernetes memory quantity .*got '16 Gi'",
     ),
     (
         "cpu in cores",
         "prod",
-        _in("rayService", ["workers"], cpu="20cores"),
+        edit("rayService", ["workers"], cpu="20cores"),
         r"rayService.workers.cpu: must be a Kubernetes CPU quantity such as 500m, 4 or 2.5.*got '20cores'",
     ),
     (
         "zero head cpu",
         "dev",
-        _in("rayService", ["head"], cpu=0),
+        edit("rayService", ["head"], cpu=0),
         r"rayService.head.cpu: must be a Kubernetes CPU quantity .*positive.*got '0'",
     ),
     (
         "1.5 GPUs per replica",
         "staging",
-        _in("apps", [1, "deployments", "Ranker"], numGpus=1.5),
+        edit("apps", [1, "deployments", "Ranker"], numGpus=1.5),
         r"apps\[1\].deployments.Ranker.numGpus: .*numGpus above 1 must be a whole number.*"
         r"allowed: a fraction in \(0, 1\], or 2, 3, ...; got 1.5",
     ),
     (
         "2.25 GPUs per replica",
         "dev",
-        _in("apps", [0, "deployments", "Echo"], numGpus=2.25),
+        edit("apps", [0, "deployments", "Echo"], numGpus=2.25),
         r"apps\[0\].deployments.Echo.numGpus: .*whole number.*got 2.25",
     ),
     # names of Kubernetes and GCP objects
     (
         "uppercase namespace",
         "dev",
-        _in("rayService", [], namespace="Ray-Serve"),
+        edit("rayService", [], namespace="Ray-Serve"),
         r"rayService.namespace: a Namespace name must be a DNS-1123 label.*got 'Ray-Serve'",
     ),
     (
@@ -554,31 +535,31 @@ DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "namespace over 63 characters",
         "staging",
-        _in("rayService", [], namespace="n" * 64),
+        edit("rayService", [], namespace="n" * 64),
         r"rayService.namespace: a Namespace name must be a DNS-1123 label: at most 63",
     ),
     (
         "TLS secret with an underscore",
         "staging",
-        _set("ingress", tlsSecret="serving_tls"),
+        edit("ingress", tlsSecret="serving_tls"),
         r"ingress.tlsSecret: a Secret name must be a DNS-1123 subdomain.*got 'serving_tls'",
     ),
     (
         "Redis password Secret in capitals",
         "prod",
-        _in("rayService", ["faultTolerance", "redisPassword"], name="Redis-Auth"),
+        edit("rayService", ["faultTolerance", "redisPassword"], name="Redis-Auth"),
         r"rayService.faultTolerance.redisPassword.name: a Secret name must be a DNS-1123 subdomain.*got 'Redis-Auth'",
     ),
     (
         "Redis password key with a slash",
         "prod",
-        _in("rayService", ["faultTolerance", "redisPassword"], key="auth/string"),
+        edit("rayService", ["faultTolerance", "redisPassword"], key="auth/string"),
         r"rayService.faultTolerance.redisPassword.key: a Secret key must be .*got 'auth/string'",
     ),
     (
         "gateway class with capitals",
         "dev",
-        _set(
+        edit(
             "rayService",
             upgradeStrategy={
                 "type": "NewClusterWithIncrementalUpgrade",
@@ -590,84 +571,84 @@ DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "node pool name too long",
         "dev",
-        _set("gpuPool", name="h100-serving-pool-for-the-team"),
+        edit("gpuPool", name="h100-serving-pool-for-the-team"),
         r"gpuPool.name must be 1-27 lower-case letters.*got 'h100-serving-pool-for-the-team'",
     ),
     (
         "env var name with a space",
         "dev",
-        _in("ray", [], extraEnv={"MY VAR": "x"}),
+        edit("ray", [], extraEnv={"MY VAR": "x"}),
         r"ray.extraEnv.MY VAR.\[key\]: an environment variable name must be",
     ),
     # image repository carrying its own tag or digest
     (
         "image repository with a tag",
         "dev",
-        _set("ray", imageRepository="us-docker.pkg.dev/p/r/ray-serve-gke:v3"),
+        edit("ray", imageRepository="us-docker.pkg.dev/p/r/ray-serve-gke:v3"),
         r"ray.imageRepository must be a repository without a tag or digest .*got "
         r"'us-docker.pkg.dev/p/r/ray-serve-gke:v3': remove ':v3', e.g. 'us-docker.pkg.dev/p/r/ray-serve-gke'",
     ),
     (
         "image repository with a digest",
         "prod",
-        _set("ray", imageRepository="us-docker.pkg.dev/p/r/ray@sha256:" + "a" * 64),
+        edit("ray", imageRepository="us-docker.pkg.dev/p/r/ray@sha256:" + "a" * 64),
         r"ray.imageRepository must be a repository without a tag or digest.*remove '@sha256:a{64}'",
     ),
     (
         "image repository with a registry port and a tag",
         "staging",
-        _set("ray", imageRepository="localhost:5000/ray:2.60.0"),
+        edit("ray", imageRepository="localhost:5000/ray:2.60.0"),
         r"ray.imageRepository must be a repository without a tag.*remove ':2.60.0', e.g. 'localhost:5000/ray'",
     ),
     (
         "image repository that is not one",
         "dev",
-        _set("ray", imageRepository="Us-Docker/Ray Serve"),
+        edit("ray", imageRepository="Us-Docker/Ray Serve"),
         r"ray.imageRepository: .*is not an image reference",
     ),
     # app args and deployments against the apps' own code (app/contracts.py)
     (
         "echo args key misspelt",
         "dev",
-        _in("apps", [0, "args"], payload_sise=10),
+        edit("apps", [0, "args"], payload_sise=10),
         r"apps\[echo\].args.payload_sise: unknown key for the echo app; allowed: payload_size, "
         r"max_payload_size, .*handle_serialization",
     ),
     (
         "recsys args value of the wrong type",
         "staging",
-        _in("apps", [1, "args"], device="tpu"),
+        edit("apps", [1, "args"], device="tpu"),
         r"apps\[recsys\].args.device: Input should be 'auto', 'cpu' or 'cuda'; got 'tpu'",
     ),
     (
         "recsys localArgs key misspelt",
         "dev",
-        _in("apps", [1, "localArgs"], cardinalty=10),
+        edit("apps", [1, "localArgs"], cardinalty=10),
         r"apps\[recsys\].localArgs.cardinalty: unknown key for the recsys app; allowed: rows, ",
     ),
     (
         "echo deployment the app does not define",
         "dev",
-        _in("apps", [0, "deployments"], EchoServer={"numReplicas": 1}),
+        edit("apps", [0, "deployments"], EchoServer={"numReplicas": 1}),
         r"apps\[echo\].deployments.EchoServer: the echo app defines no deployment 'EchoServer' .*"
         r"allowed: EchoIngress, Echo, Streamer",
     ),
     (
         "recsys deployment in lower case",
         "prod",
-        _in("apps", [1, "deployments"], ranker={"numReplicas": 1}),
+        edit("apps", [1, "deployments"], ranker={"numReplicas": 1}),
         r"apps\[recsys\].deployments.ranker: the recsys app defines no deployment 'ranker'.*allowed: RecsysIngress, Ranker",
     ),
     (
         "llm min replicas over max",
         "prod",
-        _in("apps", [2, "args"], min_replicas=3, max_replicas=2),
+        edit("apps", [2, "args"], min_replicas=3, max_replicas=2),
         r"apps\[llm\].args: min_replicas \(3\) must be <= max_replicas \(2\)",
     ),
     (
         "llm args key from another app",
         "prod",
-        _in("apps", [2, "args"], max_batch_size=8),
+        edit("apps", [2, "args"], max_batch_size=8),
         r"apps\[llm\].args.max_batch_size: unknown key for the llm app; allowed: model_id, source",
     ),
     # environment vs stack
@@ -700,23 +681,17 @@ DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "ingress open to IPv6 in prod",
         "prod",
-        _set("ingress", sourceRanges=["10.0.0.0/8", "0::/0"]),
+        edit("ingress", sourceRanges=["10.0.0.0/8", "0::/0"]),
         r"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in prod; got ::/0",
     ),
     (
         "IPv6 pod range",
         "dev",
-        _in("network", [], podsCidr="fd00::/64"),
+        edit("network", [], podsCidr="fd00::/64"),
         r"network.podsCidr: must be an IPv4 CIDR .*got 'fd00::/64'",
     ),
 ]
 BAD_CONFIGS += DEPLOY_TIME_MISTAKES
-
-
-def _mutated(stack: str, mutate: Callable[[dict], None]) -> dict:
-    config = copy.deepcopy(read_stack_file(stack))
-    mutate(config)
-    return config
 
 
 @pytest.mark.parametrize(
@@ -724,7 +699,7 @@ def _mutated(stack: str, mutate: Callable[[dict], None]) -> dict:
 )
 def test_bad_config_is_rejected_with_key_value_and_allowed(stack, mutate, pattern):
     with pytest.raises(ConfigError, match=pattern):
-        parse_stack_config(stack, _mutated(stack, mutate))
+        parse_stack_config(stack, mutated(stack, mutate))
 
 
 @pytest.mark.mocks
@@ -735,9 +710,7 @@ def test_bad_config_registers_nothing(stack, mutate, pattern):
     """The program validates first: under the engine's mocks, not one resource reaches the monitor."""
     inventory = Inventory()
     with pytest.raises(ConfigError, match=pattern):
-        run_with_mocks(
-            run_program, stack=stack, config=_mutated(stack, mutate), inventory=inventory
-        )
+        run_with_mocks(run_program, stack=stack, config=mutated(stack, mutate), inventory=inventory)
     assert inventory.resources == []
 
 
@@ -750,7 +723,7 @@ def test_at_least_twenty_distinct_validators():
     [("/gcs/models", True), ("/gcs/models/llama/", True), ("/gcs/models/../etc", False)],
 )
 def test_llm_weights_under_the_mount_are_compared_as_paths(model_source: str, ok: bool):
-    config = _mutated("prod", _in("apps", [2, "args"], model_source=model_source))
+    config = mutated("prod", edit("apps", [2, "args"], model_source=model_source))
     if ok:
         assert parse_stack_config("prod", config).ray_service.model_bucket is not None
     else:
@@ -759,7 +732,7 @@ def test_llm_weights_under_the_mount_are_compared_as_paths(model_source: str, ok
 
 
 def test_every_problem_is_reported_at_once():
-    config = _mutated("prod", _set("gpuPool", minNodes=0))
+    config = mutated("prod", edit("gpuPool", minNodes=0))
     config[f"{NS}:cluster"]["authorizedNetworks"].append({"cidr": "0.0.0.0/0", "name": "all"})
     with pytest.raises(ConfigError) as raised:
         parse_stack_config("prod", config)
@@ -796,19 +769,19 @@ def test_ray_defaults_the_config_assumes_are_ray_2_60s():
 )
 def test_the_ingress_drain_floor_follows_the_ray_flags(ray: dict[str, Any], drain_ok: int):
     shutdown = {"terminationGracePeriodSeconds": 60, "drainDeadlineSeconds": drain_ok}
-    config = _mutated("dev", _set("rayService", shutdown=shutdown))
+    config = mutated("dev", edit("rayService", shutdown=shutdown))
     config[f"{NS}:ray"].update(ray)
     parsed = parse_stack_config("dev", config)
     assert parsed.ray_service.shutdown.drain_deadline_seconds == drain_ok
 
 
 def test_shutdown_and_pdb_defaults_fit_together():
-    config = _mutated("dev", lambda c: c[f"{NS}:rayService"].pop("shutdown"))
+    config = mutated("dev", lambda c: c[f"{NS}:rayService"].pop("shutdown"))
     shutdown = parse_stack_config("dev", config).ray_service.shutdown
     assert (shutdown.termination_grace_period_seconds, shutdown.drain_deadline_seconds) == (90, 60)
     for floor, expect in [(0, 0), (1, 0), (2, 1), (3, 2)]:
         workers = {"minReplicas": floor, "maxReplicas": 4}
-        config = _mutated("prod", _in("rayService", ["workers"], **workers))
+        config = mutated("prod", edit("rayService", ["workers"], **workers))
         config[f"{NS}:rayService"]["workers"].pop("pdbMinAvailable")
         config[f"{NS}:gpuPool"]["minNodes"] = max(floor, 1)
         if floor == 0:
@@ -830,16 +803,16 @@ def test_missing_stack_file_names_the_stacks():
 @pytest.mark.parametrize(
     ("stack", "mutate"),
     [
-        ("dev", _in("apps", [1, "deployments", "Ranker"], numGpus=0.5)),  # a share of one GPU
-        ("staging", _in("apps", [1, "deployments", "Ranker"], numGpus=2)),  # whole GPUs
+        ("dev", edit("apps", [1, "deployments", "Ranker"], numGpus=0.5)),  # a share of one GPU
+        ("staging", edit("apps", [1, "deployments", "Ranker"], numGpus=2)),  # whole GPUs
         (
             "dev",
-            _in("rayService", ["workers"], cpu=20, memory="214748364800"),
+            edit("rayService", ["workers"], cpu=20, memory="214748364800"),
         ),  # numbers are quantities
-        ("dev", _in("rayService", ["head"], cpu="1500m", memory="8G")),
-        ("dev", _set("ingress", sourceRanges=["10.0.0.0/8", "2001:db8::/32"])),  # IPv6 client range
-        ("prod", _set("ray", imageRepository="localhost:5000/team/ray-serve-gke")),  # port, no tag
-        ("prod", _in("apps", [2, "args"], min_replicas=2, max_replicas=2)),
+        ("dev", edit("rayService", ["head"], cpu="1500m", memory="8G")),
+        ("dev", edit("ingress", sourceRanges=["10.0.0.0/8", "2001:db8::/32"])),  # IPv6 client range
+        ("prod", edit("ray", imageRepository="localhost:5000/team/ray-serve-gke")),  # port, no tag
+        ("prod", edit("apps", [2, "args"], min_replicas=2, max_replicas=2)),
         (
             "prod",
             lambda c: c.update(
@@ -862,20 +835,11 @@ def test_missing_stack_file_names_the_stacks():
     ],
 )
 def test_what_deploys_still_plans(stack: str, mutate: Callable[[dict], None]):
-    parse_stack_config(stack, _mutated(stack, mutate))
+    parse_stack_config(stack, mutated(stack, mutate))
 
 
 def test_a_stack_named_after_its_environment_with_a_suffix_needs_no_override():
     assert parse_stack_config("prod-eu", read_stack_file("prod")).environment == "prod"
-
-
-def test_app_facts_come_from_the_apps_own_contract():
-    from app.contracts import LlmArgs, RecsysArgs
-    from infra import config as cfg
-
-    assert RecsysArgs().max_batch_size == cfg.RECSYS_MAX_BATCH_SIZE
-    assert cfg.LLM_REQUIRED_ARGS == ("model_id", "source", "model_source")
-    assert set(cfg.LLM_REQUIRED_ARGS) <= set(LlmArgs.model_fields)
 
 
 def test_planning_imports_neither_ray_nor_torch():
@@ -930,7 +894,7 @@ def _with_secrets(config: dict) -> dict:
     ("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
 )
 def test_no_message_shows_an_extra_env_value(stack, mutate, pattern):
-    config = _with_secrets(_mutated(stack, mutate))
+    config = _with_secrets(mutated(stack, mutate))
     with pytest.raises(ConfigError) as raised:
         parse_stack_config(stack, config)
     assert SECRET not in str(raised.value)
@@ -942,11 +906,11 @@ def _duplicate_app(config: dict) -> None:
 
 SECRET_LEAK_CASES: list[tuple[str, Callable[[dict], None], str]] = [
     ("duplicate app name", _duplicate_app, r"apps: name 'echo' appears twice"),
-    ("unknown top-level ray key", _set("ray", token=SECRET), r"ray.token: unknown key \(value \[secret\]\)"),
-    ("extraEnv value of the wrong type", _in("ray", ["extraEnv"], PORT=[SECRET]), r"ray.extraEnv.PORT: .*got \[secret\]"),
-    ("tuning conflict", _in("ray", ["extraEnv"], RAY_SERVE_HAPROXY_NBTHREAD=SECRET), r"ray.extraEnv.RAY_SERVE_HAPROXY_NBTHREAD conflicts"),
-    ("secret as a whole section", _set("ray", version=SECRET), r"ray.version must look like .*; got '\[secret\]'"),
-    ("bad env var name", _in("ray", ["extraEnv"], **{"A B": SECRET}), r"an environment variable name must be"),
+    ("unknown top-level ray key", edit("ray", token=SECRET), r"ray.token: unknown key \(value \[secret\]\)"),
+    ("extraEnv value of the wrong type", edit("ray", ["extraEnv"], PORT=[SECRET]), r"ray.extraEnv.PORT: .*got \[secret\]"),
+    ("tuning conflict", edit("ray", ["extraEnv"], RAY_SERVE_HAPROXY_NBTHREAD=SECRET), r"ray.extraEnv.RAY_SERVE_HAPROXY_NBTHREAD conflicts"),
+    ("secret as a whole section", edit("ray", version=SECRET), r"ray.version must look like .*; got '\[secret\]'"),
+    ("bad env var name", edit("ray", ["extraEnv"], **{"A B": SECRET}), r"an environment variable name must be"),
 ]  # fmt: skip
 
 
@@ -978,12 +942,12 @@ DIGEST_A = "sha256:" + "a" * 64
     ],
 )
 def test_ingress_image_may_be_pinned_by_tag_or_digest(image: str):
-    config = _mutated("prod", _set("ingress", image=image))
+    config = mutated("prod", edit("ingress", image=image))
     assert parse_stack_config("prod", config).ingress.image == image
 
 
 def test_ray_image_digest_pins_the_tagged_image():
-    config = parse_stack_config("prod", _mutated("prod", _set("ray", imageDigest=DIGEST_A)))
+    config = parse_stack_config("prod", mutated("prod", edit("ray", imageDigest=DIGEST_A)))
     assert config.ray.image == (
         "us-central1-docker.pkg.dev/my-gcp-project/raygke/ray-serve-gke:2.60.0-py311-gpu@"
         + DIGEST_A
@@ -992,6 +956,6 @@ def test_ray_image_digest_pins_the_tagged_image():
 
 
 def test_gpudirect_networks_only_when_acknowledged():
-    config = _mutated("prod", _set("network", gpudirect=True, gpudirectNetworksOnly=True))
+    config = mutated("prod", edit("network", gpudirect=True, gpudirectNetworksOnly=True))
     assert parse_stack_config("prod", config).network.gpudirect is True
     assert load_stack_config("prod").network.gpudirect is False  # off in prod: TP within one node

@@ -4,23 +4,15 @@ and every shipped stack fitting with room to spare (its headroom printed)."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 import pytest
+from stackfiles import NS, STACKS, edit, mutated
 
 from components.render import scheduling as sched
 from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL
 from components.render.quantity import cpu_millis, memory_bytes
-from infra.config import ConfigError, load_stack_config, parse_stack_config, read_stack_file
+from infra.config import ConfigError, load_stack_config, parse_stack_config
 from infra.scheduling import scheduling_plan
 
-NS = "ray-serve-gke"
-STACKS = sorted(
-    p.name.split(".")[1] for p in (Path(__file__).parents[1] / "stacks").glob("Pulumi.*.yaml")
-)
 GIB = 2**30
 
 
@@ -175,29 +167,12 @@ def test_operator_bigger_than_a_system_node(machine: str, cpu: str):
 
 
 # ---------------------------------------------------------------------------------------------- through the config
-def _config(stack: str, *mutations: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    config = copy.deepcopy(read_stack_file(stack))
-    for mutate in mutations:
-        mutate(config)
-    return config
-
-
-def _set(section: str, path: list[str], **values: Any) -> Callable[[dict[str, Any]], None]:
-    def mutate(config: dict[str, Any]) -> None:
-        node = config[f"{NS}:{section}"]
-        for part in path:
-            node = node[part]
-        node.update(values)
-
-    return mutate
-
-
 MISFITS = [
     # (id, stack, mutation, pattern)
     (
         "head as before (dev)",
         "dev",
-        _set("rayService", ["head"], cpu="4", memory="16Gi"),
+        edit("rayService", ["head"], cpu="4", memory="16Gi"),
         r"rayService.head asks 4.50 CPU / 16.5 GiB per pod \(4.00 CPU / 16.0 GiB of its own, with "
         r"KubeRay's autoscaler sidecar 0.50 CPU / 0.5 GiB\); one e2-standard-4 node of the system pool "
         r"gives 3.92 CPU / 13.3 GiB \(allocatable\) less 0.37 CPU / 0.7 GiB for GKE's DaemonSets: "
@@ -207,61 +182,61 @@ MISFITS = [
     (
         "head as before (staging)",
         "staging",
-        _set("rayService", ["head"], cpu="8", memory="32Gi"),
+        edit("rayService", ["head"], cpu="8", memory="32Gi"),
         r"rayService.head asks 8.50 CPU / 32.5 GiB .* one e2-standard-8 node of the system pool gives "
         r"7.91 CPU / 28.3 GiB \(allocatable\)",
     ),
     (
         "head memory only (prod)",
         "prod",
-        _set("rayService", ["head"], memory="28Gi"),
+        edit("rayService", ["head"], memory="28Gi"),
         r"allowed: rayService.head.memory at most \d+Mi, or a bigger cluster.systemPool.machineType",
     ),
     (
         "worker CPU over a3-highgpu-1g",
         "dev",
-        _set("rayService", ["workers"], cpu="26"),
+        edit("rayService", ["workers"], cpu="26"),
         r"rayService.workers asks 26.00 CPU / 200.0 GiB / 1 GPU per pod; one a3-highgpu-1g node of the "
         r"h100 pool gives 25.86 CPU .*allowed: rayService.workers.cpu at most 25295m",
     ),
     (
         "worker CPU over a3-highgpu-8g",
         "staging",
-        _set("rayService", ["workers"], cpu="208"),
+        edit("rayService", ["workers"], cpu="208"),
         r"rayService.workers asks 208.00 CPU .* one a3-highgpu-8g node .*rayService.workers.cpu at most",
     ),
     (
         "worker memory over a3-highgpu-1g",
         "dev",
-        _set("rayService", ["workers"], memory="230Gi"),
+        edit("rayService", ["workers"], memory="230Gi"),
         r"one a3-highgpu-1g node .*allowed: rayService.workers.memory at most \d+Mi, or a bigger "
         r"gpuPool.machineType",
     ),
     (
         "worker memory over a3-megagpu-8g with the GCS FUSE sidecar",
         "prod",
-        _set("rayService", ["workers"], memory="1870Gi"),
+        edit("rayService", ["workers"], memory="1870Gi"),
         r"rayService.workers asks .* with GKE's GCS FUSE sidecar 0.25 CPU / 0.2 GiB\); one a3-megagpu-8g "
         r"node .*rayService.workers.memory at most",
     ),
     (
         "worker replicas over maxNodes (dev)",
         "dev",
-        _set("rayService", ["workers"], maxReplicas=3),
+        edit("rayService", ["workers"], maxReplicas=3),
         r"rayService.workers.maxReplicas \(3\) must be <= gpuPool.maxNodes \(2\) x 1 rayService.workers "
         r"pod per a3-highgpu-1g node",
     ),
     (
         "worker replicas over maxNodes (prod)",
         "prod",
-        _set("rayService", ["workers"], maxReplicas=5),
+        edit("rayService", ["workers"], maxReplicas=5),
         r"rayService.workers.maxReplicas \(5\) must be <= gpuPool.maxNodes \(4\) .*allowed: "
         r"rayService.workers.maxReplicas <= 4",
     ),
     (
         "tier over the system pool (dev)",
         "dev",
-        _set("ingress", [], maxReplicas=12),
+        edit("ingress", [], maxReplicas=12),
         r"cluster.systemPool.maxNodes \(4\) is too few for the system pool's pods at their peak: .*13 x "
         r"ingress \(HAProxy tier\) \(1.00 CPU / 0.2 GiB: ingress.maxReplicas 12 \+ 1 rollout surge\).* "
         r"allowed: cluster.systemPool.maxNodes >= \d+",
@@ -269,50 +244,50 @@ MISFITS = [
     (
         "tier over the system pool (prod)",
         "prod",
-        _set("ingress", [], maxReplicas=40),
+        edit("ingress", [], maxReplicas=40),
         r"cluster.systemPool.maxNodes \(6\) is too few .*2 x rayService.head .*a second head",
     ),
     (
         "system pool min over max (dev)",
         "dev",
-        _set("cluster", ["systemPool"], minNodes=5, maxNodes=4),
+        edit("cluster", ["systemPool"], minNodes=5, maxNodes=4),
         r"cluster.systemPool.minNodes \(5\) must be <= cluster.systemPool.maxNodes \(4\)",
     ),
     (
         "system pool min over max (prod)",
         "prod",
-        _set("cluster", ["systemPool"], minNodes=7),
+        edit("cluster", ["systemPool"], minNodes=7),
         r"cluster.systemPool.minNodes \(7\) must be <= cluster.systemPool.maxNodes \(6\)",
     ),
     (
         "GPU pool min over max (staging)",
         "staging",
-        _set("gpuPool", [], minNodes=3, maxNodes=2),
+        edit("gpuPool", [], minNodes=3, maxNodes=2),
         r"gpuPool.minNodes \(3\) must be <= gpuPool.maxNodes \(2\)",
     ),
     (
         "GPU pool min over max (prod)",
         "prod",
-        _set("gpuPool", [], minNodes=5),
+        edit("gpuPool", [], minNodes=5),
         r"gpuPool.minNodes \(5\) must be <= gpuPool.maxNodes \(4\)",
     ),
     (
         "GPU pool over GKE's per-zone limit",
         "dev",
-        _set("gpuPool", [], maxNodes=1001),
+        edit("gpuPool", [], maxNodes=1001),
         r"gpuPool.maxNodes \(1001\) is over GKE's limit of 1000 nodes per node pool per zone \(1 zone\); "
         r"allowed: 1..1000",
     ),
     (
         "system pool over GKE's limit on a regional cluster",
         "staging",
-        _set("cluster", ["systemPool"], maxNodes=3001),
+        edit("cluster", ["systemPool"], maxNodes=3001),
         r"cluster.systemPool.maxNodes \(3001\) is over GKE's limit .*\(3 zones\); allowed: 1..3000",
     ),
     (
         "pod range for one node (dev)",
         "dev",
-        _set("network", [], podsCidr="10.20.0.0/24"),
+        edit("network", [], podsCidr="10.20.0.0/24"),
         r"network.podsCidr \(10.20.0.0/24\) holds pod ranges for 1 nodes, but the pools may reach 7 "
         r"\(cluster.systemPool.maxNodes 4 \+ 1 surge \+ gpuPool.maxNodes 2\): GKE gives every node a /24 "
         r"\(256 addresses, twice its 110 max pods .*allowed: /21 or larger",
@@ -320,14 +295,14 @@ MISFITS = [
     (
         "pod range for eight nodes (prod)",
         "prod",
-        _set("network", [], podsCidr="10.60.0.0/21"),
+        edit("network", [], podsCidr="10.60.0.0/21"),
         r"network.podsCidr \(10.60.0.0/21\) holds pod ranges for 8 nodes, but the pools may reach 13 "
         r"\(cluster.systemPool.maxNodes 6 \+ 3 surge \+ gpuPool.maxNodes 4\)",
     ),
     (
         "system machine type without a known shape",
         "dev",
-        _set("cluster", ["systemPool"], machineType="e2-custom-3"),
+        edit("cluster", ["systemPool"], machineType="e2-custom-3"),
         r"cluster.systemPool.machineType must be one of \[.*'e2-standard-4'.*\] .*got 'e2-custom-3'",
     ),
 ]
@@ -338,7 +313,7 @@ MISFITS = [
 )
 def test_misfits_fail_the_plan_naming_pod_pool_ask_and_room(stack, mutate, pattern):
     with pytest.raises(ConfigError, match=pattern) as caught:
-        parse_stack_config(stack, _config(stack, mutate))
+        parse_stack_config(stack, mutated(stack, mutate))
     assert f"{NS}:" in str(caught.value), "every line names its stack key"
 
 

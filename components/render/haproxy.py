@@ -56,12 +56,11 @@ HAPROXY_IMAGE = "haproxy:3.2.8-alpine"
 TIER_UID = 10001
 TIER_GID = 10001
 
-# Google's load-balancer and health-check source ranges. The tier's passthrough load balancer
-# with externalTrafficPolicy Local health-checks the *node* (healthCheckNodePort), not the pod,
-# and forwards client packets with their own source address: these ranges never reach the pods,
-# so the tier's NetworkPolicy does not admit them. A proxy load balancer (Gateway, Ingress,
-# container-native NEGs) would connect from them, and then they must be admitted.
-GOOGLE_LB_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+# Google's load-balancer and health-check ranges (35.191.0.0/16, 130.211.0.0/22) are not admitted
+# by the tier's NetworkPolicy: its passthrough load balancer with externalTrafficPolicy Local
+# health-checks the *node* (healthCheckNodePort), not the pod, and forwards client packets with
+# their own source address. A proxy load balancer (Gateway, Ingress, container-native NEGs) would
+# connect from them, and then they must be admitted.
 # Managed Prometheus's collectors run here (GKE Managed Service for Prometheus).
 MONITORING_NAMESPACE = "gmp-system"
 

@@ -1,0 +1,99 @@
+"""The pure specs the stack config asks for, as the components and renderers take them.
+
+Owns: mapping a validated StackConfig to the RayService spec (components/render/rayservice.py) and
+the GPU pool's capacity (components/render/node_pool.py), for the program, which registers them, and
+the scheduling check (infra/scheduling.py), which renders them before anything registers. Imports no
+Pulumi SDK. Does not own the rules of either (the renderers do) nor registering anything
+(infra/program.py).
+"""
+
+from __future__ import annotations
+
+from components.render import rayservice as rs
+from components.render.haproxy import Timeouts
+from components.render.node_pool import Capacity
+from infra.config import StackConfig
+from infra.serve_config import build_serve_config, serve_flags
+
+# The cluster's Ray pods listen on every interface; the local run binds 127.0.0.1 instead. Every
+# replica change reloads Ray's HAProxy, and its old process is killed `hard-stop-after` later with
+# the streams it still serves (Ray's 120 s cuts long LLM streams: docs/reliability.md): give them
+# as long as our tier does.
+CLUSTER_ENV = {
+    "RAY_SERVE_DEFAULT_HTTP_HOST": "0.0.0.0",
+    "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(Timeouts().tunnel_s),
+}
+
+
+def gpu_capacity(config: StackConfig) -> Capacity:
+    capacity = config.gpu_pool.capacity
+    if capacity.mode == "flex-start":
+        return {"mode": "flex-start", "max_run_duration_hours": capacity.max_run_duration_hours}
+    if capacity.mode == "reservation":
+        out: Capacity = {"mode": "reservation", "reservation_affinity": capacity.affinity}
+        if capacity.name:
+            out["reservation_name"] = capacity.name
+        if capacity.project:
+            out["reservation_project"] = capacity.project
+        return out
+    return {"mode": capacity.mode}
+
+
+def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
+    """The RayService the stack asks for: one worker group on the H100 pool, a whole node per worker."""
+    svc, pool = config.ray_service, config.gpu_pool
+    upgrade = svc.upgrade_strategy
+    ft = svc.fault_tolerance
+    bucket = svc.model_bucket
+    return rs.RayServiceSpec(
+        name=svc.name,
+        namespace=svc.namespace,
+        ray_version=config.ray.version,
+        image=config.ray.image,
+        workers=(
+            rs.WorkerGroup(
+                name=pool.name,
+                pool=pool.name,
+                accelerator=pool.accelerator_type,
+                gpus_per_worker=pool.accelerator_count,
+                resources=rs.Resources(cpu=svc.workers.cpu, memory=svc.workers.memory),
+                min_replicas=svc.workers.min_replicas,
+                max_replicas=svc.workers.max_replicas,
+                spread=svc.workers.spread,
+            ),
+        ),
+        serve_config=build_serve_config(config),
+        env={**serve_flags(config.ray), **CLUSTER_ENV},
+        head=rs.HeadGroup(resources=rs.Resources(cpu=svc.head.cpu, memory=svc.head.memory)),
+        upgrade_type=upgrade.type,
+        incremental_upgrade=(
+            rs.IncrementalUpgrade(
+                gateway_class_name=upgrade.gateway_class_name or "",
+                step_size_percent=upgrade.step_size_percent,
+                interval_seconds=upgrade.interval_seconds,
+            )
+            if upgrade.type == "NewClusterWithIncrementalUpgrade"
+            else None
+        ),
+        gcs_fault_tolerance=(
+            rs.GcsFaultTolerance(
+                redis_address=ft.redis_address or "",
+                password_secret_name=ft.redis_password.name,
+                password_secret_key=ft.redis_password.key,
+            )
+            if ft.enabled and ft.redis_password is not None
+            else None
+        ),
+        enable_in_tree_autoscaling=True,
+        termination_grace_s=svc.shutdown.termination_grace_period_seconds,
+        drain_deadline_s=svc.shutdown.drain_deadline_seconds,
+        model_bucket=(
+            rs.ModelBucket(
+                bucket=bucket.bucket,
+                mount_path=bucket.mount_path,
+                service_account=f"{svc.name}-model-reader",
+            )
+            if bucket is not None
+            else None
+        ),
+    )

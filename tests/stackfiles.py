@@ -1,0 +1,37 @@
+"""The shipped stack files as test input: their names, and copies of their `config:` maps with edits."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from infra.config import NAMESPACE as NS
+from infra.config import read_stack_file
+
+STACKS = sorted(
+    p.name.split(".")[1] for p in (Path(__file__).parents[1] / "stacks").glob("Pulumi.*.yaml")
+)
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def edit(section: str, path: Sequence[str | int] = (), /, **values: Any) -> Mutation:
+    """Set `values` on the mapping at `path` inside `ray-serve-gke:<section>`."""
+
+    def mutate(config: dict[str, Any]) -> None:
+        node = config[f"{NS}:{section}"]
+        for part in path:
+            node = node[part]
+        node.update(values)
+
+    return mutate
+
+
+def mutated(stack: str, *mutations: Mutation) -> dict[str, Any]:
+    """A deep copy of stacks/Pulumi.<stack>.yaml's config with `mutations` applied."""
+    config = copy.deepcopy(read_stack_file(stack))
+    for mutate in mutations:
+        mutate(config)
+    return config
