@@ -19,29 +19,27 @@ Targets are printed, never tuned for: a missed target is reported as missed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+# bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
+import reference_server
+from common import OUT, REPO, machine, render, say, spread
 
 from raygke.smoke.contract import AppEndpoint, SmokeContract, load_contract
 from raygke.smoke.load import LoadSpec, run_level
 
-REPO = Path(__file__).resolve().parent.parent
 RAYGKE = Path(sys.executable).with_name("raygke")
-OUT = REPO / "out" / "bench"
 LEVELS = (8, 32)
 TARGETS = (
     "echo/http/unary",
@@ -62,7 +60,8 @@ class Baseline:
 
 
 # The targets the issues name: tuned vs Ray's two flags (issue 7: 1.5x, p99 no worse), and the
-# package vs Ray's defaults (issue 4; DESIGN.md measured 5.9x / 3.8x / 0.27x with wrk on 2 cores).
+# package vs Ray's defaults (issue 4, after the published benchmark behind the seed: 5.9x / 3.8x /
+# 0.27x with wrk on 2 cores).
 BASELINES = {
     "flags-only": Baseline("B: Ray's two flags only", 1.5, 1.0),
     "ray-defaults": Baseline("B: Ray defaults", 5.0, 0.25),
@@ -70,58 +69,6 @@ BASELINES = {
 MAX_TIER_THROUGHPUT_COST = 0.05
 MAX_TIER_P50_COST_MS = 1.0
 MIN_CLIENT_PER_CORE_VS_WRK = 0.5
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-# Machine --------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
-    }
-
-
-# Statistics over repeats ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spread:
-    median: float
-    low: float
-    high: float
-    n: int
-
-    def fmt(self, spec: str, unit: str = "") -> str:
-        if self.n == 0:
-            return "-"
-        m, lo, hi = (format(v, spec) for v in (self.median, self.low, self.high))
-        return f"{m}{unit} [{lo} .. {hi}]" if self.n > 1 else f"{m}{unit}"
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
-
-
-def spread(values: Iterable[float]) -> Spread:
-    vs = [v for v in values if v == v]  # NaN: a level without successes
-    if not vs:
-        return Spread(float("nan"), float("nan"), float("nan"), 0)
-    return Spread(statistics.median(vs), min(vs), max(vs), len(vs))
 
 
 Level = dict[str, Any]
@@ -259,17 +206,6 @@ def smoke(args: list[str], out: Path) -> dict[str, Any]:
     return report
 
 
-def load_reference() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "reference_server", REPO / "bench" / "reference_server.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
 # wrk ------------------------------------------------------------------------------------------
 
 
@@ -384,18 +320,7 @@ def client_only(outputs: Path, repeats: int, duration_s: int, warmup_s: float) -
     return 0
 
 
-# Tables ---------------------------------------------------------------------------------------
-
-
-def render(header: list[str], rows: list[list[str]]) -> tuple[str, str]:
-    """The table as aligned text (for the terminal) and as Markdown."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    text = "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, ["-" * w for w in widths], *rows]
-    )
-    md = "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
-    return text, md
+# Verdicts -------------------------------------------------------------------------------------
 
 
 def met(ok: bool | None) -> str:
@@ -760,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             say("\n-- 4/4 Ray-free ceiling: skipped (--no-ceiling)")
         else:
             say("\n-- 4/4 Ray-free ceiling: bench/reference_server.py behind our tier, same levels")
-            reference = load_reference().start(work / "ref", tier=True)
+            reference = reference_server.start(work / "ref", tier=True)
             ref_echo = echo_only(reference.outputs_path, work / "ref-echo.json")
             ceiling_args = [*smoke_args]
             ceiling_args[ceiling_args.index("--repeats") + 1] = "1"

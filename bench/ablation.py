@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab import OUT, machine, render, say, spread
+# bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
+from common import OUT, machine, render, say, spread
 
 from infra.config import ServeProfile, load_stack_config, with_serve_profile
 from infra.serve_config import FLAGS_ONLY

@@ -20,7 +20,7 @@ GIB = 2**30
 @pytest.mark.parametrize(
     ("machine", "cpu", "gib"),
     [
-        # DESIGN.md "GKE H100", from GKE's published reservation tiers
+        # docs/scheduling.md "The figures", from GKE's published reservation tiers
         ("e2-standard-4", 3.92, 13.3),
         ("e2-standard-8", 7.91, 28.3),
         ("a3-highgpu-1g", 25.9, 222),

@@ -88,10 +88,11 @@ class Amount:
         return f"{format_cpu(self.cpu_m)} / {format_gib(self.memory)}{gpus}"
 
 
-# GKE's node allocatable ("Standard cluster architecture: node allocatable resources", DESIGN.md
-# "GKE H100"): kube-reserved CPU is 6% of the first core, 1% of the next, 0.5% of the next two and
-# 0.25% of every core above four; memory 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8,
-# 6% of the next 112 and 2% above 128 GiB; the kubelet's hard eviction threshold holds 100 MiB more.
+# GKE's node allocatable ("Standard cluster architecture: node allocatable resources"; the figures
+# per machine are in docs/scheduling.md): kube-reserved CPU is 6% of the first core, 1% of the next,
+# 0.5% of the next two and 0.25% of every core above four; memory 25% of the first 4 GiB, 20% of the
+# next 4, 10% of the next 8, 6% of the next 112 and 2% above 128 GiB; the kubelet's hard eviction
+# threshold holds 100 MiB more.
 CPU_RESERVED_TIERS: tuple[tuple[float, float], ...] = (
     (1, 0.06),
     (1, 0.01),
