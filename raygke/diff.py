@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from infra.cost import format_usd
+from raygke.plan_schema import PLAN_KIND, PLAN_SCHEMA_VERSION
 
 DIFF_SCHEMA_VERSION = 1
-PLAN_SCHEMA_VERSION = 1  # the plan documents this version reads (raygke/plan.py writes them)
-MAX_VALUE_CHARS = 80
+# Each of a change's old and new values, side by side on one line or one PR-comment table row.
+DIFF_VALUE_CHARS = 80
 SECRET = "[secret]"
 Action = Literal["add", "remove", "replace", "update"]
 ACTION_ORDER: dict[str, int] = {"replace": 0, "remove": 1, "add": 2, "update": 3}
@@ -117,7 +118,7 @@ class PlanDiff:
 
 # ------------------------------------------------------------------------------------------------ diffing
 def _check(doc: dict[str, Any], side: str) -> None:
-    if doc.get("kind") != "raygke-plan" or doc.get("schema_version") != PLAN_SCHEMA_VERSION:
+    if doc.get("kind") != PLAN_KIND or doc.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise PlanDocumentError(
             f"the {side} plan is not a raygke plan document with schema_version {PLAN_SCHEMA_VERSION}; got kind "
             f"{doc.get('kind')!r}, schema_version {doc.get('schema_version')!r}"
@@ -256,13 +257,18 @@ def diff_plans(base: dict[str, Any], head: dict[str, Any], *, base_ref: str = ""
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def short(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+def short(value: Any, limit: int) -> str:
+    """`value` as compact JSON of at most `limit` characters; secrets and absent values as words."""
     if value is None:
         return "(none)"
     if value == SECRET:
         return SECRET
     text = json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    return short(value, DIFF_VALUE_CHARS)
 
 
 def summary_line(d: PlanDiff) -> str:
@@ -296,7 +302,7 @@ def _cost_side(side: dict[str, Any] | None) -> str:
 
 def _change_line(c: ValueChange) -> str:
     flag = "  [forces replacement]" if c.forces_replace else ""
-    return f"{c.path}: {short(c.old)} -> {short(c.new)}{flag}"
+    return f"{c.path}: {_shown(c.old)} -> {_shown(c.new)}{flag}"
 
 
 def render_text(d: PlanDiff) -> str:
@@ -391,7 +397,7 @@ def render_markdown(d: PlanDiff) -> str:
             ]
             for c in r.changes:
                 lines.append(
-                    f"| `{_md(c.path)}` | `{_md(short(c.old))}` | `{_md(short(c.new))}` | "
+                    f"| `{_md(c.path)}` | `{_md(_shown(c.old))}` | `{_md(_shown(c.new))}` | "
                     f"{'yes' if c.forces_replace else ''} |"
                 )
             lines += ["", "</details>", ""]
@@ -399,7 +405,7 @@ def render_markdown(d: PlanDiff) -> str:
         lines += ["<details>", f"<summary>{len(d.outputs)} outputs changed</summary>", ""]
         lines += ["| output | old | new |", "|---|---|---|"]
         for c in d.outputs:
-            lines.append(f"| `{_md(c.path)}` | `{_md(short(c.old))}` | `{_md(short(c.new))}` |")
+            lines.append(f"| `{_md(c.path)}` | `{_md(_shown(c.old))}` | `{_md(_shown(c.new))}` |")
         lines += ["", "</details>", ""]
     lines.append(
         "_Planned offline under Pulumi mocks; replacements come from the Google provider's ForceNew "

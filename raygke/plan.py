@@ -26,6 +26,7 @@ from infra.scheduling import scheduling_plan
 from policy import Violation, evaluate, mandatory, render_violations, violations_json
 from raygke.diff import SECRET, short
 from raygke.mocks import Inventory, Registration, Secret, run_with_mocks
+from raygke.plan_schema import PLAN_KIND, PLAN_SCHEMA_VERSION
 
 # The inputs worth a reviewer's eye, per type (dotted paths); other types show their short scalar inputs.
 KEY_INPUTS: dict[str, tuple[str, ...]] = {
@@ -46,10 +47,8 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
         "spec.rayClusterConfig.rayVersion", "spec.rayClusterConfig.headGroupSpec.template.spec.containers",
     ),
 }  # fmt: skip
-MAX_VALUE_CHARS = 120
+TREE_VALUE_CHARS = 120  # a value on its line of the plan text: an input in the tree, an output
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# The shape of plan_document; bump on any change (`raygke plan --base` refuses versions it does not know).
-PLAN_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def render_text(plan: Plan) -> str:
             branch, more = ("└─ ", "   ") if last else ("├─ ", "│  ")
             lines.append(f"{indent}{branch}{r.type}  {r.name}")
             for path, value in key_inputs(r):
-                lines.append(f"{indent}{more}    {path} = {short(value, MAX_VALUE_CHARS)}")
+                lines.append(f"{indent}{more}    {path} = {short(value, TREE_VALUE_CHARS)}")
             walk(r.urn, indent + more)
 
     walk("", "")
@@ -121,7 +120,7 @@ def render_text(plan: Plan) -> str:
         if key == "cost":
             continue  # printed as its own section below
         value = plan.outputs[key]
-        shown = SECRET if isinstance(value, Secret) else short(value, MAX_VALUE_CHARS)
+        shown = SECRET if isinstance(value, Secret) else short(value, TREE_VALUE_CHARS)
         lines.append(f"  {key}: {shown}")
     cost = plan.outputs.get("cost")
     if isinstance(cost, dict):
@@ -144,7 +143,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     resources = sorted(plan.inventory.resources, key=lambda r: r.urn)
     return {
         "schema_version": PLAN_SCHEMA_VERSION,
-        "kind": "raygke-plan",
+        "kind": PLAN_KIND,
         "stack": plan.stack,
         "resources": [
             {
@@ -263,7 +262,7 @@ def plan_at_ref(
             document = json.loads(done.stdout)
         except ValueError:
             document = None
-        if not isinstance(document, dict) or document.get("kind") != "raygke-plan":
+        if not isinstance(document, dict) or document.get("kind") != PLAN_KIND:
             raise PlanBaseError(
                 f"{ref} printed no plan document for stack {stack}: is it older than "
                 "`raygke plan --format json`?"
