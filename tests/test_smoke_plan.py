@@ -1,0 +1,101 @@
+"""raygke/smoke/plan.py: the profiles and the load plan they produce for a contract (targets, closed and
+open-loop levels, client processes, command-line overrides)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from smoke_levels import CONTRACT
+
+from raygke.smoke.contract import EXAMPLE, parse_contract
+from raygke.smoke.plan import (
+    FULL,
+    QUICK,
+    auto_processes,
+    closed_levels,
+    closed_specs,
+    open_specs,
+    targets,
+    with_overrides,
+)
+
+pytestmark = pytest.mark.pure
+
+
+def test_quick_profile_fits_two_minutes() -> None:
+    # Levels are run back to back: the plan's own seconds must leave room for checks and startup.
+    specs = closed_specs(CONTRACT, QUICK)
+    opened = open_specs(CONTRACT, QUICK, {s.target: 1000.0 for s in specs})
+    planned = sum(s.warmup_s + s.duration_s for s in specs + opened) * QUICK.repeats
+    assert planned <= 60
+    assert {s.concurrency for s in specs} == {CONTRACT.slo.concurrency}
+    assert len(opened) == 1 and opened[0].rate == 500.0
+
+
+def test_full_profile_covers_every_target_and_level() -> None:
+    specs = closed_specs(CONTRACT, FULL)
+    assert len(targets(CONTRACT)) == 6  # echo: 4 shapes, recsys: 2
+    assert len(specs) == 6 * 4  # levels 1, 8, 32, 128 (the SLO's 8 included once)
+    opened = open_specs(CONTRACT, FULL, {s.target: 800.0 for s in specs})
+    assert sorted({(s.transport, s.rate) for s in opened}) == [
+        ("grpc", 200.0),
+        ("grpc", 400.0),
+        ("grpc", 600.0),
+        ("http", 200.0),
+        ("http", 400.0),
+        ("http", 600.0),
+    ]
+    assert open_specs(CONTRACT, FULL, {}) == []  # no peak (all failed): no open loop
+
+
+def test_targets_follow_each_apps_kind_and_grpc() -> None:
+    doc = copy.deepcopy(EXAMPLE)
+    doc["apps"][1]["grpc_service"] = None  # recsys over HTTP only
+    doc["apps"].append({"name": "chat", "kind": "llm", "route_prefix": "/llm"})  # gated, not loaded
+    assert targets(parse_contract(doc)) == [
+        ("echo", "http", "unary"),
+        ("echo", "grpc", "unary"),
+        ("echo", "http", "stream"),
+        ("echo", "grpc", "stream"),
+        ("recsys", "http", "unary"),
+    ]
+
+
+def test_closed_levels_always_include_the_slo_concurrency_once() -> None:
+    assert CONTRACT.slo.concurrency == 8
+    assert closed_levels(CONTRACT, QUICK) == [8]
+    assert closed_levels(CONTRACT, FULL) == [1, 8, 32, 128]
+    assert closed_levels(CONTRACT, with_overrides(QUICK, levels=(32, 2))) == [2, 8, 32]
+
+
+def test_closed_specs_go_target_by_target_with_levels_ascending() -> None:
+    specs = closed_specs(CONTRACT, with_overrides(QUICK, levels=(32,)))
+    assert [s.label for s in specs[:4]] == [
+        "echo/http/unary closed c=8",
+        "echo/http/unary closed c=32",
+        "echo/grpc/unary closed c=8",
+        "echo/grpc/unary closed c=32",
+    ]
+    assert {(s.duration_s, s.warmup_s, s.timeout_s) for s in specs} == {(4.0, 1.0, 10.0)}
+
+
+def test_open_loop_rates_are_whole_fractions_of_the_peak_and_at_least_one() -> None:
+    (slow,) = open_specs(CONTRACT, QUICK, {"echo/http/unary": 1.0})
+    assert (slow.loop, slow.rate, slow.processes) == ("open", 1.0, 1)
+    # Only the echo unary targets run open loop; a recsys peak is ignored.
+    assert open_specs(CONTRACT, FULL, {"recsys/http/unary": 900.0}) == []
+    pinned = open_specs(CONTRACT, with_overrides(QUICK, processes=3), {"echo/http/unary": 10.0})
+    assert [(s.rate, s.processes) for s in pinned] == [(5.0, 3)]
+
+
+def test_overrides_and_auto_processes() -> None:
+    p = with_overrides(QUICK, duration_s=1.5, levels=(2, 4), processes=3)
+    assert (p.duration_s, p.levels, p.processes, p.warmup_s) == (1.5, (2, 4), 3, QUICK.warmup_s)
+    assert {s.processes for s in closed_specs(CONTRACT, p)} == {3}
+    assert with_overrides(FULL) == FULL  # None keeps every value
+    assert auto_processes(8, cpus=16) == 1
+    assert auto_processes(32, cpus=16) == 1
+    assert auto_processes(64, cpus=16) == 2
+    assert auto_processes(128, cpus=16) == 4
+    assert auto_processes(128, cpus=2) == 1
