@@ -82,8 +82,6 @@ NODE_POOL_NAME_MAX = 40 - len("-pool") - 8
 # where a deployment leaves an option to Ray.
 RAY_GRACEFUL_SHUTDOWN_TIMEOUT_S = 20.0
 RAY_GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2.0
-RAY_HEALTH_CHECK_PERIOD_S = 10.0
-RAY_HEALTH_CHECK_TIMEOUT_S = 30.0
 # With direct ingress (implied by Ray's HAProxy ingress), Serve raises every ingress deployment's
 # graceful_shutdown_timeout_s to at least this drain period plus 5 s, so load balancers can
 # deregister a replica before it stops (ray.serve._private.deploy_utils).
@@ -445,6 +443,13 @@ class IngressConfig(Model):
 ServeProfile = Literal["tuned", "flags-only", "ray-defaults"]
 
 
+# Ray's two flags, nothing else: what every user can do from the vendor's blog.
+FLAGS_ONLY = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+HAPROXY_THREADS_ENV = "RAY_SERVE_HAPROXY_NBTHREAD"  # Ray's HAProxy threads; Ray's default: 4
+# Which env var each tuning key sets (RayConfig.serve_flags): extraEnv may not set them too.
+TUNING_ENV_KEYS = {"haproxyThreads": HAPROXY_THREADS_ENV}
+
+
 class TuningConfig(Model):
     """What `serveProfile: tuned` sets beyond Ray's two flags: the levers bench/ablation.py measured
     a gain for (docs/performance.md has the table, and why the others stay out)."""
@@ -514,11 +519,21 @@ class RayConfig(Model):
         return f"{self.image_repository}:{self.version}-py311-gpu{digest}"
 
     @property
-    def tuned(self) -> TuningConfig | None:
+    def effective_tuning(self) -> TuningConfig | None:
         """The tuning in effect: the stack's, the defaults, or None outside `serveProfile: tuned`."""
         if self.serve_profile != "tuned":
             return None
         return self.tuning or TuningConfig()
+
+    @property
+    def serve_flags(self) -> dict[str, str]:
+        """The env flags Ray must see where `ray start` runs (head and every worker): the profile's,
+        tuning's and extraEnv. Where Ray runs adds its own (infra/specs.py, `raygke local`)."""
+        flags = {} if self.serve_profile == "ray-defaults" else dict(FLAGS_ONLY)
+        tuning = self.effective_tuning
+        if tuning is not None and tuning.haproxy_threads is not None:
+            flags[HAPROXY_THREADS_ENV] = str(tuning.haproxy_threads)
+        return {**flags, **self.extra_env}
 
     @model_validator(mode="after")
     def _features_need_versions(self) -> RayConfig:
@@ -538,7 +553,7 @@ class RayConfig(Model):
                 f"ray.tuning applies only to serveProfile: tuned; got serveProfile: "
                 f"{self.serve_profile} (remove ray.tuning or use serveProfile: tuned)"
             )
-        if self.tuned is not None:
+        if self.effective_tuning is not None:
             for key, env in TUNING_ENV_KEYS.items():
                 if env in self.extra_env:
                     raise ValueError(  # the value is not shown: extraEnv may hold secrets
@@ -558,10 +573,6 @@ def with_serve_profile(config: StackConfig, profile: ServeProfile) -> StackConfi
         }
     )
     return config.model_copy(update={"ray": ray})
-
-
-# Which env var each tuning key sets (infra/serve_config.py): extraEnv may not set them too.
-TUNING_ENV_KEYS = {"haproxyThreads": "RAY_SERVE_HAPROXY_NBTHREAD"}
 
 
 # ---------------------------------------------------------------------------------------------- RayService
@@ -989,7 +1000,7 @@ def _scheduling_problems(c: StackConfig):
 def _batching_problems(c: StackConfig):
     """A recsys Ranker batches concurrent requests, and a replica never holds more than its
     max_ongoing_requests: a smaller limit than max_batch_size means batches that never fill."""
-    tuned = c.ray.tuned
+    tuned = c.ray.effective_tuning
     for app in c.apps:
         if app.kind != "recsys":
             continue
@@ -1087,9 +1098,7 @@ def _app_problems(c: StackConfig):
 def ingress_shutdown_floor_s(ray: RayConfig) -> float | None:
     """The graceful_shutdown_timeout_s Serve forces on ingress deployments, or None without direct
     ingress (on with Ray's HAProxy ingress, with RAY_SERVE_THROUGHPUT_OPTIMIZED unless turned off)."""
-    from infra.serve_config import serve_flags  # it imports this module
-
-    env = serve_flags(ray)
+    env = ray.serve_flags
     on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0") == "1"
     if env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1":
         on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1") == "1"

@@ -144,7 +144,6 @@ def define(config: StackConfig) -> dict[str, Any]:
             source="pulumi",
             http_url=urls[0],
             grpc_target=urls[1],
-            serve_flags=dict(spec.env),
         )
     )
     return {
