@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 from app.contracts import CONTRACTS, RecsysArgs
 from components.render import names
 from components.render.gpu_machines import H100_MACHINES
+from components.render.haproxy import _PATH as ROUTE_PATH  # the tier's; no public name yet
 from components.render.haproxy import HAPROXY_IMAGE
 from components.render.images import DIGEST, parse_image, pin_problem
 from components.render.node_pool import FLEX_START_MAX_HOURS
@@ -38,12 +39,14 @@ from components.render.quantity import cpu_millis, memory_bytes
 from components.render.rayservice import (
     DEFAULT_DRAIN_DEADLINE_S,
     DEFAULT_TERMINATION_GRACE_S,
-    HEAD_DEREGISTRATION_S,
     STOP_MARGIN_S,
     SpreadMode,
     check_bucket_name,
     check_mount_path,
+    check_pdb_min_available,
     check_rayservice_name,
+    check_shutdown,
+    default_pdb_min_available,
 )
 
 NAMESPACE = "ray-serve-gke"  # the project name: Pulumi's config namespace for our keys
@@ -73,7 +76,7 @@ MIN_RAY_FOR_HAPROXY = (2, 55)
 MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
 TUNED_MAX_ONGOING_REQUESTS = 64  # serveProfile: tuned's default (docs/performance.md)
 RECSYS_MAX_BATCH_SIZE: int = RecsysArgs.model_fields["max_batch_size"].default
-GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+GKE_CLUSTER_NAME_MAX = 40  # GKE: a DNS-1035 label (components/render/names.py) of at most 40
 # Pulumi's autonaming adds "-" and 7 characters to the node pool's "<gpuPool.name>-pool"; GKE allows
 # node pool names of at most 40 characters.
 NODE_POOL_NAME_MAX = 40 - len("-pool") - 8
@@ -257,7 +260,7 @@ class ClusterConfig(Model):
     @field_validator("name")
     @classmethod
     def _gke_name(cls, value: str) -> str:
-        if not GKE_NAME.match(value):
+        if len(value) > GKE_CLUSTER_NAME_MAX or not names.DNS_1035_LABEL.match(value):
             raise ValueError(
                 f"cluster.name must be 1-40 lowercase letters, digits or '-', starting with a letter; "
                 f"got {value!r}"
@@ -598,22 +601,22 @@ class WorkerGroupConfig(Model):
                 f"rayService.workers.minReplicas ({self.min_replicas}) must be <= "
                 f"rayService.workers.maxReplicas ({self.max_replicas})"
             )
-        floor = self.pdb_min_available
-        if floor is not None and floor > 0 and floor >= self.min_replicas:
-            allowed = "0" if self.min_replicas <= 1 else f"0..{self.min_replicas - 1}"
-            raise ValueError(
-                f"rayService.workers.pdbMinAvailable ({floor}) must be below "
-                f"rayService.workers.minReplicas ({self.min_replicas}) or 0: at minReplicas workers it "
-                f"allows no eviction, so every node drain and upgrade blocks; allowed: {allowed}"
-            )
+        problem = check_pdb_min_available(
+            self.pdb_min_available,
+            self.min_replicas,
+            floor_key="rayService.workers.pdbMinAvailable",
+            replicas_key="rayService.workers.minReplicas",
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property
     def min_available(self) -> int:
-        """The PodDisruptionBudget's minAvailable: given, or all but one of the floor."""
+        """The PodDisruptionBudget's minAvailable: given, or the renderer's default."""
         if self.pdb_min_available is not None:
             return self.pdb_min_available
-        return max(0, self.min_replicas - 1)
+        return default_pdb_min_available(self.min_replicas)
 
 
 class UpgradeStrategy(Model):
@@ -686,20 +689,14 @@ class ShutdownConfig(Model):
 
     @model_validator(mode="after")
     def _fits(self) -> ShutdownConfig:
-        grace, drain = self.termination_grace_period_seconds, self.drain_deadline_seconds
-        room = grace - STOP_MARGIN_S
-        if drain > room:
-            raise ValueError(
-                f"rayService.shutdown.drainDeadlineSeconds ({drain}) must leave {STOP_MARGIN_S} s of "
-                f"rayService.shutdown.terminationGracePeriodSeconds ({grace}) for `ray stop`, or the "
-                f"kubelet kills the pod mid-drain; allowed: 1..{room} (or raise the grace period)"
-            )
-        if grace < HEAD_DEREGISTRATION_S + STOP_MARGIN_S:
-            raise ValueError(
-                f"rayService.shutdown.terminationGracePeriodSeconds ({grace}) must be at least "
-                f"{HEAD_DEREGISTRATION_S + STOP_MARGIN_S}: the head waits {HEAD_DEREGISTRATION_S} s to "
-                f"leave the Services, then {STOP_MARGIN_S} s for `ray stop`"
-            )
+        problems = check_shutdown(
+            self.termination_grace_period_seconds,
+            self.drain_deadline_seconds,
+            grace_key="rayService.shutdown.terminationGracePeriodSeconds",
+            drain_key="rayService.shutdown.drainDeadlineSeconds",
+        )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -826,7 +823,8 @@ class AppConfig(Model):
     @field_validator("route_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not re.match(r"^/[A-Za-z0-9._~/-]*$", value) or (len(value) > 1 and value.endswith("/")):
+        # the tier's route grammar (it writes prefixes into haproxy.cfg); Ray's: no trailing '/'
+        if not ROUTE_PATH.match(value) or (len(value) > 1 and value.endswith("/")):
             raise ValueError(
                 f"routePrefix must start with '/', hold only URL path characters and not end with '/'; "
                 f"got {value!r}"

@@ -207,6 +207,31 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"apps\[recsys\].routePrefix '/echo' is already used by apps\[echo\]",
     ),
     (
+        "route prefix haproxy.cfg cannot hold",
+        "dev",
+        edit("apps", [0], routePrefix="/echo?x=1"),
+        r"apps\[0\].routePrefix: routePrefix must start with '/', hold only URL path characters .*"
+        r"got '/echo\?x=1'",
+    ),
+    (
+        "route prefix ending in '/'",
+        "dev",
+        edit("apps", [0], routePrefix="/echo/"),
+        r"apps\[0\].routePrefix: .*not end with '/'; got '/echo/'",
+    ),
+    (
+        "app name not DNS-1035",
+        "dev",
+        edit("apps", [0], name="Echo"),
+        r"apps\[0\].name: app name must be lowercase letters, digits and '-'; got 'Echo'",
+    ),
+    (
+        "cluster name too long for GKE",
+        "dev",
+        edit("cluster", name="c" * 41),
+        r"cluster.name must be 1-40 lowercase letters, digits or '-', starting with a letter; got 'c{41}'",
+    ),
+    (
         "duplicate ingress ports",
         "dev",
         edit("ingress", grpcPort=80),
