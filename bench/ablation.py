@@ -32,7 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ab import OUT, machine, render, say, spread
 
-from infra.config import FLAGS_ONLY, ServeProfile, load_stack_config, with_serve_profile
+from infra.config import FLAGS_ONLY, ServeProfile, with_serve_profile
+from infra.stack_file import load_stack_config
 from raygke import local_ray
 from raygke.local import local_flags, local_serve_config
 from raygke.smoke.contract import AppEndpoint, Endpoints

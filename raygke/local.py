@@ -34,9 +34,10 @@ from components.render.haproxy import (
     find_haproxy,
     render_haproxy_cfg,
 )
-from infra.config import ServeProfile, StackConfig, load_stack_config, with_serve_profile
+from infra.config import ServeProfile, StackConfig, with_serve_profile
 from infra.outputs import smoke_contract
 from infra.serve_config import build_serve_config, scale_flags_for_local, scale_for_local
+from infra.stack_file import load_stack_config
 from raygke import local_ray
 
 DEFAULT_STATE_DIR = Path(".raygke/local")

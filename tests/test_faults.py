@@ -44,7 +44,8 @@ from components.render.haproxy import (
     IngressSpec,
     find_haproxy,
 )
-from infra.config import StackConfig, load_stack_config
+from infra.config import StackConfig
+from infra.stack_file import load_stack_config
 from raygke import local, local_ray
 from raygke.smoke.contract import AppEndpoint, Endpoints
 from raygke.smoke.transport import Client, Result

@@ -16,8 +16,8 @@ import yaml
 from conftest import RAYGKE, LocalRun
 from procs import cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
 
-from infra.config import load_stack_config
 from infra.serve_config import build_serve_config
+from infra.stack_file import load_stack_config
 from raygke import local
 from raygke.plan import plan_stack
 

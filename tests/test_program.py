@@ -13,10 +13,10 @@ from schemas import validate_core, validate_rayservice
 from stackfiles import NS, edit, mutated
 
 from components.render.haproxy import Timeouts
-from infra.config import load_stack_config
 from infra.outputs import DEFAULT_SLO, SMOKE_SCHEMA_VERSION
 from infra.program import run_program
 from infra.serve_config import build_serve_config
+from infra.stack_file import load_stack_config
 from raygke.mocks import Secret, run_with_mocks
 from raygke.plan import Plan, plan_stack, render_text
 

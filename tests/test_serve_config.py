@@ -9,15 +9,7 @@ from typing import Any
 import pytest
 from stackfiles import NS, edit, mutated
 
-from infra.config import (
-    FLAGS_ONLY,
-    TUNED_MAX_ONGOING_REQUESTS,
-    TuningConfig,
-    load_stack_config,
-    parse_stack_config,
-    read_stack_file,
-    with_serve_profile,
-)
+from infra.config import FLAGS_ONLY, TUNED_MAX_ONGOING_REQUESTS, TuningConfig, with_serve_profile
 from infra.serve_config import (
     APP_KIND_SPECS,
     SERVE_GRPC_PORT,
@@ -27,6 +19,7 @@ from infra.serve_config import (
     scale_flags_for_local,
     scale_for_local,
 )
+from infra.stack_file import load_stack_config, parse_stack_config, read_stack_file
 
 pytestmark = pytest.mark.config
 

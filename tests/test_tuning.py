@@ -13,18 +13,10 @@ import pytest
 from app.contracts import HandleSerialization
 from app.echo import EchoArgs
 from app.recsys import RecsysArgs
-from infra.config import (
-    FLAGS_ONLY,
-    RECSYS_MAX_BATCH_SIZE,
-    ConfigError,
-    TuningConfig,
-    load_stack_config,
-    parse_stack_config,
-    read_stack_file,
-    with_serve_profile,
-)
+from infra.config import FLAGS_ONLY, RECSYS_MAX_BATCH_SIZE, TuningConfig, with_serve_profile
 from infra.program import run_program
 from infra.serve_config import RAY_HAPROXY_THREADS
+from infra.stack_file import ConfigError, load_stack_config, parse_stack_config, read_stack_file
 from raygke.mocks import Inventory, run_with_mocks
 
 pytestmark = [pytest.mark.config, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
