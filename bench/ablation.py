@@ -32,8 +32,8 @@ from typing import Any
 # bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
 from common import OUT, machine, render, say, spread
 
-from infra.config import ServeProfile, load_stack_config, with_serve_profile
-from infra.serve_config import FLAGS_ONLY
+from infra.config import FLAGS_ONLY, ServeProfile, with_serve_profile
+from infra.stack_file import load_stack_config
 from raygke import local_ray
 from raygke.local import local_flags, local_serve_config
 from raygke.smoke.contract import AppEndpoint, Endpoints

@@ -404,6 +404,8 @@ def contract(
     slo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `smoke` outputs (schema_version 1) describing a reference deployment."""
+    from infra.outputs import DEFAULT_SLO  # here: the servers themselves never load infra
+
     apps = [
         ("echo", "echo", "/echo", "raygke.echo.v1.EchoService"),
         ("recsys", "recsys", "/recsys", "raygke.recsys.v1.RecsysService"),
@@ -424,7 +426,7 @@ def contract(
         "serve_flags": {},
         "kuberay_version": None,
         "gpu": None,
-        "slo": slo or {"concurrency": 8, "p99_ms": 500.0, "max_error_rate": 0.01},
+        "slo": slo or dict(DEFAULT_SLO),
     }
 
 

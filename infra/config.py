@@ -2,20 +2,20 @@
 
 Owns every rule about what a valid environment is: each error names the stack key, the value given and what
 is allowed, and fires before any resource is registered. Every environment difference is a YAML diff in
-stacks/; components never read config. Does not own defaults of the apps themselves (app/), nor how the
-config becomes resources (infra/program.py).
+stacks/; components never read config. A rule a renderer also needs is the renderer's, called from
+here (components/render/). Does not own defaults of the apps themselves (app/), reading the stack file
+or formatting pydantic's errors (infra/stack_file.py), nor how the config becomes resources
+(infra/program.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal, get_args
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 from app.contracts import CONTRACTS, RecsysArgs
 from components.render import names
 from components.render.gpu_machines import H100_MACHINES
+from components.render.haproxy import _PATH as ROUTE_PATH  # the tier's; no public name yet
 from components.render.haproxy import HAPROXY_IMAGE
 from components.render.images import DIGEST, parse_image, pin_problem
 from components.render.node_pool import FLEX_START_MAX_HOURS
@@ -38,15 +39,15 @@ from components.render.quantity import cpu_millis, memory_bytes
 from components.render.rayservice import (
     DEFAULT_DRAIN_DEADLINE_S,
     DEFAULT_TERMINATION_GRACE_S,
-    HEAD_DEREGISTRATION_S,
     STOP_MARGIN_S,
     SpreadMode,
     check_bucket_name,
     check_mount_path,
+    check_pdb_min_available,
     check_rayservice_name,
+    check_shutdown,
+    default_pdb_min_available,
 )
-
-NAMESPACE = "ray-serve-gke"  # the project name: Pulumi's config namespace for our keys
 
 # Zones that offered A3 (H100) machines on 2026-11-01, from Google's "GPU regions and zones" page.
 # Stockouts are not visible here; a zone Google adds later can be used with gpuPool.allowUnlistedZones.
@@ -73,7 +74,7 @@ MIN_RAY_FOR_HAPROXY = (2, 55)
 MIN_RAY_FOR_GRPC_INGRESS = (2, 57)  # gRPC through Ray's HAProxy ingress
 TUNED_MAX_ONGOING_REQUESTS = 64  # serveProfile: tuned's default (docs/performance.md)
 RECSYS_MAX_BATCH_SIZE: int = RecsysArgs.model_fields["max_batch_size"].default
-GKE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+GKE_CLUSTER_NAME_MAX = 40  # GKE: a DNS-1035 label (components/render/names.py) of at most 40
 # Pulumi's autonaming adds "-" and 7 characters to the node pool's "<gpuPool.name>-pool"; GKE allows
 # node pool names of at most 40 characters.
 NODE_POOL_NAME_MAX = 40 - len("-pool") - 8
@@ -82,17 +83,11 @@ NODE_POOL_NAME_MAX = 40 - len("-pool") - 8
 # where a deployment leaves an option to Ray.
 RAY_GRACEFUL_SHUTDOWN_TIMEOUT_S = 20.0
 RAY_GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2.0
-RAY_HEALTH_CHECK_PERIOD_S = 10.0
-RAY_HEALTH_CHECK_TIMEOUT_S = 30.0
 # With direct ingress (implied by Ray's HAProxy ingress), Serve raises every ingress deployment's
 # graceful_shutdown_timeout_s to at least this drain period plus 5 s, so load balancers can
 # deregister a replica before it stops (ray.serve._private.deploy_utils).
 RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S = 30.0
 RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S = 5.0
-
-
-class ConfigError(ValueError):
-    """A stack config that cannot work; the message lists every problem found."""
 
 
 class Model(BaseModel):
@@ -259,7 +254,7 @@ class ClusterConfig(Model):
     @field_validator("name")
     @classmethod
     def _gke_name(cls, value: str) -> str:
-        if not GKE_NAME.match(value):
+        if len(value) > GKE_CLUSTER_NAME_MAX or not names.DNS_1035_LABEL.match(value):
             raise ValueError(
                 f"cluster.name must be 1-40 lowercase letters, digits or '-', starting with a letter; "
                 f"got {value!r}"
@@ -445,6 +440,13 @@ class IngressConfig(Model):
 ServeProfile = Literal["tuned", "flags-only", "ray-defaults"]
 
 
+# Ray's two flags, nothing else: what every user can do from the vendor's blog.
+FLAGS_ONLY = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+HAPROXY_THREADS_ENV = "RAY_SERVE_HAPROXY_NBTHREAD"  # Ray's HAProxy threads; Ray's default: 4
+# Which env var each tuning key sets (RayConfig.serve_flags): extraEnv may not set them too.
+TUNING_ENV_KEYS = {"haproxyThreads": HAPROXY_THREADS_ENV}
+
+
 class TuningConfig(Model):
     """What `serveProfile: tuned` sets beyond Ray's two flags: the levers bench/ablation.py measured
     a gain for (docs/performance.md has the table, and why the others stay out)."""
@@ -514,11 +516,21 @@ class RayConfig(Model):
         return f"{self.image_repository}:{self.version}-py311-gpu{digest}"
 
     @property
-    def tuned(self) -> TuningConfig | None:
+    def effective_tuning(self) -> TuningConfig | None:
         """The tuning in effect: the stack's, the defaults, or None outside `serveProfile: tuned`."""
         if self.serve_profile != "tuned":
             return None
         return self.tuning or TuningConfig()
+
+    @property
+    def serve_flags(self) -> dict[str, str]:
+        """The env flags Ray must see where `ray start` runs (head and every worker): the profile's,
+        tuning's and extraEnv. Where Ray runs adds its own (infra/specs.py, `raygke local`)."""
+        flags = {} if self.serve_profile == "ray-defaults" else dict(FLAGS_ONLY)
+        tuning = self.effective_tuning
+        if tuning is not None and tuning.haproxy_threads is not None:
+            flags[HAPROXY_THREADS_ENV] = str(tuning.haproxy_threads)
+        return {**flags, **self.extra_env}
 
     @model_validator(mode="after")
     def _features_need_versions(self) -> RayConfig:
@@ -538,7 +550,7 @@ class RayConfig(Model):
                 f"ray.tuning applies only to serveProfile: tuned; got serveProfile: "
                 f"{self.serve_profile} (remove ray.tuning or use serveProfile: tuned)"
             )
-        if self.tuned is not None:
+        if self.effective_tuning is not None:
             for key, env in TUNING_ENV_KEYS.items():
                 if env in self.extra_env:
                     raise ValueError(  # the value is not shown: extraEnv may hold secrets
@@ -558,10 +570,6 @@ def with_serve_profile(config: StackConfig, profile: ServeProfile) -> StackConfi
         }
     )
     return config.model_copy(update={"ray": ray})
-
-
-# Which env var each tuning key sets (infra/serve_config.py): extraEnv may not set them too.
-TUNING_ENV_KEYS = {"haproxyThreads": "RAY_SERVE_HAPROXY_NBTHREAD"}
 
 
 # ---------------------------------------------------------------------------------------------- RayService
@@ -587,22 +595,22 @@ class WorkerGroupConfig(Model):
                 f"rayService.workers.minReplicas ({self.min_replicas}) must be <= "
                 f"rayService.workers.maxReplicas ({self.max_replicas})"
             )
-        floor = self.pdb_min_available
-        if floor is not None and floor > 0 and floor >= self.min_replicas:
-            allowed = "0" if self.min_replicas <= 1 else f"0..{self.min_replicas - 1}"
-            raise ValueError(
-                f"rayService.workers.pdbMinAvailable ({floor}) must be below "
-                f"rayService.workers.minReplicas ({self.min_replicas}) or 0: at minReplicas workers it "
-                f"allows no eviction, so every node drain and upgrade blocks; allowed: {allowed}"
-            )
+        problem = check_pdb_min_available(
+            self.pdb_min_available,
+            self.min_replicas,
+            floor_key="rayService.workers.pdbMinAvailable",
+            replicas_key="rayService.workers.minReplicas",
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property
     def min_available(self) -> int:
-        """The PodDisruptionBudget's minAvailable: given, or all but one of the floor."""
+        """The PodDisruptionBudget's minAvailable: given, or the renderer's default."""
         if self.pdb_min_available is not None:
             return self.pdb_min_available
-        return max(0, self.min_replicas - 1)
+        return default_pdb_min_available(self.min_replicas)
 
 
 class UpgradeStrategy(Model):
@@ -675,20 +683,14 @@ class ShutdownConfig(Model):
 
     @model_validator(mode="after")
     def _fits(self) -> ShutdownConfig:
-        grace, drain = self.termination_grace_period_seconds, self.drain_deadline_seconds
-        room = grace - STOP_MARGIN_S
-        if drain > room:
-            raise ValueError(
-                f"rayService.shutdown.drainDeadlineSeconds ({drain}) must leave {STOP_MARGIN_S} s of "
-                f"rayService.shutdown.terminationGracePeriodSeconds ({grace}) for `ray stop`, or the "
-                f"kubelet kills the pod mid-drain; allowed: 1..{room} (or raise the grace period)"
-            )
-        if grace < HEAD_DEREGISTRATION_S + STOP_MARGIN_S:
-            raise ValueError(
-                f"rayService.shutdown.terminationGracePeriodSeconds ({grace}) must be at least "
-                f"{HEAD_DEREGISTRATION_S + STOP_MARGIN_S}: the head waits {HEAD_DEREGISTRATION_S} s to "
-                f"leave the Services, then {STOP_MARGIN_S} s for `ray stop`"
-            )
+        problems = check_shutdown(
+            self.termination_grace_period_seconds,
+            self.drain_deadline_seconds,
+            grace_key="rayService.shutdown.terminationGracePeriodSeconds",
+            drain_key="rayService.shutdown.drainDeadlineSeconds",
+        )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -815,7 +817,8 @@ class AppConfig(Model):
     @field_validator("route_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not re.match(r"^/[A-Za-z0-9._~/-]*$", value) or (len(value) > 1 and value.endswith("/")):
+        # the tier's route grammar (it writes prefixes into haproxy.cfg); Ray's: no trailing '/'
+        if not ROUTE_PATH.match(value) or (len(value) > 1 and value.endswith("/")):
             raise ValueError(
                 f"routePrefix must start with '/', hold only URL path characters and not end with '/'; "
                 f"got {value!r}"
@@ -908,7 +911,7 @@ def _args_problems(where: str, kind: str, model: type[BaseModel], args: Mapping[
             elif not key:
                 yield f"{where}: {msg}"
             else:
-                yield f"{where}.{key}: {msg}; got {_shown_value(err.get('input'))}"
+                yield f"{where}.{key}: {msg}; got {shown_value(err.get('input'))}"
     return
 
 
@@ -989,7 +992,7 @@ def _scheduling_problems(c: StackConfig):
 def _batching_problems(c: StackConfig):
     """A recsys Ranker batches concurrent requests, and a replica never holds more than its
     max_ongoing_requests: a smaller limit than max_batch_size means batches that never fill."""
-    tuned = c.ray.tuned
+    tuned = c.ray.effective_tuning
     for app in c.apps:
         if app.kind != "recsys":
             continue
@@ -1087,9 +1090,7 @@ def _app_problems(c: StackConfig):
 def ingress_shutdown_floor_s(ray: RayConfig) -> float | None:
     """The graceful_shutdown_timeout_s Serve forces on ingress deployments, or None without direct
     ingress (on with Ray's HAProxy ingress, with RAY_SERVE_THROUGHPUT_OPTIMIZED unless turned off)."""
-    from infra.serve_config import serve_flags  # it imports this module
-
-    env = serve_flags(ray)
+    env = ray.serve_flags
     on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0") == "1"
     if env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1":
         on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1") == "1"
@@ -1190,286 +1191,13 @@ def _upgrade_problems(c: StackConfig):
             )
 
 
-# ---------------------------------------------------------------------------------------------- loading
-_SECTIONS = {
-    "environment": "environment",
-    "environmentOverride": "environment_override",
-    "network": "network",
-    "cluster": "cluster",
-    "gpuPool": "gpu_pool",
-    "kuberay": "kuberay",
-    "ingress": "ingress",
-    "ray": "ray",
-    "rayService": "ray_service",
-    "apps": "apps",
-    "smoke": "smoke",
-}
-
-
-def _decode(value: Any) -> Any:
-    """Pulumi hands structured config over as JSON text; YAML files give it parsed."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    """`('gpu_pool', 'capacity', 'spot', 'mode')` -> `ray-serve-gke:gpuPool.capacity.mode`."""
-    parts = [str(p) for p in loc]
-    if not parts:
-        return NAMESPACE
-    top = {v: k for k, v in _SECTIONS.items()}.get(parts[0], parts[0])
-    rest = []
-    for part in parts[1:]:
-        if part in _CAPACITY_MODELS:
-            continue  # pydantic's discriminator tag, not a key the user wrote
-        rest.append(
-            f"[{part}]" if part.isdigit() else f".{to_camel(part) if '_' in part else part}"
-        )
-    if top in ("project", "region"):
-        return f"gcp:{top}"
-    if top == "stack":
-        return "stack"
-    return f"{NAMESPACE}:{top}" + "".join(rest)
-
-
-_CAPACITY_MODELS = {
-    get_args(m.model_fields["mode"].annotation)[0]: m
-    for m in (OnDemand, Spot, FlexStart, QueuedProvisioning, Reservation)
-}
-
-
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    """The keys the model at `loc` (the parent of an unknown key) accepts, as written in YAML."""
-    model: Any = StackConfig
-    for part in loc[:-1]:
-        if isinstance(part, int) or part.isdigit():
-            continue
-        field = model.model_fields.get(part)
-        if field is not None:
-            model = _model_in(field.annotation)
-        elif part in _CAPACITY_MODELS:  # pydantic's discriminator tag names the union member
-            model = _CAPACITY_MODELS[part]
-        # otherwise `part` is a key of a dict of models (a deployment name): same model
-    return sorted(f.alias or n for n, f in model.model_fields.items())
-
-
-def _model_in(annotation: Any) -> Any:
-    """The BaseModel inside `X`, `X | None`, `list[X]` or `dict[str, X]`."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _names_its_key(msg: str) -> bool:
-    head = msg.split(" ", 1)[0].rstrip(":").split(".")[0].split("[")[0]
-    return head in (*_SECTIONS, "apps", "gcp:region")
-
-
-def _qualify(line: str) -> str:
-    return line if line.startswith("gcp:") else f"{NAMESPACE}:{line}"
-
-
-MASK = "[secret]"
 MAX_SHOWN_CHARS = 80
-# Config paths (pydantic locations) whose values may be secrets; shown as MASK, never as given.
-_SECRET_LOCS = (("ray", "extra_env"),)
 
 
-def _shown_value(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A value fit for an error message: scalars only (a mapping or list may hold secrets and is
     never dumped), cut to MAX_SHOWN_CHARS."""
     if isinstance(value, Mapping | list | tuple | set | BaseModel):
         return f"a {type(value).__name__}"
     text = repr(value)
     return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
-
-
-def _is_secret_loc(loc: tuple[int | str, ...], secret_sections: frozenset[str]) -> bool:
-    if loc and str(loc[0]) in secret_sections:
-        return True
-    return any(tuple(str(p) for p in loc[: len(s)]) == s for s in _SECRET_LOCS)
-
-
-def _format(exc: ValidationError, secret_sections: frozenset[str] = frozenset()) -> str:
-    """One line per problem: the key, what is wrong, the value if it is a scalar and not secret."""
-    lines = []
-    for err in exc.errors():
-        where = _where(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        secret = _is_secret_loc(err["loc"], secret_sections)
-        shown = MASK if secret else _shown_value(err.get("input"))
-        if err["type"] == "value_error" and _names_its_key(msg):
-            # our validators already name the full key: "gpuPool.minNodes (3) must be <= ..."
-            lines.extend(_qualify(line) for line in msg.split("\n"))
-            continue
-        if err["type"] == "extra_forbidden":
-            msg = (
-                f"unknown key (value {shown}); allowed keys: {', '.join(_allowed_keys(err['loc']))}"
-            )
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        elif secret:
-            # a rule's own message may quote the value it checked
-            msg = f"{err['msg'].split(';')[0].removeprefix('Value error, ')}; got {MASK}"
-        elif err["type"] == "union_tag_invalid":
-            pass  # pydantic's message quotes the tag given and the tags allowed
-        elif err["type"] in ("literal_error", "enum") or (
-            "got" not in msg and err["type"] not in ("model_type", "dict_type")
-        ):
-            msg = f"{msg}; got {shown}"
-        lines.append(f"{where}: {msg}")
-    return "\n".join(lines)
-
-
-def secret_values(config: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> set[str]:
-    """Every string in the stack config that may be a secret: extraEnv values, and every string under
-    a key Pulumi holds as secret (`pulumi config set --secret`)."""
-    found: set[str] = set()
-
-    def strings(node: Any) -> None:
-        if isinstance(node, str):
-            found.add(node)
-            decoded = _decode(node)
-            if decoded is not node:
-                strings(decoded)
-        elif isinstance(node, Mapping):
-            for value in node.values():
-                strings(value)
-        elif isinstance(node, list | tuple):
-            for value in node:
-                strings(value)
-
-    for key, raw in config.items():
-        if key in secret_keys:
-            strings(raw)
-    ray = _decode(config.get(f"{NAMESPACE}:ray"))
-    if isinstance(ray, Mapping) and isinstance(ray.get("extraEnv"), Mapping):
-        strings(list(ray["extraEnv"].values()))
-    return {s for s in found if len(s) >= MIN_SECRET_CHARS}
-
-
-MIN_SECRET_CHARS = 4  # shorter values ("1", "true") would mask half a message and protect nothing
-_KNOWN_SECRETS: set[str] = set()  # every secret value a parse has seen in this process
-
-
-def redact(text: str, secrets: set[str] | None = None) -> str:
-    """`text` with every secret value replaced by MASK; by default every one this process has
-    parsed: the last line of defence for messages built elsewhere (the CLI's last resort)."""
-    for secret in sorted(_KNOWN_SECRETS if secrets is None else secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
-
-
-def parse_stack_config(
-    stack: str, config: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()
-) -> StackConfig:
-    """Validate a stack's `config:` map (keys like `gcp:project`, `ray-serve-gke:gpuPool`).
-
-    `secret_keys` are the keys Pulumi holds as secrets: no message shows a value from them, nor any
-    extraEnv value."""
-    secrets = secret_values(config, secret_keys)
-    _KNOWN_SECRETS.update(secrets)
-    secret_sections = frozenset(
-        _SECTIONS[k.partition(":")[2]]
-        for k in secret_keys
-        if k.partition(":")[0] == NAMESPACE and k.partition(":")[2] in _SECTIONS
-    )
-    data: dict[str, Any] = {"stack": stack}
-    unknown = []
-    for key, raw in config.items():
-        namespace, _, name = key.partition(":")
-        if namespace == "gcp" and name in ("project", "region"):
-            data[name] = _decode(raw) if name != "project" else str(raw)
-        elif namespace == NAMESPACE:
-            if name not in _SECTIONS:
-                unknown.append(key)
-            else:
-                data[_SECTIONS[name]] = _decode(raw)
-    if unknown:
-        raise ConfigError(
-            "\n".join(
-                f"{key}: unknown key; allowed keys: {', '.join(f'{NAMESPACE}:{k}' for k in _SECTIONS)}"
-                for key in sorted(unknown)
-            )
-        )
-    try:
-        return StackConfig.model_validate(data)
-    except ValidationError as exc:
-        message = f"stack {stack!r} has an invalid config:\n{_format(exc, secret_sections)}"
-        raise ConfigError(redact(message, secrets)) from None
-
-
-def stack_file(stack: str, stacks_dir: Path | None = None) -> Path:
-    return (
-        stacks_dir or Path(__file__).resolve().parent.parent / "stacks"
-    ) / f"Pulumi.{stack}.yaml"
-
-
-class DuplicateKeyError(yaml.YAMLError):
-    pass
-
-
-def _loader(path: Path) -> type[yaml.SafeLoader]:
-    """A SafeLoader that refuses a key given twice in one mapping, at any depth: PyYAML (and most
-    loaders) keep the last silently, so the first value a reader sees is not the one deployed."""
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)  # type: ignore[arg-type]
-                line = key_node.start_mark.line + 1
-                if key in seen:
-                    raise DuplicateKeyError(
-                        f"key {key!r} appears twice in one mapping, at lines {seen[key]} and "
-                        f"{line}: YAML keeps only the last; remove one"
-                    )
-                seen[key] = line
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
-def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any]:
-    """The raw `config:` map of stacks/Pulumi.<stack>.yaml."""
-    path = stack_file(stack, stacks_dir)
-    if not path.is_file():
-        available = sorted(p.name.split(".")[1] for p in path.parent.glob("Pulumi.*.yaml"))
-        raise ConfigError(f"no stack file {path}; stacks: {', '.join(available) or 'none'}")
-    try:
-        document = yaml.load(path.read_text(), Loader=_loader(path)) or {}
-    except DuplicateKeyError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-        raise ConfigError(f"{path} must hold a `config:` mapping")
-    return document["config"]
-
-
-def load_stack_config(stack: str, stacks_dir: Path | None = None) -> StackConfig:
-    return parse_stack_config(stack, read_stack_file(stack, stacks_dir))
-
-
-def load_pulumi_stack_config() -> StackConfig:
-    """The running Pulumi stack's config, validated (used by infra/__main__.py)."""
-    import pulumi
-    from pulumi.runtime.config import CONFIG, get_config_env
-
-    config = {**get_config_env(), **CONFIG.get()}
-    return parse_stack_config(pulumi.get_stack(), config, _pulumi_secret_keys())
-
-
-def _pulumi_secret_keys() -> frozenset[str]:
-    """The config keys Pulumi decrypted for this run (their values must never reach a message)."""
-    from pulumi.runtime.config import get_config_secret_keys_env
-
-    return frozenset(get_config_secret_keys_env())

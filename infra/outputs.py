@@ -1,6 +1,9 @@
 """The `smoke` outputs contract: what every stack exports and `raygke local` writes, for `raygke smoke`.
 
 Versioned: a change of shape bumps SMOKE_SCHEMA_VERSION, and `raygke smoke` refuses versions it does not know.
+Owns what each field means, for both producers: `serve_flags` is the stack's `RayConfig.serve_flags`
+(what its `ray` section sets), never what one place adds for itself, so a cluster and a local run of
+the same stack report the same flags; `slo` is the stack's `smoke` section (SmokeConfig's defaults).
 """
 
 from __future__ import annotations
@@ -8,10 +11,23 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from components.render.haproxy import HEALTH_PATH
-from infra.config import StackConfig
+from infra.config import SmokeConfig, StackConfig
 from infra.serve_config import app_kind
 
 SMOKE_SCHEMA_VERSION = 1
+
+
+def slo_output(smoke: SmokeConfig) -> dict[str, Any]:
+    """The `slo` object: what `raygke smoke` gates on."""
+    return {
+        "concurrency": smoke.concurrency,
+        "p99_ms": smoke.p99_ms,
+        "max_error_rate": smoke.max_error_rate,
+    }
+
+
+# A stack that sets no `smoke`, and any other producer of the contract (bench/reference_server.py).
+DEFAULT_SLO = slo_output(SmokeConfig())
 
 
 def smoke_contract(
@@ -20,7 +36,6 @@ def smoke_contract(
     source: Literal["pulumi", "local"],
     http_url: str,
     grpc_target: str,
-    serve_flags: dict[str, str],
     apps: list[str] | None = None,
     direct: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -46,7 +61,7 @@ def smoke_contract(
         ],
         "ray_version": config.ray.version,
         "image": config.ray.image,
-        "serve_flags": dict(sorted(serve_flags.items())),
+        "serve_flags": dict(sorted(config.ray.serve_flags.items())),
         "kuberay_version": config.kuberay.version,
         "gpu": {
             "type": pool.accelerator_type,
@@ -55,11 +70,7 @@ def smoke_contract(
             "nodes_min": pool.min_nodes,
             "nodes_max": pool.max_nodes,
         },
-        "slo": {
-            "concurrency": config.smoke.concurrency,
-            "p99_ms": config.smoke.p99_ms,
-            "max_error_rate": config.smoke.max_error_rate,
-        },
+        "slo": slo_output(config.smoke),
     }
     if direct is not None:
         document["direct"] = direct

@@ -20,10 +20,11 @@ from components.network import Network
 from components.ray_service import RayServeApp, RayServeAppArgs
 from components.render import rayservice as rs
 from components.render.gpu_machines import H100_MACHINES
-from infra.config import StackConfig, load_pulumi_stack_config
+from infra.config import StackConfig
 from infra.cost import estimate_cost
 from infra.outputs import smoke_contract
 from infra.specs import gpu_capacity, rayservice_spec
+from infra.stack_file import load_pulumi_stack_config
 
 
 def define(config: StackConfig) -> dict[str, Any]:
@@ -144,7 +145,6 @@ def define(config: StackConfig) -> dict[str, Any]:
             source="pulumi",
             http_url=urls[0],
             grpc_target=urls[1],
-            serve_flags=dict(spec.env),
         )
     )
     return {

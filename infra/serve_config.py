@@ -1,8 +1,9 @@
-"""The Serve config (a RayService's `serveConfigV2`) and Ray's env flags, built from the stack config.
+"""The Serve config (a RayService's `serveConfigV2`), built from the stack config.
 
 One builder for both places the serving stack runs: the RayService in the cluster and `raygke local`,
-which asks for the same config scaled to one machine. Apps are referenced by import path and args only;
-nothing here imports app/.
+which asks for the same config (and Ray's env flags) scaled to one machine. Apps are referenced by
+import path and args only; nothing here imports app/. Does not own the env flags themselves
+(`RayConfig.serve_flags` in infra/config.py), which this module imports, never the reverse.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra.config import AppConfig, DeploymentConfig, RayConfig, StackConfig, TuningConfig
+from infra.config import (
+    HAPROXY_THREADS_ENV,
+    AppConfig,
+    DeploymentConfig,
+    RayConfig,
+    StackConfig,
+    TuningConfig,
+)
 
 SERVE_HTTP_PORT = 8000
 SERVE_GRPC_PORT = 9000
@@ -23,7 +31,7 @@ class AppKindSpec:
     grpc_servicer_functions: tuple[str, ...]
 
 
-APP_KINDS: dict[str, AppKindSpec] = {
+APP_KIND_SPECS: dict[str, AppKindSpec] = {
     "echo": AppKindSpec(
         "app.echo:build_app",
         "raygke.echo.v1.EchoService",
@@ -45,26 +53,13 @@ def app_kind(app: AppConfig) -> AppKindSpec:
             app.import_path or "", app.grpc_service, tuple(app.grpc_servicer_functions)
         )
     else:
-        base = APP_KINDS[app.kind]
+        base = APP_KIND_SPECS[app.kind]
     grpc = "grpc" in app.protocols
     return AppKindSpec(
         app.import_path or base.import_path,
         base.grpc_service if grpc else None,
         base.grpc_servicer_functions if grpc else (),
     )
-
-
-# Ray's two flags, nothing else: what every user can do from the vendor's blog.
-FLAGS_ONLY = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-
-
-def serve_flags(ray: RayConfig) -> dict[str, str]:
-    """The env flags Ray must see where `ray start` runs (head and every worker)."""
-    profile = {} if ray.serve_profile == "ray-defaults" else dict(FLAGS_ONLY)
-    if ray.tuned is not None and ray.tuned.haproxy_threads is not None:
-        # config.TUNING_ENV_KEYS: extraEnv may not set this too
-        profile["RAY_SERVE_HAPROXY_NBTHREAD"] = str(ray.tuned.haproxy_threads)
-    return {**profile, **ray.extra_env}
 
 
 def _deployment(name: str, dep: DeploymentConfig) -> dict[str, Any]:
@@ -111,7 +106,7 @@ def _tuned(app: AppConfig, entry: dict[str, Any], tuning: TuningConfig) -> dict[
     return {**entry, "deployments": deployments}
 
 
-def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> dict[str, Any]:
+def build_serve_config(config: StackConfig) -> dict[str, Any]:
     """The `serveConfigV2` document the RayService carries."""
     servicers: list[str] = []
     applications = []
@@ -125,12 +120,12 @@ def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> di
             "args": dict(app.args),
             "deployments": [_deployment(n, d) for n, d in sorted(app.deployments.items())],
         }
-        if config.ray.tuned is not None:
-            entry = _tuned(app, entry, config.ray.tuned)
+        if (tuning := config.ray.effective_tuning) is not None:
+            entry = _tuned(app, entry, tuning)
         applications.append(entry)
     document: dict[str, Any] = {
         "proxy_location": "EveryNode",
-        "http_options": {"host": http_host, "port": SERVE_HTTP_PORT},
+        "http_options": {"host": "0.0.0.0", "port": SERVE_HTTP_PORT},  # the pod's every interface
         "applications": applications,
     }
     if config.ray.grpc and servicers:
@@ -141,17 +136,14 @@ def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> di
 RAY_HAPROXY_THREADS = 4  # RAY_SERVE_HAPROXY_NBTHREAD's default in Ray 2.60
 
 
-def scale_flags_for_local(ray: RayConfig, flags: dict[str, str], cores: int) -> dict[str, str]:
+def scale_flags_for_local(ray: RayConfig, cores: int) -> dict[str, str]:
     """The env flags on one machine: under `tuned`, Ray's HAProxy gets half the cores (at most
     Ray's 4 threads) unless the stack says otherwise, leaving the rest to the replicas. The
     cluster's pods have 20 CPUs and keep Ray's 4 (docs/performance.md has the measurement)."""
-    tuned = ray.tuned
-    if tuned is None or tuned.haproxy_threads is not None:
+    flags, tuning = ray.serve_flags, ray.effective_tuning
+    if tuning is None or tuning.haproxy_threads is not None:
         return flags
-    return {
-        **flags,
-        "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(RAY_HAPROXY_THREADS, cores // 2))),
-    }
+    return {**flags, HAPROXY_THREADS_ENV: str(max(1, min(RAY_HAPROXY_THREADS, cores // 2)))}
 
 
 def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from components.render import rayservice as rs
 from components.render.haproxy import Timeouts
 from components.render.node_pool import Capacity
 from infra.config import StackConfig
-from infra.serve_config import build_serve_config, serve_flags
+from infra.serve_config import build_serve_config
 
 # The cluster's Ray pods listen on every interface; the local run binds 127.0.0.1 instead. Every
 # replica change reloads Ray's HAProxy, and its old process is killed `hard-stop-after` later with
@@ -63,7 +63,7 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
             ),
         ),
         serve_config=build_serve_config(config),
-        env={**serve_flags(config.ray), **CLUSTER_ENV},
+        env={**config.ray.serve_flags, **CLUSTER_ENV},
         head=rs.HeadGroup(resources=rs.Resources(cpu=svc.head.cpu, memory=svc.head.memory)),
         upgrade_type=upgrade.type,
         incremental_upgrade=(

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
-from infra.config import ConfigError, ServeProfile, redact
+from infra.config import ServeProfile
+from infra.stack_file import ConfigError, redact
 from raygke.local import LocalError
 from raygke.local_ray import LocalRayError
 

@@ -34,14 +34,10 @@ from components.render.haproxy import (
     find_haproxy,
     render_haproxy_cfg,
 )
-from infra.config import ServeProfile, StackConfig, load_stack_config, with_serve_profile
+from infra.config import ServeProfile, StackConfig, with_serve_profile
 from infra.outputs import smoke_contract
-from infra.serve_config import (
-    build_serve_config,
-    scale_flags_for_local,
-    scale_for_local,
-    serve_flags,
-)
+from infra.serve_config import build_serve_config, scale_flags_for_local, scale_for_local
+from infra.stack_file import load_stack_config
 from raygke import local_ray
 
 DEFAULT_STATE_DIR = Path(".raygke/local")
@@ -90,7 +86,7 @@ def _ray_from_state(state: dict[str, Any]) -> local_ray.LocalRay:
 
 def local_flags(config: StackConfig) -> dict[str, str]:
     """The env flags the stack's Ray head starts with on this machine."""
-    return scale_flags_for_local(config.ray, serve_flags(config.ray), os.cpu_count() or 1)
+    return scale_flags_for_local(config.ray, os.cpu_count() or 1)
 
 
 def local_serve_config(config: StackConfig) -> dict[str, Any]:
@@ -319,7 +315,6 @@ def up(
         source="local",
         http_url=f"http://127.0.0.1:{http}",
         grpc_target=f"127.0.0.1:{grpc}",
-        serve_flags=flags,
         apps=[a["name"] for a in serve_config["applications"]],
         direct={
             "http_url": ray.http_url,

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.config import parse_stack_config, read_stack_file
 from infra.cost import render_cost_lines
 from infra.program import run_program
 from infra.scheduling import scheduling_plan
+from infra.stack_file import parse_stack_config, read_stack_file
 from policy import Violation, evaluate, mandatory, render_violations, violations_json
 from raygke.diff import SECRET, short
 from raygke.mocks import Inventory, Registration, Secret, run_with_mocks

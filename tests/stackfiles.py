@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from infra.config import NAMESPACE as NS
-from infra.config import read_stack_file
+from infra.stack_file import NAMESPACE as NS
+from infra.stack_file import read_stack_file
 
 STACKS = sorted(
     p.name.split(".")[1] for p in (Path(__file__).parents[1] / "stacks").glob("Pulumi.*.yaml")
@@ -34,4 +34,14 @@ def mutated(stack: str, *mutations: Mutation) -> dict[str, Any]:
     config = copy.deepcopy(read_stack_file(stack))
     for mutate in mutations:
         mutate(config)
+    return config
+
+
+SECRET = "s3cr3t-Tok3n-9f1c"  # planted where a secret may be: no message may show it
+
+
+def with_secrets(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with SECRET in ray.extraEnv, whose values may be secrets."""
+    ray = config[f"{NS}:ray"]
+    ray["extraEnv"] = {**ray.get("extraEnv", {}), "HF_TOKEN": SECRET, "REDIS_AUTH": f"x{SECRET}x"}
     return config

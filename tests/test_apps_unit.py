@@ -362,14 +362,3 @@ def test_start_reports_a_missing_ray_binary(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(local_ray.LocalRayError, match="`ray` command is missing"):
         local_ray.start(tmp_path / "run")
-
-
-def test_infra_names_the_apps_as_the_app_modules_do() -> None:
-    """infra/ refers to apps by strings only (it must not import Ray); they must not drift."""
-    from infra.serve_config import APP_KINDS
-
-    assert APP_KINDS["echo"].grpc_servicer_functions == (echo.GRPC_SERVICER,)
-    assert APP_KINDS["recsys"].grpc_servicer_functions == (recsys.GRPC_SERVICER,)
-    for kind, module in (("echo", echo), ("recsys", recsys)):
-        module_name, attribute = APP_KINDS[kind].import_path.split(":")
-        assert module_name == module.__name__ and callable(getattr(module, attribute))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import load_stack_config
 from infra.outputs import smoke_contract
+from infra.stack_file import load_stack_config
 
 pytestmark = pytest.mark.config
 
@@ -238,7 +238,6 @@ def _outputs(tmp_path: Path, port: int) -> Path:
         source="local",
         http_url=f"http://127.0.0.1:{port}",
         grpc_target=f"127.0.0.1:{port}",
-        serve_flags={},
         apps=["echo", "recsys"],
     )
     path = tmp_path / "outputs.json"

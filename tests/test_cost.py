@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from components.render.gpu_machines import H100_MACHINES
-from infra.config import load_stack_config
 from infra.cost import (
     MODES,
     PRICE_FILE,
@@ -21,6 +20,7 @@ from infra.cost import (
     mode_price,
     render_cost_lines,
 )
+from infra.stack_file import load_stack_config
 
 STACKS = ("dev", "staging", "prod")
 

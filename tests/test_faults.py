@@ -44,8 +44,8 @@ from components.render.haproxy import (
     IngressSpec,
     find_haproxy,
 )
-from infra.config import StackConfig, load_stack_config
-from infra.serve_config import serve_flags
+from infra.config import StackConfig
+from infra.stack_file import load_stack_config
 from raygke import local, local_ray
 from raygke.smoke.contract import AppEndpoint, Endpoints
 from raygke.smoke.transport import Client, Result
@@ -116,7 +116,7 @@ def fault_run(
     state_dir = tmp_path_factory.mktemp("faults")
     config = load_stack_config("dev")
     t0 = time.monotonic()
-    ray = local_ray.start(state_dir / "ray", env=serve_flags(config.ray), num_cpus=16)
+    ray = local_ray.start(state_dir / "ray", env=config.ray.serve_flags, num_cpus=16)
     tier_pids: list[int] = []
     run: FaultRun | None = None
     try:

@@ -16,8 +16,8 @@ import yaml
 from conftest import RAYGKE, LocalRun
 from procs import cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
 
-from infra.config import load_stack_config
 from infra.serve_config import build_serve_config
+from infra.stack_file import load_stack_config
 from raygke import local
 from raygke.plan import plan_stack
 
@@ -28,7 +28,7 @@ def test_outputs_file_is_the_stack_contract(local_run: LocalRun):
     outputs = local_run.outputs
     assert outputs["source"] == "local" and outputs["stack"] == "dev"
     assert [a["name"] for a in outputs["apps"]] == ["echo", "recsys"]
-    assert outputs["serve_flags"] == local.local_flags(load_stack_config("dev"))
+    assert outputs["serve_flags"] == plan_stack("dev").outputs["smoke"]["serve_flags"]
     assert outputs["serve_flags"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert outputs["http_url"].startswith("http://127.0.0.1:")
     assert outputs["direct"]["grpc_target"].startswith("127.0.0.1:")

@@ -689,8 +689,8 @@ def _stack_inventory(stack: str):
 
 @functools.cache
 def _insecure_inventory():
-    from infra.config import parse_stack_config, read_stack_file
     from infra.program import run_program
+    from infra.stack_file import parse_stack_config, read_stack_file
     from raygke.mocks import run_with_mocks
 
     config = read_stack_file("insecure", FIXTURES)

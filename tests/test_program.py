@@ -10,12 +10,14 @@ import sys
 import pytest
 import yaml
 from schemas import validate_core, validate_rayservice
+from stackfiles import NS, edit, mutated
 
 from components.render.haproxy import Timeouts
-from infra.config import load_stack_config
-from infra.outputs import SMOKE_SCHEMA_VERSION
-from infra.serve_config import build_serve_config, serve_flags
-from raygke.mocks import Secret
+from infra.outputs import DEFAULT_SLO, SMOKE_SCHEMA_VERSION
+from infra.program import run_program
+from infra.serve_config import build_serve_config
+from infra.stack_file import load_stack_config
+from raygke.mocks import Secret, run_with_mocks
 from raygke.plan import Plan, plan_stack, render_text
 
 STACKS = ("dev", "staging", "prod")
@@ -174,7 +176,7 @@ def test_rayservice_validates_and_carries_the_stack_serve_config(stack: str):
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
         assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
-        assert {k: env[k] for k in serve_flags(config.ray)} == serve_flags(config.ray)
+        assert {k: env[k] for k in config.ray.serve_flags} == config.ray.serve_flags
         # A reload of Ray's HAProxy must not cut streams our tier lets run (docs/reliability.md).
         assert int(env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) >= Timeouts().tunnel_s
 
@@ -267,11 +269,26 @@ def test_smoke_output_is_the_documented_contract(stack: str):
     echo = next(a for a in smoke["apps"] if a["kind"] == "echo")
     assert echo["grpc_service"] == "raygke.echo.v1.EchoService"
     assert echo["grpc_application"] == "echo"
+    # what the stack's `ray` section sets, as a local run of it reports (test_local_run.py), not
+    # what the cluster's pods add for themselves (their listen address, HAProxy's hard-stop)
+    assert smoke["serve_flags"] == config.ray.serve_flags
     assert smoke["serve_flags"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert smoke["gpu"]["count_per_node"] == config.gpu_pool.accelerator_count
     assert smoke["kuberay_version"] == "1.7.0" and smoke["ray_version"] == "2.60.0"
     assert isinstance(outputs["kubeconfig"], Secret)
     assert "gke-gcloud-auth-plugin" in outputs["kubeconfig"].value
+
+
+def test_the_stacks_smoke_section_is_the_slo_output():
+    smoke = {"concurrency": 3, "p99Ms": 123.5, "maxErrorRate": 0.02}
+    _, outputs = run_with_mocks(
+        run_program, stack="dev", config=mutated("dev", edit("smoke", **smoke))
+    )
+    assert outputs["smoke"]["slo"] == {"concurrency": 3, "p99_ms": 123.5, "max_error_rate": 0.02}
+    _, outputs = run_with_mocks(
+        run_program, stack="dev", config=mutated("dev", lambda c: c.pop(f"{NS}:smoke"))
+    )
+    assert outputs["smoke"]["slo"] == DEFAULT_SLO
 
 
 def test_plan_text_is_deterministic_and_masks_secrets():

@@ -192,7 +192,7 @@ def test_a_pdb_that_blocks_every_drain_fails_before_anything_registers() -> None
     with pytest.raises(
         ValueError,
         match=r"RayServeApp 'echo': pdb_min_available \(2\) must be below the workers' "
-        r"min_replicas \(2\) or 0: .* every node drain blocks; allowed: 0..1",
+        r"min_replicas \(2\) or 0: .* every node drain and upgrade blocks; allowed: 0..1",
     ):
         run(pdb_min_available=2, inventory=seen)
     assert [reg for reg in seen.resources if reg.type.startswith("kubernetes:")] == []

@@ -235,7 +235,6 @@ def test_pods_drain_then_stop_ray_inside_their_termination_grace() -> None:
     assert "--deadline-remaining-seconds 90 " in drain
     assert drain.startswith("end=$(( $(date +%s) + 90 ));")
     assert drain.endswith(f"ray stop --grace-period {r.RAY_STOP_GRACE_S} >/dev/null 2>&1; true")
-    assert r.RAY_STOP_GRACE_S < r.STOP_MARGIN_S
     assert _pre_stop(head) == (
         f"sleep {r.HEAD_DEREGISTRATION_S}; ray stop --grace-period {r.RAY_STOP_GRACE_S} "
         ">/dev/null 2>&1; true"
@@ -578,7 +577,8 @@ def test_check_rayservice_name_accepts_valid_names(name: str) -> None:
         ),
         (
             {"termination_grace_s": 60, "drain_deadline_s": 60},
-            r"termination_grace_s \(60\) must be at least 75: the drain deadline \(60 s",
+            r"drain_deadline_s \(60\) must leave 15 s of termination_grace_s \(60\) for `ray stop`"
+            r".*allowed: 1..45 \(or raise termination_grace_s to 75\)",
         ),
         (
             {"termination_grace_s": 20, "drain_deadline_s": 1},

@@ -10,8 +10,8 @@ from stackfiles import NS, STACKS, edit, mutated
 from components.render import scheduling as sched
 from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL
 from components.render.quantity import cpu_millis, memory_bytes
-from infra.config import ConfigError, load_stack_config, parse_stack_config
 from infra.scheduling import scheduling_plan
+from infra.stack_file import ConfigError, load_stack_config, parse_stack_config
 
 GIB = 2**30
 

@@ -13,87 +13,26 @@ import pytest
 from app.contracts import HandleSerialization
 from app.echo import EchoArgs
 from app.recsys import RecsysArgs
-from infra.config import (
-    RECSYS_MAX_BATCH_SIZE,
-    TUNED_MAX_ONGOING_REQUESTS,
-    ConfigError,
-    TuningConfig,
-    load_stack_config,
-    parse_stack_config,
-    read_stack_file,
-    with_serve_profile,
-)
+from infra.config import FLAGS_ONLY, RECSYS_MAX_BATCH_SIZE, TuningConfig, with_serve_profile
 from infra.program import run_program
-from infra.serve_config import (
-    FLAGS_ONLY,
-    RAY_HAPROXY_THREADS,
-    build_serve_config,
-    scale_flags_for_local,
-    serve_flags,
-)
+from infra.serve_config import RAY_HAPROXY_THREADS
+from infra.stack_file import ConfigError, load_stack_config, parse_stack_config, read_stack_file
 from raygke.mocks import Inventory, run_with_mocks
 
 pytestmark = [pytest.mark.config, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 NS = "ray-serve-gke"
 
 
-def _apps(config: Any) -> dict[str, dict[str, Any]]:
-    return {a["name"]: a for a in build_serve_config(config)["applications"]}
-
-
 def test_the_profiles_env_flags():
     dev = load_stack_config("dev")
-    assert serve_flags(with_serve_profile(dev, "ray-defaults").ray) == {}
-    assert serve_flags(with_serve_profile(dev, "flags-only").ray) == FLAGS_ONLY
-    assert serve_flags(dev.ray) == FLAGS_ONLY  # tuned's env lever is set per machine: below
+    assert with_serve_profile(dev, "ray-defaults").ray.serve_flags == {}
+    assert with_serve_profile(dev, "flags-only").ray.serve_flags == FLAGS_ONLY
+    # tuned's env lever is set per machine (test_serve_config.py), unless the stack pins it
+    assert dev.ray.serve_flags == FLAGS_ONLY
     pinned = dev.ray.model_copy(update={"tuning": TuningConfig(haproxy_threads=2)})
-    assert serve_flags(pinned) == {**FLAGS_ONLY, "RAY_SERVE_HAPROXY_NBTHREAD": "2"}
-
-
-@pytest.mark.parametrize(("cores", "threads"), [(1, "1"), (2, "1"), (6, "3"), (16, "4")])
-def test_on_one_machine_rays_haproxy_gets_half_the_cores(cores: int, threads: str):
-    ray = load_stack_config("dev").ray
-    local = scale_flags_for_local(ray, serve_flags(ray), cores)
-    assert local == {**serve_flags(ray), "RAY_SERVE_HAPROXY_NBTHREAD": threads}
-    assert "RAY_SERVE_HAPROXY_NBTHREAD" not in serve_flags(ray)  # the cluster keeps Ray's 4
-    flags_only = with_serve_profile(load_stack_config("dev"), "flags-only").ray
-    assert scale_flags_for_local(flags_only, FLAGS_ONLY, cores) == FLAGS_ONLY
-    pinned = ray.model_copy(update={"tuning": TuningConfig(haproxy_threads=3)})
-    assert (
-        scale_flags_for_local(pinned, serve_flags(pinned), cores)["RAY_SERVE_HAPROXY_NBTHREAD"]
-        == "3"
-    )
-
-
-def test_flags_only_serves_the_stack_as_ray_would():
-    """B of the A/B: the same apps, deployments and resources, and nothing of the tuning."""
-    tuned = _apps(load_stack_config("dev"))
-    plain = _apps(with_serve_profile(load_stack_config("dev"), "flags-only"))
-    assert plain.keys() == tuned.keys()
-    for name, app in plain.items():
-        assert app["args"] == next(a.args for a in load_stack_config("dev").apps if a.name == name)
-        assert all("max_ongoing_requests" not in d for d in app["deployments"])
-        strip = [
-            {k: v for k, v in d.items() if k != "max_ongoing_requests"}
-            for d in tuned[name]["deployments"]
-        ]
-        assert strip == app["deployments"]
-
-
-def test_tuned_adds_its_levers_and_the_stack_wins():
-    raw = copy.deepcopy(read_stack_file("dev"))
-    echo = next(a for a in raw[f"{NS}:apps"] if a["name"] == "echo")
-    echo["deployments"]["Echo"]["maxOngoingRequests"] = 8
-    apps = _apps(parse_stack_config("dev", raw))
-    limits = {d["name"]: d["max_ongoing_requests"] for d in apps["echo"]["deployments"]}
-    tuned = TUNED_MAX_ONGOING_REQUESTS
-    assert limits == {"Echo": 8, "EchoIngress": tuned, "Streamer": tuned}
-
-
-def test_the_llm_app_keeps_ray_serve_llms_own_limits():
-    apps = _apps(load_stack_config("prod"))
-    llm = next(a for a in apps.values() if a["import_path"] == "app.llm:build_app")
-    assert all("max_ongoing_requests" not in d for d in llm["deployments"])
+    assert pinned.serve_flags == {**FLAGS_ONLY, "RAY_SERVE_HAPROXY_NBTHREAD": "2"}
+    extra = dev.ray.model_copy(update={"extra_env": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
+    assert extra.serve_flags == {**FLAGS_ONLY, "RAY_SERVE_LOG_TO_STDERR": "0"}
 
 
 def test_the_apps_take_the_codecs_the_ablation_measures_and_the_batch_the_config_checks():
@@ -182,5 +121,5 @@ def test_flags_only_keeps_rays_batching_limit_and_is_accepted():
     """Ray's default limit under flags-only is the profile's choice, not a stack error."""
     raw = copy.deepcopy(read_stack_file("dev"))
     _ray(serveProfile="flags-only")(raw)
-    assert parse_stack_config("dev", raw).ray.tuned is None
+    assert parse_stack_config("dev", raw).ray.effective_tuning is None
     assert TuningConfig().max_ongoing_requests >= RECSYS_MAX_BATCH_SIZE

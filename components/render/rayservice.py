@@ -363,19 +363,32 @@ def check_auth(mode: str, ray_version: str) -> list[str]:
     return []
 
 
-def check_shutdown(termination_grace_s: int, drain_deadline_s: int) -> list[str]:
-    """Problems with a pod termination grace and a worker drain deadline that cannot work together."""
-    errors = []
+def check_shutdown(
+    termination_grace_s: int,
+    drain_deadline_s: int,
+    *,
+    grace_key: str = "termination_grace_s",
+    drain_key: str = "drain_deadline_s",
+) -> list[str]:
+    """Problems with a pod termination grace and a worker drain deadline that cannot work together.
+    The keys name the two values as the caller's user wrote them (the stack config passes its own)."""
     if drain_deadline_s < 1:
-        errors.append(f"drain_deadline_s must be at least 1; got {drain_deadline_s}")
-    need = max(drain_deadline_s, HEAD_DEREGISTRATION_S) + STOP_MARGIN_S
-    if termination_grace_s < need:
-        errors.append(
-            f"termination_grace_s ({termination_grace_s}) must be at least {need}: the drain "
-            f"deadline ({drain_deadline_s} s; the head waits {HEAD_DEREGISTRATION_S} s) plus "
-            f"{STOP_MARGIN_S} s for `ray stop`, or the kubelet kills the pod mid-drain"
-        )
-    return errors
+        return [f"{drain_key} must be at least 1; got {drain_deadline_s}"]
+    room = termination_grace_s - STOP_MARGIN_S
+    if drain_deadline_s > room:
+        need = max(drain_deadline_s, HEAD_DEREGISTRATION_S) + STOP_MARGIN_S
+        return [
+            f"{drain_key} ({drain_deadline_s}) must leave {STOP_MARGIN_S} s of {grace_key} "
+            f"({termination_grace_s}) for `ray stop`, or the kubelet kills the pod mid-drain; "
+            f"allowed: 1..{room} (or raise {grace_key} to {need})"
+        ]
+    if termination_grace_s < HEAD_DEREGISTRATION_S + STOP_MARGIN_S:
+        return [
+            f"{grace_key} ({termination_grace_s}) must be at least "
+            f"{HEAD_DEREGISTRATION_S + STOP_MARGIN_S}: the head waits {HEAD_DEREGISTRATION_S} s to "
+            f"leave the Services, then {STOP_MARGIN_S} s for `ray stop`"
+        ]
+    return []
 
 
 def ray_pod_labels(name: str) -> dict[str, str]:
@@ -633,24 +646,37 @@ def render_rayservice(spec: RayServiceSpec) -> dict[str, Any]:
     }
 
 
-def default_min_available(spec: RayServiceSpec) -> int:
+def default_pdb_min_available(min_replicas: int) -> int:
     """Worker pods a voluntary disruption (drain, upgrade) must leave running: all but one of the
     floor (min_replicas), so a drain takes one worker at a time and is never blocked outright."""
-    return max(0, sum(g.min_replicas for g in spec.workers) - 1)
+    return max(0, min_replicas - 1)
 
 
-def check_min_available(spec: RayServiceSpec, min_available: object) -> str | None:
+def check_pdb_min_available(
+    min_available: object,
+    min_replicas: int,
+    *,
+    floor_key: str = "pdb_min_available",
+    replicas_key: str = "the workers' min_replicas",
+) -> str | None:
     """The problem with a worker PDB floor that blocks every drain, or None (also for an Output,
-    which is only known at deploy time)."""
-    floor = sum(g.min_replicas for g in spec.workers)
-    if isinstance(min_available, int) and min_available > 0 and min_available >= floor:
-        allowed = "0" if floor <= 1 else f"0..{floor - 1}"
+    which is only known at deploy time). The keys name the values as the caller's user wrote them."""
+    if isinstance(min_available, int) and min_available > 0 and min_available >= min_replicas:
+        allowed = "0" if min_replicas <= 1 else f"0..{min_replicas - 1}"
         return (
-            f"pdb_min_available ({min_available}) must be below the workers' min_replicas ({floor}) "
-            f"or 0: at that many workers no eviction is allowed, so every node drain blocks; "
+            f"{floor_key} ({min_available}) must be below {replicas_key} ({min_replicas}) or 0: at "
+            "that many workers no eviction is allowed, so every node drain and upgrade blocks; "
             f"allowed: {allowed}"
         )
     return None
+
+
+def default_min_available(spec: RayServiceSpec) -> int:
+    return default_pdb_min_available(sum(g.min_replicas for g in spec.workers))
+
+
+def check_min_available(spec: RayServiceSpec, min_available: object) -> str | None:
+    return check_pdb_min_available(min_available, sum(g.min_replicas for g in spec.workers))
 
 
 def render_worker_pdb(spec: RayServiceSpec, min_available: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from infra.config import AppKind
+from infra.outputs import DEFAULT_SLO
 from infra.outputs import SMOKE_SCHEMA_VERSION as SCHEMA_VERSION
 
 APP_KINDS: tuple[str, ...] = get_args(AppKind)  # a custom app gets the health gate only
@@ -49,7 +50,7 @@ EXAMPLE: dict[str, Any] = {
     "serve_flags": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
     "kuberay_version": "1.7.0",
     "gpu": {"type": "nvidia-h100-80gb", "count_per_node": 1, "nodes_min": 0, "nodes_max": 2},
-    "slo": {"concurrency": 8, "p99_ms": 500.0, "max_error_rate": 0.01},
+    "slo": dict(DEFAULT_SLO),
 }
 
 

@@ -1,0 +1,308 @@
+"""Reading a stack's config: stacks/Pulumi.<stack>.yaml or the running Pulumi stack, into a StackConfig.
+
+Owns: the stack file (a key given twice is an error, not YAML's silent last-wins), mapping Pulumi's
+`<namespace>:<section>` keys onto the model, and turning pydantic's errors into one line per problem,
+"<key>: <what is wrong>; got <value>", with secrets masked. Does not own the rules themselves
+(infra/config.py, and the renderers it calls).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_camel
+
+from infra.config import (
+    FlexStart,
+    OnDemand,
+    QueuedProvisioning,
+    Reservation,
+    Spot,
+    StackConfig,
+    shown_value,
+)
+
+NAMESPACE = "ray-serve-gke"  # the project name: Pulumi's config namespace for our keys
+
+
+class ConfigError(ValueError):
+    """A stack config that cannot work; the message lists every problem found."""
+
+
+_SECTIONS = {
+    "environment": "environment",
+    "environmentOverride": "environment_override",
+    "network": "network",
+    "cluster": "cluster",
+    "gpuPool": "gpu_pool",
+    "kuberay": "kuberay",
+    "ingress": "ingress",
+    "ray": "ray",
+    "rayService": "ray_service",
+    "apps": "apps",
+    "smoke": "smoke",
+}
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured config over as JSON text; YAML files give it parsed."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """`('gpu_pool', 'capacity', 'spot', 'mode')` -> `ray-serve-gke:gpuPool.capacity.mode`."""
+    parts = [str(p) for p in loc]
+    if not parts:
+        return NAMESPACE
+    top = {v: k for k, v in _SECTIONS.items()}.get(parts[0], parts[0])
+    rest = []
+    for part in parts[1:]:
+        if part in _CAPACITY_MODELS:
+            continue  # pydantic's discriminator tag, not a key the user wrote
+        rest.append(
+            f"[{part}]" if part.isdigit() else f".{to_camel(part) if '_' in part else part}"
+        )
+    if top in ("project", "region"):
+        return f"gcp:{top}"
+    if top == "stack":
+        return "stack"
+    return f"{NAMESPACE}:{top}" + "".join(rest)
+
+
+_CAPACITY_MODELS = {
+    get_args(m.model_fields["mode"].annotation)[0]: m
+    for m in (OnDemand, Spot, FlexStart, QueuedProvisioning, Reservation)
+}
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model at `loc` (the parent of an unknown key) accepts, as written in YAML."""
+    model: Any = StackConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is not None:
+            model = _model_in(field.annotation)
+        elif part in _CAPACITY_MODELS:  # pydantic's discriminator tag names the union member
+            model = _CAPACITY_MODELS[part]
+        # otherwise `part` is a key of a dict of models (a deployment name): same model
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside `X`, `X | None`, `list[X]` or `dict[str, X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _names_its_key(msg: str) -> bool:
+    head = msg.split(" ", 1)[0].rstrip(":").split(".")[0].split("[")[0]
+    return head in (*_SECTIONS, "apps", "gcp:region")
+
+
+def _qualify(line: str) -> str:
+    return line if line.startswith("gcp:") else f"{NAMESPACE}:{line}"
+
+
+MASK = "[secret]"
+# Config paths (pydantic locations) whose values may be secrets; shown as MASK, never as given.
+_SECRET_LOCS = (("ray", "extra_env"),)
+
+
+def _is_secret_loc(loc: tuple[int | str, ...], secret_sections: frozenset[str]) -> bool:
+    if loc and str(loc[0]) in secret_sections:
+        return True
+    return any(tuple(str(p) for p in loc[: len(s)]) == s for s in _SECRET_LOCS)
+
+
+def _format(exc: ValidationError, secret_sections: frozenset[str] = frozenset()) -> str:
+    """One line per problem: the key, what is wrong, the value if it is a scalar and not secret."""
+    lines = []
+    for err in exc.errors():
+        where = _where(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        secret = _is_secret_loc(err["loc"], secret_sections)
+        shown = MASK if secret else shown_value(err.get("input"))
+        if err["type"] == "value_error" and _names_its_key(msg):
+            # our validators already name the full key: "gpuPool.minNodes (3) must be <= ..."
+            lines.extend(_qualify(line) for line in msg.split("\n"))
+            continue
+        if err["type"] == "extra_forbidden":
+            msg = (
+                f"unknown key (value {shown}); allowed keys: {', '.join(_allowed_keys(err['loc']))}"
+            )
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif secret:
+            # a rule's own message may quote the value it checked
+            msg = f"{err['msg'].split(';')[0].removeprefix('Value error, ')}; got {MASK}"
+        elif err["type"] == "union_tag_invalid":
+            pass  # pydantic's message quotes the tag given and the tags allowed
+        elif err["type"] in ("literal_error", "enum") or (
+            "got" not in msg and err["type"] not in ("model_type", "dict_type")
+        ):
+            msg = f"{msg}; got {shown}"
+        lines.append(f"{where}: {msg}")
+    return "\n".join(lines)
+
+
+def secret_values(config: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> set[str]:
+    """Every string in the stack config that may be a secret: extraEnv values, and every string under
+    a key Pulumi holds as secret (`pulumi config set --secret`)."""
+    found: set[str] = set()
+
+    def strings(node: Any) -> None:
+        if isinstance(node, str):
+            found.add(node)
+            decoded = _decode(node)
+            if decoded is not node:
+                strings(decoded)
+        elif isinstance(node, Mapping):
+            for value in node.values():
+                strings(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                strings(value)
+
+    for key, raw in config.items():
+        if key in secret_keys:
+            strings(raw)
+    ray = _decode(config.get(f"{NAMESPACE}:ray"))
+    if isinstance(ray, Mapping) and isinstance(ray.get("extraEnv"), Mapping):
+        strings(list(ray["extraEnv"].values()))
+    return {s for s in found if len(s) >= MIN_SECRET_CHARS}
+
+
+MIN_SECRET_CHARS = 4  # shorter values ("1", "true") would mask half a message and protect nothing
+_KNOWN_SECRETS: set[str] = set()  # every secret value a parse has seen in this process
+
+
+def redact(text: str, secrets: set[str] | None = None) -> str:
+    """`text` with every secret value replaced by MASK; by default every one this process has
+    parsed: the last line of defence for messages built elsewhere (the CLI's last resort)."""
+    for secret in sorted(_KNOWN_SECRETS if secrets is None else secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def parse_stack_config(
+    stack: str, config: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()
+) -> StackConfig:
+    """Validate a stack's `config:` map (keys like `gcp:project`, `ray-serve-gke:gpuPool`).
+
+    `secret_keys` are the keys Pulumi holds as secrets: no message shows a value from them, nor any
+    extraEnv value."""
+    secrets = secret_values(config, secret_keys)
+    _KNOWN_SECRETS.update(secrets)
+    secret_sections = frozenset(
+        _SECTIONS[k.partition(":")[2]]
+        for k in secret_keys
+        if k.partition(":")[0] == NAMESPACE and k.partition(":")[2] in _SECTIONS
+    )
+    data: dict[str, Any] = {"stack": stack}
+    unknown = []
+    for key, raw in config.items():
+        namespace, _, name = key.partition(":")
+        if namespace == "gcp" and name in ("project", "region"):
+            data[name] = _decode(raw) if name != "project" else str(raw)
+        elif namespace == NAMESPACE:
+            if name not in _SECTIONS:
+                unknown.append(key)
+            else:
+                data[_SECTIONS[name]] = _decode(raw)
+    if unknown:
+        raise ConfigError(
+            "\n".join(
+                f"{key}: unknown key; allowed keys: {', '.join(f'{NAMESPACE}:{k}' for k in _SECTIONS)}"
+                for key in sorted(unknown)
+            )
+        )
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        message = f"stack {stack!r} has an invalid config:\n{_format(exc, secret_sections)}"
+        raise ConfigError(redact(message, secrets)) from None
+
+
+def stack_file_path(stack: str, stacks_dir: Path | None = None) -> Path:
+    return (
+        stacks_dir or Path(__file__).resolve().parent.parent / "stacks"
+    ) / f"Pulumi.{stack}.yaml"
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+def _loader(path: Path) -> type[yaml.SafeLoader]:
+    """A SafeLoader that refuses a key given twice in one mapping, at any depth: PyYAML (and most
+    loaders) keep the last silently, so the first value a reader sees is not the one deployed."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)  # type: ignore[arg-type]
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKeyError(
+                        f"key {key!r} appears twice in one mapping, at lines {seen[key]} and "
+                        f"{line}: YAML keeps only the last; remove one"
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any]:
+    """The raw `config:` map of stacks/Pulumi.<stack>.yaml."""
+    path = stack_file_path(stack, stacks_dir)
+    if not path.is_file():
+        available = sorted(p.name.split(".")[1] for p in path.parent.glob("Pulumi.*.yaml"))
+        raise ConfigError(f"no stack file {path}; stacks: {', '.join(available) or 'none'}")
+    try:
+        document = yaml.load(path.read_text(), Loader=_loader(path)) or {}
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise ConfigError(f"{path} must hold a `config:` mapping")
+    return document["config"]
+
+
+def load_stack_config(stack: str, stacks_dir: Path | None = None) -> StackConfig:
+    return parse_stack_config(stack, read_stack_file(stack, stacks_dir))
+
+
+def load_pulumi_stack_config() -> StackConfig:
+    """The running Pulumi stack's config, validated (used by infra/__main__.py)."""
+    import pulumi
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    config = {**get_config_env(), **CONFIG.get()}
+    return parse_stack_config(pulumi.get_stack(), config, _pulumi_secret_keys())
+
+
+def _pulumi_secret_keys() -> frozenset[str]:
+    """The config keys Pulumi decrypted for this run (their values must never reach a message)."""
+    from pulumi.runtime.config import get_config_secret_keys_env
+
+    return frozenset(get_config_secret_keys_env())

@@ -1,0 +1,185 @@
+"""infra/serve_config.py: the `serveConfigV2` the RayService carries, built from the stack config, and
+the same config (and Ray's env flags) scaled to one machine for `raygke local`."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from stackfiles import NS, edit, mutated
+
+from infra.config import FLAGS_ONLY, TUNED_MAX_ONGOING_REQUESTS, TuningConfig, with_serve_profile
+from infra.serve_config import (
+    APP_KIND_SPECS,
+    SERVE_GRPC_PORT,
+    SERVE_HTTP_PORT,
+    app_kind,
+    build_serve_config,
+    scale_flags_for_local,
+    scale_for_local,
+)
+from infra.stack_file import load_stack_config, parse_stack_config, read_stack_file
+
+pytestmark = pytest.mark.config
+
+
+def _apps(config: Any) -> dict[str, dict[str, Any]]:
+    return {a["name"]: a for a in build_serve_config(config)["applications"]}
+
+
+# --- the apps, by kind -------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic models
+def test_infra_names_the_apps_as_the_app_modules_do() -> None:
+    """infra/ refers to apps by strings only (it must not import Ray); they must not drift."""
+    from app import echo, recsys
+
+    assert APP_KIND_SPECS["echo"].grpc_servicer_functions == (echo.GRPC_SERVICER,)
+    assert APP_KIND_SPECS["recsys"].grpc_servicer_functions == (recsys.GRPC_SERVICER,)
+    for kind, module in (("echo", echo), ("recsys", recsys)):
+        module_name, attribute = APP_KIND_SPECS[kind].import_path.split(":")
+        assert module_name == module.__name__ and callable(getattr(module, attribute))
+
+
+def test_a_custom_app_serves_its_own_code_and_an_http_only_app_no_grpc_service():
+    custom = {
+        "name": "mine",
+        "kind": "custom",
+        "routePrefix": "/mine",
+        "importPath": "team.app:build",
+        "grpcService": "team.v1.Mine",
+        "grpcServicerFunctions": ["team.pb2_grpc.add_MineServicer_to_server"],
+    }
+    config = parse_stack_config(
+        "dev",
+        mutated(
+            "dev",
+            lambda c: c[f"{NS}:apps"].append(custom),
+            edit("apps", [0], protocols=["http"]),
+        ),
+    )
+    echo, _, mine = config.apps
+    assert app_kind(mine).import_path == "team.app:build"
+    assert app_kind(mine).grpc_service == "team.v1.Mine"
+    assert app_kind(echo).import_path == APP_KIND_SPECS["echo"].import_path
+    assert app_kind(echo).grpc_service is None and app_kind(echo).grpc_servicer_functions == ()
+    document = build_serve_config(config)
+    assert document["grpc_options"] == {
+        "port": SERVE_GRPC_PORT,
+        "grpc_servicer_functions": [
+            APP_KIND_SPECS["recsys"].grpc_servicer_functions[0],
+            "team.pb2_grpc.add_MineServicer_to_server",
+        ],
+    }
+
+
+# --- the cluster's serveConfigV2 ---------------------------------------------------------------
+
+
+def test_the_cluster_document_carries_the_stacks_apps_and_deployment_options():
+    config = load_stack_config("dev")
+    document = build_serve_config(config)
+    assert document["http_options"] == {"host": "0.0.0.0", "port": SERVE_HTTP_PORT}
+    assert [a["route_prefix"] for a in document["applications"]] == ["/echo", "/recsys"]
+    ranker = next(
+        d for d in _apps(config)["recsys"]["deployments"] if d["name"] == "Ranker"
+    )  # numReplicas, numCpus and numGpus as the stack sets them; Ray's lifecycle defaults stay Ray's
+    assert ranker == {
+        "name": "Ranker",
+        "num_replicas": 1,
+        "ray_actor_options": {"num_cpus": 4, "num_gpus": 1},
+        "max_ongoing_requests": TUNED_MAX_ONGOING_REQUESTS,
+    }
+
+
+def test_autoscaling_replaces_num_replicas_and_lifecycle_options_pass_through():
+    scaled = {"autoscaling": {"minReplicas": 1, "maxReplicas": 3}, "gracefulShutdownTimeoutS": 10}
+    config = parse_stack_config(
+        "dev", mutated("dev", lambda c: c[f"{NS}:apps"][0]["deployments"].update(Echo=scaled))
+    )
+    echo = next(d for d in _apps(config)["echo"]["deployments"] if d["name"] == "Echo")
+    assert "num_replicas" not in echo and "ray_actor_options" not in echo
+    assert echo["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 2.0,
+    }
+    assert echo["graceful_shutdown_timeout_s"] == 10
+
+
+def test_no_grpc_options_without_ray_grpc():
+    config = parse_stack_config(
+        "dev",
+        mutated(
+            "dev",
+            edit("ray", grpc=False),
+            *(edit("apps", [i], protocols=["http"]) for i in (0, 1)),
+        ),
+    )
+    assert "grpc_options" not in build_serve_config(config)
+
+
+def test_flags_only_serves_the_stack_as_ray_would():
+    """B of the A/B: the same apps, deployments and resources, and nothing of the tuning."""
+    tuned = _apps(load_stack_config("dev"))
+    plain = _apps(with_serve_profile(load_stack_config("dev"), "flags-only"))
+    assert plain.keys() == tuned.keys()
+    for name, app in plain.items():
+        assert app["args"] == next(a.args for a in load_stack_config("dev").apps if a.name == name)
+        assert all("max_ongoing_requests" not in d for d in app["deployments"])
+        strip = [
+            {k: v for k, v in d.items() if k != "max_ongoing_requests"}
+            for d in tuned[name]["deployments"]
+        ]
+        assert strip == app["deployments"]
+
+
+def test_tuned_adds_its_levers_and_the_stack_wins():
+    raw = copy.deepcopy(read_stack_file("dev"))
+    echo = next(a for a in raw[f"{NS}:apps"] if a["name"] == "echo")
+    echo["deployments"]["Echo"]["maxOngoingRequests"] = 8
+    apps = _apps(parse_stack_config("dev", raw))
+    limits = {d["name"]: d["max_ongoing_requests"] for d in apps["echo"]["deployments"]}
+    tuned = TUNED_MAX_ONGOING_REQUESTS
+    assert limits == {"Echo": 8, "EchoIngress": tuned, "Streamer": tuned}
+
+
+def test_the_llm_app_keeps_ray_serve_llms_own_limits():
+    apps = _apps(load_stack_config("prod"))
+    llm = next(a for a in apps.values() if a["import_path"] == "app.llm:build_app")
+    assert all("max_ongoing_requests" not in d for d in llm["deployments"])
+
+
+# --- one machine -------------------------------------------------------------------------------
+
+
+def test_one_machine_gets_one_cpu_replica_each_and_the_local_args():
+    config = load_stack_config("dev")
+    cluster = build_serve_config(config)
+    local = scale_for_local(config, cluster)
+    assert local["http_options"] == {"host": "127.0.0.1", "port": SERVE_HTTP_PORT}
+    assert local["grpc_options"] == cluster["grpc_options"]
+    recsys = next(a for a in local["applications"] if a["name"] == "recsys")
+    assert recsys["args"] == {"cardinality": 1000}  # localArgs over args
+    for app in local["applications"]:
+        for dep in app["deployments"]:
+            assert dep["num_replicas"] == 1 and "autoscaling_config" not in dep
+            assert dep["ray_actor_options"]["num_cpus"] <= 1
+            assert "num_gpus" not in dep["ray_actor_options"]
+    assert cluster == build_serve_config(config)  # the cluster's document is left as it was
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, "1"), (2, "1"), (6, "3"), (16, "4")])
+def test_on_one_machine_rays_haproxy_gets_half_the_cores(cores: int, threads: str):
+    ray = load_stack_config("dev").ray
+    assert scale_flags_for_local(ray, cores) == {
+        **ray.serve_flags,
+        "RAY_SERVE_HAPROXY_NBTHREAD": threads,
+    }
+    assert "RAY_SERVE_HAPROXY_NBTHREAD" not in ray.serve_flags  # the cluster keeps Ray's 4
+    flags_only = with_serve_profile(load_stack_config("dev"), "flags-only").ray
+    assert scale_flags_for_local(flags_only, cores) == FLAGS_ONLY
+    pinned = ray.model_copy(update={"tuning": TuningConfig(haproxy_threads=3)})
+    assert scale_flags_for_local(pinned, cores)["RAY_SERVE_HAPROXY_NBTHREAD"] == "3"
