@@ -1,9 +1,9 @@
 """The `smoke` outputs contract: what every stack exports and `raygke local` writes, for `raygke smoke`.
 
 Versioned: a change of shape bumps SMOKE_SCHEMA_VERSION, and `raygke smoke` refuses versions it does not know.
-Owns what each field means, for both producers: `serve_flags` is the stack's `RayConfig.serve_flags`
-(what its `ray` section sets), never what one place adds for itself, so a cluster and a local run of
-the same stack report the same flags; `slo` is the stack's `smoke` section (SmokeConfig's defaults).
+Owns what each field means, for both producers: `serve_flags` is the Ray Serve part (`RAY_SERVE_*`)
+of the stack's `RayConfig.serve_flags` (what its `ray` section sets), never what one place adds for
+itself, so a cluster and a local run of the same stack report the same flags; `slo` is the stack's `smoke` section (SmokeConfig's defaults).
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ def slo_output(smoke: SmokeConfig) -> dict[str, Any]:
 
 # A stack that sets no `smoke`, and any other producer of the contract (bench/reference_server.py).
 DEFAULT_SLO = slo_output(SmokeConfig())
+
+SERVE_FLAG_PREFIX = "RAY_SERVE_"
+
+
+def serve_flags_output(config: StackConfig) -> dict[str, str]:
+    """Serve's flags only: other `ray.extraEnv` entries may hold secrets, and this output is plain."""
+    flags = config.ray.serve_flags
+    return {k: flags[k] for k in sorted(flags) if k.startswith(SERVE_FLAG_PREFIX)}
 
 
 def smoke_contract(
@@ -61,7 +69,7 @@ def smoke_contract(
         ],
         "ray_version": config.ray.version,
         "image": config.ray.image,
-        "serve_flags": dict(sorted(config.ray.serve_flags.items())),
+        "serve_flags": serve_flags_output(config),
         "kuberay_version": config.kuberay.version,
         "gpu": {
             "type": pool.accelerator_type,

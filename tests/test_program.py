@@ -271,12 +271,22 @@ def test_smoke_output_is_the_documented_contract(stack: str):
     assert echo["grpc_application"] == "echo"
     # what the stack's `ray` section sets, as a local run of it reports (test_local_run.py), not
     # what the cluster's pods add for themselves (their listen address, HAProxy's hard-stop)
-    assert smoke["serve_flags"] == config.ray.serve_flags
+    assert smoke["serve_flags"] == config.ray.serve_flags  # no stack sets a non-Serve extraEnv
     assert smoke["serve_flags"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert smoke["gpu"]["count_per_node"] == config.gpu_pool.accelerator_count
     assert smoke["kuberay_version"] == "1.7.0" and smoke["ray_version"] == "2.60.0"
     assert isinstance(outputs["kubeconfig"], Secret)
     assert "gke-gcloud-auth-plugin" in outputs["kubeconfig"].value
+
+
+def test_the_smoke_output_reports_serve_flags_and_never_other_extra_env():
+    secret_env = {"RAY_SERVE_REQUEST_PROCESSING_TIMEOUT_S": "30", "DB_PASSWORD": "hunter2-token"}
+    config = mutated("dev", edit("ray", extraEnv=secret_env))
+    _, outputs = run_with_mocks(run_program, stack="dev", config=config)
+    smoke = outputs["smoke"]
+    assert smoke["serve_flags"]["RAY_SERVE_REQUEST_PROCESSING_TIMEOUT_S"] == "30"
+    assert "DB_PASSWORD" not in smoke["serve_flags"]
+    assert "hunter2-token" not in repr(smoke)
 
 
 def test_the_stacks_smoke_section_is_the_slo_output():
