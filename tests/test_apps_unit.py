@@ -3,6 +3,7 @@ the llm config mapping, and the local Ray head's port/env/config planning. No Ra
 
 import inspect
 import json
+from collections.abc import Callable
 
 import grpc  # noqa: F401  (the apps import it; fail here first if it is missing)
 import numpy as np
@@ -257,6 +258,45 @@ def test_llm_config_kwargs_hub_token() -> None:
     assert kw["runtime_env"] == {"env_vars": {"HF_TOKEN": "s"}}
     public = _llm(source="hub", model_source="org/m", hf_token_env=None)
     assert "runtime_env" not in llm.llm_config_kwargs(public, env={})
+
+
+def _tiny_cpu(**kw: object) -> llm.LlmArgs:
+    return _llm(device="cpu", source="local", model_source="/tmp/tiny-llm", kv_cache_gib=1, **kw)
+
+
+def test_llm_config_kwargs_cpu() -> None:
+    kw = llm.llm_config_kwargs(_tiny_cpu(load_format="dummy", enforce_eager=True), env={})
+    assert "accelerator_type" not in kw  # Ray Serve LLM refuses a label on CPU
+    assert kw["accelerator_config"] == {"kind": "cpu"}
+    assert kw["placement_group_config"] == {"bundles": [{"CPU": 1}]}
+    engine = kw["engine_kwargs"]
+    assert (engine["load_format"], engine["enforce_eager"]) == ("dummy", True)
+    assert engine["kv_cache_memory_bytes"] == 1 << 30
+    assert "gpu_memory_utilization" not in engine
+    assert "runtime_env" not in kw
+    json.dumps(kw)
+
+
+@pytest.mark.parametrize("args", [_tiny_cpu, _llm], ids=["cpu", "gpu"])
+def test_llm_config_kwargs_pass_ray_serve_llms_own_validation(
+    args: Callable[[], llm.LlmArgs],
+) -> None:
+    from ray.serve.llm import LLMConfig
+
+    config = LLMConfig(**llm.llm_config_kwargs(args(), env={}))
+    assert config.accelerator_config.kind == ("cpu" if args is _tiny_cpu else "gpu")
+
+
+def test_llm_cpu_args_validation() -> None:
+    with pytest.raises(pydantic.ValidationError, match="kv_cache_gib is required"):
+        _llm(device="cpu", source="local", model_source="/tmp/m")
+    with pytest.raises(pydantic.ValidationError, match="accelerator_type must be null"):
+        _tiny_cpu(accelerator_type="H100")
+    assert _tiny_cpu(accelerator_type=None).accelerator_type is None
+    with pytest.raises(pydantic.ValidationError, match="tensor_parallel_size must be 1"):
+        _tiny_cpu(tensor_parallel_size=2)
+    with pytest.raises(pydantic.ValidationError, match="absolute directory"):
+        _llm(device="cpu", source="local", model_source="tiny-llm", kv_cache_gib=1)
 
 
 def test_llm_args_validation() -> None:
