@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
 from infra.config import AppConfig, DeploymentConfig, RayConfig, StackConfig, TuningConfig
-
-SERVE_HTTP_PORT = 8000
-SERVE_GRPC_PORT = 9000
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,14 @@ def build_serve_config(config: StackConfig, *, http_host: str = "0.0.0.0") -> di
         applications.append(entry)
     document: dict[str, Any] = {
         "proxy_location": "EveryNode",
-        "http_options": {"host": http_host, "port": SERVE_HTTP_PORT},
+        "http_options": {"host": http_host, "port": RAY_SERVE_HTTP_PORT},
         "applications": applications,
     }
     if config.ray.grpc and servicers:
-        document["grpc_options"] = {"port": SERVE_GRPC_PORT, "grpc_servicer_functions": servicers}
+        document["grpc_options"] = {
+            "port": RAY_SERVE_GRPC_PORT,
+            "grpc_servicer_functions": servicers,
+        }
     return document
 
 
@@ -179,6 +180,6 @@ def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[s
         )
     return {
         **serve_config,
-        "http_options": {"host": "127.0.0.1", "port": SERVE_HTTP_PORT},
+        "http_options": {"host": "127.0.0.1", "port": RAY_SERVE_HTTP_PORT},
         "applications": applications,
     }

@@ -20,8 +20,8 @@ from components.haproxy_ingress import (
     HaproxyIngress,
     HaproxyIngressArgs,
 )
-from components.render.haproxy import check_config, find_haproxy
 from raygke.mocks import Inventory, Registration, ints, run_with_mocks
+from raygke.tier import check_config
 
 TOKEN = "raygke:haproxy_ingress:HaproxyIngress"
 SERVICE = "kubernetes:core/v1:Service"
@@ -321,4 +321,4 @@ def test_rendered_config_passes_haproxy_check(
 ) -> None:
     _, out = request.getfixturevalue(variant)
     pem = self_signed_pem(tmp_path)
-    check_config(with_local_pem(out["config_text"], pem), find_haproxy())
+    check_config(with_local_pem(out["config_text"], pem))
