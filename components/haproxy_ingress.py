@@ -105,7 +105,13 @@ class HaproxyIngressArgs(TypedDict):
     """Namespace of the Prometheus collectors admitted to the stats and metrics ports. Default:
     gmp-system (GKE Managed Service for Prometheus)."""
     tls_secret_name: NotRequired[str]
-    """A kubernetes.io/tls Secret in `namespace`; port 443 then serves HTTPS (gRPC too)."""
+    """A kubernetes.io/tls Secret in `namespace`; `lb_https_port` then serves HTTPS (gRPC too)."""
+    lb_http_port: NotRequired[int]
+    """The load balancer's HTTP port, in `http_url`. Default: LB_HTTP_PORT, 80."""
+    lb_grpc_port: NotRequired[int]
+    """The load balancer's gRPC (h2c) port, in `grpc_target`. Default: LB_GRPC_PORT, 9000."""
+    lb_https_port: NotRequired[int]
+    """The load balancer's HTTPS port, with `tls_secret_name`. Default: LB_HTTPS_PORT, 443."""
     backend_slots: NotRequired[int]
     """How many Ray pods HAProxy can route to at once. Default: 16."""
     health: NotRequired[HealthCheck]
@@ -118,7 +124,9 @@ class HaproxyIngressArgs(TypedDict):
     """The cluster's DNS domain. Default: cluster.local."""
 
 
-def _validate(replicas: int, max_replicas: int, min_available: int, cpu_target: int) -> None:
+def _validate(
+    replicas: int, max_replicas: int, min_available: int, cpu_target: int, lb_ports: dict[str, int]
+) -> None:
     if replicas < 1:
         raise ValueError(f"haproxy ingress replicas must be at least 1; got {replicas}")
     if max_replicas < replicas:
@@ -132,6 +140,11 @@ def _validate(replicas: int, max_replicas: int, min_available: int, cpu_target: 
         )
     if not 1 <= cpu_target <= 100:
         raise ValueError(f"haproxy ingress cpu_target_percent must be 1-100; got {cpu_target}")
+    for key, port in lb_ports.items():
+        if not 1 <= port <= 65535:
+            raise ValueError(f"haproxy ingress {key} must be a TCP port 1-65535; got {port}")
+    if len(set(lb_ports.values())) != len(lb_ports):
+        raise ValueError(f"haproxy ingress load balancer ports must differ; got {lb_ports}")
 
 
 def cluster_ingress_spec(
@@ -174,9 +187,9 @@ class HaproxyIngress(pulumi.ComponentResource):
     load_balancer_address: pulumi.Output[str]
     """The load balancer's IP (status.loadBalancer.ingress[0].ip)."""
     http_url: pulumi.Output[str]
-    """http://<address>:80, the smoke benchmark's `http_url`."""
+    """http://<address>:<lb_http_port>, the smoke benchmark's `http_url`."""
     grpc_target: pulumi.Output[str]
-    """<address>:9000, the smoke benchmark's `grpc_target`."""
+    """<address>:<lb_grpc_port>, the smoke benchmark's `grpc_target`."""
     pod_labels: pulumi.Output[dict[str, str]]
     """POD_LABELS: what the Ray NetworkPolicy admits to Ray's serve ports."""
     config_text: pulumi.Output[str]
@@ -195,11 +208,17 @@ class HaproxyIngress(pulumi.ComponentResource):
         max_replicas = args.get("max_replicas", 10)
         min_available = args.get("min_available", 1)
         cpu_target = args.get("cpu_target_percent", 70)
-        _validate(replicas, max_replicas, min_available, cpu_target)
+        tls_secret = args.get("tls_secret_name")
+        lb_http_port = args.get("lb_http_port", LB_HTTP_PORT)
+        lb_grpc_port = args.get("lb_grpc_port", LB_GRPC_PORT)
+        lb_https_port = args.get("lb_https_port", LB_HTTPS_PORT)
+        lb_ports = {"lb_http_port": lb_http_port, "lb_grpc_port": lb_grpc_port}
+        if tls_secret is not None:
+            lb_ports["lb_https_port"] = lb_https_port
+        _validate(replicas, max_replicas, min_available, cpu_target, lb_ports)
         lb_kind = args.get("load_balancer", "internal")
         if lb_kind not in ("internal", "external"):
             raise ValueError(f"load_balancer must be 'internal' or 'external'; got {lb_kind!r}")
-        tls_secret = args.get("tls_secret_name")
         namespace = args["namespace"]
         cluster_domain = args.get("cluster_domain", "cluster.local")
         backends_name = f"{name}-backends"
@@ -357,13 +376,13 @@ class HaproxyIngress(pulumi.ComponentResource):
         )
 
         service_ports: list[core.ServicePortArgsDict] = [
-            {"name": "http", "port": LB_HTTP_PORT, "target_port": "http", "protocol": "TCP"},
-            {"name": "grpc", "port": LB_GRPC_PORT, "target_port": "grpc", "protocol": "TCP"},
+            {"name": "http", "port": lb_http_port, "target_port": "http", "protocol": "TCP"},
+            {"name": "grpc", "port": lb_grpc_port, "target_port": "grpc", "protocol": "TCP"},
         ]
         if tls_secret is not None:
             service_ports.insert(
                 1,
-                {"name": "https", "port": LB_HTTPS_PORT, "target_port": "https", "protocol": "TCP"},
+                {"name": "https", "port": lb_https_port, "target_port": "https", "protocol": "TCP"},
             )
         annotations = {INTERNAL_LB_ANNOTATION: "Internal"} if lb_kind == "internal" else {}
         lb_spec: core.ServiceSpecArgsDict = {
@@ -452,8 +471,8 @@ class HaproxyIngress(pulumi.ComponentResource):
         address = service.status.apply(_lb_address)
         self.service_name = service.metadata.name
         self.load_balancer_address = address
-        self.http_url = address.apply(lambda ip: f"http://{ip}:{LB_HTTP_PORT}")
-        self.grpc_target = address.apply(lambda ip: f"{ip}:{LB_GRPC_PORT}")
+        self.http_url = address.apply(lambda ip: f"http://{ip}:{lb_http_port}")
+        self.grpc_target = address.apply(lambda ip: f"{ip}:{lb_grpc_port}")
         self.pod_labels = pulumi.Output.from_input(dict(POD_LABELS))
         self.config_text = config_text
         self.backends_service_name = backends.metadata.name

@@ -10,12 +10,14 @@ import sys
 import pytest
 import yaml
 from schemas import validate_core, validate_rayservice
+from stackfiles import edit, mutated
 
 from components.render.haproxy import Timeouts
 from infra.config import load_stack_config
 from infra.outputs import SMOKE_SCHEMA_VERSION
+from infra.program import run_program
 from infra.serve_config import build_serve_config, serve_flags
-from raygke.mocks import Secret
+from raygke.mocks import Secret, run_with_mocks
 from raygke.plan import Plan, plan_stack, render_text
 
 STACKS = ("dev", "staging", "prod")
@@ -272,6 +274,28 @@ def test_smoke_output_is_the_documented_contract(stack: str):
     assert smoke["kuberay_version"] == "1.7.0" and smoke["ray_version"] == "2.60.0"
     assert isinstance(outputs["kubeconfig"], Secret)
     assert "gke-gcloud-auth-plugin" in outputs["kubeconfig"].value
+
+
+def test_ingress_ports_in_the_stack_file_reach_the_service_and_the_outputs():
+    config = mutated(
+        "prod", edit("ingress", httpPort=8080, grpcPort=50051, httpsPort=8443, tlsSecret="tls")
+    )
+    inventory, outputs = run_with_mocks(run_program, stack="prod", config=config)
+    [lb] = [
+        s
+        for s in inventory.of_type("kubernetes:core/v1:Service")
+        if s.inputs["spec"].get("type") == "LoadBalancer"
+    ]
+    assert [(p["name"], p["port"]) for p in lb.inputs["spec"]["ports"]] == [
+        ("http", 8080),
+        ("https", 8443),
+        ("grpc", 50051),
+    ]
+    smoke = outputs["smoke"]
+    assert (smoke["http_url"], smoke["grpc_target"]) == (
+        "http://203.0.113.20:8080",
+        "203.0.113.20:50051",
+    )
 
 
 def test_plan_text_is_deterministic_and_masks_secrets():
