@@ -351,9 +351,9 @@ class Reference:
 
     def stop(self) -> None:
         if self.tier_pid is not None:
-            from raygke.local import stop_tier
+            from raygke import tier
 
-            stop_tier(self.tier_pid)
+            tier.stop(self.tier_pid)
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -473,38 +473,30 @@ def start(
 
 
 def _start_tier(run_dir: Path, http_port: int, grpc_port: int) -> tuple[str, str, int]:
-    """Our HAProxy tier (the same renderer and binary as `raygke local`) in front of the ingress
-    for HTTP and of the gRPC server for gRPC; returns its HTTP URL, gRPC target and PID.
-    Imported here, not at the top: the server processes this file also runs need none of it."""
-    from components.render.haproxy import (
-        HEALTH_PATH,
-        Bind,
-        IngressSpec,
-        StaticBackends,
-        StaticServer,
-        find_haproxy,
-    )
-    from raygke.local import start_tier, stop_tier, wait_http
-    from raygke.local_ray import free_ports
+    """Our HAProxy tier (the same spec builder, binary and start as `raygke local`) in front of
+    the ingress for HTTP and of the gRPC server for gRPC; returns its HTTP URL, gRPC target and
+    PID. Imported here, not at the top: the server processes this file also runs need none of it."""
+    from components.render.haproxy import StaticBackends, StaticServer, ingress_spec
+    from raygke import host, tier
 
-    http, grpc_, stats = free_ports(3)
-    spec = IngressSpec(
-        http=Bind("127.0.0.1", http),
-        grpc=Bind("127.0.0.1", grpc_),
-        stats=Bind("127.0.0.1", stats),
-        backends=StaticBackends((StaticServer("reference", "127.0.0.1", http_port, grpc_port),)),
+    http, grpc_, stats = host.free_ports(3)
+    spec = ingress_spec(
+        "127.0.0.1",
+        StaticBackends((StaticServer("reference", "127.0.0.1", http_port, grpc_port),)),
+        http=http,
+        grpc=grpc_,
+        stats=stats,
         routes=("/echo", "/recsys"),
         nbthread=None,
         pidfile=str(run_dir / "haproxy.pid"),
     )
-    pid = start_tier(spec, run_dir, find_haproxy())
-    url = f"http://127.0.0.1:{http}"
+    pid = tier.start(spec, run_dir)
     try:
-        wait_http(f"{url}{HEALTH_PATH}", 30)
+        tier.wait_serving(spec, 30)
     except BaseException:
-        stop_tier(pid)
+        tier.stop(pid)
         raise
-    return url, f"127.0.0.1:{grpc_}", pid
+    return f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_}", pid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,9 @@ ports from the source ranges only, stats/metrics from Managed Prometheus only), 
 PodDisruptionBudget and its HorizontalPodAutoscaler.
 Does not own: the Kubernetes provider (the program passes it in `opts`), the Ray pods or their
 labels (components/ray_service.py; the caller gives their selector), the NetworkPolicy that admits
-this tier to Ray's ports 8000/9000 (it reads `pod_labels`), TLS certificates (a Secret, by name),
-the securityContexts' and NetworkPolicy's content (components/render/haproxy.py).
+this tier to Ray's serve ports (it reads `pod_labels`), TLS certificates (a Secret, by name),
+the IngressSpec builder and the securityContexts' and NetworkPolicy's content
+(components/render/haproxy.py), Ray's serve ports (components/render/rayservice.py).
 """
 
 from __future__ import annotations
@@ -25,18 +26,21 @@ from pulumi_kubernetes.core import v1 as core
 
 from components.render.haproxy import (
     HAPROXY_IMAGE,
+    LB_GRPC_PORT,
+    LB_HTTP_PORT,
+    LB_HTTPS_PORT,
     MONITORING_NAMESPACE,
-    Bind,
     DnsBackends,
     HealthCheck,
     IngressSpec,
-    TlsBind,
+    ingress_spec,
     render_haproxy_cfg,
     render_tier_network_policy,
     tier_container_security_context,
     tier_pod_security_context,
 )
 from components.render.node_pool import POOL_LABEL, SYSTEM_POOL
+from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
 
 POD_LABELS: dict[str, str] = {
     "app.kubernetes.io/name": "raygke-haproxy-ingress",
@@ -50,19 +54,13 @@ TLS_DIR = "/etc/haproxy-tls"
 CONFIG_HASH_ANNOTATION = "raygke.io/haproxy-config-sha256"
 INTERNAL_LB_ANNOTATION = "networking.gke.io/load-balancer-type"
 
-# Container ports: all above 1024, so the non-root container needs no NET_BIND_SERVICE.
-HTTP_PORT = 8080
-HTTPS_PORT = 8443
-GRPC_PORT = 9000
-STATS_PORT = 8404
-METRICS_PORT = 8405
-# Ray pods' ports behind the headless Service (Ray's own HAProxy in each pod, or its Python proxy).
-RAY_HTTP_PORT = 8000
-RAY_GRPC_PORT = 9000
-# Load-balancer ports clients use.
-LB_HTTP_PORT = 80
-LB_HTTPS_PORT = 443
-LB_GRPC_PORT = 9000
+# The tier pods' own ports: all above 1024, so the non-root container needs no NET_BIND_SERVICE.
+# The load balancer maps its ports (LB_*, or the args') onto them by name; Ray's are behind.
+POD_HTTP_PORT = 8080
+POD_HTTPS_PORT = 8443
+POD_GRPC_PORT = 9000
+POD_STATS_PORT = 8404
+POD_METRICS_PORT = 8405
 
 DEFAULT_RESOURCES: core.ResourceRequirementsArgsDict = {
     # No CPU limit: CFS throttling adds tail latency to a proxy. maxconn bounds memory, so limit it.
@@ -107,7 +105,13 @@ class HaproxyIngressArgs(TypedDict):
     """Namespace of the Prometheus collectors admitted to the stats and metrics ports. Default:
     gmp-system (GKE Managed Service for Prometheus)."""
     tls_secret_name: NotRequired[str]
-    """A kubernetes.io/tls Secret in `namespace`; port 443 then serves HTTPS (gRPC too)."""
+    """A kubernetes.io/tls Secret in `namespace`; `lb_https_port` then serves HTTPS (gRPC too)."""
+    lb_http_port: NotRequired[int]
+    """The load balancer's HTTP port, in `http_url`. Default: LB_HTTP_PORT, 80."""
+    lb_grpc_port: NotRequired[int]
+    """The load balancer's gRPC (h2c) port, in `grpc_target`. Default: LB_GRPC_PORT, 9000."""
+    lb_https_port: NotRequired[int]
+    """The load balancer's HTTPS port, with `tls_secret_name`. Default: LB_HTTPS_PORT, 443."""
     backend_slots: NotRequired[int]
     """How many Ray pods HAProxy can route to at once. Default: 16."""
     health: NotRequired[HealthCheck]
@@ -120,7 +124,9 @@ class HaproxyIngressArgs(TypedDict):
     """The cluster's DNS domain. Default: cluster.local."""
 
 
-def _validate(replicas: int, max_replicas: int, min_available: int, cpu_target: int) -> None:
+def _validate(
+    replicas: int, max_replicas: int, min_available: int, cpu_target: int, lb_ports: dict[str, int]
+) -> None:
     if replicas < 1:
         raise ValueError(f"haproxy ingress replicas must be at least 1; got {replicas}")
     if max_replicas < replicas:
@@ -134,30 +140,40 @@ def _validate(replicas: int, max_replicas: int, min_available: int, cpu_target: 
         )
     if not 1 <= cpu_target <= 100:
         raise ValueError(f"haproxy ingress cpu_target_percent must be 1-100; got {cpu_target}")
+    for key, port in lb_ports.items():
+        if not 1 <= port <= 65535:
+            raise ValueError(f"haproxy ingress {key} must be a TCP port 1-65535; got {port}")
+    if len(set(lb_ports.values())) != len(lb_ports):
+        raise ValueError(f"haproxy ingress load balancer ports must differ; got {lb_ports}")
 
 
-def ingress_spec(
+def cluster_ingress_spec(
     backends_fqdn: str,
     *,
     routes: Sequence[str] = ("/",),
     tls: bool = False,
     slots: int = 16,
     health: HealthCheck | None = None,
-    maxconn: int = 4096,
-    nbthread: int = 4,
+    maxconn: int = IngressSpec.maxconn,
+    nbthread: int | None = IngressSpec.nbthread,
 ) -> IngressSpec:
-    """The IngressSpec of a cluster pod: listens on every interface, finds Ray pods through DNS."""
-    return IngressSpec(
-        http=Bind("0.0.0.0", HTTP_PORT),
-        grpc=Bind("0.0.0.0", GRPC_PORT),
-        tls=TlsBind(Bind("0.0.0.0", HTTPS_PORT), f"{TLS_DIR}/tls.pem") if tls else None,
-        stats=Bind("0.0.0.0", STATS_PORT),
-        metrics=Bind("0.0.0.0", METRICS_PORT),
-        backends=DnsBackends(
-            backends_fqdn, slots=slots, http_port=RAY_HTTP_PORT, grpc_port=RAY_GRPC_PORT
+    """The IngressSpec of a tier pod: listens on every interface, finds Ray pods through DNS."""
+    return ingress_spec(
+        "0.0.0.0",
+        DnsBackends(
+            backends_fqdn,
+            slots=slots,
+            http_port=RAY_SERVE_HTTP_PORT,
+            grpc_port=RAY_SERVE_GRPC_PORT,
         ),
-        routes=tuple(routes),
-        health=health or HealthCheck(),
+        http=POD_HTTP_PORT,
+        grpc=POD_GRPC_PORT,
+        stats=POD_STATS_PORT,
+        metrics=POD_METRICS_PORT,
+        https=POD_HTTPS_PORT if tls else None,
+        tls_pem=f"{TLS_DIR}/tls.pem" if tls else None,
+        routes=routes,
+        health=health,
         maxconn=maxconn,
         nbthread=nbthread,
     )
@@ -171,11 +187,11 @@ class HaproxyIngress(pulumi.ComponentResource):
     load_balancer_address: pulumi.Output[str]
     """The load balancer's IP (status.loadBalancer.ingress[0].ip)."""
     http_url: pulumi.Output[str]
-    """http://<address>:80, the smoke benchmark's `http_url`."""
+    """http://<address>:<lb_http_port>, the smoke benchmark's `http_url`."""
     grpc_target: pulumi.Output[str]
-    """<address>:9000, the smoke benchmark's `grpc_target`."""
+    """<address>:<lb_grpc_port>, the smoke benchmark's `grpc_target`."""
     pod_labels: pulumi.Output[dict[str, str]]
-    """POD_LABELS: what the Ray NetworkPolicy admits to ports 8000/9000."""
+    """POD_LABELS: what the Ray NetworkPolicy admits to Ray's serve ports."""
     config_text: pulumi.Output[str]
     """The rendered haproxy.cfg."""
     backends_service_name: pulumi.Output[str]
@@ -192,11 +208,17 @@ class HaproxyIngress(pulumi.ComponentResource):
         max_replicas = args.get("max_replicas", 10)
         min_available = args.get("min_available", 1)
         cpu_target = args.get("cpu_target_percent", 70)
-        _validate(replicas, max_replicas, min_available, cpu_target)
+        tls_secret = args.get("tls_secret_name")
+        lb_http_port = args.get("lb_http_port", LB_HTTP_PORT)
+        lb_grpc_port = args.get("lb_grpc_port", LB_GRPC_PORT)
+        lb_https_port = args.get("lb_https_port", LB_HTTPS_PORT)
+        lb_ports = {"lb_http_port": lb_http_port, "lb_grpc_port": lb_grpc_port}
+        if tls_secret is not None:
+            lb_ports["lb_https_port"] = lb_https_port
+        _validate(replicas, max_replicas, min_available, cpu_target, lb_ports)
         lb_kind = args.get("load_balancer", "internal")
         if lb_kind not in ("internal", "external"):
             raise ValueError(f"load_balancer must be 'internal' or 'external'; got {lb_kind!r}")
-        tls_secret = args.get("tls_secret_name")
         namespace = args["namespace"]
         cluster_domain = args.get("cluster_domain", "cluster.local")
         backends_name = f"{name}-backends"
@@ -217,22 +239,30 @@ class HaproxyIngress(pulumi.ComponentResource):
                 "selector": args["ray_pod_selector"],
                 "publish_not_ready_addresses": False,
                 "ports": [
-                    {"name": "http", "port": RAY_HTTP_PORT, "target_port": RAY_HTTP_PORT},
-                    {"name": "grpc", "port": RAY_GRPC_PORT, "target_port": RAY_GRPC_PORT},
+                    {
+                        "name": "http",
+                        "port": RAY_SERVE_HTTP_PORT,
+                        "target_port": RAY_SERVE_HTTP_PORT,
+                    },
+                    {
+                        "name": "grpc",
+                        "port": RAY_SERVE_GRPC_PORT,
+                        "target_port": RAY_SERVE_GRPC_PORT,
+                    },
                 ],
             },
             opts=child,
         )
 
         def spec_for(ns: str) -> IngressSpec:
-            return ingress_spec(
+            return cluster_ingress_spec(
                 f"{backends_name}.{ns}.svc.{cluster_domain}",
                 routes=tuple(args.get("routes", ("/",))),
                 tls=tls_secret is not None,
                 slots=args.get("backend_slots", 16),
                 health=args.get("health"),
-                maxconn=args.get("maxconn", 4096),
-                nbthread=args.get("nbthread", 4),
+                maxconn=args.get("maxconn", IngressSpec.maxconn),
+                nbthread=args.get("nbthread", IngressSpec.nbthread),
             )
 
         # Built once now: a bad route or count fails before anything registers, not in an apply.
@@ -248,10 +278,10 @@ class HaproxyIngress(pulumi.ComponentResource):
         )
 
         container_ports: list[core.ContainerPortArgsDict] = [
-            {"name": "http", "container_port": HTTP_PORT},
-            {"name": "grpc", "container_port": GRPC_PORT},
-            {"name": "stats", "container_port": STATS_PORT},
-            {"name": "metrics", "container_port": METRICS_PORT},
+            {"name": "http", "container_port": POD_HTTP_PORT},
+            {"name": "grpc", "container_port": POD_GRPC_PORT},
+            {"name": "stats", "container_port": POD_STATS_PORT},
+            {"name": "metrics", "container_port": POD_METRICS_PORT},
         ]
         volumes: list[core.VolumeArgsDict] = [
             {"name": "config", "config_map": {"name": config.metadata.name}}
@@ -260,7 +290,7 @@ class HaproxyIngress(pulumi.ComponentResource):
             {"name": "config", "mount_path": CONFIG_DIR, "read_only": True}
         ]
         if tls_secret is not None:
-            container_ports.append({"name": "https", "container_port": HTTPS_PORT})
+            container_ports.append({"name": "https", "container_port": POD_HTTPS_PORT})
             # HAProxy loads `<crt>.key` beside the certificate: map the Secret's two keys onto that.
             volumes.append(
                 {
@@ -345,20 +375,20 @@ class HaproxyIngress(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"]),
         )
 
-        lb_ports: list[core.ServicePortArgsDict] = [
-            {"name": "http", "port": LB_HTTP_PORT, "target_port": "http", "protocol": "TCP"},
-            {"name": "grpc", "port": LB_GRPC_PORT, "target_port": "grpc", "protocol": "TCP"},
+        service_ports: list[core.ServicePortArgsDict] = [
+            {"name": "http", "port": lb_http_port, "target_port": "http", "protocol": "TCP"},
+            {"name": "grpc", "port": lb_grpc_port, "target_port": "grpc", "protocol": "TCP"},
         ]
         if tls_secret is not None:
-            lb_ports.insert(
+            service_ports.insert(
                 1,
-                {"name": "https", "port": LB_HTTPS_PORT, "target_port": "https", "protocol": "TCP"},
+                {"name": "https", "port": lb_https_port, "target_port": "https", "protocol": "TCP"},
             )
         annotations = {INTERNAL_LB_ANNOTATION: "Internal"} if lb_kind == "internal" else {}
         lb_spec: core.ServiceSpecArgsDict = {
             "type": "LoadBalancer",
             "selector": selector,
-            "ports": lb_ports,
+            "ports": service_ports,
             # Client addresses reach the pods unchanged and only nodes with a tier pod pass the
             # load balancer's health check: no second hop, no SNAT, so the tier's NetworkPolicy
             # can admit the source ranges themselves (GKE Dataplane V2 enforces it on the pod).
@@ -378,7 +408,9 @@ class HaproxyIngress(pulumi.ComponentResource):
             opts=child,
         )
 
-        serving_ports = [HTTP_PORT, GRPC_PORT] + ([HTTPS_PORT] if tls_secret is not None else [])
+        serving_ports = [POD_HTTP_PORT, POD_GRPC_PORT] + (
+            [POD_HTTPS_PORT] if tls_secret is not None else []
+        )
         source_ranges = args.get("source_ranges", ["0.0.0.0/0"])
 
         def tier_policy(ns: str, ranges: Sequence[str]) -> dict[str, Any]:
@@ -387,7 +419,7 @@ class HaproxyIngress(pulumi.ComponentResource):
                 ns,
                 selector,
                 serving_ports=serving_ports,
-                monitoring_ports=[STATS_PORT, METRICS_PORT],
+                monitoring_ports=[POD_STATS_PORT, POD_METRICS_PORT],
                 source_ranges=ranges,
                 monitoring_namespace=args.get("monitoring_namespace", MONITORING_NAMESPACE),
             )
@@ -439,8 +471,8 @@ class HaproxyIngress(pulumi.ComponentResource):
         address = service.status.apply(_lb_address)
         self.service_name = service.metadata.name
         self.load_balancer_address = address
-        self.http_url = address.apply(lambda ip: f"http://{ip}:{LB_HTTP_PORT}")
-        self.grpc_target = address.apply(lambda ip: f"{ip}:{LB_GRPC_PORT}")
+        self.http_url = address.apply(lambda ip: f"http://{ip}:{lb_http_port}")
+        self.grpc_target = address.apply(lambda ip: f"{ip}:{lb_grpc_port}")
         self.pod_labels = pulumi.Output.from_input(dict(POD_LABELS))
         self.config_text = config_text
         self.backends_service_name = backends.metadata.name

@@ -31,8 +31,13 @@ from pydantic.alias_generators import to_camel
 from app.contracts import CONTRACTS, RecsysArgs
 from components.render import names
 from components.render.gpu_machines import H100_MACHINES
-from components.render.haproxy import _PATH as ROUTE_PATH  # the tier's; no public name yet
-from components.render.haproxy import HAPROXY_IMAGE
+from components.render.haproxy import (
+    HAPROXY_IMAGE,
+    LB_GRPC_PORT,
+    LB_HTTP_PORT,
+    LB_HTTPS_PORT,
+    ROUTE_PATH,
+)
 from components.render.images import DIGEST, parse_image, pin_problem
 from components.render.node_pool import FLEX_START_MAX_HOURS
 from components.render.quantity import cpu_millis, memory_bytes
@@ -400,9 +405,9 @@ class IngressConfig(Model):
     image: str = HAPROXY_IMAGE
     replicas: int = Field(default=2, ge=1)
     max_replicas: int = Field(default=6, ge=1)
-    http_port: int = Field(default=80, ge=1, le=65535)
-    grpc_port: int = Field(default=9000, ge=1, le=65535)
-    https_port: int = Field(default=443, ge=1, le=65535)
+    http_port: int = Field(default=LB_HTTP_PORT, ge=1, le=65535)
+    grpc_port: int = Field(default=LB_GRPC_PORT, ge=1, le=65535)
+    https_port: int = Field(default=LB_HTTPS_PORT, ge=1, le=65535)
     tls_secret: SecretName | None = None  # a kubernetes.io/tls Secret; enables the HTTPS frontend
 
     @field_validator("image")

@@ -116,9 +116,12 @@ def define(config: StackConfig) -> dict[str, Any]:
         "min_available": config.ingress.replicas - 1,  # node drains evict one pod at a time
         "load_balancer": config.ingress.exposure,
         "source_ranges": config.ingress.source_ranges,
+        "lb_http_port": config.ingress.http_port,
+        "lb_grpc_port": config.ingress.grpc_port,
     }
     if config.ingress.tls_secret:
         ingress_args["tls_secret_name"] = config.ingress.tls_secret
+        ingress_args["lb_https_port"] = config.ingress.https_port
     ingress = HaproxyIngress("ingress", ingress_args, opts=in_namespace)
     service_args: RayServeAppArgs = {
         "spec": spec,

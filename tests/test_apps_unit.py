@@ -1,5 +1,5 @@
 """The Serve apps' pure logic: args validation, request parsing, the MiniDLRM and its batching,
-the llm config mapping, and the local Ray head's port/env/config planning. No Ray cluster."""
+the llm config mapping. No Ray cluster."""
 
 import inspect
 import json
@@ -13,7 +13,6 @@ import torch
 
 from app import echo, llm, recsys
 from app.protos import recsys_pb2
-from raygke import local_ray
 
 pytestmark = pytest.mark.pure
 
@@ -324,81 +323,3 @@ def test_llm_build_app_when_ray_serve_llm_imports() -> None:
         pytest.skip(f"ray.serve.llm does not import here (needs vllm/pyarrow): {e}")
     app = llm.build_app(_llm())
     assert app is not None
-
-
-# --- local_ray planning --------------------------------------------------------------------------
-
-
-def test_choose_ports_distinct_and_free() -> None:
-    ports = local_ray.choose_ports()
-    values = [v for k, v in vars(ports).items() if not k.startswith("worker")]
-    assert len(set(values)) == len(values)
-    assert not set(range(ports.worker_min, ports.worker_max + 1)) & set(values)
-    assert ports.worker_max - ports.worker_min + 1 == 200
-
-
-def test_choose_ports_rejects_a_port_in_use() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        busy = s.getsockname()[1]
-        with pytest.raises(local_ray.LocalRayError, match=f"port {busy} \\(http\\) is in use"):
-            local_ray.choose_ports(http=busy)
-
-
-def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path) -> None:
-    ports = local_ray.choose_ports()
-    env = local_ray.ray_env(
-        {"RAY_ADDRESS": "10.0.0.1:6379", "PATH": "/bin"},
-        {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
-        ports,
-        tmp_path,
-    )
-    assert "RAY_ADDRESS" not in env and env["PATH"] == "/bin"
-    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
-    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == str(ports.haproxy_stats)
-    assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] == str(ports.haproxy_metrics)
-    assert env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] == str(ports.fallback_http)
-    for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "SERVER_STATE_FILE", "METRICS_SOCKET_PATH"):
-        assert env[f"RAY_SERVE_HAPROXY_{key}"].startswith(str(tmp_path)), key
-
-
-def test_localize_serve_config_binds_our_ports(tmp_path) -> None:
-    ports = local_ray.choose_ports()
-    ray = local_ray.LocalRay(
-        pid=1,
-        run_dir=tmp_path,
-        temp_dir=tmp_path,
-        haproxy_dir=tmp_path,
-        ports=ports,
-        env={},
-        log_path=tmp_path / "log",
-        start_s=0.0,
-    )
-    given = {
-        "http_options": {"host": "0.0.0.0", "port": 8000, "keep_alive_timeout_s": 5},
-        "grpc_options": {"port": 9000, "grpc_servicer_functions": [echo.GRPC_SERVICER]},
-        "applications": [
-            {"name": "echo", "import_path": "app.echo:build_app", "route_prefix": "/e"}
-        ],
-    }
-    out = local_ray.localize_serve_config(given, ray)
-    assert out["http_options"] == {
-        "host": "127.0.0.1",
-        "port": ports.http,
-        "keep_alive_timeout_s": 5,
-    }
-    assert out["grpc_options"]["port"] == ports.grpc
-    assert out["grpc_options"]["grpc_servicer_functions"] == [echo.GRPC_SERVICER]
-    assert given["http_options"]["port"] == 8000  # the caller's dict is untouched
-    assert local_ray.route_prefixes(out) == ["/e"]
-    assert ray.http_url == f"http://127.0.0.1:{ports.http}"
-
-
-def test_start_reports_a_missing_ray_binary(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(local_ray.sys, "executable", str(tmp_path / "python"))
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(local_ray.LocalRayError, match="`ray` command is missing"):
-        local_ray.start(tmp_path / "run")

@@ -38,15 +38,10 @@ from typing import Any
 import pytest
 from procs import alive, cmdline, listening_ports, parent_pid, pids_matching
 
-from components.render.haproxy import (
-    GRPC_BACKEND,
-    HTTP_BACKEND,
-    IngressSpec,
-    find_haproxy,
-)
+from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
 from infra.config import StackConfig
 from infra.stack_file import load_stack_config
-from raygke import local, local_ray
+from raygke import host, local, local_ray, tier
 from raygke.smoke.contract import AppEndpoint, Endpoints
 from raygke.smoke.transport import Client, Result
 
@@ -121,7 +116,7 @@ def fault_run(
     run: FaultRun | None = None
     try:
         local_ray.deploy(ray, fault_serve_config(config, "v1"))
-        http, grpc_port, stats = local_ray.free_ports(3)
+        http, grpc_port, stats = host.free_ports(3)
         spec = local.tier_spec(
             config,
             ray,
@@ -135,7 +130,7 @@ def fault_run(
         )
         if STRICT_RETRIES:
             spec = dataclasses.replace(spec, retry_empty_response=False)
-        tier_pids.append(local.start_tier(spec, state_dir, find_haproxy()))
+        tier_pids.append(tier.start(spec, state_dir))
         run = FaultRun(
             config,
             ray,
@@ -151,7 +146,7 @@ def fault_run(
     finally:
         started = set(tier_pids) | set(ray.pids) | set(local_ray.processes(ray))
         for pid in tier_pids:
-            local.stop_tier(pid)
+            tier.stop(pid)
         local_ray.stop(ray)
         started |= set(pids_matching(str(ray.temp_dir)))
         left = [pid for pid in started if alive(pid)]
@@ -659,7 +654,7 @@ def test_stream_during_tier_reload(fault_run: FaultRun) -> None:
 
 
 def _reload_tier(run: FaultRun, spec: IngressSpec) -> int:
-    new = local.start_tier(spec, run.state_dir, find_haproxy(), replace=run.tier_pid)
+    new = tier.reload(spec, run.state_dir, run.tier_pid)
     run.tier_pids.append(new)
     run.tier_pid = new
     return new

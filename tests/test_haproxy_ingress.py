@@ -20,8 +20,8 @@ from components.haproxy_ingress import (
     HaproxyIngress,
     HaproxyIngressArgs,
 )
-from components.render.haproxy import check_config, find_haproxy
 from raygke.mocks import Inventory, Registration, ints, run_with_mocks
+from raygke.tier import check_config
 
 TOKEN = "raygke:haproxy_ingress:HaproxyIngress"
 SERVICE = "kubernetes:core/v1:Service"
@@ -291,9 +291,31 @@ def test_outputs(default: tuple[Inventory, dict[str, Any]]) -> None:
 
 
 @pytest.mark.mocks
+def test_load_balancer_ports_are_the_args_and_reach_the_outputs() -> None:
+    inv, out = deploy(
+        tls_secret_name="ingress-tls", lb_http_port=8080, lb_grpc_port=50051, lb_https_port=8443
+    )
+    assert [(p["name"], p["port"], p["targetPort"]) for p in lb_service(inv)["spec"]["ports"]] == [
+        ("http", 8080, "http"),
+        ("https", 8443, "https"),
+        ("grpc", 50051, "grpc"),
+    ]
+    assert (out["http_url"], out["grpc_target"]) == (
+        "http://203.0.113.20:8080",
+        "203.0.113.20:50051",
+    )
+
+
+@pytest.mark.mocks
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
+        ({"lb_http_port": 0}, "lb_http_port must be a TCP port 1-65535; got 0"),
+        ({"lb_grpc_port": 80}, "load balancer ports must differ"),
+        (
+            {"tls_secret_name": "tls", "lb_https_port": 9000},
+            "load balancer ports must differ",
+        ),
         ({"replicas": 0}, "replicas must be at least 1"),
         ({"replicas": 3, "max_replicas": 2}, "max_replicas"),
         ({"replicas": 2, "min_available": 2}, "min_available"),
@@ -321,4 +343,4 @@ def test_rendered_config_passes_haproxy_check(
 ) -> None:
     _, out = request.getfixturevalue(variant)
     pem = self_signed_pem(tmp_path)
-    check_config(with_local_pem(out["config_text"], pem), find_haproxy())
+    check_config(with_local_pem(out["config_text"], pem))

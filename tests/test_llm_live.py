@@ -21,8 +21,8 @@ import requests
 from procs import alive, cmdline
 
 from app.tiny_llm import write_tiny_llm
-from infra.config import load_stack_config
-from infra.serve_config import FLAGS_ONLY
+from infra.config import FLAGS_ONLY
+from infra.stack_file import load_stack_config
 from raygke import local_ray
 
 pytestmark = pytest.mark.process

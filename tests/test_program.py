@@ -301,6 +301,28 @@ def test_the_stacks_smoke_section_is_the_slo_output():
     assert outputs["smoke"]["slo"] == DEFAULT_SLO
 
 
+def test_ingress_ports_in_the_stack_file_reach_the_service_and_the_outputs():
+    config = mutated(
+        "prod", edit("ingress", httpPort=8080, grpcPort=50051, httpsPort=8443, tlsSecret="tls")
+    )
+    inventory, outputs = run_with_mocks(run_program, stack="prod", config=config)
+    [lb] = [
+        s
+        for s in inventory.of_type("kubernetes:core/v1:Service")
+        if s.inputs["spec"].get("type") == "LoadBalancer"
+    ]
+    assert [(p["name"], p["port"]) for p in lb.inputs["spec"]["ports"]] == [
+        ("http", 8080),
+        ("https", 8443),
+        ("grpc", 50051),
+    ]
+    smoke = outputs["smoke"]
+    assert (smoke["http_url"], smoke["grpc_target"]) == (
+        "http://203.0.113.20:8080",
+        "203.0.113.20:50051",
+    )
+
+
 def test_plan_text_is_deterministic_and_masks_secrets():
     first = render_text(planned("dev"))
     again = render_text(plan_stack("dev"))

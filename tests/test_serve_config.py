@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from stackfiles import NS, edit, mutated
 
+from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
 from infra.config import FLAGS_ONLY, TUNED_MAX_ONGOING_REQUESTS, TuningConfig, with_serve_profile
 from infra.serve_config import (
     APP_KIND_SPECS,
-    SERVE_GRPC_PORT,
-    SERVE_HTTP_PORT,
     app_kind,
     build_serve_config,
     scale_flags_for_local,
@@ -67,7 +66,7 @@ def test_a_custom_app_serves_its_own_code_and_an_http_only_app_no_grpc_service()
     assert app_kind(echo).grpc_service is None and app_kind(echo).grpc_servicer_functions == ()
     document = build_serve_config(config)
     assert document["grpc_options"] == {
-        "port": SERVE_GRPC_PORT,
+        "port": RAY_SERVE_GRPC_PORT,
         "grpc_servicer_functions": [
             APP_KIND_SPECS["recsys"].grpc_servicer_functions[0],
             "team.pb2_grpc.add_MineServicer_to_server",
@@ -81,7 +80,7 @@ def test_a_custom_app_serves_its_own_code_and_an_http_only_app_no_grpc_service()
 def test_the_cluster_document_carries_the_stacks_apps_and_deployment_options():
     config = load_stack_config("dev")
     document = build_serve_config(config)
-    assert document["http_options"] == {"host": "0.0.0.0", "port": SERVE_HTTP_PORT}
+    assert document["http_options"] == {"host": "0.0.0.0", "port": RAY_SERVE_HTTP_PORT}
     assert [a["route_prefix"] for a in document["applications"]] == ["/echo", "/recsys"]
     ranker = next(
         d for d in _apps(config)["recsys"]["deployments"] if d["name"] == "Ranker"
@@ -159,7 +158,7 @@ def test_one_machine_gets_one_cpu_replica_each_and_the_local_args():
     config = load_stack_config("dev")
     cluster = build_serve_config(config)
     local = scale_for_local(config, cluster)
-    assert local["http_options"] == {"host": "127.0.0.1", "port": SERVE_HTTP_PORT}
+    assert local["http_options"] == {"host": "127.0.0.1", "port": RAY_SERVE_HTTP_PORT}
     assert local["grpc_options"] == cluster["grpc_options"]
     recsys = next(a for a in local["applications"] if a["name"] == "recsys")
     assert recsys["args"] == {"cardinality": 1000}  # localArgs over args

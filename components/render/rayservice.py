@@ -56,25 +56,33 @@ GPU_TOLERATION = {
     "effect": "NoSchedule",
 }
 
+RAY_SERVE_HTTP_PORT = 8000
+"""Serve's HTTP ingress on every Ray pod (Ray's HAProxy, or its Python proxy): serveConfigV2's
+`http_options.port`, and where our tier sends HTTP."""
+RAY_SERVE_GRPC_PORT = 9000
+"""Serve's gRPC ingress on every Ray pod: serveConfigV2's `grpc_options.port`, and where our tier
+sends gRPC. Not the load balancer's gRPC port (components/render/haproxy.py LB_GRPC_PORT), which
+only happens to share the number by default."""
+
 # Container ports. KubeRay 1.6+ adds every head port named `serve` or `serve-*` to
 # `<name>-serve-svc`.
 HEAD_PORTS: tuple[tuple[str, int], ...] = (
     ("gcs-server", 6379),
     ("dashboard", 8265),
     ("client", 10001),
-    ("serve", 8000),
-    ("serve-grpc", 9000),
+    ("serve", RAY_SERVE_HTTP_PORT),
+    ("serve-grpc", RAY_SERVE_GRPC_PORT),
     ("metrics", 8080),
     ("haproxy-metrics", 9101),
 )
 # Workers run Ray's HAProxy too (RAY_SERVE_ENABLE_HA_PROXY on every node), and export metrics.
 WORKER_PORTS: tuple[tuple[str, int], ...] = (
-    ("serve", 8000),
-    ("serve-grpc", 9000),
+    ("serve", RAY_SERVE_HTTP_PORT),
+    ("serve-grpc", RAY_SERVE_GRPC_PORT),
     ("metrics", 8080),
     ("haproxy-metrics", 9101),
 )
-SERVE_PORTS = (8000, 9000)
+SERVE_PORTS = (RAY_SERVE_HTTP_PORT, RAY_SERVE_GRPC_PORT)
 # Replicas listen on their own ports in HAProxy mode (HTTP 30000-31000, gRPC 40000-41000).
 REPLICA_PORT_RANGES = ((30000, 31000), (40000, 41000))
 HAPROXY_METRICS_PORT = 9101
@@ -91,8 +99,8 @@ KUBERAY_OPERATOR_POD_LABELS = {
     "app.kubernetes.io/component": "kuberay-operator",
 }
 # The operator talks to the head's dashboard (serve config submission, Serve status) and probes
-# Serve's health on 8000.
-OPERATOR_PORTS = (8265, 8000)
+# Serve's health on its HTTP port.
+OPERATOR_PORTS = (8265, RAY_SERVE_HTTP_PORT)
 
 # The rayproject/ray images (and ours, built FROM them) run as `ray`, UID 1000, primary group
 # `users` (GID 100); its home and the conda install are owned by them.

@@ -1,0 +1,69 @@
+"""This machine's ports and processes, as the local run sees them (Linux: read from /proc).
+
+Owns: picking free ports on 127.0.0.1, telling whether a port is taken, and reading a process's
+state, parent and session from /proc/<pid>/stat, so every start and stop by PID decides "is it
+still there" the same way.
+Does not own: which ports or processes a run uses (raygke/local_ray.py, raygke/tier.py,
+raygke/local.py).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 (held open together so none repeats)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_in_use(port: int) -> bool:
+    """True if something listens on the port (a connect succeeds) or it cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/<pid>/stat that starting and stopping by PID need."""
+
+    state: str  # R, S, D, Z (zombie: exited, not yet reaped), ...
+    ppid: int
+    session: int
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """The process's state, parent and session, or None if there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return ProcStat(state=fields[0], ppid=int(fields[1]), session=int(fields[3]))
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (a zombie holds nothing but its PID,
+    yet still answers `kill(pid, 0)`)."""
+    stat = proc_stat(pid)
+    return stat is not None and stat.state != "Z"

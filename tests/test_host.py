@@ -1,0 +1,75 @@
+"""raygke/host.py: free ports, a port in use, and a process's state, parent and session as
+/proc/<pid>/stat tells them (checked against what the kernel tells Python)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raygke import host
+
+
+@pytest.mark.pure
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = host.free_ports(5)
+    assert len(set(ports)) == 5
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.pure
+def test_port_in_use_sees_a_listener_and_only_it() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert host.port_in_use(port)
+    assert not host.port_in_use(port)
+
+
+@pytest.mark.pure
+def test_proc_stat_reads_this_process_as_the_kernel_does() -> None:
+    stat = host.proc_stat(os.getpid())
+    assert stat is not None
+    assert (stat.state, stat.ppid, stat.session) == ("R", os.getppid(), os.getsid(0))
+
+
+@pytest.mark.process
+def test_proc_stat_survives_a_command_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
+    # The kernel names a process after its executable; this one ends in ") S 1 2 3" to mislead
+    # a parser that splits at the first ")".
+    odd = tmp_path / "x) S 1 2 3"
+    odd.symlink_to(sys.executable)
+    child = subprocess.Popen(
+        [str(odd), "-c", "import time; time.sleep(30)"], start_new_session=True
+    )
+    try:
+        stat = host.proc_stat(child.pid)
+        assert stat is not None
+        assert (stat.ppid, stat.session) == (os.getpid(), child.pid)
+        assert host.alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.process
+def test_a_zombie_is_not_alive_and_a_reaped_process_is_gone() -> None:
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 30
+    while (stat := host.proc_stat(child.pid)) is not None and stat.state != "Z":
+        assert time.monotonic() < deadline, "`true` did not exit in 30 s"
+        time.sleep(0.05)
+    # Exited, not yet reaped: the PID still answers kill(pid, 0), yet nothing runs.
+    assert stat is not None and stat.state == "Z"
+    os.kill(child.pid, 0)
+    assert not host.alive(child.pid)
+    child.wait()
+    assert host.proc_stat(child.pid) is None and not host.alive(child.pid)
