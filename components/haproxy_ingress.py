@@ -39,7 +39,7 @@ from components.render.haproxy import (
     tier_container_security_context,
     tier_pod_security_context,
 )
-from components.render.node_pool import POOL_LABEL, SYSTEM_POOL
+from components.render.node_pool import SYSTEM_POOL_SELECTOR
 from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
 
 POD_LABELS: dict[str, str] = {
@@ -48,7 +48,6 @@ POD_LABELS: dict[str, str] = {
 }
 """Labels every HAProxy ingress pod carries, whatever the args; Ray's NetworkPolicy selects them."""
 
-SYSTEM_POOL_SELECTOR = {POOL_LABEL: SYSTEM_POOL}
 CONFIG_DIR = "/usr/local/etc/haproxy"  # where the official image's entrypoint reads haproxy.cfg
 TLS_DIR = "/etc/haproxy-tls"
 CONFIG_HASH_ANNOTATION = "raygke.io/haproxy-config-sha256"

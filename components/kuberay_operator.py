@@ -20,14 +20,13 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.render.node_pool import POOL_LABEL, SYSTEM_POOL
+from components.render.node_pool import SYSTEM_POOL_SELECTOR
 
 KUBERAY_VERSION = "1.7.0"
 CHART = "kuberay-operator"
 CHART_REPO = "https://ray-project.github.io/kuberay-helm/"
 CRD_DIR = Path(__file__).resolve().parent / "crds"
 DEFAULT_NAMESPACE = "kuberay-system"
-SYSTEM_POOL_SELECTOR = {POOL_LABEL: SYSTEM_POOL}
 # The chart's own default limits (100m CPU, 512Mi, "about 500 Ray pods"), with requests so the
 # scheduler reserves them; CPU limit raised so reconciles of a large serve config are not throttled.
 DEFAULT_RESOURCES = {

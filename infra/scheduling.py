@@ -17,7 +17,12 @@ from typing import Any
 
 from components import haproxy_ingress, kuberay_operator
 from components.render import scheduling as sched
-from components.render.node_pool import POOL_LABEL, SYSTEM_POOL, plan_node_pool
+from components.render.node_pool import (
+    POOL_LABEL,
+    SYSTEM_POOL,
+    SYSTEM_POOL_SELECTOR,
+    plan_node_pool,
+)
 from components.render.rayservice import ACCELERATOR_LABEL, render_rayservice
 from infra.config import StackConfig
 from infra.specs import gpu_capacity, rayservice_spec
@@ -124,7 +129,7 @@ def stack_pods(c: StackConfig) -> list[sched.PodDemand]:
     values = kuberay_operator.helm_values(
         kuberay_operator.FEATURE_GATES,
         kuberay_operator.DEFAULT_RESOURCES,
-        kuberay_operator.SYSTEM_POOL_SELECTOR,
+        SYSTEM_POOL_SELECTOR,
     )
     pods.append(
         dataclasses.replace(
@@ -135,7 +140,7 @@ def stack_pods(c: StackConfig) -> list[sched.PodDemand]:
     tier_resources: Any = haproxy_ingress.DEFAULT_RESOURCES
     tier = sched.helm_values_pod(
         "ingress (HAProxy tier)",
-        {"resources": tier_resources, "nodeSelector": haproxy_ingress.SYSTEM_POOL_SELECTOR},
+        {"resources": tier_resources, "nodeSelector": SYSTEM_POOL_SELECTOR},
         c.ingress.max_replicas + TIER_ROLLOUT_SURGE,
     )
     pods.append(

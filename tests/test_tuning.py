@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 import pytest
+from stackfiles import NS
 
 from app.contracts import HandleSerialization
 from app.echo import EchoArgs
@@ -20,7 +21,6 @@ from infra.stack_file import ConfigError, load_stack_config, parse_stack_config,
 from raygke.mocks import Inventory, run_with_mocks
 
 pytestmark = [pytest.mark.config, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-NS = "ray-serve-gke"
 
 
 def test_the_profiles_env_flags():

@@ -50,6 +50,7 @@ POOL_LABEL = "raygke.io/pool"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_TAINT_VALUE = "present"
 SYSTEM_POOL = "system"  # POOL_LABEL value of the cluster's CPU pool (components/cluster.py)
+SYSTEM_POOL_SELECTOR = {POOL_LABEL: SYSTEM_POOL}  # where the operator and our tier run
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"  # GKE's key for specific reservations
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 FLEX_START_MAX_HOURS = 7 * 24  # Google ends flex-start VMs after seven days at most
