@@ -921,12 +921,24 @@ def _args_problems(where: str, kind: str, model: type[BaseModel], args: Mapping[
 
 
 # ---------------------------------------------------------------------------------------------- smoke
+class LlmSmokeConfig(Model):
+    """The llm apps' objectives and load: a request within both `ttftMs` and `tpotMs` counts toward
+    goodput; the gates hold the p99 of each at `concurrency` streams of these lengths."""
+
+    concurrency: int = Field(default=8, ge=1)
+    ttft_ms: float = Field(default=2000.0, gt=0)
+    tpot_ms: float = Field(default=100.0, gt=0)
+    input_tokens: int = Field(default=128, ge=1)
+    output_tokens: int = Field(default=128, ge=2)  # TPOT needs two tokens
+
+
 class SmokeConfig(Model):
     """Service-level objectives that `raygke smoke` gates on after each deploy."""
 
     concurrency: int = Field(default=8, ge=1)
     p99_ms: float = Field(default=500.0, gt=0)
     max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    llm: LlmSmokeConfig = LlmSmokeConfig()
 
 
 # ---------------------------------------------------------------------------------------------- stack

@@ -14,15 +14,23 @@ from components.render.haproxy import HEALTH_PATH
 from infra.config import SmokeConfig, StackConfig
 from infra.serve_config import app_kind
 
-SMOKE_SCHEMA_VERSION = 1
+SMOKE_SCHEMA_VERSION = 2  # 2: `apps[].model` and `slo.llm`, for the LLM phase
 
 
 def slo_output(smoke: SmokeConfig) -> dict[str, Any]:
     """The `slo` object: what `raygke smoke` gates on."""
+    llm = smoke.llm
     return {
         "concurrency": smoke.concurrency,
         "p99_ms": smoke.p99_ms,
         "max_error_rate": smoke.max_error_rate,
+        "llm": {
+            "concurrency": llm.concurrency,
+            "ttft_ms": llm.ttft_ms,
+            "tpot_ms": llm.tpot_ms,
+            "input_tokens": llm.input_tokens,
+            "output_tokens": llm.output_tokens,
+        },
     }
 
 
@@ -63,6 +71,7 @@ def smoke_contract(
                 "route_prefix": app.route_prefix,
                 "grpc_service": app_kind(app).grpc_service,
                 "grpc_application": app.name,
+                "model": app.args.get("model_id") if app.kind == "llm" else None,
             }
             for app in config.apps
             if apps is None or app.name in apps

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -23,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from app.tiny_llm import write_tiny_llm
 from components.render.haproxy import (
     HEALTH_PATH,
     IngressSpec,
@@ -37,7 +39,9 @@ from infra.stack_file import load_stack_config
 from raygke import host, local_ray, tier
 
 DEFAULT_STATE_DIR = Path(".raygke/local")
-LOCAL_KINDS = ("echo", "recsys", "custom")  # the llm app needs an H100 and model weights
+CPU_KINDS = ("echo", "recsys", "custom")
+# Logical CPUs an llm app holds besides its engine's bundle: OpenAiIngress and the LLMServer replica.
+LLM_SERVE_CPUS = 2
 
 
 class LocalError(RuntimeError):
@@ -72,16 +76,51 @@ def local_flags(config: StackConfig) -> dict[str, str]:
     return scale_flags_for_local(config.ray, os.cpu_count() or 1)
 
 
-def local_serve_config(config: StackConfig) -> dict[str, Any]:
-    """The RayService's Serve config, scaled to this machine, without apps that need a GPU."""
+def runs_here(kind: str, args: dict[str, Any]) -> bool:
+    """Whether an app (its kind, its args with localArgs merged) runs on this machine: an llm app
+    does where its localArgs put it on vLLM's CPU build (`device: cpu`)."""
+    return kind in CPU_KINDS or (kind == "llm" and args.get("device") == "cpu")
+
+
+def local_serve_config(config: StackConfig, models_dir: Path | None = None) -> dict[str, Any]:
+    """The RayService's Serve config, scaled to this machine, without apps that need a GPU.
+
+    An llm app with `source: local` whose localArgs name no `model_source` serves the project's tiny
+    Llama (app/tiny_llm.py), written into `models_dir`/<app name> (no `models_dir`: the llm app is
+    left out)."""
     scaled = scale_for_local(config, build_serve_config(config))
-    kinds = {app.name: app.kind for app in config.apps}
-    apps = [a for a in scaled["applications"] if kinds[a["name"]] in LOCAL_KINDS]
+    by_name = {app.name: app for app in config.apps}
+    apps = []
+    for entry in scaled["applications"]:
+        app = by_name[entry["name"]]
+        if not runs_here(app.kind, entry["args"]):
+            continue
+        tiny = entry["args"].get("source") == "local" and "model_source" not in app.local_args
+        if app.kind == "llm" and tiny:
+            if models_dir is None:
+                continue
+            model_dir = models_dir / app.name
+            write_tiny_llm(model_dir)
+            entry = {**entry, "args": {**entry["args"], "model_source": str(model_dir)}}
+        apps.append(entry)
     if not apps:
         raise LocalError(
-            f"stack {config.stack!r} has no app that runs without a GPU ({', '.join(LOCAL_KINDS)})"
+            f"stack {config.stack!r} has no app that runs without a GPU ({', '.join(CPU_KINDS)}, "
+            "or llm with localArgs device: cpu)"
         )
     return {**scaled, "applications": apps}
+
+
+def logical_cpus(config: StackConfig, serve_config: dict[str, Any]) -> int:
+    """Logical CPUs the apps reserve in Ray (reservations, not cores: more than this machine has is
+    fine; Ray only counts them)."""
+    kinds = {app.name: app.kind for app in config.apps}
+    total = 0.0
+    for app in serve_config["applications"]:
+        total += sum(d["ray_actor_options"]["num_cpus"] for d in app["deployments"])
+        if kinds[app["name"]] == "llm":
+            total += LLM_SERVE_CPUS + app["args"].get("cpus_per_replica", 1)
+    return math.ceil(total)
 
 
 def tier_spec(
@@ -191,11 +230,14 @@ def up(
     if profile is not None:  # the other side of an A/B: the same stack, another profile
         config = with_serve_profile(config, profile)
     flags = local_flags(config)
-    serve_config = local_serve_config(config)
+    serve_config = local_serve_config(config, state_dir / "models")
     served = {a["name"] for a in serve_config["applications"]}
     for app in config.apps:
         if app.name not in served:
-            _say(f"skipping app {app.name!r} (kind {app.kind}): it needs an H100 and model weights")
+            _say(
+                f"skipping app {app.name!r} (kind {app.kind}): it needs an H100 "
+                "(give it localArgs with device: cpu to run it on vLLM's CPU build)"
+            )
     tier.find_haproxy()  # fail before starting anything
     http, grpc, stats = _tier_ports(http_port, grpc_port)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -204,15 +246,10 @@ def up(
         f"stack {stack}, serveProfile {config.ray.serve_profile}: "
         + (" ".join(f"{k}={v}" for k, v in flags.items()) or "Ray's defaults")
     )
-    cpus = sum(
-        d["ray_actor_options"]["num_cpus"]
-        for a in serve_config["applications"]
-        for d in a["deployments"]
-    )
     ray = local_ray.start(
         state_dir / "ray",
         env=flags,
-        num_cpus=max(int(cpus + 0.999), os.cpu_count() or 1),
+        num_cpus=max(logical_cpus(config, serve_config), os.cpu_count() or 1),
         on_progress=_say,
     )
     state: dict[str, Any] = {

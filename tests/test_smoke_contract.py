@@ -92,7 +92,7 @@ def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
 
 BROKEN = [
     (_drop("schema_version"), "smoke.schema_version"),
-    (_set(["schema_version"], 2), "smoke.schema_version"),
+    (_set(["schema_version"], 3), "smoke.schema_version"),
     (_drop("http_url"), "smoke.http_url"),
     (_set(["http_url"], "203.0.113.20:80"), "smoke.http_url"),
     (_drop("grpc_target"), "smoke.grpc_target"),
@@ -109,6 +109,12 @@ BROKEN = [
     (_set(["slo", "p99_ms"], "fast"), "smoke.slo.p99_ms"),
     (_set(["slo", "p99_ms"], -1), "smoke.slo.p99_ms"),
     (_set(["slo", "max_error_rate"], 1.5), "smoke.slo.max_error_rate"),
+    (_set(["slo", "llm"], 8), "smoke.slo.llm: must be an object"),
+    (_set(["slo", "llm", "ttft_ms"], 0), "smoke.slo.llm.ttft_ms"),
+    (_set(["slo", "llm", "tpot_ms"], "slow"), "smoke.slo.llm.tpot_ms"),
+    (_set(["slo", "llm", "concurrency"], 0), "smoke.slo.llm.concurrency"),
+    (_set(["slo", "llm", "output_tokens"], 1), "smoke.slo.llm.output_tokens"),
+    (_set(["apps", 0, "model"], 7), r"smoke.apps\[0\].model"),
     (_set(["serve_flags"], ["RAY_SERVE_ENABLE_HA_PROXY"]), "smoke.serve_flags"),
     (_set(["direct"], {"http_url": "http://x:1"}), "smoke.direct.grpc_target"),
 ]
@@ -123,6 +129,18 @@ def test_broken_contract_names_the_field(
     breaks(doc)
     with pytest.raises(ContractError, match=field):
         parse_contract(doc)
+
+
+@pytest.mark.pure
+def test_a_version_1_contract_still_reads_without_llm_objectives() -> None:
+    doc = copy.deepcopy(VALID)
+    doc["schema_version"] = 1
+    del doc["slo"]["llm"]
+    for app in doc["apps"]:
+        del app["model"]
+    contract = parse_contract(doc)
+    assert contract.schema_version == 1 and contract.slo.llm is None
+    assert parse_contract(VALID).slo.llm is not None
 
 
 @pytest.mark.pure

@@ -16,12 +16,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from raygke.smoke.contract import AppEndpoint, Endpoints
+from raygke.smoke.contract import AppEndpoint, Endpoints, LlmSlo
 from raygke.smoke.llm import (
     LlmLevelResult,
     LlmLoadSpec,
     LlmResult,
-    LlmSlo,
     completion_body,
     incremental_problem,
     lengths,
@@ -73,7 +72,11 @@ def test_tpot_itl_and_goodput_follow_vllms_definitions() -> None:
     slow_first = result(2.0, [2.0, 2.05], 2, 2.05)
     failed = LlmResult(error="http_500")
     level = LlmLevelResult(
-        spec(num_prompts=3), 2.0, [fast, slow_first, failed], 0.1, LlmSlo(ttft_ms=500, tpot_ms=200)
+        spec(num_prompts=3),
+        2.0,
+        [fast, slow_first, failed],
+        0.1,
+        LlmSlo(8, ttft_ms=500, tpot_ms=200, input_tokens=8, output_tokens=8),
     )
     assert level.errors == {"http_500": 1}
     assert level.error_rate == pytest.approx(1 / 3)

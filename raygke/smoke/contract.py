@@ -19,11 +19,13 @@ from infra.config import AppKind
 from infra.outputs import DEFAULT_SLO
 from infra.outputs import SMOKE_SCHEMA_VERSION as SCHEMA_VERSION
 
+# Version 1 lacks what the LLM phase reads (`apps[].model`, `slo.llm`); both still read.
+KNOWN_VERSIONS = (1, SCHEMA_VERSION)
 APP_KINDS: tuple[str, ...] = get_args(AppKind)  # a custom app gets the health gate only
 
 # The contract as docs/architecture.md shows it: documentation, and the base of tests' variations.
 EXAMPLE: dict[str, Any] = {
-    "schema_version": 1,
+    "schema_version": SCHEMA_VERSION,
     "source": "pulumi",
     "stack": "dev",
     "http_url": "http://203.0.113.20:80",
@@ -36,6 +38,7 @@ EXAMPLE: dict[str, Any] = {
             "route_prefix": "/echo",
             "grpc_service": "raygke.echo.v1.EchoService",
             "grpc_application": "echo",
+            "model": None,
         },
         {
             "name": "recsys",
@@ -43,6 +46,7 @@ EXAMPLE: dict[str, Any] = {
             "route_prefix": "/recsys",
             "grpc_service": "raygke.recsys.v1.RecsysService",
             "grpc_application": "recsys",
+            "model": None,
         },
     ],
     "ray_version": "2.60.0",
@@ -65,6 +69,7 @@ class AppEndpoint:
     route_prefix: str
     grpc_service: str | None
     grpc_application: str | None
+    model: str | None = None  # llm: the model id clients send (None: the first /v1/models lists)
 
     @property
     def grpc(self) -> bool:
@@ -73,10 +78,23 @@ class AppEndpoint:
 
 
 @dataclass(frozen=True)
+class LlmSlo:
+    """A request's objectives (goodput counts the requests within both; the gates hold their p99)
+    and the load they are measured under."""
+
+    concurrency: int
+    ttft_ms: float
+    tpot_ms: float
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
 class Slo:
     concurrency: int
     p99_ms: float
     max_error_rate: float
+    llm: LlmSlo | None = None  # None: a version 1 contract (no LLM objectives)
 
 
 @dataclass(frozen=True)
@@ -164,7 +182,31 @@ def _parse_slo(doc: Any) -> Slo:
     rate = _number(doc, "max_error_rate", "slo.max_error_rate")
     if not 0.0 <= rate <= 1.0:
         raise _fail("slo.max_error_rate", f"must be in [0, 1]; got {rate!r}")
-    return Slo(concurrency=concurrency, p99_ms=p99_ms, max_error_rate=rate)
+    llm = None if "llm" not in doc else _parse_llm_slo(doc["llm"])
+    return Slo(concurrency=concurrency, p99_ms=p99_ms, max_error_rate=rate, llm=llm)
+
+
+def _positive_int(doc: dict[str, Any], key: str, path: str, minimum: int = 1) -> int:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(path, f"must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def _parse_llm_slo(doc: Any) -> LlmSlo:
+    if not isinstance(doc, dict):
+        raise _fail("slo.llm", f"must be an object; got {doc!r}")
+    times = {}
+    for key in ("ttft_ms", "tpot_ms"):
+        times[key] = _number(doc, key, f"slo.llm.{key}")
+        if times[key] <= 0:
+            raise _fail(f"slo.llm.{key}", f"must be > 0; got {times[key]!r}")
+    return LlmSlo(
+        concurrency=_positive_int(doc, "concurrency", "slo.llm.concurrency"),
+        input_tokens=_positive_int(doc, "input_tokens", "slo.llm.input_tokens"),
+        output_tokens=_positive_int(doc, "output_tokens", "slo.llm.output_tokens", minimum=2),
+        **times,
+    )
 
 
 def _parse_app(doc: Any, index: int) -> AppEndpoint:
@@ -191,6 +233,7 @@ def _parse_app(doc: Any, index: int) -> AppEndpoint:
         route_prefix=prefix.rstrip("/") or "/",
         grpc_service=grpc_service,
         grpc_application=grpc_application,
+        model=_opt_str(doc, "model", f"{path}.model"),
     )
 
 
@@ -223,8 +266,9 @@ def parse_contract(document: Any) -> SmokeContract:
             "smoke: missing (expected the smoke object, or a stack output document with `smoke`)"
         )
     version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise _fail("schema_version", f"must be {SCHEMA_VERSION}; got {version!r}")
+    if version not in KNOWN_VERSIONS:
+        known = " or ".join(map(str, KNOWN_VERSIONS))
+        raise _fail("schema_version", f"must be {known}; got {version!r}")
     apps_doc = document.get("apps")
     if not isinstance(apps_doc, list) or not apps_doc:
         raise _fail("apps", f"must be a non-empty list; got {apps_doc!r}")
@@ -240,7 +284,7 @@ def parse_contract(document: Any) -> SmokeContract:
         raise _fail("gpu", f"must be an object or null; got {gpu!r}")
     direct = document.get("direct")
     return SmokeContract(
-        schema_version=SCHEMA_VERSION,
+        schema_version=version,
         source=_str(document, "source", "source", default="unknown"),
         stack=_str(document, "stack", "stack", default="unknown"),
         http_url=_http_url(_str(document, "http_url", "http_url"), "http_url"),

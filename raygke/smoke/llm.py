@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from raygke.smoke.contract import AppEndpoint, Endpoints
+from raygke.smoke.contract import AppEndpoint, Endpoints, LlmSlo
 from raygke.smoke.stats import Summary, summarize
 
 LlmLoop = Literal["closed", "open"]
@@ -85,12 +85,6 @@ class LlmResult:
         if self.ttft_s is None or self.output_tokens < 2:
             return None
         return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)
-
-
-@dataclass(frozen=True)
-class LlmSlo:
-    ttft_ms: float
-    tpot_ms: float
 
 
 @dataclass
