@@ -9,6 +9,7 @@ import pytest
 from smoke_levels import CONTRACT, closed_spec, level_result, passing_checks
 
 from raygke.smoke.checks import CheckOutcome
+from raygke.smoke.contract import AppEndpoint
 from raygke.smoke.gates import (
     Gate,
     Ratio,
@@ -16,9 +17,11 @@ from raygke.smoke.gates import (
     client_warnings,
     compare_ratios,
     evaluate,
+    evaluate_llm,
     slo_p99,
     spread,
 )
+from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, LlmResult
 from raygke.smoke.load import LevelResult
 
 pytestmark = pytest.mark.pure
@@ -176,3 +179,60 @@ def test_compare_ratios_skip_unpaired_repeats_and_a_baseline_without_successes()
             Spread(0.5, 0.5, 0.5, 1),
         ),
     ]
+
+
+# --- the LLM phase ---------------------------------------------------------------------------------
+LLM_APP = AppEndpoint("llm", "llm", "/llm", None, None, model="tiny")
+
+
+def llm_level(
+    ttft_s: float, tpot_s: float, c: int, errors: int = 0, deployment: str = "A"
+) -> LlmLevelResult:
+    """`c` streams of 11 tokens, each with this TTFT and TPOT, and `errors` failed requests."""
+    last = ttft_s + 10 * tpot_s
+    ok = [
+        LlmResult(
+            ok=True, ttft_s=ttft_s, latency_s=last, chunk_times=[ttft_s, last], output_tokens=11
+        )
+        for _ in range(c)
+    ]
+    failed = [LlmResult(error="http_500") for _ in range(errors)]
+    spec = LlmLoadSpec(app=LLM_APP, model="tiny", loop="closed", concurrency=c)
+    level = LlmLevelResult(spec, 1.0, ok + failed, 0.1, CONTRACT.slo.llm)
+    level.deployment = deployment
+    return level
+
+
+def test_llm_gates_hold_ttft_and_tpot_p99_at_the_slo_concurrency() -> None:
+    llm = CONTRACT.slo.llm
+    assert llm is not None
+    c = llm.concurrency
+    fast = llm_level(llm.ttft_ms / 2000, llm.tpot_ms / 2000, c)
+    slow_first = llm_level(llm.ttft_ms * 2 / 1000, llm.tpot_ms / 2000, c)
+    elsewhere = llm_level(10.0, 10.0, c + 1)  # not at the SLO's concurrency: no latency gate
+    gates = evaluate_llm(CONTRACT.slo, [fast, elsewhere], {})
+    assert all(g.passed for g in gates if "p99" in g.name)
+    assert {g.name for g in gates if "p99" in g.name} == {
+        f"TTFT p99 llm llm c={c}",
+        f"TPOT p99 llm llm c={c}",
+    }
+    gates = evaluate_llm(CONTRACT.slo, [slow_first], {})
+    assert not _gate(gates, "TTFT p99").passed and _gate(gates, "TPOT p99").passed
+    assert f"(max {llm.ttft_ms:g} ms)" in _gate(gates, "TTFT p99").detail
+
+
+def test_llm_errors_and_an_unusable_endpoint_fail_their_gates() -> None:
+    llm = CONTRACT.slo.llm
+    assert llm is not None
+    gates = evaluate_llm(CONTRACT.slo, [llm_level(0.01, 0.001, llm.concurrency, errors=1)], {})
+    assert not _gate(gates, "error rate llm").passed
+    assert "http_500" in _gate(gates, "error rate llm").detail
+    why = "RuntimeError: the LLM endpoint did not report prompt tokens: http_503"
+    [gate] = evaluate_llm(CONTRACT.slo, [], {"llm": why})
+    assert (gate.name, gate.passed, gate.detail) == ("llm load llm", False, why)
+
+
+def test_a_baseline_is_not_gated() -> None:
+    assert (
+        evaluate_llm(CONTRACT.slo, [llm_level(10.0, 10.0, 8, errors=3, deployment="B")], {}) == []
+    )

@@ -8,13 +8,16 @@ import copy
 import pytest
 from smoke_levels import CONTRACT
 
-from raygke.smoke.contract import EXAMPLE, parse_contract
+from raygke.smoke.contract import EXAMPLE, SmokeContract, parse_contract
 from raygke.smoke.plan import (
     FULL,
+    MIN_LLM_PROMPTS,
     QUICK,
     auto_processes,
     closed_levels,
     closed_specs,
+    llm_open_specs,
+    llm_specs,
     open_specs,
     targets,
     with_overrides,
@@ -99,3 +102,42 @@ def test_overrides_and_auto_processes() -> None:
     assert auto_processes(64, cpus=16) == 2
     assert auto_processes(128, cpus=16) == 4
     assert auto_processes(128, cpus=2) == 1
+
+
+def _with_llm(version: int = 2) -> SmokeContract:
+    doc = copy.deepcopy(EXAMPLE)
+    doc["apps"].append(
+        {"name": "llm", "kind": "llm", "route_prefix": "/llm", "grpc_service": None,
+         "grpc_application": None, "model": "tiny"}
+    )  # fmt: skip
+    if version == 1:
+        doc["schema_version"] = 1
+        del doc["slo"]["llm"]
+    return parse_contract(doc)
+
+
+def test_llm_levels_are_the_slo_concurrency_and_the_profiles_at_the_slo_lengths() -> None:
+    contract = _with_llm()
+    llm = contract.slo.llm
+    assert llm is not None
+    quick = llm_specs(contract, QUICK, {"llm": "tiny"})
+    assert [s.concurrency for s in quick] == [llm.concurrency]
+    full = llm_specs(contract, FULL, {"llm": "tiny"})
+    assert [s.concurrency for s in full] == sorted({*FULL.llm_levels, llm.concurrency})
+    for spec in full:
+        assert (spec.input_tokens, spec.output_tokens) == (llm.input_tokens, llm.output_tokens)
+        assert spec.num_prompts == max(
+            MIN_LLM_PROMPTS, spec.concurrency * FULL.llm_prompts_per_user
+        )
+        assert (spec.model, spec.loop) == ("tiny", "closed")
+    assert llm_specs(contract, QUICK, {}) == []  # no model to ask for: its load could not run
+    assert llm_specs(_with_llm(version=1), QUICK, {"llm": "tiny"}) == []
+
+
+def test_llm_open_loop_runs_at_fractions_of_the_peak_shaped_like_the_widest_level() -> None:
+    full = llm_specs(_with_llm(), FULL, {"llm": "tiny"})
+    opened = llm_open_specs(full, FULL, {"llm": 10.0})
+    widest = max(s.concurrency for s in full)
+    assert [s.rate for s in opened] == [10.0 * f for f in FULL.open_fractions]
+    assert {(s.loop, s.concurrency) for s in opened} == {("open", 4 * widest)}
+    assert llm_open_specs(full, FULL, {"llm": 0.0}) == []

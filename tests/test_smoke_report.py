@@ -15,7 +15,9 @@ from smoke_levels import CONTRACT, closed_spec, level_result, passing_checks
 
 from raygke.smoke.checks import scores_problem, stream_timing_problem
 from raygke.smoke.cli import Progress
+from raygke.smoke.contract import AppEndpoint
 from raygke.smoke.gates import compare_ratios, evaluate
+from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, LlmResult
 from raygke.smoke.load import LevelResult
 from raygke.smoke.plan import QUICK
 from raygke.smoke.plot import plot_latency_distribution, plot_throughput_vs_p99
@@ -57,7 +59,12 @@ def test_scores_validity(scores: object, problem: str | None) -> None:
     assert found is None if problem is None else problem in (found or "")
 
 
-def _report(levels: list[LevelResult], compare: bool, exit_code: int) -> dict:  # type: ignore[type-arg]
+def _report(
+    levels: list[LevelResult],
+    compare: bool,
+    exit_code: int,
+    llm_levels: list[LlmLevelResult] | None = None,
+) -> dict:  # type: ignore[type-arg]
     gates = evaluate(CONTRACT.slo, passing_checks(), levels)
     contracts = {"A": CONTRACT} | ({"B": CONTRACT} if compare else {})
     return build_report(
@@ -65,6 +72,7 @@ def _report(levels: list[LevelResult], compare: bool, exit_code: int) -> dict:  
         contracts=contracts,
         checks={k: passing_checks() for k in contracts},
         levels=levels,
+        llm_levels=llm_levels or [],
         gates=gates,
         warnings=["example warning"],
         ratios=compare_ratios(levels) if compare else None,
@@ -94,6 +102,24 @@ def test_report_matches_its_schema_and_renders() -> None:
     assert "### A/B" in md and "2.00x (2.00-2.00, n=1)" in md
     assert "- example warning" in md
     assert "RAY_SERVE_ENABLE_HA_PROXY=1" in md
+
+
+def test_the_llm_phase_is_in_the_report_and_its_table() -> None:
+    app = AppEndpoint("llm", "llm", "/llm", None, None, model="tiny")
+    stream = LlmResult(
+        ok=True, ttft_s=0.05, latency_s=0.35, chunk_times=[0.05, 0.2, 0.35], output_tokens=4
+    )
+    spec = LlmLoadSpec(app=app, model="tiny", loop="closed", concurrency=8, num_prompts=2)
+    failed = LlmResult(error="http_400", message="max_tokens is too large")
+    level = LlmLevelResult(spec, 1.0, [stream, failed], 0.2, CONTRACT.slo.llm)
+    report = json.loads(json.dumps(_report([], False, 1, llm_levels=[level])))
+    jsonschema.validate(report, REPORT_SCHEMA)
+    [row] = report["llm"]
+    assert (row["ok"], row["errors"], row["output_tok_s"]) == (1, {"http_400": 1}, 4.0)
+    assert row["tpot_ms"]["p50"] == pytest.approx(100.0)
+    md = render_markdown(report)
+    assert "| A | 0 | llm c=8 (32/32 tok) | 1/2 | 4 | 1.00 | 1.00 | 50.0 / 50.0 |" in md
+    assert "http_400: 1" in md
 
 
 def test_schema_rejects_a_report_missing_gates() -> None:

@@ -1,7 +1,8 @@
 """Phase 1: functional gates, as a data table of checks run against every app of a deployment.
 
 Owns: what "serves correctly" means for health, echo (unary and streaming, HTTP and gRPC) and
-recsys (valid scores), including "a stream delivers >= 2 chunks, the first well before the last".
+recsys (valid scores) and llm (the model listed, a completion streamed), including "a stream delivers
+>= 2 chunks, the first well before the last".
 Does not own: load (load.py) or latency thresholds (gates.py).
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from raygke.smoke.contract import AppEndpoint, SmokeContract
+from raygke.smoke.llm import completion_body, completions_url, stream_completion
 from raygke.smoke.transport import Client, Result
 
 # Probe sizes: small, so gates are about correctness, not speed.
@@ -198,11 +200,42 @@ async def _llm_models(c: Client, _: SmokeContract, app: App) -> Verdict:
     models = r.body.get("data") if isinstance(r.body, dict) else None
     if not models:
         return False, "no models listed", r
-    return True, f"{len(models)} model(s)", r
+    ids = [m.get("id") for m in models if isinstance(m, dict)]
+    if app.model is not None and app.model not in ids:
+        return False, f"{app.model!r} is not listed (listed: {ids})", r
+    return True, f"lists {', '.join(map(str, ids))}", r
+
+
+# Tokens the stream probe asks for: enough decode steps that a stream and a buffered reply differ.
+LLM_CHECK_TOKENS = 64
+
+
+async def _llm_stream(c: Client, _: SmokeContract, app: App) -> Verdict:
+    """A streamed completion delivers its tokens in several chunks over time, not in one piece."""
+    assert app is not None
+    model = app.model
+    if model is None:  # a version 1 contract: ask the server
+        listed = await c.http_json(app, "/v1/models", None, time.perf_counter(), keep_body=True)
+        if not listed.ok:
+            return False, _error(listed), listed
+        model = listed.body["data"][0]["id"]
+    body = completion_body(model, "the quick brown fox", LLM_CHECK_TOKENS)
+    start = time.perf_counter()
+    r = await stream_completion(c.session, completions_url(c.endpoints, app), body, start)
+    chunks = len(r.chunk_times)
+    result = Result(r.ok, r.latency_s, r.error, r.ttft_s, chunks=chunks, message=r.message)
+    if not r.ok:
+        return False, _error(result), result
+    last = r.chunk_times[-1]
+    problem = stream_timing_problem(r.ttft_s, last, chunks)
+    if problem:
+        return False, problem, result
+    return True, f"{r.output_tokens} tokens in {chunks} chunks", result
 
 
 ECHO = frozenset({"echo"})
 RECSYS = frozenset({"recsys"})
+LLM = frozenset({"llm"})
 
 CHECKS: tuple[Check, ...] = (
     Check("health", frozenset(), "http", _health),
@@ -212,7 +245,8 @@ CHECKS: tuple[Check, ...] = (
     Check("echo stream", ECHO, "grpc", _echo_grpc_stream),
     Check("recsys rank", RECSYS, "http", _recsys_http),
     Check("recsys rank", RECSYS, "grpc", _recsys_grpc),
-    Check("llm models", frozenset({"llm"}), "http", _llm_models),
+    Check("llm models", LLM, "http", _llm_models),
+    Check("llm stream", LLM, "http", _llm_stream),
 )
 
 

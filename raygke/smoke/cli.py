@@ -8,6 +8,7 @@ Does not own: the `raygke` entry point (raygke/cli.py wires `main` in) or any me
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import io
 import json
@@ -19,11 +20,29 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from raygke.smoke.checks import CheckOutcome, run_checks
-from raygke.smoke.contract import ContractError, SmokeContract, contract_from_stack, load_contract
-from raygke.smoke.gates import client_warnings, compare_ratios, evaluate
+from raygke.smoke.contract import (
+    AppEndpoint,
+    ContractError,
+    Slo,
+    SmokeContract,
+    contract_from_stack,
+    load_contract,
+)
+from raygke.smoke.gates import client_warnings, compare_ratios, evaluate, evaluate_llm
+from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, listed_models, run_llm_level
 from raygke.smoke.load import LevelResult, LoadSpec, run_level
-from raygke.smoke.plan import PROFILES, Profile, closed_specs, open_specs, with_overrides
+from raygke.smoke.plan import (
+    PROFILES,
+    Profile,
+    closed_specs,
+    llm_open_specs,
+    llm_specs,
+    open_specs,
+    with_overrides,
+)
 from raygke.smoke.report import build_report, render_markdown
 
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -174,13 +193,105 @@ def _run_plan(
     return results
 
 
-def _write_plots(levels: list[LevelResult], concurrency: int, out: Path) -> list[str]:
-    from raygke.smoke.plot import plot_latency_distribution, plot_throughput_vs_p99
+def _llm_model(contract: SmokeContract, app: AppEndpoint) -> str:
+    """The model id the contract names, or the first one the server lists (version 1)."""
+    if app.model is not None:
+        return app.model
 
-    return [
-        str(plot_throughput_vs_p99(levels, out / "throughput_p99.png")),
-        str(plot_latency_distribution(levels, concurrency, out / "latency_cdf.png")),
-    ]
+    async def ask() -> list[str]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            return await listed_models(session, contract.endpoints, app)
+
+    ids = asyncio.run(ask())
+    if not ids:
+        raise RuntimeError("/v1/models lists no model")
+    return ids[0]
+
+
+def _run_llm(
+    profile: Profile, contracts: dict[str, SmokeContract], progress: Progress
+) -> tuple[list[LlmLevelResult], dict[str, str]]:
+    """The LLM phase, A and B interleaved per level; returns the levels and, per app of A, why its
+    load could not run (an endpoint that fails its calibration prompt)."""
+    primary = contracts["A"]
+    llm_apps = [a for a in primary.apps if a.kind == "llm"]
+    if not llm_apps or primary.slo.llm is None:
+        return [], {}
+    # Per deployment and app: (the app there, its model id, its tokenizer's words per token).
+    targets: dict[str, dict[str, tuple[AppEndpoint, str, float]]] = {}
+    problems: dict[str, str] = {}
+    for label, contract in contracts.items():
+        targets[label] = {}
+        for app in contract.apps:
+            if app.kind != "llm" or app.name in problems:
+                continue
+            try:
+                model = _llm_model(contract, app)
+                targets[label][app.name] = (app, model, calibrate(contract.endpoints, app, model))
+            except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+                if label == "A":
+                    problems[app.name] = f"{type(exc).__name__}: {exc}"
+    models = {name: model for name, (_, model, _) in targets["A"].items()}
+    closed = llm_specs(primary, profile, models)
+    results: list[LlmLevelResult] = []
+
+    def run_round(specs: list[LlmLoadSpec]) -> None:
+        for repeat in range(profile.repeats):
+            for spec in specs:
+                for label, contract in contracts.items():
+                    there = targets[label].get(spec.app.name)
+                    if there is None:
+                        continue
+                    app, model, words_per_token = there
+                    aimed = replace(spec, app=app, model=model)
+                    level = run_llm_level(
+                        aimed, contract.endpoints, words_per_token, primary.slo.llm
+                    )
+                    level.deployment, level.repeat = label, repeat
+                    results.append(level)
+                    ttft, tpot = level.summary_ms("ttft"), level.summary_ms("tpot")
+                    progress.step(
+                        f"{label} llm {level.label}: {level.output_tok_s:.0f} tok/s, "
+                        f"TTFT p99 {ttft.p99 if ttft else float('nan'):.0f} ms, "
+                        f"TPOT p99 {tpot.p99 if tpot else float('nan'):.1f} ms, "
+                        f"errors {len(level.results) - len(level.ok)}"
+                    )
+
+    progress.total += len(closed) * profile.repeats * len(contracts)
+    run_round(closed)
+    # Open loop at fractions of the slowest deployment's peak, so A and B face the same arrivals.
+    peaks = {
+        name: min(
+            max(
+                (
+                    lv.requests_per_s
+                    for lv in results
+                    if (lv.spec.app.name, lv.deployment) == (name, d)
+                ),
+                default=0.0,
+            )
+            for d in contracts
+        )
+        for name in models
+    }
+    opened = llm_open_specs(closed, profile, peaks)
+    progress.total += len(opened) * profile.repeats * len(contracts)
+    run_round(opened)
+    return results, problems
+
+
+def _write_plots(
+    levels: list[LevelResult], llm_levels: list[LlmLevelResult], slo: Slo, out: Path
+) -> list[str]:
+    from raygke.smoke.plot import plot_latency_distribution, plot_llm, plot_throughput_vs_p99
+
+    plots = []
+    if levels:
+        plots.append(plot_throughput_vs_p99(levels, out / "throughput_p99.png"))
+        plots.append(plot_latency_distribution(levels, slo.concurrency, out / "latency_cdf.png"))
+    if llm_levels and slo.llm is not None:
+        plots.append(plot_llm(llm_levels, slo.llm.concurrency, out / "llm.png"))
+    return [str(p) for p in plots]
 
 
 def unreachable(url: str, timeout_s: float) -> str | None:
@@ -282,23 +393,30 @@ def main(argv: list[str] | None = None) -> int:
         if any(o.name == "health" and not o.passed for o in outs)
     ]
     levels: list[LevelResult] = []
+    llm_levels: list[LlmLevelResult] = []
+    llm_problems: dict[str, str] = {}
     if health_down:
         warnings.append(f"load skipped: health check failed for {', '.join(health_down)}")
         progress.note(warnings[-1])
     else:
         levels = _run_plan(profile, contracts, progress)
+        llm_levels, llm_problems = _run_llm(profile, contracts, progress)
+    if primary.slo.llm is None and any(a.kind == "llm" for a in primary.apps):
+        warnings.append(
+            "LLM load skipped: a version 1 contract has no slo.llm (export it again: pulumi up)"
+        )
 
     gates = evaluate(primary.slo, checks["A"], levels)
+    gates += evaluate_llm(primary.slo, llm_levels, llm_problems)
     warnings += client_warnings(levels)
     exit_code = EXIT_PASS if all(g.passed for g in gates) else EXIT_GATE_FAILED
-    plots = (
-        [] if args.no_plots or not levels else _write_plots(levels, primary.slo.concurrency, out)
-    )
+    plots = [] if args.no_plots else _write_plots(levels, llm_levels, primary.slo, out)
     report = build_report(
         profile=profile,
         contracts=contracts,
         checks=checks,
         levels=levels,
+        llm_levels=llm_levels,
         gates=gates,
         warnings=warnings,
         ratios=compare_ratios(levels) if len(contracts) > 1 else None,

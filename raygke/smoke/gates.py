@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from raygke.smoke.checks import CheckOutcome
 from raygke.smoke.contract import Slo
+from raygke.smoke.llm import LlmLevelResult, Measure
 from raygke.smoke.load import LevelResult
 
 
@@ -69,6 +70,45 @@ def evaluate(slo: Slo, checks: list[CheckOutcome], levels: list[LevelResult]) ->
         # Median over repeats: one noisy repeat neither passes nor fails a deployment alone.
         p99 = statistics.median(measured)
         gates.append(Gate(name, p99 <= slo.p99_ms, f"{p99:.1f} ms (max {slo.p99_ms:g} ms)"))
+    return gates
+
+
+def evaluate_llm(slo: Slo, levels: list[LlmLevelResult], problems: dict[str, str]) -> list[Gate]:
+    """The LLM phase's gates for deployment A: errors at every level, and the p99 of TTFT and TPOT
+    at `slo.llm.concurrency` (median over repeats); `problems` (app name -> why its load could not
+    run) fail a gate each."""
+    gates = [Gate(f"llm load {app}", False, why) for app, why in problems.items()]
+    llm = slo.llm
+    mine = [lv for lv in levels if lv.deployment == "A"]
+    for level in mine:
+        rate = level.error_rate
+        gates.append(
+            Gate(
+                f"error rate llm {level.label}",
+                passed=rate <= slo.max_error_rate,
+                detail=f"{rate:.2%} of {len(level.results)}, max {slo.max_error_rate:.2%}"
+                + (f": {level.errors}" if level.errors else ""),
+            )
+        )
+    if llm is None:
+        return gates
+    at_slo: dict[str, list[LlmLevelResult]] = {}
+    for level in mine:
+        if level.spec.loop == "closed" and level.spec.concurrency == llm.concurrency:
+            at_slo.setdefault(level.spec.app.name, []).append(level)
+    for app, runs in at_slo.items():
+        objectives: tuple[tuple[Measure, float], ...] = (
+            ("ttft", llm.ttft_ms),
+            ("tpot", llm.tpot_ms),
+        )
+        for measure, limit in objectives:
+            name = f"{measure.upper()} p99 llm {app} c={llm.concurrency}"
+            summaries = [run.summary_ms(measure) for run in runs]
+            if any(s is None for s in summaries):
+                gates.append(Gate(name, False, "no successful streams to measure"))
+                continue
+            p99 = statistics.median(s.p99 for s in summaries if s is not None)
+            gates.append(Gate(name, p99 <= limit, f"{p99:.1f} ms (max {limit:g} ms)"))
     return gates
 
 

@@ -31,6 +31,7 @@ from raygke.smoke.contract import AppEndpoint, Endpoints, LlmSlo
 from raygke.smoke.stats import Summary, summarize
 
 LlmLoop = Literal["closed", "open"]
+Measure = Literal["ttft", "itl", "tpot", "e2e"]
 
 # Prompts are drawn from these words; lowercase, common, so most tokenizers give few tokens each.
 _WORD_LIST = (
@@ -98,6 +99,12 @@ class LlmLevelResult:
     deployment: str = "A"
 
     @property
+    def label(self) -> str:
+        spec = self.spec
+        load = f"c={spec.concurrency}" if spec.loop == "closed" else f"open {spec.rate:g}/s"
+        return f"{spec.app.name} {load} ({spec.input_tokens} in / {spec.output_tokens} out)"
+
+    @property
     def ok(self) -> list[LlmResult]:
         return [r for r in self.results if r.ok]
 
@@ -140,10 +147,10 @@ class LlmLevelResult:
         good = self.good
         return None if good is None or not self.duration_s else good / self.duration_s
 
-    def summary_ms(self, measure: Literal["ttft", "itl", "tpot", "e2e"]) -> Summary | None:
+    def summary_ms(self, measure: Measure) -> Summary | None:
         return summarize(v * 1000 for v in self.samples_s(measure))
 
-    def samples_s(self, measure: Literal["ttft", "itl", "tpot", "e2e"]) -> list[float]:
+    def samples_s(self, measure: Measure) -> list[float]:
         ok = self.ok
         if measure == "ttft":
             return [r.ttft_s for r in ok if r.ttft_s is not None]
@@ -355,7 +362,7 @@ def run_llm_level(
 def level_dict(level: LlmLevelResult) -> dict[str, Any]:
     """A level's figures for report.json (milliseconds; raw TTFT and ITL kept for plots)."""
 
-    def summary(measure: Literal["ttft", "itl", "tpot", "e2e"]) -> dict[str, Any] | None:
+    def summary(measure: Measure) -> dict[str, Any] | None:
         s = level.summary_ms(measure)
         return None if s is None else s.as_dict()
 
@@ -391,14 +398,3 @@ def level_dict(level: LlmLevelResult) -> dict[str, Any]:
             "itl": [round(v * 1000, 3) for v in level.samples_s("itl")],
         },
     }
-
-
-def incremental_problem(result: LlmResult, asked: int) -> str | None:
-    """Why a stream did not deliver its tokens incrementally, or None if it did."""
-    if not result.ok:
-        return f"{result.error}: {result.message}"
-    if len(result.chunk_times) < 2:
-        return f"{len(result.chunk_times)} chunk(s) with text for {asked} tokens: not streamed"
-    if result.chunk_times[-1] <= result.chunk_times[0]:
-        return "every chunk arrived at once: not streamed"
-    return None

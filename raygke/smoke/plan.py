@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, replace
 
 from raygke.smoke.contract import SmokeContract
+from raygke.smoke.llm import LlmLoadSpec
 from raygke.smoke.load import LoadSpec, Mode, Transport
 
 
@@ -28,6 +29,10 @@ class Profile:
     chunk_size: int = 64
     rows: int = 32
     processes: int = 0  # 0: decided per level by auto_processes
+    llm_levels: tuple[int, ...] = ()  # LLM closed-loop concurrencies, besides the SLO's
+    llm_prompts_per_user: int = (
+        4  # prompts per closed-loop stream (at least MIN_LLM_PROMPTS a level)
+    )
 
 
 # quick: the CI gate; seconds per level, so it fits in 2 minutes on 2 cores with Ray beside it.
@@ -50,6 +55,8 @@ FULL = Profile(
     open_fractions=(0.25, 0.5, 0.75),
     open_all_unary=True,
     repeats=3,
+    llm_levels=(1, 8, 32),
+    llm_prompts_per_user=8,
 )
 PROFILES = {p.name: p for p in (QUICK, FULL)}
 
@@ -153,6 +160,55 @@ def open_specs(
                 )
             )
     return specs
+
+
+MIN_LLM_PROMPTS = 16  # fewer samples than this make a p99 of one request's luck
+
+
+def llm_specs(
+    contract: SmokeContract, profile: Profile, models: dict[str, str]
+) -> list[LlmLoadSpec]:
+    """Closed-loop LLM levels for every llm app with a model to ask for (`models`: app name -> id),
+    at the lengths and concurrency of the contract's `slo.llm` (none in a version 1 contract)."""
+    slo = contract.slo.llm
+    if slo is None:
+        return []
+    return [
+        LlmLoadSpec(
+            app=app,
+            model=models[app.name],
+            loop="closed",
+            concurrency=level,
+            num_prompts=max(MIN_LLM_PROMPTS, level * profile.llm_prompts_per_user),
+            input_tokens=slo.input_tokens,
+            output_tokens=slo.output_tokens,
+        )
+        for app in contract.apps
+        if app.kind == "llm" and app.name in models
+        for level in sorted({*profile.llm_levels, slo.concurrency})
+    ]
+
+
+def llm_open_specs(
+    closed: list[LlmLoadSpec], profile: Profile, peaks: dict[str, float]
+) -> list[LlmLoadSpec]:
+    """Poisson arrivals at fractions of each app's closed-loop peak (req/s, `peaks` by app name),
+    shaped like its largest closed level; at most 4x that level's streams in flight."""
+    widest: dict[str, LlmLoadSpec] = {}
+    for spec in closed:
+        if spec.concurrency >= widest.get(spec.app.name, spec).concurrency:
+            widest[spec.app.name] = spec
+    return [
+        replace(
+            spec,
+            loop="open",
+            rate=round(peaks[name] * fraction, 2),
+            concurrency=4 * spec.concurrency,
+        )
+        for name, spec in widest.items()
+        if peaks.get(name, 0.0) > 0
+        for fraction in profile.open_fractions
+    ]
 
 
 def with_overrides(

@@ -1,14 +1,17 @@
 """PNG plots: throughput vs p99 per configuration, and latency distributions (CDF).
 
-Owns: the two figures in every report. Does not own: the numbers. matplotlib is imported lazily
+Owns: the two figures in every report, and the LLM phase's (TTFT and ITL CDFs, tokens/s against
+concurrency). Does not own: the numbers. matplotlib is imported lazily
 (with the Agg backend: CI runners have no display) because it is slow to import.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from raygke.smoke.gates import slo_p99
+from raygke.smoke.llm import LlmLevelResult
 from raygke.smoke.load import LevelResult
 
 
@@ -74,6 +77,56 @@ def plot_latency_distribution(levels: list[LevelResult], concurrency: int, path:
     ax.grid(True, which="both", alpha=0.3)
     if drawn:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_llm(levels: list[LlmLevelResult], concurrency: int, path: Path) -> Path:
+    """Three panels: TTFT and ITL CDFs at the SLO's concurrency (repeats pooled), and output
+    tokens/s against concurrency, per deployment and app."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ttft_ax, itl_ax, tput_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
+    pooled: dict[str, dict[str, list[float]]] = {}
+    throughput: dict[str, list[tuple[int, float]]] = {}
+    for level in levels:
+        if level.spec.loop != "closed":
+            continue
+        name = f"{level.deployment}: {level.spec.app.name}"
+        throughput.setdefault(name, []).append((level.spec.concurrency, level.output_tok_s))
+        if level.spec.concurrency == concurrency:
+            samples = pooled.setdefault(name, {"ttft": [], "itl": []})
+            samples["ttft"] += level.samples_s("ttft")
+            samples["itl"] += level.samples_s("itl")
+    for ax, measure, title in ((ttft_ax, "ttft", "TTFT"), (itl_ax, "itl", "ITL (per chunk)")):
+        for name, samples in sorted(pooled.items()):
+            values = sorted(v * 1000 for v in samples[measure])
+            if values:
+                ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=name)
+        ax.set_xlabel(f"{title} (ms)")
+        ax.set_ylabel("fraction of samples")
+        ax.set_title(f"{title} CDF at c={concurrency}")
+        ax.grid(True, alpha=0.3)
+        if pooled:
+            ax.legend(fontsize=7)
+    for name, points in sorted(throughput.items()):
+        by_level: dict[int, list[float]] = {}
+        for c, tps in points:
+            by_level.setdefault(c, []).append(tps)
+        xs = sorted(by_level)
+        tput_ax.plot(xs, [statistics.median(by_level[c]) for c in xs], marker="o", label=name)
+    tput_ax.set_xlabel("concurrent streams")
+    tput_ax.set_ylabel("output tokens/s (median over repeats)")
+    tput_ax.set_xscale("log", base=2)
+    tput_ax.set_title("Output tokens/s against concurrency")
+    tput_ax.grid(True, which="both", alpha=0.3)
+    if throughput:
+        tput_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -19,10 +19,12 @@ from typing import Any
 from raygke.smoke.checks import CheckOutcome
 from raygke.smoke.contract import SmokeContract
 from raygke.smoke.gates import Gate, Ratio
+from raygke.smoke.llm import LlmLevelResult
+from raygke.smoke.llm import level_dict as llm_level_dict
 from raygke.smoke.load import LevelResult
 from raygke.smoke.plan import Profile
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: `llm`, the LLM phase's levels
 
 
 def _version(package: str) -> str | None:
@@ -106,6 +108,7 @@ def build_report(
     contracts: dict[str, SmokeContract],
     checks: dict[str, list[CheckOutcome]],
     levels: list[LevelResult],
+    llm_levels: list[LlmLevelResult],
     gates: list[Gate],
     warnings: list[str],
     ratios: list[Ratio] | None,
@@ -125,6 +128,7 @@ def build_report(
         "client": client_fingerprint(),
         "checks": {label: [asdict(o) for o in outs] for label, outs in checks.items()},
         "load": [level_dict(level) for level in levels],
+        "llm": [llm_level_dict(level) for level in llm_levels],
         "gates": [asdict(g) for g in gates],
         "warnings": warnings,
         "compare": None if ratios is None else [asdict(r) for r in ratios],
@@ -161,6 +165,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "client",
         "checks",
         "load",
+        "llm",
         "gates",
         "warnings",
         "compare",
@@ -226,6 +231,44 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "send_lag_ms": _SUMMARY,
                     # HTTP unary: connections the client opened (reconnects included).
                     "connections": {"type": ["integer", "null"], "minimum": 0},
+                },
+            },
+        },
+        "llm": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "deployment",
+                    "repeat",
+                    "app",
+                    "model",
+                    "loop",
+                    "concurrency",
+                    "num_prompts",
+                    "input_tokens",
+                    "output_tokens",
+                    "ok",
+                    "errors",
+                    "error_rate",
+                    "output_tok_s",
+                    "requests_per_s",
+                    "goodput_rps",
+                    "ttft_ms",
+                    "itl_ms",
+                    "tpot_ms",
+                    "e2e_ms",
+                    "client_cpu",
+                ],
+                "properties": {
+                    "loop": {"enum": ["closed", "open"]},
+                    "errors": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "goodput_rps": {"type": ["number", "null"], "minimum": 0},
+                    "ttft_ms": _SUMMARY,
+                    "itl_ms": _SUMMARY,
+                    "tpot_ms": _SUMMARY,
+                    "e2e_ms": _SUMMARY,
                 },
             },
         },
@@ -324,6 +367,29 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{ttft_cell} | {_ms(lv['per_chunk_ms'], 'p50')} | "
             f"{lv['chunks_per_s']:.0f} | {errors} |"
         )
+    if report["llm"]:
+        lines.append("")
+        lines.append("### LLM (streamed completions; ITL per chunk, TPOT per token)")
+        lines.append(
+            "| dep | # | level | ok | out tok/s | req/s | goodput/s | TTFT p50/p99 ms | "
+            "ITL p50/p99 ms | TPOT p50/p99 ms | E2E p99 ms | errors |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for lv in report["llm"]:
+            errors = ", ".join(f"{k}: {v}" for k, v in lv["errors"].items()) or "0"
+            load = f"c={lv['concurrency']}" if lv["loop"] == "closed" else f"open {lv['rate']:g}/s"
+            goodput = "-" if lv["goodput_rps"] is None else f"{lv['goodput_rps']:.2f}"
+            pair = {
+                m: "-" if lv[m] is None else f"{lv[m]['p50']:.1f} / {lv[m]['p99']:.1f}"
+                for m in ("ttft_ms", "itl_ms", "tpot_ms")
+            }
+            lines.append(
+                f"| {lv['deployment']} | {lv['repeat']} | {lv['app']} {load} "
+                f"({lv['input_tokens']}/{lv['output_tokens']} tok) | {lv['ok']}/{lv['num_prompts']} | "
+                f"{lv['output_tok_s']:.0f} | {lv['requests_per_s']:.2f} | {goodput} | "
+                f"{pair['ttft_ms']} | {pair['itl_ms']} | {pair['tpot_ms']} | "
+                f"{_ms(lv['e2e_ms'], 'p99')} | {errors} |"
+            )
     if report["compare"]:
         lines.append("")
         lines.append("### A/B (A over B; median, range over repeats)")
