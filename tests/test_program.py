@@ -290,11 +290,23 @@ def test_the_smoke_output_reports_serve_flags_and_never_other_extra_env():
 
 
 def test_the_stacks_smoke_section_is_the_slo_output():
-    smoke = {"concurrency": 3, "p99Ms": 123.5, "maxErrorRate": 0.02}
+    llm = {"concurrency": 4, "ttftMs": 800, "tpotMs": 40, "inputTokens": 64, "outputTokens": 32}
+    smoke = {"concurrency": 3, "p99Ms": 123.5, "maxErrorRate": 0.02, "llm": llm}
     _, outputs = run_with_mocks(
         run_program, stack="dev", config=mutated("dev", edit("smoke", **smoke))
     )
-    assert outputs["smoke"]["slo"] == {"concurrency": 3, "p99_ms": 123.5, "max_error_rate": 0.02}
+    assert outputs["smoke"]["slo"] == {
+        "concurrency": 3,
+        "p99_ms": 123.5,
+        "max_error_rate": 0.02,
+        "llm": {
+            "concurrency": 4,
+            "ttft_ms": 800,
+            "tpot_ms": 40,
+            "input_tokens": 64,
+            "output_tokens": 32,
+        },
+    }
     _, outputs = run_with_mocks(
         run_program, stack="dev", config=mutated("dev", lambda c: c.pop(f"{NS}:smoke"))
     )
