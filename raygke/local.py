@@ -187,6 +187,13 @@ def _sample_requests(outputs: dict[str, Any]) -> list[str]:
             lines.append(f"curl -sN '{prefix}/stream?chunks=5&tpot_ms=200'")
         elif app["kind"] == "recsys":
             lines.append(f"curl -s -XPOST {prefix}/rank -d '{{\"rows\": 4}}'")
+        elif app["kind"] == "llm":
+            chat = {"model": app["model"], "max_tokens": 32, "stream": True,
+                    "messages": [{"role": "user", "content": "Hello!"}]}  # fmt: skip
+            lines.append(
+                f"curl -sN {prefix}/v1/chat/completions -H 'Content-Type: application/json' "
+                f"-d '{json.dumps(chat)}'"
+            )
     echo = next((a for a in outputs["apps"] if a["kind"] == "echo" and a["grpc_service"]), None)
     if echo:  # gRPC: the stubs in app/protos, the app chosen by `application` metadata
         lines.append(

@@ -50,9 +50,10 @@ class LocalRun:
         return self.outputs["direct"]["grpc_target"]
 
 
-def _local_run(state_dir: Path, *extra: str) -> Iterator[LocalRun]:
+def local_run_of(state_dir: Path, *extra: str, stack: str = "dev") -> Iterator[LocalRun]:
+    """`raygke local up` of a stack for the tests that use it; down by PID after, nothing left."""
     up = subprocess.run(
-        [*RAYGKE, "local", "up", "--stack", "dev", "--state-dir", str(state_dir), *extra],
+        [*RAYGKE, "local", "up", "--stack", stack, "--state-dir", str(state_dir), *extra],
         capture_output=True,
         text=True,
         timeout=400,
@@ -82,12 +83,12 @@ def _local_run(state_dir: Path, *extra: str) -> Iterator[LocalRun]:
 @pytest.fixture(scope="session")
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
     """The dev stack with the package's defaults (HAProxy ingress + gRPC transport)."""
-    yield from _local_run(tmp_path_factory.mktemp("local") / "state")
+    yield from local_run_of(tmp_path_factory.mktemp("local") / "state")
 
 
 @pytest.fixture(scope="session")
 def local_run_ray_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
     """The dev stack on Ray's defaults (Python proxy, no gRPC transport)."""
-    yield from _local_run(
+    yield from local_run_of(
         tmp_path_factory.mktemp("local-defaults") / "state", "--profile", "ray-defaults"
     )

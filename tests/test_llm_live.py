@@ -1,15 +1,17 @@
-"""app/llm.py on vLLM's CPU build: the llm app serving app/tiny_llm.py's model over real HTTP.
+"""The llm app in the local run of prod: vLLM's CPU build serving app/tiny_llm.py's model, over our
+tier and over Ray's own HAProxy, and `raygke smoke`'s LLM phase against it.
 
-One isolated Ray head (raygke/local_ray.py, the package's serve flags: Ray's HAProxy ingress),
-the llm app deployed from a serve config as the RayService carries it, under prod's model id, with
-the args a CPU run needs. Checks the OpenAI API (models, chat and text completions, streaming and
-not), that bad input gets an OpenAI-style 4xx and the engine keeps serving, and that stopping the
-head leaves none of vLLM's processes behind.
+One `raygke local up --stack prod` for the module (prod's llm app has localArgs that put it on vLLM's
+CPU build; the run writes the tiny model into its state dir), torn down by PID at the end. Checks the
+OpenAI API (models, chat and text completions, streaming and not), that bad input gets a 4xx and the
+engine keeps serving, that vLLM's engine runs in the head's process session (which `down` stops),
+and the smoke benchmark's LLM phase: its figures, and its gate against an endpoint that fails.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,64 +20,65 @@ from typing import Any
 
 import pytest
 import requests
-from procs import alive, cmdline
+from conftest import RAYGKE, LocalRun, local_run_of
+from procs import pids_matching
 
-from app.tiny_llm import write_tiny_llm
-from infra.config import FLAGS_ONLY
-from infra.stack_file import load_stack_config
-from raygke import local_ray
+from raygke import host
 
 pytestmark = pytest.mark.process
 
-MAX_MODEL_LEN = 512
 TIMEOUT_S = 120  # per request: a hung engine fails the test instead of stalling it
 
 
-def _tiny_llm_args(model_dir: Path) -> dict[str, Any]:
-    """prod's llm args with what a CPU run of the tiny model needs merged over them."""
-    (prod_llm,) = [a for a in load_stack_config("prod").apps if a.kind == "llm"]
-    return {
-        **prod_llm.args,
-        "device": "cpu",
-        "source": "local",
-        "model_source": str(model_dir),
-        "load_format": "dummy",
-        "enforce_eager": True,
-        "max_model_len": MAX_MODEL_LEN,
-        "max_num_seqs": 16,
-        "kv_cache_gib": 1,
-    }
+@pytest.fixture(scope="module")
+def prod_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
+    yield from local_run_of(tmp_path_factory.mktemp("prod") / "state", stack="prod")
 
 
 @dataclass(frozen=True)
 class LlmRun:
-    url: str  # the app's route prefix on Ray's ingress
+    url: str  # the app's route prefix on one ingress
     model_id: str
+    max_model_len: int
 
 
-@pytest.fixture(scope="module")
-def llm_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlmRun]:
-    root = tmp_path_factory.mktemp("llm")
-    args = _tiny_llm_args(root / "tiny-llm")
-    write_tiny_llm(Path(args["model_source"]))
-    serve_config = {
-        "applications": [
-            {"name": "llm", "route_prefix": "/llm", "import_path": "app.llm:build_app",
-             "args": args}
-        ]
-    }  # fmt: skip
-    # Logical CPUs (reservations, not cores) for OpenAiIngress, LLMServer and the engine's bundle.
-    ray = local_ray.start(root / "run", env=FLAGS_ONLY, num_cpus=4)
-    engines: list[int] = []
-    try:
-        local_ray.deploy(ray, serve_config, timeout_s=400)
-        # vLLM's engine processes (spawned by the LLMServer replica) belong to the head's session.
-        engines = [p for p in local_ray.processes(ray) if "EngineCore" in cmdline(p)]
-        assert engines, "no vLLM EngineCore among the head's processes"
-        yield LlmRun(f"{ray.http_url}/llm", args["model_id"])
-    finally:
-        local_ray.stop(ray)  # by PID; raises if any of the head's processes survive SIGKILL
-        assert not [p for p in engines if alive(p)], "vLLM's engine outlived the head"
+@pytest.fixture(params=["tier", "ray"], scope="module")
+def llm_run(request: pytest.FixtureRequest, prod_run: LocalRun) -> LlmRun:
+    """The llm app through our tier, then straight through Ray's own HAProxy."""
+    base = prod_run.http_url if request.param == "tier" else prod_run.direct_http_url
+    [app] = [a for a in prod_run.outputs["apps"] if a["kind"] == "llm"]
+    serve_config = json.loads((prod_run.state_dir / "serve-config.json").read_text())
+    [llm] = [a for a in serve_config["applications"] if a["name"] == app["name"]]
+    return LlmRun(f"{base}{app['route_prefix']}", app["model"], llm["args"]["max_model_len"])
+
+
+def test_the_local_run_serves_prods_llm_app_on_the_cpu_build(prod_run: LocalRun) -> None:
+    serve_config = json.loads((prod_run.state_dir / "serve-config.json").read_text())
+    [llm] = [a for a in serve_config["applications"] if a["import_path"] == "app.llm:build_app"]
+    args = llm["args"]
+    assert (args["device"], args["source"], args["load_format"]) == ("cpu", "local", "dummy")
+    model_dir = Path(args["model_source"])
+    assert model_dir.parent == prod_run.state_dir / "models"
+    assert (model_dir / "config.json").is_file() and (model_dir / "tokenizer.json").is_file()
+    [app] = [a for a in prod_run.outputs["apps"] if a["kind"] == "llm"]
+    assert app["model"] == args["model_id"] == "llama-3.1-8b-instruct"  # prod's model id
+
+
+def test_vllms_engine_runs_in_the_heads_session(prod_run: LocalRun) -> None:
+    """`raygke local down` stops the head's process session; vLLM's engine must be in it."""
+    head_pid = prod_run.state["ray"]["pid"]
+    head = host.proc_stat(head_pid)
+
+    def descends_from_head(pid: int) -> bool:
+        while (stat := host.proc_stat(pid)) is not None and pid > 1:
+            if pid == head_pid:
+                return True
+            pid = stat.ppid
+        return False
+
+    engines = [pid for pid in pids_matching("EngineCore") if descends_from_head(pid)]
+    assert head is not None and engines, "no vLLM EngineCore process under this run's head"
+    assert {s.session for p in engines if (s := host.proc_stat(p))} == {head.session}
 
 
 def _post(run: LlmRun, path: str, body: Any, **kw: Any) -> requests.Response:
@@ -158,18 +161,18 @@ def _chat(model: str, content: str = "Hello.", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
 
 
-Body = Callable[[str], str | dict[str, Any]]  # the request body for a model id
+Body = Callable[[LlmRun], str | dict[str, Any]]  # the request body for a run
 
 # (case, body, the status OpenAI's API answers it with, the error's shape)
 BAD_INPUT: list[tuple[str, Body, int, str]] = [
-    ("malformed JSON", lambda m: f'{{"model": "{m}", "messages": [', 400, "openai"),
-    ("no messages", lambda m: {"model": m, "max_tokens": 4}, 400, "openai"),
+    ("malformed JSON", lambda r: f'{{"model": "{r.model_id}", "messages": [', 400, "openai"),
+    ("no messages", lambda r: {"model": r.model_id, "max_tokens": 4}, 400, "openai"),
     # Ray Serve LLM 2.60's ingress raises FastAPI's HTTPException for a model it does not serve
     # (OpenAiIngress._get_model_id): {"detail": "..."}, not OpenAI's {"error": {...}}.
-    ("unknown model", lambda m: _chat("no-such-model"), 404, "fastapi"),
-    ("max_tokens beyond the model length", lambda m: _chat(m, max_tokens=MAX_MODEL_LEN + 1), 400,
-     "openai"),
-    ("prompt over the limit", lambda m: _chat(m, "fox " * MAX_MODEL_LEN), 400, "openai"),
+    ("unknown model", lambda r: _chat("no-such-model"), 404, "fastapi"),
+    ("max_tokens beyond the model length",
+     lambda r: _chat(r.model_id, max_tokens=r.max_model_len + 1), 400, "openai"),
+    ("prompt over the limit", lambda r: _chat(r.model_id, "fox " * r.max_model_len), 400, "openai"),
 ]  # fmt: skip
 
 
@@ -180,7 +183,7 @@ def test_bad_input_gets_an_error_and_the_engine_keeps_serving(
     llm_run: LlmRun, case: str, body: Body, status: int, shape: str
 ) -> None:
     t0 = time.monotonic()
-    r = _post(llm_run, "/v1/chat/completions", body(llm_run.model_id))
+    r = _post(llm_run, "/v1/chat/completions", body(llm_run))
     assert r.status_code == status, f"{case}: {r.status_code} {r.text}"
     if shape == "openai":
         error = r.json()["error"]
@@ -190,3 +193,54 @@ def test_bad_input_gets_an_error_and_the_engine_keeps_serving(
     assert time.monotonic() - t0 < 30, f"{case}: the error took {time.monotonic() - t0:.0f}s"
     ok = _post(llm_run, "/v1/chat/completions", _chat(llm_run.model_id, max_tokens=4))
     assert ok.status_code == 200, f"after {case}: {ok.text}"
+
+
+def _smoke(outputs: dict[str, Any], out: Path) -> tuple[int, dict[str, Any]]:
+    """`raygke smoke --profile quick` on these outputs; (exit code, report.json)."""
+    path = out / "outputs.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(outputs))
+    run = subprocess.run(
+        [*RAYGKE, "smoke", "--outputs", str(path), "--profile", "quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode in (0, 1), run.stderr  # 1: a gate missed; 2 would be bad input
+    return run.returncode, json.loads((out / "report.json").read_text())
+
+
+def test_smokes_llm_phase_measures_the_llm_app(prod_run: LocalRun, tmp_path: Path) -> None:
+    _, report = _smoke(prod_run.outputs, tmp_path)
+    checks = {c["name"]: c for c in report["checks"]["A"] if c["app"] == "llm"}
+    assert checks["llm models"]["passed"], checks["llm models"]
+    assert checks["llm stream"]["passed"], checks["llm stream"]
+    slo = prod_run.outputs["slo"]["llm"]
+    [closed] = [lv for lv in report["llm"] if lv["loop"] == "closed"]
+    assert closed["concurrency"] == slo["concurrency"]
+    assert closed["errors"] == {} and closed["ok"] == closed["num_prompts"]
+    assert closed["output_tok_s"] > 0 and closed["tpot_ms"]["count"] == closed["ok"]
+    # ignore_eos: every stream is exactly the objective's length; the prompt about its length.
+    assert closed["output_tokens_total"] == closed["ok"] * slo["output_tokens"]
+    assert abs(closed["mean_input_tokens"] - slo["input_tokens"]) <= 0.2 * slo["input_tokens"]
+    assert [lv["loop"] for lv in report["llm"]].count("open") >= 1
+    gates = {g["name"] for g in report["gates"]}
+    assert f"TTFT p99 llm llm c={slo['concurrency']}" in gates
+    assert f"TPOT p99 llm llm c={slo['concurrency']}" in gates
+    assert (tmp_path / "llm.png").is_file()
+
+
+def test_smokes_llm_phase_fails_its_gate_naming_what_failed(
+    prod_run: LocalRun, tmp_path: Path
+) -> None:
+    """An llm route that answers 404 (the app gone from behind the ingress): exit 1, and the gates
+    say which app and what the endpoint answered."""
+    outputs = json.loads(json.dumps(prod_run.outputs))
+    for app in outputs["apps"]:
+        if app["kind"] == "llm":
+            app["route_prefix"] = "/no-llm-here"
+    code, report = _smoke(outputs, tmp_path)
+    assert code == 1
+    failed = {g["name"]: g["detail"] for g in report["gates"] if not g["passed"]}
+    assert "http_404" in failed["llm load llm"], failed
+    assert "llm models llm/http" in failed["functional checks"]

@@ -168,6 +168,11 @@ def completion(handler: Handler, timeout_s: float = 5.0) -> LlmResult:
     return asyncio.run(go())
 
 
+def test_a_decode_step_with_empty_text_is_timed_as_vllm_bench_times_it() -> None:
+    r = completion(streaming(sse(text_event(""), text_event("a"), USAGE)))
+    assert r.ok and len(r.chunk_times) == 2 and r.ttft_s == r.chunk_times[0]
+
+
 def test_a_stream_is_timed_per_chunk_and_counted_from_usage() -> None:
     r = completion(streaming(sse(text_event("a"), text_event("b c"), USAGE)))
     assert r.ok and r.error is None

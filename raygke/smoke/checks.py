@@ -207,7 +207,7 @@ async def _llm_models(c: Client, _: SmokeContract, app: App) -> Verdict:
 
 
 # Tokens the stream probe asks for: enough decode steps that a stream and a buffered reply differ.
-LLM_CHECK_TOKENS = 64
+LLM_CHECK_TOKENS = 128
 
 
 async def _llm_stream(c: Client, _: SmokeContract, app: App) -> Verdict:

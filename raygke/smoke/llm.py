@@ -7,8 +7,9 @@ tokens/s, requests/s, goodput and errors by status.
 Does not own: which levels run (plan.py), pass/fail (gates.py), or the reports (report.py).
 
 Definitions (the ones `vllm bench serve` uses, so figures compare one to one):
-- TTFT: from the request's start (its scheduled instant in open loop) to the first chunk with text.
-- ITL: the gaps between successive chunks with text. A server that sends several tokens in one
+- TTFT: from the request's start (its scheduled instant in open loop) to the first chunk with a
+  choice (a decode step; its text may be empty, as for a special token).
+- ITL: the gaps between successive such chunks. A server that sends several tokens in one
   chunk, or chunks that arrive in one read, shows gaps near 0: read TPOT for the per-token rate.
 - TPOT: (end-to-end - TTFT) / (output tokens - 1), output tokens from the server's `usage`.
 - Goodput: requests per second that succeeded within both the TTFT and the TPOT objective.
@@ -73,7 +74,7 @@ class LlmResult:
     message: str | None = None
     ttft_s: float | None = None
     latency_s: float = 0.0
-    chunk_times: list[float] = field(default_factory=list)  # arrivals of chunks with text
+    chunk_times: list[float] = field(default_factory=list)  # arrivals of chunks with a choice
     output_tokens: int = 0
     input_tokens: int = 0
 
@@ -210,7 +211,7 @@ def _status_error(status: int, raw: bytes) -> tuple[str, str]:
 async def stream_completion(
     session: aiohttp.ClientSession, url: str, body: dict[str, Any], start: float
 ) -> LlmResult:
-    """POST one streamed completion; every chunk with text is timed on arrival."""
+    """POST one streamed completion; every chunk with a choice is timed on arrival."""
     result = LlmResult()
     try:
         async with session.post(url, json=body) as resp:
@@ -231,11 +232,12 @@ async def stream_completion(
                 if "error" in event:
                     result.error, result.message = "stream_error", str(event["error"])[:300]
                     break
-                for choice in event.get("choices") or ():
-                    if choice.get("text") or (choice.get("delta") or {}).get("content"):
-                        if result.ttft_s is None:
-                            result.ttft_s = now
-                        result.chunk_times.append(now)
+                # A chunk with a choice is a decode step, even with empty text (a special token,
+                # or part of a UTF-8 character): vllm bench serve times it, and so do we.
+                if event.get("choices"):
+                    if result.ttft_s is None:
+                        result.ttft_s = now
+                    result.chunk_times.append(now)
                 usage = event.get("usage")
                 if usage:
                     result.output_tokens = int(usage.get("completion_tokens") or 0)
