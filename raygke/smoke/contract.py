@@ -1,4 +1,4 @@
-"""Reads and validates the `smoke` outputs contract (schema_version 1, docs/architecture.md).
+"""Reads and validates the `smoke` outputs contract (schema_version 2, and 1; docs/architecture.md).
 
 Owns: parsing a local run's file, a whole `pulumi stack output --json` document, or the Pulumi CLI's
 output for `--stack`, into a typed `SmokeContract`; errors that name the offending field.
