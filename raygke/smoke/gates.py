@@ -28,6 +28,15 @@ def slo_p99(level: LevelResult) -> float | None:
     return None if summary is None else summary.p99
 
 
+def _error_rate(label: str, errors: dict[str, int], total: int, max_rate: float) -> Gate:
+    rate = sum(errors.values()) / total if total else 1.0
+    return Gate(
+        f"error rate {label}",
+        passed=rate <= max_rate,
+        detail=f"{rate:.2%} of {total}, max {max_rate:.2%}" + (f": {errors}" if errors else ""),
+    )
+
+
 def evaluate(slo: Slo, checks: list[CheckOutcome], levels: list[LevelResult]) -> list[Gate]:
     """Gates for the deployment under test (deployment "A"; a --compare baseline is not gated)."""
     gates: list[Gate] = []
@@ -46,15 +55,8 @@ def evaluate(slo: Slo, checks: list[CheckOutcome], levels: list[LevelResult]) ->
     )
     mine = [lv for lv in levels if lv.deployment == "A"]
     for level in mine:
-        rate = level.error_rate
-        gates.append(
-            Gate(
-                f"error rate {level.spec.label}",
-                passed=rate <= slo.max_error_rate,
-                detail=f"{rate:.2%} of {level.ok + level.error_count}, max {slo.max_error_rate:.2%}"
-                + (f": {level.errors}" if level.errors else ""),
-            )
-        )
+        total = level.ok + level.error_count
+        gates.append(_error_rate(level.spec.label, level.errors, total, slo.max_error_rate))
     at_slo: dict[str, list[LevelResult]] = {}
     for level in mine:
         if level.spec.loop == "closed" and level.spec.concurrency == slo.concurrency:
@@ -81,15 +83,8 @@ def evaluate_llm(slo: Slo, levels: list[LlmLevelResult], problems: dict[str, str
     llm = slo.llm
     mine = [lv for lv in levels if lv.deployment == "A"]
     for level in mine:
-        rate = level.error_rate
-        gates.append(
-            Gate(
-                f"error rate llm {level.label}",
-                passed=rate <= slo.max_error_rate,
-                detail=f"{rate:.2%} of {len(level.results)}, max {slo.max_error_rate:.2%}"
-                + (f": {level.errors}" if level.errors else ""),
-            )
-        )
+        total = len(level.results)
+        gates.append(_error_rate(f"llm {level.label}", level.errors, total, slo.max_error_rate))
     if llm is None:
         return gates
     at_slo: dict[str, list[LlmLevelResult]] = {}

@@ -30,6 +30,7 @@ import aiohttp
 
 from raygke.smoke.contract import AppEndpoint, Endpoints, LlmSlo
 from raygke.smoke.stats import Summary, summarize
+from raygke.smoke.transport import SSE_DONE, sse_events
 
 LlmLoop = Literal["closed", "open"]
 Measure = Literal["ttft", "itl", "tpot", "e2e"]
@@ -220,12 +221,8 @@ async def stream_completion(
                 result.latency_s = time.perf_counter() - start
                 return result
             done = False
-            async for line in resp.content:
-                if not line.startswith(b"data:"):
-                    continue
-                now = time.perf_counter() - start
-                data = line[5:].strip()
-                if data == b"[DONE]":
+            async for now, data in sse_events(resp, start):
+                if data == SSE_DONE:
                     done = True
                     break
                 event = json.loads(data)

@@ -9,10 +9,33 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Any
 
 from raygke.smoke.gates import slo_p99
 from raygke.smoke.llm import LlmLevelResult
 from raygke.smoke.load import LevelResult
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cdf(ax: Any, values: list[float], label: str) -> None:
+    """The empirical CDF of `values` on `ax`."""
+    ordered = sorted(values)
+    ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
 
 
 def _config(level: LevelResult) -> str:
@@ -21,11 +44,7 @@ def _config(level: LevelResult) -> str:
 
 def plot_throughput_vs_p99(levels: list[LevelResult], path: Path) -> Path:
     """One line per configuration through its closed-loop levels (x req/s, y p99 ms, log y)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     series: dict[str, list[tuple[float, float, int]]] = {}
     for level in levels:
@@ -47,28 +66,19 @@ def plot_throughput_vs_p99(levels: list[LevelResult], path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     if series:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_latency_distribution(levels: list[LevelResult], concurrency: int, path: Path) -> Path:
     """Empirical CDF of end-to-end latency, per configuration, at the SLO's concurrency."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     drawn = 0
     for level in levels:
         spec = level.spec
         if spec.loop != "closed" or spec.concurrency != concurrency or not level.latencies_ms:
             continue
-        values = sorted(level.latencies_ms)
-        n = len(values)
-        ax.plot(values, [(i + 1) / n for i in range(n)], label=f"{_config(level)} #{level.repeat}")
+        _cdf(ax, level.latencies_ms, f"{_config(level)} #{level.repeat}")
         drawn += 1
     ax.set_xscale("log")
     ax.set_xlabel("end-to-end latency (ms)")
@@ -77,20 +87,13 @@ def plot_latency_distribution(levels: list[LevelResult], concurrency: int, path:
     ax.grid(True, which="both", alpha=0.3)
     if drawn:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_llm(levels: list[LlmLevelResult], concurrency: int, path: Path) -> Path:
     """Three panels: TTFT and ITL CDFs at the SLO's concurrency (repeats pooled), and output
     tokens/s against concurrency, per deployment and app."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (ttft_ax, itl_ax, tput_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
     pooled: dict[str, dict[str, list[float]]] = {}
     throughput: dict[str, list[tuple[int, float]]] = {}
@@ -105,9 +108,8 @@ def plot_llm(levels: list[LlmLevelResult], concurrency: int, path: Path) -> Path
             samples["itl"] += level.samples_s("itl")
     for ax, measure, title in ((ttft_ax, "ttft", "TTFT"), (itl_ax, "itl", "ITL (per chunk)")):
         for name, samples in sorted(pooled.items()):
-            values = sorted(v * 1000 for v in samples[measure])
-            if values:
-                ax.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=name)
+            if samples[measure]:
+                _cdf(ax, [v * 1000 for v in samples[measure]], name)
         ax.set_xlabel(f"{title} (ms)")
         ax.set_ylabel("fraction of samples")
         ax.set_title(f"{title} CDF at c={concurrency}")
@@ -127,7 +129,4 @@ def plot_llm(levels: list[LlmLevelResult], concurrency: int, path: Path) -> Path
     tput_ax.grid(True, which="both", alpha=0.3)
     if throughput:
         tput_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,18 @@ _GRPC_OPTIONS = [
 ]
 # Closed loop: one gRPC connection per this many users.
 USERS_PER_GRPC_CHANNEL = 8
+
+
+SSE_DONE = b"[DONE]"  # the event that ends an SSE stream (the apps' and OpenAI's)
+
+
+async def sse_events(
+    resp: aiohttp.ClientResponse, start: float
+) -> AsyncIterator[tuple[float, bytes]]:
+    """(seconds since `start` at arrival, payload) for each `data:` line of an SSE response."""
+    async for line in resp.content:
+        if line.startswith(b"data:"):
+            yield time.perf_counter() - start, line[5:].strip()
 
 
 @dataclass
@@ -278,12 +290,8 @@ class Client:
                     raw = await resp.read()
                     return _http_status_error(resp.status, raw, time.perf_counter() - start)
                 done = False
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    now = time.perf_counter() - start
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
+                async for now, data in sse_events(resp, start):
+                    if data == SSE_DONE:
                         done = True
                         break
                     result.add_chunk(now, json.loads(data) if keep_body else None, keep_body)
