@@ -192,6 +192,7 @@ def test_cli_exits_2_on_unreadable_or_non_json_file(
         ["--duration", "0"],
         ["--repeats", "0"],
         ["--processes", "0"],
+        ["--llm-range-ratio", "1.5"],
         ["--direct"],  # the example has no `direct` endpoints
         ["--compare-direct"],
     ],

@@ -130,6 +130,8 @@ def test_llm_levels_are_the_slo_concurrency_and_the_profiles_at_the_slo_lengths(
             MIN_LLM_PROMPTS, spec.concurrency * FULL.llm_prompts_per_user
         )
         assert (spec.model, spec.loop) == ("tiny", "closed")
+    drawn = llm_specs(contract, with_overrides(QUICK, llm_range_ratio=0.25), {"llm": "tiny"})
+    assert [s.range_ratio for s in drawn] == [0.25]
     assert llm_specs(contract, QUICK, {}) == []  # no model to ask for: its load could not run
     assert llm_specs(_with_llm(version=1), QUICK, {"llm": "tiny"}) == []
 

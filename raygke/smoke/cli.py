@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=int, help="repeats of every level")
     p.add_argument("--processes", type=int, help="client processes per level (default: automatic)")
+    p.add_argument(
+        "--llm-range-ratio",
+        type=float,
+        help="LLM phase: draw input and output lengths uniformly within +-this fraction of "
+        "slo.llm's (default 0: every request the same)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
@@ -345,9 +351,14 @@ def main(argv: list[str] | None = None) -> int:
             levels=_levels(args.levels),
             repeats=args.repeats,
             processes=args.processes,
+            llm_range_ratio=args.llm_range_ratio,
         )
         if profile.duration_s <= 0 or profile.warmup_s < 0 or profile.repeats < 1:
             raise ContractError("--duration must be > 0, --warmup >= 0 and --repeats >= 1")
+        if not 0.0 <= profile.llm_range_ratio < 1.0:
+            raise ContractError(
+                f"--llm-range-ratio must be in [0, 1); got {profile.llm_range_ratio}"
+            )
         if args.processes is not None and args.processes < 1:
             raise ContractError(f"--processes must be >= 1; got {args.processes}")
         if len(contracts) > 1:

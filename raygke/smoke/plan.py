@@ -30,9 +30,10 @@ class Profile:
     rows: int = 32
     processes: int = 0  # 0: decided per level by auto_processes
     llm_levels: tuple[int, ...] = ()  # LLM closed-loop concurrencies, besides the SLO's
-    llm_prompts_per_user: int = (
-        4  # prompts per closed-loop stream (at least MIN_LLM_PROMPTS a level)
-    )
+    # Prompts per closed-loop stream (a level sends at least MIN_LLM_PROMPTS).
+    llm_prompts_per_user: int = 4
+    # LLM lengths drawn uniformly within +-this fraction of slo.llm's (vLLM's --random-range-ratio).
+    llm_range_ratio: float = 0.0
 
 
 # quick: the CI gate; seconds per level, so it fits in 2 minutes on 2 cores with Ray beside it.
@@ -182,6 +183,7 @@ def llm_specs(
             num_prompts=max(MIN_LLM_PROMPTS, level * profile.llm_prompts_per_user),
             input_tokens=slo.input_tokens,
             output_tokens=slo.output_tokens,
+            range_ratio=profile.llm_range_ratio,
         )
         for app in contract.apps
         if app.kind == "llm" and app.name in models
@@ -218,6 +220,7 @@ def with_overrides(
     levels: tuple[int, ...] | None = None,
     repeats: int | None = None,
     processes: int | None = None,
+    llm_range_ratio: float | None = None,
 ) -> Profile:
     """The profile with command-line overrides applied (None keeps the profile's value)."""
     changes = {
@@ -226,5 +229,6 @@ def with_overrides(
         "levels": levels,
         "repeats": repeats,
         "processes": processes,
+        "llm_range_ratio": llm_range_ratio,
     }
     return replace(profile, **{k: v for k, v in changes.items() if v is not None})
