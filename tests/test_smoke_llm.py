@@ -177,6 +177,13 @@ def test_a_stream_is_timed_per_chunk_and_counted_from_usage() -> None:
     assert incremental_problem(r, 3) is None
 
 
+def test_a_token_whose_text_is_still_empty_is_timed_as_vllm_times_it() -> None:
+    # A byte-level tokenizer's first byte of a two-byte character decodes to "": still a token.
+    r = completion(streaming(sse(text_event(""), text_event("\u00e9"), text_event("a"), USAGE)))
+    assert r.ok and len(r.chunk_times) == 3
+    assert r.ttft_s == r.chunk_times[0]
+
+
 @pytest.mark.parametrize(
     ("chunks", "error"),
     [

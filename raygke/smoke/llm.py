@@ -7,8 +7,10 @@ tokens/s, requests/s, goodput and errors by status.
 Does not own: which levels run (plan.py), pass/fail (gates.py), or the reports (report.py).
 
 Definitions (the ones `vllm bench serve` uses, so figures compare one to one):
-- TTFT: from the request's start (its scheduled instant in open loop) to the first chunk with text.
-- ITL: the gaps between successive chunks with text. A server that sends several tokens in one
+- TTFT: from the request's start (its scheduled instant in open loop) to the first chunk with a
+  choice. Its text may be empty: a byte-level tokenizer's token that completes no character yet is
+  still a token delivered, and vLLM counts it.
+- ITL: the gaps between successive chunks with a choice. A server that sends several tokens in one
   chunk, or chunks that arrive in one read, shows gaps near 0: read TPOT for the per-token rate.
 - TPOT: (end-to-end - TTFT) / (output tokens - 1), output tokens from the server's `usage`.
 - Goodput: requests per second that succeeded within both the TTFT and the TPOT objective.
@@ -72,7 +74,7 @@ class LlmResult:
     message: str | None = None
     ttft_s: float | None = None
     latency_s: float = 0.0
-    chunk_times: list[float] = field(default_factory=list)  # arrivals of chunks with text
+    chunk_times: list[float] = field(default_factory=list)  # arrivals of chunks with a choice
     output_tokens: int = 0
     input_tokens: int = 0
 
@@ -224,11 +226,10 @@ async def stream_completion(
                 if "error" in event:
                     result.error, result.message = "stream_error", str(event["error"])[:300]
                     break
-                for choice in event.get("choices") or ():
-                    if choice.get("text") or (choice.get("delta") or {}).get("content"):
-                        if result.ttft_s is None:
-                            result.ttft_s = now
-                        result.chunk_times.append(now)
+                if event.get("choices"):  # a token, even one whose text is still empty
+                    if result.ttft_s is None:
+                        result.ttft_s = now
+                    result.chunk_times.append(now)
                 usage = event.get("usage")
                 if usage:
                     result.output_tokens = int(usage.get("completion_tokens") or 0)
