@@ -48,6 +48,7 @@ AGREE_BELOW_MS = 1.0
 # (key, label, format) of every figure compared.
 MEASURES: tuple[tuple[str, str, str], ...] = (
     ("output_tok_s", "output tok/s", ".0f"),
+    ("mean_input_tokens", "prompt tokens", ".1f"),  # as the server counted them (usage)
     ("ttft_mean_ms", "TTFT mean ms", ".1f"),
     ("ttft_p50_ms", "TTFT p50 ms", ".1f"),
     ("ttft_p99_ms", "TTFT p99 ms", ".1f"),
@@ -118,6 +119,7 @@ def vllm_bench_args(
         *("--seed", str(load.seed), "--temperature", "0"),  # greedy, as our phase asks
         *("--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99"),
         *("--save-result", "--result-dir", str(result.parent), "--result-filename", result.name),
+        "--save-detailed",  # per request: TTFTs, ITLs and the errors of failed requests
         "--disable-tqdm",
     ]
 
