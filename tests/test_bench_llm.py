@@ -1,0 +1,128 @@
+"""bench/llm.py's pure parts: the reference client's flags, reading its result, and the side-by-side
+figures. The measuring itself is a benchmark (`make bench-llm`), never a timed test."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_bench() -> ModuleType:
+    sys.path.insert(0, str(REPO / "bench"))  # the script imports its neighbours (common, ab)
+    spec = importlib.util.spec_from_file_location("bench_llm", REPO / "bench" / "llm.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_vllm_gets_the_same_load_as_our_phase() -> None:
+    load = bench.Load(concurrency=8, num_prompts=32, input_len=32, output_len=256, seed=3)
+    result = Path("/tmp/out/vllm/c8-r0.json")
+    args = bench.vllm_bench_args(
+        "http://127.0.0.1:9/llm", "llama", Path("/state/models/llm"), load, result
+    )
+    assert flag(args, "--base-url") == "http://127.0.0.1:9/llm"
+    assert flag(args, "--endpoint") == "/v1/completions"
+    assert flag(args, "--tokenizer") == "/state/models/llm"
+    assert (flag(args, "--random-input-len"), flag(args, "--random-output-len")) == ("32", "256")
+    assert (flag(args, "--num-prompts"), flag(args, "--max-concurrency")) == ("32", "8")
+    assert flag(args, "--temperature") == "0" and "--ignore-eos" in args  # as completion_body asks
+    assert (flag(args, "--result-dir"), flag(args, "--result-filename")) == (
+        "/tmp/out/vllm",
+        "c8-r0.json",
+    )
+
+
+def test_vllms_result_reads_as_our_figure_names() -> None:
+    doc = {
+        "completed": 4,
+        "failed": 1,
+        "total_input_tokens": 130,
+        "output_throughput": 812.5,
+        **{
+            f"{stat}_{m}_ms": value
+            for m, base in (("ttft", 100.0), ("itl", 10.0), ("tpot", 2.0))
+            for stat, value in (("mean", base), ("median", base + 1), ("p99", base + 9))
+        },
+    }
+    figures = bench.from_vllm(doc)
+    assert figures["output_tok_s"] == 812.5 and figures["mean_input_tokens"] == 32.5
+    assert (figures["ttft_mean_ms"], figures["ttft_p50_ms"], figures["ttft_p99_ms"]) == (
+        100.0,
+        101.0,
+        109.0,
+    )
+    assert (figures["ok"], figures["failed"]) == (4, 1)
+    assert {key for key, _, _ in bench.MEASURES} <= figures.keys()
+
+
+def test_prompts_grow_with_users_but_never_below_16() -> None:
+    assert [bench.prompts_for(c, 4) for c in (1, 8, 32)] == [16, 32, 128]
+
+
+def test_the_order_alternates_over_rounds_and_levels() -> None:
+    sides = ("ours", "vLLM")
+    firsts = [bench.order(sides, r, i)[0] for r in range(2) for i in range(3)]
+    assert firsts == ["ours", "vLLM", "ours", "vLLM", "ours", "vLLM"]
+
+
+def run(c: int, round_: int, side: str, **figures: float) -> object:
+    return bench.Run(c, round_, side, figures, load_average=1.0, seconds=1.0)
+
+
+def test_ratios_pair_the_rounds_and_skip_a_round_one_side_lacks() -> None:
+    runs = [
+        run(8, 0, "ours", output_tok_s=110),
+        run(8, 0, "vLLM", output_tok_s=100),
+        run(8, 1, "ours", output_tok_s=90),
+        run(8, 1, "vLLM", output_tok_s=100),
+        run(8, 2, "ours", output_tok_s=500),  # vLLM's run of round 2 is missing
+    ]
+    ratio = bench.paired_ratios(runs, 8, "output_tok_s", ("ours", "vLLM"))
+    assert (ratio.n, ratio.low, ratio.high) == (2, 0.9, 1.1)
+    assert ratio.median == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "ours", "theirs", "expected"),
+    [
+        ("output_tok_s", 105.0, 100.0, True),
+        ("output_tok_s", 115.0, 100.0, False),
+        ("ttft_p50_ms", 130.0, 100.0, False),
+        ("itl_p50_ms", 0.02, 0.0, True),  # both below a millisecond: no ratio to read
+        ("tpot_p50_ms", 3.0, 1.5, False),  # 1.5 ms apart: the ratio decides
+    ],
+)
+def test_agreement_is_10_percent_or_under_a_millisecond(
+    key: str, ours: float, theirs: float, expected: bool
+) -> None:
+    runs = [run(1, 0, "ours", **{key: ours}), run(1, 0, "vLLM", **{key: theirs})]
+    header, rows, figures = bench.compare(runs, ("ours", "vLLM"), target=True)
+    row = next(r for r in rows if r[1] == dict((k, label) for k, label, _ in bench.MEASURES)[key])
+    assert row[-1] == ("yes" if expected else "NO")
+    assert figures[f"c=1 {key}"]["within_target"] is expected
+    assert header[-1] == "within 10%"
+
+
+def test_the_ab_table_has_no_target_and_leaves_unmeasured_figures_empty() -> None:
+    runs = [run(1, 0, "A", output_tok_s=1.0), run(1, 0, "B", output_tok_s=2.0)]
+    header, rows, figures = bench.compare(runs, ("A", "B"), target=False)
+    assert "within 10%" not in header
+    assert rows[0][2:] == ["1", "2", "0.50x"]
+    assert math.isnan(figures["c=1 ttft_p50_ms"]["A"]["median"])
