@@ -21,6 +21,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -450,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop_local_run(state[label], logs)
             except Exception as exc:  # keep stopping the other run
                 say(f"stopping {label} failed: {exc}")
+        shutil.rmtree(work, ignore_errors=True)
 
     header, rows, figures = compare(runs, sides, target=not args.ab)
     text, md = render(header, rows)
