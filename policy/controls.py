@@ -17,10 +17,9 @@ from typing import Literal, cast, get_args
 from policy import gke_checks as gke
 from policy import k8s_checks as k8s
 from policy.inventory import UNKNOWN, Check, InventoryLike, Resource, ResourceLike, Resources
-from policy.k8s_checks import image_digest_problem, image_tag_problem
 
-# UNKNOWN, Resource(s) and the image-pin rules live where the checks use them and are re-exported here,
-# so `from policy.controls import X` serves every caller (policy/__init__.py, the pack, tests).
+# UNKNOWN and Resource(s) live where the checks use them and are re-exported here, so
+# `from policy.controls import X` serves every caller (policy/__init__.py, the pack).
 __all__ = [
     "ALL_ENVIRONMENTS",
     "CONTROLS",
@@ -34,8 +33,6 @@ __all__ = [
     "Severity",
     "Violation",
     "evaluate",
-    "image_digest_problem",
-    "image_tag_problem",
     "mandatory",
 ]
 
