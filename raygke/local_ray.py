@@ -230,7 +230,7 @@ def ray_env(
     and paths."""
     env = {k: v for k, v in base.items() if k not in _USER_RAY_ENV}
     env.update(flags)
-    h = str(temp_dir / "hap")
+    h = str(_haproxy_dir(temp_dir))
     env.update(
         {
             # Explicit on both sides. Left unset, `ray start` turns token auth on when
@@ -333,6 +333,12 @@ def _write_auth_token(path: Path) -> None:
         f.write(secrets.token_hex(32))
 
 
+def _haproxy_dir(temp_dir: Path) -> Path:
+    """Where Ray's HAProxy keeps its config, socket and state (inside the temp dir, so its paths
+    stay short and unique to this run)."""
+    return temp_dir / "hap"
+
+
 def _temp_dir(run_dir: Path) -> Path:
     candidate = run_dir / "r"
     if len(str(candidate)) <= _MAX_TEMP_DIR_LEN:
@@ -360,7 +366,7 @@ def start(
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = choose_ports()
     temp_dir = _temp_dir(run_dir)
-    haproxy_dir = temp_dir / "hap"
+    haproxy_dir = _haproxy_dir(temp_dir)
     haproxy_dir.mkdir(parents=True, exist_ok=True)
     _write_auth_token(temp_dir / AUTH_TOKEN_FILE)
     log_path = run_dir / "ray-start.log"
