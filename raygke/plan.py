@@ -24,6 +24,7 @@ from infra.program import run_program
 from infra.scheduling import scheduling_plan
 from infra.stack_file import parse_stack_config, read_stack_file
 from policy import Violation, evaluate, mandatory, render_violations, violations_json
+from policy.inventory import lookup
 from raygke.diff import SECRET, short
 from raygke.mocks import Inventory, Registration, Secret, run_with_mocks
 from raygke.plan_schema import PLAN_KIND, PLAN_SCHEMA_VERSION
@@ -69,15 +70,6 @@ def plan_stack(stack: str, stacks_dir: Path | None = None) -> Plan:
     return Plan(stack, inventory, outputs, violations, scheduling_plan(parsed).headroom())
 
 
-def _lookup(inputs: dict[str, Any], path: str) -> Any:
-    node: Any = inputs
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def key_inputs(resource: Registration) -> list[tuple[str, Any]]:
     paths = KEY_INPUTS.get(resource.type)
     if paths is None:
@@ -90,7 +82,7 @@ def key_inputs(resource: Registration) -> list[tuple[str, Any]]:
                 for k, v in sorted(resource.inputs.items())
                 if isinstance(v, str | int | float | bool) and len(str(v)) <= 60
             )[:6]
-    return [(p, v) for p in paths if (v := _lookup(resource.inputs, p)) is not None]
+    return [(p, v) for p in paths if (v := lookup(resource.inputs, p)) is not None]
 
 
 def render_text(plan: Plan) -> str:
