@@ -60,6 +60,9 @@ POD_HTTPS_PORT = 8443
 POD_GRPC_PORT = 9000
 POD_STATS_PORT = 8404
 POD_METRICS_PORT = 8405
+# Pods a rollout starts above the current count (none stopped first): infra/scheduling.py budgets
+# the system pool for it.
+ROLLOUT_MAX_SURGE = 1
 
 DEFAULT_RESOURCES: core.ResourceRequirementsArgsDict = {
     # No CPU limit: CFS throttling adds tail latency to a proxy. maxconn bounds memory, so limit it.
@@ -333,7 +336,7 @@ class HaproxyIngress(pulumi.ComponentResource):
                 "selector": {"match_labels": selector},
                 "strategy": {
                     "type": "RollingUpdate",
-                    "rolling_update": {"max_unavailable": 0, "max_surge": 1},
+                    "rolling_update": {"max_unavailable": 0, "max_surge": ROLLOUT_MAX_SURGE},
                 },
                 "template": {
                     # The config hash changes the pod template, so a new haproxy.cfg rolls the pods.

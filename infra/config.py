@@ -917,7 +917,6 @@ def _args_problems(where: str, kind: str, model: type[BaseModel], args: Mapping[
                 yield f"{where}: {msg}"
             else:
                 yield f"{where}.{key}: {msg}; got {shown_value(err.get('input'))}"
-    return
 
 
 # ---------------------------------------------------------------------------------------------- smoke

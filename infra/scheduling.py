@@ -34,9 +34,6 @@ GKE_DEFAULT_MAX_SURGE = 1
 REGIONAL_ZONES = 3
 # The kuberay-operator chart runs one operator pod (leader election keeps any others idle).
 OPERATOR_REPLICAS = 1
-# Our tier's Deployment rolls with maxSurge 1 (components/haproxy_ingress.py): one pod above the
-# autoscaler's maximum during a rollout.
-TIER_ROLLOUT_SURGE = 1
 
 
 @dataclass(frozen=True)
@@ -138,15 +135,16 @@ def stack_pods(c: StackConfig) -> list[sched.PodDemand]:
         )
     )
     tier_resources: Any = haproxy_ingress.DEFAULT_RESOURCES
+    surge = haproxy_ingress.ROLLOUT_MAX_SURGE  # one pod above the autoscaler's maximum
     tier = sched.helm_values_pod(
         "ingress (HAProxy tier)",
         {"resources": tier_resources, "nodeSelector": SYSTEM_POOL_SELECTOR},
-        c.ingress.max_replicas + TIER_ROLLOUT_SURGE,
+        c.ingress.max_replicas + surge,
     )
     pods.append(
         dataclasses.replace(
             tier,
-            count_why=f"ingress.maxReplicas {c.ingress.max_replicas} + {TIER_ROLLOUT_SURGE} rollout surge",
+            count_why=f"ingress.maxReplicas {c.ingress.max_replicas} + {surge} rollout surge",
         )
     )
     return pods

@@ -250,25 +250,22 @@ class DuplicateKeyError(yaml.YAMLError):
     pass
 
 
-def _loader(path: Path) -> type[yaml.SafeLoader]:
+class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses a key given twice in one mapping, at any depth: PyYAML (and most
     loaders) keep the last silently, so the first value a reader sees is not the one deployed."""
 
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)  # type: ignore[arg-type]
-                line = key_node.start_mark.line + 1
-                if key in seen:
-                    raise DuplicateKeyError(
-                        f"key {key!r} appears twice in one mapping, at lines {seen[key]} and "
-                        f"{line}: YAML keeps only the last; remove one"
-                    )
-                seen[key] = line
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[arg-type]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(
+                    f"key {key!r} appears twice in one mapping, at lines {seen[key]} and "
+                    f"{line}: YAML keeps only the last; remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any]:
@@ -278,7 +275,7 @@ def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any
         available = sorted(p.name.split(".")[1] for p in path.parent.glob("Pulumi.*.yaml"))
         raise ConfigError(f"no stack file {path}; stacks: {', '.join(available) or 'none'}")
     try:
-        document = yaml.load(path.read_text(), Loader=_loader(path)) or {}
+        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:

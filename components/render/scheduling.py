@@ -403,11 +403,11 @@ def _asks_text(pod: PodDemand) -> str:
     return f"{pod.name} asks {pod.asks.text()} per pod{extras}"
 
 
-def _pack(items: Sequence[tuple[str, Amount]], room: Amount) -> list[Amount]:
+def _pack(items: Sequence[Amount], room: Amount) -> list[Amount]:
     """First-fit decreasing: the nodes' loads after placing every item, largest first, as the
     scheduler and the cluster autoscaler would; items must each fit `room`."""
     loads: list[Amount] = []
-    for _, asks in sorted(items, key=lambda i: (i[1].gpus, i[1].cpu_m, i[1].memory), reverse=True):
+    for asks in sorted(items, key=lambda a: (a.gpus, a.cpu_m, a.memory), reverse=True):
         for n, load in enumerate(loads):
             if (load + asks).fits_in(room):
                 loads[n] = load + asks
@@ -424,7 +424,6 @@ class PoolFit:
     pool: NodePool
     pods: tuple[PodDemand, ...]
     nodes_needed: int
-    loads: tuple[Amount, ...]
 
     @property
     def spare_nodes(self) -> int:
@@ -502,9 +501,8 @@ def check_scheduling(
             mine = mine + _reserved_pods()
         if not mine:
             continue
-        items = [(pod.name, pod.asks) for pod in mine for _ in range(pod.count)]
-        loads = _pack(items, pool.room)
-        fit = PoolFit(pool, tuple(mine), len(loads), tuple(loads))
+        items = [pod.asks for pod in mine for _ in range(pod.count)]
+        fit = PoolFit(pool, tuple(mine), len(_pack(items, pool.room)))
         fits.append(fit)
         if fit.nodes_needed > pool.max_nodes and len(mine) == 1 and _is_key(mine[0].count_why):
             pod = mine[0]
