@@ -38,6 +38,7 @@ from common import REPO, Spread, machine, render, say, spread
 
 from raygke.smoke.contract import AppEndpoint, SmokeContract, load_contract
 from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, run_llm_level
+from raygke.smoke.transport import app_url
 
 OUT = REPO / "out" / "bench-llm"
 LEVELS = (1, 8, 32)
@@ -162,7 +163,7 @@ def run_vllm(
 ) -> dict[str, float]:
     """`vllm bench serve` in a process of its own (it prints a lot and keeps state); its JSON."""
     result.parent.mkdir(parents=True, exist_ok=True)
-    base_url = f"{contract.http_url}{app.route_prefix.rstrip('/')}"
+    base_url = app_url(contract.endpoints, app, "")
     args = vllm_bench_args(base_url, app.model or "", tokenizer, load, result)
     log = result.with_suffix(".log")
     with log.open("wb") as out:
@@ -219,9 +220,13 @@ def run_ours(target: Target, load: Load) -> dict[str, float]:
 
 
 def paired_ratios(runs: list[Run], concurrency: int, key: str, sides: tuple[str, str]) -> Spread:
-    """side 0 / side 1 per round (only rounds where both have the figure)."""
-    by = {(r.round, r.side): r.figures.get(key, float("nan")) for r in runs}
-    rounds = sorted({r.round for r in runs if r.concurrency == concurrency})
+    """side 0 / side 1 per round at `concurrency` (only rounds where both have the figure)."""
+    by = {
+        (r.round, r.side): r.figures.get(key, float("nan"))
+        for r in runs
+        if r.concurrency == concurrency
+    }
+    rounds = sorted({n for n, _ in by})
     return spread(
         by[(n, sides[0])] / by[(n, sides[1])]
         for n in rounds

@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from common import REPO, render, say
-from llm import Load, Target, prompts_for, run_ours, run_vllm
+from llm import Load, Target, order, prompts_for, run_ours, run_vllm
 
 from app.tiny_llm import write_tiny_llm
 from raygke.host import free_ports
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.repeats):
             for c in (int(x) for x in args.levels.split(",")):
                 load = Load(c, prompts_for(c, 4), 32, args.output_len, round_)
-                for client in ("ours", "vLLM") if round_ % 2 == 0 else ("vLLM", "ours"):
+                for client in order(("ours", "vLLM"), round_, 0):
                     if client == "ours":
                         f = run_ours(target, load)
                     else:

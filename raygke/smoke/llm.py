@@ -30,7 +30,7 @@ import aiohttp
 
 from raygke.smoke.contract import AppEndpoint, Endpoints, LlmSlo
 from raygke.smoke.stats import Summary, summarize
-from raygke.smoke.transport import SSE_DONE, sse_events
+from raygke.smoke.transport import SSE_DONE, app_url, sse_events
 
 LlmLoop = Literal["closed", "open"]
 Measure = Literal["ttft", "itl", "tpot", "e2e"]
@@ -259,14 +259,14 @@ async def stream_completion(
 
 
 def completions_url(endpoints: Endpoints, app: AppEndpoint) -> str:
-    return f"{endpoints.http_url}{app.route_prefix.rstrip('/')}/v1/completions"
+    return app_url(endpoints, app, "/v1/completions")
 
 
 async def listed_models(
     session: aiohttp.ClientSession, endpoints: Endpoints, app: AppEndpoint
 ) -> list[str]:
     """The model ids `/v1/models` lists (raises on a non-200 or a malformed reply)."""
-    url = f"{endpoints.http_url}{app.route_prefix.rstrip('/')}/v1/models"
+    url = app_url(endpoints, app, "/v1/models")
     async with session.get(url) as resp:
         if resp.status != 200:
             raise RuntimeError(f"GET {url}: HTTP {resp.status}")

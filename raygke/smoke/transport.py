@@ -107,6 +107,11 @@ def _prefix(app: AppEndpoint | None) -> str:
     return "" if app is None or app.route_prefix == "/" else app.route_prefix
 
 
+def app_url(endpoints: Endpoints, app: AppEndpoint | None, path: str) -> str:
+    """`path` under `app`'s route prefix (the root without an app) at the HTTP endpoint."""
+    return f"{endpoints.http_url}{_prefix(app)}{path}"
+
+
 def _http_result(outcome: Response | BaseException, start: float) -> Result:
     if isinstance(outcome, BaseException):
         return _failed(outcome, start)
@@ -207,7 +212,7 @@ class Client:
         return self._channels[self._next]
 
     def url(self, app: AppEndpoint | None, path: str) -> str:
-        return f"{self.endpoints.http_url}{_prefix(app)}{path}"
+        return app_url(self.endpoints, app, path)
 
     @staticmethod
     def metadata(app: AppEndpoint) -> tuple[tuple[str, str], ...]:
