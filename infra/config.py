@@ -46,6 +46,7 @@ from components.render.rayservice import (
     DEFAULT_TERMINATION_GRACE_S,
     STOP_MARGIN_S,
     SpreadMode,
+    check_auth,
     check_bucket_name,
     check_mount_path,
     check_pdb_min_available,
@@ -545,6 +546,10 @@ class RayConfig(Model):
                 f"ray.version {self.version} has no HAProxy ingress (serveProfile: "
                 f"{self.serve_profile} needs 2.55+); use 2.60.0 or serveProfile: ray-defaults"
             )
+        # The RayService always runs Ray's token auth (infra/specs.py): the renderer's rule, here
+        # where a stack can set the version.
+        if problems := check_auth("token", self.version):
+            raise ValueError(f"ray.version {self.version}: {problems[0]}")
         if self.grpc and haproxy and self.version_tuple < MIN_RAY_FOR_GRPC_INGRESS:
             raise ValueError(
                 f"ray.grpc needs Ray 2.57+ for gRPC through the HAProxy ingress; got ray.version "

@@ -126,6 +126,12 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"ray.grpc needs Ray 2.57\+.*got ray.version 2.56.0",
     ),
     (
+        "token auth on Ray 2.50 (Ray's defaults need no HAProxy)",
+        "dev",
+        edit("ray", version="2.50.0", serveProfile="ray-defaults"),
+        r"ray.version 2.50.0: auth_mode token needs Ray 2.52\+",
+    ),
+    (
         "HAProxy ingress on Ray 2.54",
         "dev",
         edit("ray", version="2.54.0", grpc=False),
