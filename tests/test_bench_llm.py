@@ -93,6 +93,10 @@ def test_ratios_pair_the_rounds_and_skip_a_round_one_side_lacks() -> None:
         run(8, 1, "ours", output_tok_s=90),
         run(8, 1, "vLLM", output_tok_s=100),
         run(8, 2, "ours", output_tok_s=500),  # vLLM's run of round 2 is missing
+        run(32, 0, "ours", output_tok_s=900),  # another level's rounds must not replace these
+        run(32, 0, "vLLM", output_tok_s=100),
+        run(32, 1, "ours", output_tok_s=900),
+        run(32, 1, "vLLM", output_tok_s=100),
     ]
     ratio = bench.paired_ratios(runs, 8, "output_tok_s", ("ours", "vLLM"))
     assert (ratio.n, ratio.low, ratio.high) == (2, 0.9, 1.1)
