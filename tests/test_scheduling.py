@@ -5,7 +5,7 @@ and every shipped stack fitting with room to spare (its headroom printed)."""
 from __future__ import annotations
 
 import pytest
-from stackfiles import NS, STACKS, edit, mutated
+from stackfiles import NS, STACKS, cases, edit, mutated
 
 from components.render import scheduling as sched
 from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL
@@ -308,9 +308,7 @@ MISFITS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("stack", "mutate", "pattern"), [m[1:] for m in MISFITS], ids=[m[0] for m in MISFITS]
-)
+@pytest.mark.parametrize(("stack", "mutate", "pattern"), cases(MISFITS))
 def test_misfits_fail_the_plan_naming_pod_pool_ask_and_room(stack, mutate, pattern):
     with pytest.raises(ConfigError, match=pattern) as caught:
         parse_stack_config(stack, mutated(stack, mutate))
