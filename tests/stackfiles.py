@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from infra.stack_file import NAMESPACE as NS
 from infra.stack_file import read_stack_file
 
@@ -45,3 +47,8 @@ def with_secrets(config: dict[str, Any]) -> dict[str, Any]:
     ray = config[f"{NS}:ray"]
     ray["extraEnv"] = {**ray.get("extraEnv", {}), "HF_TOKEN": SECRET, "REDIS_AUTH": f"x{SECRET}x"}
     return config
+
+
+def cases(table: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """A table of (id, *values) rows as pytest params, each named by its id."""
+    return [pytest.param(*row[1:], id=row[0]) for row in table]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from stackfiles import cases
 
 from infra.outputs import smoke_contract
 from infra.stack_file import load_stack_config
@@ -100,9 +101,7 @@ PLAN_CASES: list[tuple[str, list[str], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("argv", "rc", "pattern"), [c[1:] for c in PLAN_CASES], ids=[c[0] for c in PLAN_CASES]
-)
+@pytest.mark.parametrize(("argv", "rc", "pattern"), cases(PLAN_CASES))
 def test_plan_bad_input(argv: list[str], rc: int, pattern: str) -> None:
     assert_one_line(raygke(*argv), rc, pattern)
 
@@ -201,9 +200,7 @@ LOCAL_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("argv", "rc", "pattern"), [c[1:] for c in LOCAL_CASES], ids=[c[0] for c in LOCAL_CASES]
-)
+@pytest.mark.parametrize(("argv", "rc", "pattern"), cases(LOCAL_CASES))
 def test_local_bad_input(
     tmp_path: Path, argv: Callable[[Path], list[str]], rc: int, pattern: str
 ) -> None:
@@ -297,9 +294,7 @@ SMOKE_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("argv", "rc", "pattern"), [c[1:] for c in SMOKE_CASES], ids=[c[0] for c in SMOKE_CASES]
-)
+@pytest.mark.parametrize(("argv", "rc", "pattern"), cases(SMOKE_CASES))
 def test_smoke_bad_input(
     tmp_path: Path, argv: Callable[[Path], list[str]], rc: int, pattern: str
 ) -> None:

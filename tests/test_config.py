@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from stackfiles import NS, SECRET, STACKS, edit, mutated, with_secrets
+from stackfiles import NS, SECRET, STACKS, cases, edit, mutated, with_secrets
 
 from infra.config import H100_ZONES
 from infra.program import run_program
@@ -718,18 +718,14 @@ DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
 BAD_CONFIGS += DEPLOY_TIME_MISTAKES
 
 
-@pytest.mark.parametrize(
-    ("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
-)
+@pytest.mark.parametrize(("stack", "mutate", "pattern"), cases(BAD_CONFIGS))
 def test_bad_config_is_rejected_with_key_value_and_allowed(stack, mutate, pattern):
     with pytest.raises(ConfigError, match=pattern):
         parse_stack_config(stack, mutated(stack, mutate))
 
 
 @pytest.mark.mocks
-@pytest.mark.parametrize(
-    ("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
-)
+@pytest.mark.parametrize(("stack", "mutate", "pattern"), cases(BAD_CONFIGS))
 def test_bad_config_registers_nothing(stack, mutate, pattern):
     """The program validates first: under the engine's mocks, not one resource reaches the monitor."""
     inventory = Inventory()
@@ -869,9 +865,7 @@ def test_planning_imports_neither_ray_nor_torch():
 # --- no secret in any message -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("stack", "mutate", "pattern"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
-)
+@pytest.mark.parametrize(("stack", "mutate", "pattern"), cases(BAD_CONFIGS))
 def test_no_message_shows_an_extra_env_value(stack, mutate, pattern):
     config = with_secrets(mutated(stack, mutate))
     with pytest.raises(ConfigError) as raised:

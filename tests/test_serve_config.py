@@ -3,7 +3,6 @@ the same config (and Ray's env flags) scaled to one machine for `raygke local`."
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from infra.serve_config import (
     scale_flags_for_local,
     scale_for_local,
 )
-from infra.stack_file import load_stack_config, parse_stack_config, read_stack_file
+from infra.stack_file import load_stack_config, parse_stack_config
 
 pytestmark = pytest.mark.config
 
@@ -136,7 +135,7 @@ def test_flags_only_serves_the_stack_as_ray_would():
 
 
 def test_tuned_adds_its_levers_and_the_stack_wins():
-    raw = copy.deepcopy(read_stack_file("dev"))
+    raw = mutated("dev")
     echo = next(a for a in raw[f"{NS}:apps"] if a["name"] == "echo")
     echo["deployments"]["Echo"]["maxOngoingRequests"] = 8
     apps = _apps(parse_stack_config("dev", raw))

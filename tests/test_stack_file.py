@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from stackfiles import NS, SECRET, edit, with_secrets
+from stackfiles import NS, SECRET, cases, edit, mutated, with_secrets
 
 from infra.stack_file import (
     MASK,
@@ -72,13 +72,11 @@ SECRET_LEAK_CASES: list[tuple[str, Callable[[dict], None], str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("mutate", "pattern"), [c[1:] for c in SECRET_LEAK_CASES], ids=[c[0] for c in SECRET_LEAK_CASES]
-)
+@pytest.mark.parametrize(("mutate", "pattern"), cases(SECRET_LEAK_CASES))
 def test_secrets_are_masked_and_the_key_still_named(mutate, pattern):
     """extraEnv values, and any key Pulumi holds as secret (here the whole ray section), are masked;
     no message dumps a mapping (a duplicate app name used to print the whole stack config)."""
-    config = with_secrets(copy.deepcopy(read_stack_file("dev")))
+    config = with_secrets(mutated("dev"))
     mutate(config)
     with pytest.raises(ConfigError, match=pattern) as raised:
         parse_stack_config("dev", config, secret_keys=frozenset({f"{NS}:ray"}))
@@ -99,8 +97,7 @@ def test_redact_masks_each_secret_the_longest_first():
 
 
 def test_a_value_under_a_secret_key_is_masked_in_the_message():
-    config = copy.deepcopy(read_stack_file("dev"))
-    config["gcp:region"] = SECRET
+    config = mutated("dev", lambda c: c.update({"gcp:region": SECRET}))
     with pytest.raises(ConfigError) as raised:
         parse_stack_config("dev", config, secret_keys=frozenset({"gcp:region"}))
     assert SECRET not in str(raised.value) and MASK in str(raised.value)

@@ -4,12 +4,11 @@ Its speed is measured by bench/ablation.py and bench/ab.py, never asserted here.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any, get_args
 
 import pytest
-from stackfiles import NS
+from stackfiles import NS, cases, edit, mutated
 
 from app.contracts import HandleSerialization
 from app.echo import EchoArgs
@@ -17,7 +16,7 @@ from app.recsys import RecsysArgs
 from infra.config import FLAGS_ONLY, RECSYS_MAX_BATCH_SIZE, TuningConfig, with_serve_profile
 from infra.program import run_program
 from infra.serve_config import RAY_HAPROXY_THREADS
-from infra.stack_file import ConfigError, load_stack_config, parse_stack_config, read_stack_file
+from infra.stack_file import ConfigError, load_stack_config, parse_stack_config
 from raygke.mocks import Inventory, run_with_mocks
 
 pytestmark = [pytest.mark.config, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -51,13 +50,6 @@ def test_the_ray_defaults_the_tuning_replaces_are_ray_2_60s():
     assert RAY_HAPROXY_THREADS == constants.RAY_SERVE_HAPROXY_NBTHREAD
 
 
-def _ray(**values: Any) -> Callable[[dict], None]:
-    def mutate(config: dict) -> None:
-        config[f"{NS}:ray"].update(values)
-
-    return mutate
-
-
 def _recsys(args: dict[str, Any] | None = None, ranker: dict[str, Any] | None = None):
     def mutate(config: dict) -> None:
         app = next(a for a in config[f"{NS}:apps"] if a["kind"] == "recsys")
@@ -70,18 +62,18 @@ def _recsys(args: dict[str, Any] | None = None, ranker: dict[str, Any] | None = 
 BAD = [
     (
         "tuning-outside-tuned",
-        _ray(serveProfile="flags-only", tuning={"maxOngoingRequests": 32}),
+        edit("ray", serveProfile="flags-only", tuning={"maxOngoingRequests": 32}),
         r"ray.tuning applies only to serveProfile: tuned; got serveProfile: flags-only",
     ),
     (
         "extra-env-overrides-tuning",
-        _ray(extraEnv={"RAY_SERVE_HAPROXY_NBTHREAD": "8"}),
+        edit("ray", extraEnv={"RAY_SERVE_HAPROXY_NBTHREAD": "8"}),
         r"ray.extraEnv.RAY_SERVE_HAPROXY_NBTHREAD conflicts with ray.tuning.haproxyThreads, "
         r"which sets it; set ray.tuning.haproxyThreads instead",
     ),
     (
         "tuned-limit-below-batch",
-        _ray(tuning={"maxOngoingRequests": 8}),
+        edit("ray", tuning={"maxOngoingRequests": 8}),
         r"ray.tuning.maxOngoingRequests \(8\) must be >= apps\[recsys\].args.max_batch_size "
         r"\(16\).*allowed: 16 or more",
     ),
@@ -93,24 +85,22 @@ BAD = [
     ),
     (
         "haproxy-threads-zero",
-        _ray(tuning={"haproxyThreads": 0}),
+        edit("ray", tuning={"haproxyThreads": 0}),
         r"ray.tuning.haproxyThreads.*greater than or equal to 1; got 0",
     ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "pattern"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(("mutate", "pattern"), cases(BAD))
 def test_bad_tuning_is_rejected(mutate: Callable[[dict], None], pattern: str):
-    raw = copy.deepcopy(read_stack_file("dev"))
-    mutate(raw)
+    raw = mutated("dev", mutate)
     with pytest.raises(ConfigError, match=pattern):
         parse_stack_config("dev", raw)
 
 
 @pytest.mark.mocks
 def test_bad_tuning_registers_nothing():
-    raw = copy.deepcopy(read_stack_file("dev"))
-    _ray(tuning={"maxOngoingRequests": 8})(raw)
+    raw = mutated("dev", edit("ray", tuning={"maxOngoingRequests": 8}))
     inventory = Inventory()
     with pytest.raises(ConfigError, match="maxOngoingRequests"):
         run_with_mocks(run_program, stack="dev", config=raw, inventory=inventory)
@@ -119,7 +109,6 @@ def test_bad_tuning_registers_nothing():
 
 def test_flags_only_keeps_rays_batching_limit_and_is_accepted():
     """Ray's default limit under flags-only is the profile's choice, not a stack error."""
-    raw = copy.deepcopy(read_stack_file("dev"))
-    _ray(serveProfile="flags-only")(raw)
+    raw = mutated("dev", edit("ray", serveProfile="flags-only"))
     assert parse_stack_config("dev", raw).ray.effective_tuning is None
     assert TuningConfig().max_ongoing_requests >= RECSYS_MAX_BATCH_SIZE
