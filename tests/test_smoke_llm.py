@@ -25,6 +25,7 @@ from raygke.smoke.llm import (
     lengths,
     level_dict,
     poisson_arrivals,
+    served_model,
     stream_completion,
 )
 
@@ -210,3 +211,38 @@ def test_endpoints_build_the_completions_url() -> None:
 
     url = completions_url(Endpoints("http://127.0.0.1:1", "127.0.0.1:2"), APP)
     assert url == "http://127.0.0.1:1/llm/v1/completions"
+
+
+def model_of(app: AppEndpoint, reply: web.Response) -> str:
+    """`served_model` for `app` against a server whose `/llm/v1/models` answers `reply`."""
+
+    async def models(_: web.Request) -> web.Response:
+        return reply
+
+    async def go() -> str:
+        api = web.Application()
+        api.router.add_get("/llm/v1/models", models)
+        runner = web.AppRunner(api)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with aiohttp.ClientSession() as session:
+                endpoints = Endpoints(f"http://127.0.0.1:{port}", "127.0.0.1:1")
+                return await served_model(session, endpoints, app)
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(go())
+
+
+def test_the_served_model_is_the_contracts_or_the_first_the_server_lists() -> None:
+    listed = web.json_response({"data": [{"id": "first"}, {"id": "second"}]})
+    assert model_of(APP, listed) == "first"  # a version 1 contract names none
+    named = AppEndpoint("llm", "llm", "/llm", None, None, model="named")
+    assert model_of(named, web.json_response({"data": []})) == "named"  # the server is not asked
+    with pytest.raises(RuntimeError, match="/llm/v1/models: lists no model"):
+        model_of(APP, web.json_response({"data": []}))
+    with pytest.raises(RuntimeError, match="/llm/v1/models: HTTP 503"):
+        model_of(APP, web.json_response({}, status=503))

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from raygke.smoke.contract import AppEndpoint, SmokeContract
-from raygke.smoke.llm import completion_body, completions_url, stream_completion
+from raygke.smoke.llm import completion_body, completions_url, served_model, stream_completion
 from raygke.smoke.transport import Client, Result
 
 # Probe sizes: small, so gates are about correctness, not speed.
@@ -213,12 +213,7 @@ LLM_CHECK_TOKENS = 128
 async def _llm_stream(c: Client, _: SmokeContract, app: App) -> Verdict:
     """A streamed completion delivers its tokens in several chunks over time, not in one piece."""
     assert app is not None
-    model = app.model
-    if model is None:  # a version 1 contract: ask the server
-        listed = await c.http_json(app, "/v1/models", None, time.perf_counter(), keep_body=True)
-        if not listed.ok:
-            return False, _error(listed), listed
-        model = listed.body["data"][0]["id"]
+    model = await served_model(c.session, c.endpoints, app)
     body = completion_body(model, "the quick brown fox", LLM_CHECK_TOKENS)
     start = time.perf_counter()
     r = await stream_completion(c.session, completions_url(c.endpoints, app), body, start)

@@ -32,7 +32,7 @@ from raygke.smoke.contract import (
     load_contract,
 )
 from raygke.smoke.gates import client_warnings, compare_ratios, evaluate, evaluate_llm
-from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, listed_models, run_llm_level
+from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, run_llm_level, served_model
 from raygke.smoke.load import LevelResult, LoadSpec, run_level
 from raygke.smoke.plan import (
     PROFILES,
@@ -200,18 +200,11 @@ def _run_plan(
 
 
 def _llm_model(contract: SmokeContract, app: AppEndpoint) -> str:
-    """The model id the contract names, or the first one the server lists (version 1)."""
-    if app.model is not None:
-        return app.model
-
-    async def ask() -> list[str]:
+    async def ask() -> str:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            return await listed_models(session, contract.endpoints, app)
+            return await served_model(session, contract.endpoints, app)
 
-    ids = asyncio.run(ask())
-    if not ids:
-        raise RuntimeError("/v1/models lists no model")
-    return ids[0]
+    return asyncio.run(ask())
 
 
 def _run_llm(

@@ -262,16 +262,22 @@ def completions_url(endpoints: Endpoints, app: AppEndpoint) -> str:
     return app_url(endpoints, app, "/v1/completions")
 
 
-async def listed_models(
+async def served_model(
     session: aiohttp.ClientSession, endpoints: Endpoints, app: AppEndpoint
-) -> list[str]:
-    """The model ids `/v1/models` lists (raises on a non-200 or a malformed reply)."""
+) -> str:
+    """The model id to send: the contract's, or the first `/v1/models` lists (a version 1
+    contract); raises on a non-200, a malformed reply or an empty list."""
+    if app.model is not None:
+        return app.model
     url = app_url(endpoints, app, "/v1/models")
     async with session.get(url) as resp:
         if resp.status != 200:
             raise RuntimeError(f"GET {url}: HTTP {resp.status}")
         doc = await resp.json()
-    return [m["id"] for m in doc.get("data", [])]
+    ids = [m["id"] for m in doc.get("data", [])]
+    if not ids:
+        raise RuntimeError(f"GET {url}: lists no model")
+    return ids[0]
 
 
 # ------------------------------------------------------------------------------------------- levels
