@@ -142,9 +142,12 @@ async def hanging(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def serve(handler: Handler) -> AsyncIterator[str]:
+async def serve(
+    handler: Handler, method: str = "POST", path: str = "/llm/v1/completions"
+) -> AsyncIterator[str]:
+    """A server on 127.0.0.1 (a free port) answering `method path` with `handler`; yields its URL."""
     app = web.Application()
-    app.router.add_post("/llm/v1/completions", handler)
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -220,19 +223,10 @@ def model_of(app: AppEndpoint, reply: web.Response) -> str:
         return reply
 
     async def go() -> str:
-        api = web.Application()
-        api.router.add_get("/llm/v1/models", models)
-        runner = web.AppRunner(api)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
+        async for base in serve(models, "GET", "/llm/v1/models"):
             async with aiohttp.ClientSession() as session:
-                endpoints = Endpoints(f"http://127.0.0.1:{port}", "127.0.0.1:1")
-                return await served_model(session, endpoints, app)
-        finally:
-            await runner.cleanup()
+                return await served_model(session, Endpoints(base, "127.0.0.1:1"), app)
+        raise AssertionError("server did not start")
 
     return asyncio.run(go())
 
