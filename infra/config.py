@@ -731,6 +731,10 @@ class Autoscaling(Model):
     min_replicas: int = Field(ge=0)
     max_replicas: int = Field(ge=1)
     target_ongoing_requests: float = Field(default=2.0, gt=0)
+    # How long Serve waits, with the metrics past the target, before adding (removing) replicas;
+    # unset keeps Ray's (30 s up, 600 s down).
+    upscale_delay_s: float | None = Field(default=None, ge=0)
+    downscale_delay_s: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _order(self) -> Autoscaling:

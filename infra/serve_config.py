@@ -68,6 +68,9 @@ def _deployment(name: str, dep: DeploymentConfig) -> dict[str, Any]:
             "max_replicas": dep.autoscaling.max_replicas,
             "target_ongoing_requests": dep.autoscaling.target_ongoing_requests,
         }
+        for key in ("upscale_delay_s", "downscale_delay_s"):
+            if (delay := getattr(dep.autoscaling, key)) is not None:
+                out["autoscaling_config"][key] = delay
     elif dep.num_replicas is not None:
         out["num_replicas"] = dep.num_replicas
     actor: dict[str, Any] = {}

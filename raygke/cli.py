@@ -46,6 +46,23 @@ def _tcp_port(text: str) -> int:
     return port
 
 
+def _worker_count(text: str) -> int:
+    """argparse type of --workers: how many Ray worker nodes the local run starts."""
+    from raygke.local import MAX_WORKERS
+
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number 0-{MAX_WORKERS}; got {text!r}"
+        ) from None
+    if not 0 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (one node holds everything) to {MAX_WORKERS}; got {count}"
+        )
+    return count
+
+
 def _plan(args: argparse.Namespace) -> int:
     from raygke import diff
     from raygke.plan import PlanBaseError, plan_at_ref, plan_stack, render_json, render_markdown
@@ -144,6 +161,7 @@ def _local(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             http_port=args.port,
             grpc_port=args.grpc_port,
+            workers=args.workers,
         )
     if args.action == "status":
         return local.status(state_dir=args.state_dir)
@@ -202,6 +220,13 @@ def parser() -> argparse.ArgumentParser:
         "--port", type=_tcp_port, help="our ingress tier's HTTP port (default: a free one)"
     )
     local.add_argument("--grpc-port", type=_tcp_port, help="its gRPC port (default: a free one)")
+    local.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        help="Ray worker nodes beside a head with num-cpus 0, as a RayService runs "
+        "(default: 2; 0: one node holds everything)",
+    )
     local.add_argument(
         "--state-dir",
         default=None,

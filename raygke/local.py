@@ -40,6 +40,9 @@ from raygke import host, local_ray, tier
 
 DEFAULT_STATE_DIR = Path(".raygke/local")
 CPU_KINDS = ("echo", "recsys", "custom")
+# Ray worker nodes of a local run, beside the head (num-cpus 0), as a RayService has worker pods.
+DEFAULT_WORKERS = 2
+MAX_WORKERS = 8  # each node costs this machine a raylet, agents and a Ray HAProxy
 # Logical CPUs an llm app holds besides its engine's bundle: OpenAiIngress and the LLMServer replica.
 LLM_SERVE_CPUS = 2
 
@@ -63,11 +66,17 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def _ray_from_state(state: dict[str, Any]) -> local_ray.LocalRay:
+def ray_from_state(state: dict[str, Any]) -> local_ray.LocalRay:
     ray = dict(state["ray"])
     ray["ports"] = local_ray.Ports(**ray["ports"])
     for key in ("run_dir", "temp_dir", "haproxy_dir", "log_path"):
         ray[key] = Path(ray[key])
+    ray["workers"] = [
+        local_ray.WorkerNode(
+            **{**w, "ports": local_ray.Ports(**w["ports"]), "log_path": Path(w["log_path"])}
+        )
+        for w in ray.get("workers", [])
+    ]
     return local_ray.LocalRay(**ray)
 
 
@@ -135,15 +144,20 @@ def tier_spec(
     fallback: bool = False,
     admin_socket: Path | None = None,
 ) -> IngressSpec:
-    """Our ingress tier on 127.0.0.1, in front of the local Ray ingress: the cluster's routes and checks.
+    """Our ingress tier on 127.0.0.1, in front of the local Ray ingresses: the cluster's routes and
+    checks, and one server per Ray node (head first), as the headless Service lists every Ray pod.
 
-    `fallback` adds Ray's fallback proxy (its Python proxy, on its own ports) as a second server, so
-    the tier has two Ray ingresses to balance and fail over between, as in the cluster where each Ray
-    pod is one; `raygke local up` leaves it out (the proxy is slower than Ray's HAProxy).
+    `fallback` adds Ray's fallback proxy (its Python proxy, on its own ports) as one more server, so
+    a one-node run has two Ray ingresses to balance and fail over between; `raygke local up` leaves
+    it out (the proxy is slower than Ray's HAProxy).
     `admin_socket` lets `tier.reload` replace the tier without refusing a connection."""
     grpc_on = config.ray.grpc
     servers = [
         StaticServer("ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if grpc_on else None)
+    ]
+    servers += [
+        StaticServer(w.name, "127.0.0.1", w.ports.http, w.ports.grpc if grpc_on else None)
+        for w in ray.workers
     ]
     if fallback:
         servers.append(
@@ -220,8 +234,10 @@ def up(
     state_dir: str | Path | None = None,
     http_port: int | None = None,
     grpc_port: int | None = None,
+    workers: int | None = None,
 ) -> int:
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
+    workers = DEFAULT_WORKERS if workers is None else workers
     existing = read_state(state_dir)
     if existing is not None:
         pids = [p for p in existing["pids"] if host.alive(p)]
@@ -257,12 +273,13 @@ def up(
         state_dir / "ray",
         env=flags,
         num_cpus=max(logical_cpus(config, serve_config), os.cpu_count() or 1),
+        workers=workers,
         on_progress=_say,
     )
     state: dict[str, Any] = {
         "stack": stack,
         "profile": config.ray.serve_profile,
-        "pids": [ray.pid],
+        "pids": [ray.pid, *(w.pid for w in ray.workers)],
         "ray": _jsonable(asdict(ray)),
     }
     _write_state(state_dir, state)
@@ -328,7 +345,7 @@ def _stop(state_dir: Path, state: dict[str, Any]) -> list[int]:
     if tier_state and host.alive(tier_state["pid"]):
         tier.stop(tier_state["pid"])
         stopped.append(tier_state["pid"])
-    stopped += local_ray.stop(_ray_from_state(state))
+    stopped += local_ray.stop(ray_from_state(state))
     shutil.rmtree(state_dir, ignore_errors=True)
     return stopped
 

@@ -22,8 +22,10 @@ caller never imports ray or connects a driver, and the driver sees exactly the s
 """
 
 import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -66,6 +68,9 @@ _USER_RAY_ENV = (
     "RAY_AUTH_TOKEN_PATH",
 )
 AUTH_TOKEN_FILE = "auth_token"  # in the run's temp dir, removed with it
+# How long a worker (and the Serve replicas on it) waits for a restarted head when the GCS is
+# fault tolerant; KubeRay's default for RayServices (Ray's own is 60 s).
+GCS_RECONNECT_TIMEOUT_S = 120
 
 
 class LocalRayError(RuntimeError):
@@ -99,11 +104,42 @@ class Ports:
     direct_grpc_min: int = 0
     direct_grpc_max: int = 0
 
+    def held(self) -> set[int]:
+        """Every port and port window this node uses."""
+        single = {v for k, v in vars(self).items() if not k.endswith(("_min", "_max"))}
+        windows = [
+            range(self.worker_min, self.worker_max + 1),
+            range(self.direct_http_min, self.direct_http_max + 1),
+            range(self.direct_grpc_min, self.direct_grpc_max + 1),
+        ]
+        return single.union(*windows) - {0}
+
+
+@dataclass
+class WorkerNode:
+    """A Ray worker node of the local run: its own raylet (`ray start --address ... --block`, the
+    leader of its own session), ports and Ray HAProxy, as each worker pod has in the cluster."""
+
+    index: int
+    pid: int
+    ports: Ports  # head-only fields (gcs, dashboard, client server, fallback proxy) unused
+    num_cpus: int
+    log_path: Path
+
+    @property
+    def name(self) -> str:
+        return f"ray-worker-{self.index}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
 
 @dataclass
 class LocalRay:
-    """A running local head. `pid` is the `ray start --block` process, also the leader of the
-    session that every process Ray starts belongs to (unless it leaves it; see `processes`)."""
+    """A running local Ray cluster: a head and `workers`. `pid` is the head's `ray start --block`
+    process, also the leader of the session that every process Ray starts on the head belongs to
+    (unless it leaves it; see `processes`); each worker node leads a session of its own."""
 
     pid: int
     run_dir: Path
@@ -115,6 +151,10 @@ class LocalRay:
     start_s: float
     deploy_s: float | None = None
     pids: list[int] = field(default_factory=list)  # last snapshot of `processes(self)`
+    workers: list[WorkerNode] = field(default_factory=list)
+    head_cpus: int = 0  # the head's logical CPUs: 0 with workers, as in the cluster
+    # GCS fault tolerance: the external Redis ("host:port") the head's GCS keeps its state in.
+    redis_address: str | None = None
 
     @property
     def address(self) -> str:
@@ -150,10 +190,14 @@ def _worker_port_range(taken: Iterable[int]) -> tuple[int, int]:
     return _port_window(taken, _WORKER_PORTS)
 
 
-def choose_ports() -> Ports:
-    """Free ports for everything, and port windows away from each other and Ray's defaults."""
+def choose_ports(taken_before: Iterable[int] = ()) -> Ports:
+    """Free ports for everything, and port windows away from each other, from Ray's defaults and
+    from `taken_before` (the other nodes' ports: every node of a local run is on this machine)."""
+    before = set(taken_before)
     picked = host.free_ports(15)
-    taken = list(picked)
+    while before & set(picked):
+        picked = host.free_ports(15)
+    taken = [*before, *picked]
     worker_min, worker_max = _worker_port_range(taken)
     taken += range(worker_min, worker_max + 1)
     direct_http = _port_window(taken, _DIRECT_INGRESS_PORTS)
@@ -193,28 +237,44 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def processes(ray: LocalRay) -> list[int]:
-    """PIDs of the live processes of this head: the `ray start` process, everything in its
-    session or below it, and anything naming our temp or HAProxy dir (HAProxy reloads re-exec;
-    matching our unique paths keeps it found even if it left the session)."""
-    markers = (str(ray.temp_dir), str(ray.haproxy_dir))
+def _live_processes() -> dict[int, host.ProcStat]:
     stats: dict[int, host.ProcStat] = {}
     for entry in os.listdir("/proc"):
         # A zombie holds no resources; its parent reaps it.
         if entry.isdigit() and (st := host.proc_stat(int(entry))) and st.state != "Z":
             stats[int(entry)] = st
-    ours = {pid for pid, st in stats.items() if st.session == ray.pid}
-    if ray.pid in stats:
-        ours.add(ray.pid)
-    ours |= {pid for pid in stats if any(m in command_line(pid) for m in markers)}
-    # Descendants that started their own session (Ray daemons may setsid).
+    return stats
+
+
+def _sessions(stats: Mapping[int, host.ProcStat], leaders: set[int], seed: set[int]) -> set[int]:
+    """`seed`, the live leaders, every process in their sessions, and all their descendants
+    (Ray daemons may setsid)."""
+    ours = set(seed) | {pid for pid, st in stats.items() if st.session in leaders}
+    ours |= leaders & stats.keys()
     grew = True
     while grew:
         kids = {pid for pid, st in stats.items() if st.ppid in ours} - ours
         ours |= kids
         grew = bool(kids)
     ours.discard(os.getpid())
-    return sorted(ours)
+    return ours
+
+
+def processes(ray: LocalRay) -> list[int]:
+    """PIDs of the live processes of this cluster: each node's `ray start` process, everything in
+    their sessions or below them, and anything naming our temp or HAProxy dir (HAProxy reloads
+    re-exec; matching our unique paths keeps it found even if it left the session)."""
+    markers = (str(ray.temp_dir), str(ray.haproxy_dir))
+    stats = _live_processes()
+    named = {pid for pid in stats if any(m in command_line(pid) for m in markers)}
+    leaders = {ray.pid, *(w.pid for w in ray.workers)}
+    return sorted(_sessions(stats, leaders, named))
+
+
+def node_processes(leader: int) -> list[int]:
+    """PIDs of one node's processes: its `ray start` process (`leader`), its session, and their
+    descendants: what a lost pod takes with it."""
+    return sorted(_sessions(_live_processes(), {leader}, set()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,14 +282,32 @@ def processes(ray: LocalRay) -> list[int]:
 
 
 def ray_env(
-    base: Mapping[str, str], flags: Mapping[str, str], ports: Ports, temp_dir: Path
+    base: Mapping[str, str],
+    flags: Mapping[str, str],
+    ports: Ports,
+    temp_dir: Path,
+    *,
+    head_address: str | None = None,
+    redis_address: str | None = None,
 ) -> dict[str, str]:
     """The environment `ray start` and the deploy driver run with: the caller's, minus anything
     that ties it to the user's own Ray (another cluster's address, their token), plus the serve
     flags, token authentication with this run's own token, and Ray's HAProxy pinned to our ports
-    and paths."""
+    and paths. With `head_address`, a worker node's: its Ray HAProxy gets ports of its own (in the
+    cluster each pod has its own address; here every node shares 127.0.0.1), and RAY_ADDRESS names
+    the head, as KubeRay sets it in worker pods (`ray.init(address="auto")` and `ray drain-node`
+    in the preStop rely on it). `redis_address` turns on GCS fault tolerance,
+    as KubeRay's gcsFaultToleranceOptions does: the head keeps the GCS state in that Redis, and
+    workers wait for a restarted head instead of exiting."""
     env = {k: v for k, v in base.items() if k not in _USER_RAY_ENV}
     env.update(flags)
+    if head_address:
+        env["RAY_ADDRESS"] = head_address
+        env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(ports.http)
+        env["RAY_SERVE_WORKER_PROXY_GRPC_PORT"] = str(ports.grpc)
+    if redis_address:
+        env["RAY_REDIS_ADDRESS"] = redis_address
+        env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_TIMEOUT_S)
     h = str(_haproxy_dir(temp_dir))
     env.update(
         {
@@ -264,23 +342,32 @@ def ray_env(
     return env
 
 
-def ray_start_command(ray_bin: str, temp_dir: Path, ports: Ports, num_cpus: int) -> list[str]:
+def ray_start_command(
+    ray_bin: str, temp_dir: Path, ports: Ports, num_cpus: int, head_address: str | None = None
+) -> list[str]:
+    """`ray start` for the head, or (with `head_address`) for a worker node joining it."""
+    if head_address is None:
+        role = [
+            "--head",
+            f"--port={ports.gcs}",
+            f"--ray-client-server-port={ports.client_server}",
+            # The dashboard process runs even when "not included" (job/serve heads): our port.
+            "--include-dashboard=false",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={ports.dashboard}",
+        ]
+    else:
+        role = [f"--address={head_address}"]
     return [
         ray_bin,
         "start",
-        "--head",
+        *role,
         "--block",
         f"--temp-dir={temp_dir}",
         f"--num-cpus={num_cpus}",
         "--num-gpus=0",
-        f"--port={ports.gcs}",
         f"--node-manager-port={ports.node_manager}",
         f"--object-manager-port={ports.object_manager}",
-        f"--ray-client-server-port={ports.client_server}",
-        # The dashboard process runs even when "not included" (job/serve heads): give it our port.
-        "--include-dashboard=false",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={ports.dashboard}",
         f"--dashboard-agent-listen-port={ports.dashboard_agent_listen}",
         f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}",
         f"--runtime-env-agent-port={ports.runtime_env_agent}",
@@ -347,71 +434,192 @@ def _temp_dir(run_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="raygke-", dir="/tmp"))
 
 
+@functools.cache
+def pod_isolation() -> tuple[str, ...]:
+    """The command prefix that gives a node its own PID namespace, as a pod has: `ray start` is
+    PID 1 there, so a lost node takes every process of it along, and `ray stop` or
+    `ray.init(address="auto")` run inside it (a preStop) see that node alone, not the others on this
+    machine. Root gets it directly, other users through a user namespace; () where neither works
+    (then a worker's preStop cannot be run here: `ray stop` would stop every node)."""
+    base = ("unshare", "--pid", "--fork", "--mount-proc")
+    for prefix in (base, ("unshare", "--user", "--map-root-user", *base[1:])):
+        if shutil.which("unshare") is None:
+            break
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+            if probe.returncode == 0:
+                return prefix
+    return ()
+
+
+def _launch(
+    cmd: list[str], env: Mapping[str, str], log_path: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [*pod_isolation(), *cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            # Its own session: every process Ray starts on this node is findable by session id,
+            # and a Ctrl-C at the caller's terminal does not reach Ray halfway through a stop.
+            start_new_session=True,
+        )
+
+
+def _wait_started(
+    proc: subprocess.Popen[bytes], log_path: Path, what: str, timeout_s: float, offset: int
+) -> None:
+    """Waits for `ray start` to say it started (past `offset` in its log); LocalRayError if it
+    exits or takes longer than `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise LocalRayError(
+                f"{what}: ray start exited with {proc.returncode}: {_last_lines(log_path)}"
+            )
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            if _STARTED_MARKER.encode() in log.read():
+                return
+        if time.monotonic() > deadline:
+            raise LocalRayError(
+                f"{what} did not start within {timeout_s:.0f}s: {_last_lines(log_path)}"
+            )
+        time.sleep(0.2)
+
+
+def _log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _start_head(ray: LocalRay, num_cpus: int, timeout_s: float) -> None:
+    offset = _log_size(ray.log_path)
+    cmd = ray_start_command(_find_ray_binary(), ray.temp_dir, ray.ports, num_cpus)
+    env = ray_env(os.environ, ray.env, ray.ports, ray.temp_dir, redis_address=ray.redis_address)
+    proc = _launch(cmd, env, ray.log_path, ray.run_dir)
+    ray.pid = proc.pid
+    _wait_started(proc, ray.log_path, "the Ray head", timeout_s, offset)
+
+
+def add_worker(ray: LocalRay, num_cpus: int, *, timeout_s: float = 90.0) -> WorkerNode:
+    """Starts one more worker node joining the head: its own raylet, ports and Ray HAProxy."""
+    taken = set(ray.ports.held()).union(*(w.ports.held() for w in ray.workers))
+    index = max((w.index for w in ray.workers), default=0) + 1
+    ports = choose_ports(taken)
+    log_path = ray.run_dir / f"ray-worker-{index}.log"
+    cmd = ray_start_command(_find_ray_binary(), ray.temp_dir, ports, num_cpus, ray.address)
+    worker = WorkerNode(index, 0, ports, num_cpus, log_path)
+    proc = _launch(cmd, node_env(ray, worker), log_path, ray.run_dir)
+    worker.pid = proc.pid
+    ray.workers.append(worker)
+    _wait_started(proc, log_path, worker.name, timeout_s, 0)
+    return worker
+
+
 def start(
     run_dir: Path,
     *,
     env: Mapping[str, str] | None = None,
     num_cpus: int = 8,
+    workers: int = 0,
+    redis_address: str | None = None,
     timeout_s: float = 90.0,
     on_progress: Progress | None = None,
 ) -> LocalRay:
-    """Starts an isolated Ray head. `env` holds the serve flags (None or {}: Ray's defaults).
-    `num_cpus` is Ray's logical CPU count, what replicas reserve (1 each unless the serve config
-    says otherwise), not a limit on cores: more than the machine has is fine for I/O-bound apps."""
+    """Starts an isolated local Ray cluster. `env` holds the serve flags (None or {}: Ray's
+    defaults). `num_cpus` is Ray's logical CPU count, what replicas reserve (1 each unless the
+    serve config says otherwise), not a limit on cores: more than the machine has is fine for
+    I/O-bound apps. With `workers`, the RayService's shape: a head with num-cpus 0 (so replicas
+    never land on it) and that many worker nodes sharing `num_cpus`; without, one node holds it
+    all."""
     say = on_progress or (lambda _msg: None)
     flags = dict(env or {})
-    ray_bin = _find_ray_binary()
+    _find_ray_binary()
     _check_haproxy(flags)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    ports = choose_ports()
     temp_dir = _temp_dir(run_dir)
     haproxy_dir = _haproxy_dir(temp_dir)
     haproxy_dir.mkdir(parents=True, exist_ok=True)
     _write_auth_token(temp_dir / AUTH_TOKEN_FILE)
-    log_path = run_dir / "ray-start.log"
-    t0 = time.monotonic()
-    say(f"starting Ray head (gcs :{ports.gcs}, temp dir {temp_dir})")
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            ray_start_command(ray_bin, temp_dir, ports, num_cpus),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=ray_env(os.environ, flags, ports, temp_dir),
-            cwd=run_dir,
-            # Its own session: every process Ray starts is findable by session id, and a
-            # Ctrl-C at the caller's terminal does not reach Ray halfway through a stop.
-            start_new_session=True,
-        )
     ray = LocalRay(
-        pid=proc.pid,
+        pid=0,
         run_dir=run_dir,
         temp_dir=temp_dir,
         haproxy_dir=haproxy_dir,
-        ports=ports,
+        ports=choose_ports(),
         env=flags,
-        log_path=log_path,
+        log_path=run_dir / "ray-start.log",
         start_s=0.0,
+        redis_address=redis_address,
     )
-    deadline = t0 + timeout_s
-    while True:
-        if proc.poll() is not None:
-            detail = _last_lines(log_path)
-            stop(ray, check=False)
-            raise LocalRayError(f"ray start exited with {proc.returncode}: {detail}")
-        if _STARTED_MARKER in log_path.read_text(errors="replace"):
-            break
-        if time.monotonic() > deadline:
-            stop(ray, check=False)
-            raise LocalRayError(
-                f"Ray did not start within {timeout_s:.0f}s: {_last_lines(log_path)}"
-            )
-        time.sleep(0.2)
+    t0 = time.monotonic()
+    say(f"starting Ray head (gcs :{ray.ports.gcs}, temp dir {temp_dir})")
+    try:
+        ray.head_cpus = 0 if workers else num_cpus
+        _start_head(ray, ray.head_cpus, timeout_s)
+        per_worker = math.ceil(num_cpus / workers) if workers else 0
+        for _ in range(workers):
+            worker = add_worker(ray, per_worker, timeout_s=timeout_s)
+            say(f"{worker.name} joined ({per_worker} CPUs, Serve ingress :{worker.ports.http})")
+    except BaseException:
+        stop(ray, check=False)
+        raise
     ray.start_s = time.monotonic() - t0
     ray.pids = processes(ray)
-    say(f"Ray head up in {ray.start_s:.1f}s ({len(ray.pids)} processes)")
+    say(f"Ray up in {ray.start_s:.1f}s: head + {workers} workers ({len(ray.pids)} processes)")
     return ray
+
+
+def restart_head(ray: LocalRay, *, timeout_s: float = 90.0) -> None:
+    """Starts the head again on its old ports, after it died (see `kill_node`): with GCS fault
+    tolerance it reloads the cluster's state from Redis and the workers rejoin it."""
+    _start_head(ray, ray.head_cpus, timeout_s)
+
+
+def node_env(ray: LocalRay, worker: WorkerNode) -> dict[str, str]:
+    """The environment a worker node's processes run with (a pod's container env)."""
+    return ray_env(
+        os.environ,
+        ray.env,
+        worker.ports,
+        ray.temp_dir,
+        head_address=ray.address,
+        redis_address=ray.redis_address,
+    )
+
+
+def run_in_node(
+    ray: LocalRay, worker: WorkerNode, script: str, *, timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """Runs a bash script inside a worker node's namespaces with its environment: what the kubelet
+    does with a container's preStop hook."""
+    stats = _live_processes()
+    [init] = [pid for pid, st in stats.items() if st.ppid == worker.pid]  # PID 1 of the node
+    enter = ["nsenter", f"--target={init}", "--pid", "--mount"]
+    if "--user" in pod_isolation():
+        enter.append("--user")
+    return subprocess.run(
+        [*enter, "bash", "-c", script],
+        env=node_env(ray, worker),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def kill_node(leader: int) -> list[int]:
+    """SIGKILLs every process of one node (its `ray start` process is `leader`), as when a pod's
+    machine is lost; returns the PIDs killed. Reaps the leader if it is our child."""
+    pids = node_processes(leader)
+    _signal_all(pids, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(leader, 0)
+    return pids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,6 +637,11 @@ def localize_serve_config(config: Mapping[str, Any], ray: LocalRay) -> dict[str,
     grpc["port"] = ray.ports.grpc
     out["grpc_options"] = grpc
     return out
+
+
+def ingress_urls(ray: LocalRay) -> list[str]:
+    """Every node's Serve ingress (Ray's HAProxy, or its proxy), head first."""
+    return [ray.http_url, *(w.http_url for w in ray.workers)]
 
 
 def route_prefixes(config: Mapping[str, Any]) -> list[str]:
@@ -495,10 +708,11 @@ def deploy(
         detail = failure or _last_lines(ray.run_dir / "deploy.log", 1)
         raise LocalRayError(f"deploy failed: {detail}")
     prefixes = route_prefixes(config)
-    while not _routes_ready(ray.http_url, prefixes):
-        if time.monotonic() - t0 > timeout_s:
-            raise LocalRayError(f"{ray.http_url}/-/routes never listed {prefixes}")
-        time.sleep(0.25)
+    for url in ingress_urls(ray):
+        while not _routes_ready(url, prefixes):
+            if time.monotonic() - t0 > timeout_s:
+                raise LocalRayError(f"{url}/-/routes never listed {prefixes}")
+            time.sleep(0.25)
     ray.deploy_s = time.monotonic() - t0
     ray.pids = processes(ray)
     say(f"apps RUNNING and routable in {ray.deploy_s:.1f}s: {statuses}")
@@ -592,10 +806,49 @@ def stop(ray: LocalRay, *, grace_s: float = 2.0, check: bool = True) -> list[int
     return found
 
 
+def app_statuses(ray: LocalRay, *, timeout_s: float = 60.0) -> dict[str, str]:
+    """{app name: status} as Serve's controller reports it (from a short-lived child driver)."""
+    env = ray_env(os.environ, ray.env, ray.ports, ray.temp_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "raygke.local_ray", "status", ray.address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise LocalRayError(f"serve status failed: {_last_words(result.stderr)}")
+    return json.loads(lines[-1])
+
+
+def _last_words(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _status_main(address: str) -> int:
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    ray.init(address=address, namespace=SERVE_NAMESPACE, logging_level=logging.WARNING)
+    apps = serve.status().applications
+    print(json.dumps({name: app.status.value for name, app in apps.items()}), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "deploy":
         return _deploy_main(argv[1], argv[2], float(argv[3]))
-    print("usage: python -m raygke.local_ray deploy ADDRESS CONFIG_JSON TIMEOUT_S", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "status":
+        return _status_main(argv[1])
+    print(
+        "usage: python -m raygke.local_ray deploy ADDRESS CONFIG_JSON TIMEOUT_S\n"
+        "       python -m raygke.local_ray status ADDRESS",
+        file=sys.stderr,
+    )
     return 2
 
 

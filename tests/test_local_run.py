@@ -21,7 +21,7 @@ from procs import cmdline, connected_ports, environ, listening_ports, pids_named
 
 from infra.serve_config import scale_for_local
 from infra.stack_file import load_stack_config
-from raygke import local_ray
+from raygke import local, local_ray
 from raygke.plan import plan_stack
 
 pytestmark = pytest.mark.process
@@ -87,6 +87,48 @@ def test_haproxy_owns_rays_serve_port_with_the_flags_on(local_run: LocalRun):
     assert owner is not None and "haproxy" in cmdline(owner), cmdline(owner or 0)
 
 
+def _tier_servers(run: LocalRun) -> dict[tuple[str, str], str]:
+    stats = run.state["tier"]["stats"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{stats}/stats;csv", timeout=5) as response:
+        rows = response.read().decode().lstrip("# ").splitlines()
+    header = rows[0].split(",")
+    return {
+        (r["pxname"], r["svname"]): r["status"]
+        for r in (dict(zip(header, row.split(","), strict=False)) for row in rows[1:])
+        if r["svname"] not in ("FRONTEND", "BACKEND")
+    }
+
+
+def test_the_run_has_a_rayservices_shape(local_run: LocalRun):
+    """A head with num-cpus 0 and two worker nodes, each in a PID namespace of its own (as a pod
+    is) with its own Ray HAProxy on its own ports; our tier has one server per node; the replicas
+    run on the workers only."""
+    ray = local.ray_from_state(local_run.state)
+    assert ray.head_cpus == 0 and len(ray.workers) == local.DEFAULT_WORKERS
+    leaders = {"ray-head": ray.pid, **{w.name: w.pid for w in ray.workers}}
+    ingress = {"ray-head": ray.ports.http, **{w.name: w.ports.http for w in ray.workers}}
+    assert len(set(ingress.values())) == len(ingress)
+    namespaces = set()
+    for node, leader in leaders.items():
+        mine = local_ray.node_processes(leader)
+        owner = port_owner(ingress[node])
+        assert owner in mine and "haproxy" in cmdline(owner), (node, owner)
+        namespaces.add(_pid_ns(mine[-1]))
+    assert len(namespaces) == len(leaders) and _pid_ns(os.getpid()) not in namespaces
+    replicas = _replicas(local_run, "EchoIngress") + _replicas(local_run, "Echo")
+    on_head = set(local_ray.node_processes(ray.pid))
+    assert replicas and not on_head & set(replicas)
+    servers = _tier_servers(local_run)
+    for backend in ("be_ray_http", "be_ray_grpc"):
+        assert {s: st for (be, s), st in servers.items() if be == backend} == {
+            n: "UP" for n in leaders
+        }
+
+
+def _pid_ns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
 def _replicas(run: LocalRun, deployment: str) -> list[int]:
     """This run's replica processes of an echo deployment (their env names this run's Ray temp dir)."""
     temp = run.state["ray"]["temp_dir"]
@@ -104,8 +146,8 @@ def _ingress_talks_grpc_to_echo(run: LocalRun) -> bool:
     with urllib.request.urlopen(f"{run.http_url}/echo/unary?size=8", timeout=30) as response:
         assert response.status == 200
     [ingress], [echo] = _replicas(run, "EchoIngress"), _replicas(run, "Echo")
-    ports = run.state["ray"]["ports"]
-    worker_ports = range(ports["worker_min"], ports["worker_max"] + 1)
+    nodes = [run.state["ray"]["ports"], *(w["ports"] for w in run.state["ray"]["workers"])]
+    worker_ports = {p for n in nodes for p in range(n["worker_min"], n["worker_max"] + 1)}
     grpc_server = {p for p in listening_ports(echo) if p not in worker_ports}
     assert len(grpc_server) == 1, grpc_server
     return bool(grpc_server & connected_ports(ingress))

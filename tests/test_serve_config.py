@@ -17,7 +17,7 @@ from infra.serve_config import (
     scale_flags_for_local,
     scale_for_local,
 )
-from infra.stack_file import load_stack_config, parse_stack_config
+from infra.stack_file import ConfigError, load_stack_config, parse_stack_config
 
 pytestmark = pytest.mark.config
 
@@ -105,6 +105,32 @@ def test_autoscaling_replaces_num_replicas_and_lifecycle_options_pass_through():
         "target_ongoing_requests": 2.0,
     }
     assert echo["graceful_shutdown_timeout_s"] == 10
+
+
+def test_autoscaling_delays_pass_through_only_when_set():
+    delays = {"minReplicas": 1, "maxReplicas": 3, "upscaleDelayS": 1, "downscaleDelayS": 8.5}
+    config = parse_stack_config(
+        "dev",
+        mutated(
+            "dev",
+            lambda c: c[f"{NS}:apps"][0]["deployments"].update(Echo={"autoscaling": delays}),
+        ),
+    )
+    echo = next(d for d in _apps(config)["echo"]["deployments"] if d["name"] == "Echo")
+    assert echo["autoscaling_config"]["upscale_delay_s"] == 1
+    assert echo["autoscaling_config"]["downscale_delay_s"] == 8.5
+
+
+def test_a_negative_autoscaling_delay_is_refused():
+    delays = {"minReplicas": 1, "maxReplicas": 3, "downscaleDelayS": -1}
+    with pytest.raises(ConfigError, match=r"downscaleDelayS.*greater than or equal to 0.*-1"):
+        parse_stack_config(
+            "dev",
+            mutated(
+                "dev",
+                lambda c: c[f"{NS}:apps"][0]["deployments"].update(Echo={"autoscaling": delays}),
+            ),
+        )
 
 
 def test_no_grpc_options_without_ray_grpc():
