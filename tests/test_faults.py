@@ -20,8 +20,10 @@ import csv
 import dataclasses
 import http.client
 import io
+import itertools
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -92,6 +94,7 @@ class FaultRun:
     tier_pid: int
     tier_pids: list[int]
     endpoints: Endpoints
+    ray_log: RayHaproxyLog
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -111,7 +114,15 @@ def fault_run(
     state_dir = tmp_path_factory.mktemp("faults")
     config = load_stack_config("dev")
     t0 = time.monotonic()
-    ray = local_ray.start(state_dir / "ray", env=config.ray.serve_flags, num_cpus=16)
+    ray_log = RayHaproxyLog()
+    # Ray's HAProxy logs every request (`option httplog`) to this target: ours, to tell which
+    # requests it had sent to a replica that died (the replica-kill case).
+    env = {**config.ray.serve_flags, "RAY_SERVE_HAPROXY_LOG_TARGET": ray_log.target}
+    try:
+        ray = local_ray.start(state_dir / "ray", env=env, num_cpus=16)
+    except BaseException:
+        ray_log.close()
+        raise
     tier_pids: list[int] = []
     run: FaultRun | None = None
     try:
@@ -139,6 +150,7 @@ def fault_run(
             tier_pids[0],
             tier_pids,
             Endpoints(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"),
+            ray_log,
         )
         wait_for("both tier servers UP", lambda: all_up(run), 60)
         run.figures["setup"] = {"seconds": round(time.monotonic() - t0, 1)}
@@ -148,6 +160,7 @@ def fault_run(
         for pid in tier_pids:
             tier.stop(pid)
         local_ray.stop(ray)
+        ray_log.close()
         started |= set(pids_matching(str(ray.temp_dir)))
         left = [pid for pid in started if alive(pid)]
         if run is not None:
@@ -251,6 +264,122 @@ def ray_haproxy_stats(run: FaultRun) -> list[dict[str, str]]:
     return _csv_rows(b"".join(chunks).decode())
 
 
+def tier_admin(run: FaultRun, command: str) -> str:
+    """One command on our tier's admin socket (the running process's)."""
+    assert run.spec.admin_socket is not None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(run.spec.admin_socket)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+@contextlib.contextmanager
+def tier_fallback_drained(run: FaultRun) -> Iterator[None]:
+    """Our tier sends nothing new to Ray's fallback proxy while inside: every request goes
+    through Ray's HAProxy, as in the cluster (where every tier server is a pod's Ray HAProxy)."""
+    for backend in (HTTP_BACKEND, GRPC_BACKEND):
+        said = tier_admin(run, f"set server {backend}/ray-fallback state drain")
+        assert not said.strip(), said
+    try:
+        yield
+    finally:
+        for backend in (HTTP_BACKEND, GRPC_BACKEND):
+            tier_admin(run, f"set server {backend}/ray-fallback state ready")
+
+
+# One `option httplog` line, after the syslog header: frontend, backend/server, timers
+# (TR/Tw/Tc/Tr/Ta), status, bytes, two cookies, the termination state, the connection counts
+# (the last one retries, `+` when redispatched), the queues, captured headers, the request line.
+_HTTPLOG = re.compile(
+    r"\] (?P<fe>\S+) (?P<be>[^/ ]+)/(?P<srv>\S+) (?P<timers>\S+) (?P<status>-?\d+) \+?\d+ "
+    r"\S+ \S+ (?P<ts>\S{2,4}) (?P<conns>[\d/+]+) \S+ (?:\{[^}]*\} )*\"(?P<req>[^\"]*)"
+)
+
+
+@dataclass
+class LogLine:
+    """What Ray's HAProxy logged for one request, the moment it ended."""
+
+    frontend: str
+    server: str
+    status: int
+    term: str  # termination state: cause (`S`: the server ended it) then the stage it was in
+    retries: str
+    request: str
+
+    @property
+    def transport(self) -> str:
+        return "grpc" if self.frontend.startswith("grpc") else "http"
+
+    @property
+    def rid(self) -> int | None:
+        found = re.search(r"[?&]rid=(\d+)", self.request)
+        return int(found[1]) if found else None
+
+    def cut_by_server_on(self, servers: set[str]) -> bool:
+        """Sent to one of `servers`, which then went away waiting for the reply's headers (`H`)
+        or during its data (`D`): the request had reached that replica."""
+        return self.server in servers and self.term[:1] == "S" and self.term[1:2] in "HD"
+
+
+class RayHaproxyLog:
+    """A UDP syslog sink for Ray's HAProxy (`RAY_SERVE_HAPROXY_LOG_TARGET`): keeps each line."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.target = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._raw: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                data = self._sock.recv(65536)
+                self._raw.append((time.monotonic(), data.decode(errors="replace")))
+
+    def received(self) -> int:
+        return len(self._raw)
+
+    def lines(self, since: float = 0.0) -> list[LogLine]:
+        found = []
+        for at, text in list(self._raw):
+            if at >= since and (m := _HTTPLOG.search(text)):
+                conns = m["conns"].rsplit("/", 1)[-1]
+                found.append(LogLine(m["fe"], m["srv"], int(m["status"]), m["ts"], conns, m["req"]))
+        return found
+
+    def settle(self, quiet_s: float = 1.0, limit_s: float = 15) -> None:
+        """Waits until no line has come for `quiet_s` (what ends at the load's end is logged)."""
+        seen = [-1]
+
+        def quiet() -> bool:
+            n = self.received()
+            if n != seen[0]:
+                seen[0] = n
+                return False
+            return True
+
+        t0 = time.monotonic()
+        while not quiet():
+            if time.monotonic() - t0 > limit_s:
+                raise AssertionError(f"Ray's HAProxy kept logging past {limit_s} s")
+            time.sleep(quiet_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
 def ours(run: FaultRun, title: str) -> list[int]:
     """This run's processes whose command line is `title` (how Ray names actor processes)."""
     return [p for p in local_ray.processes(run.ray) if cmdline(p) == title]
@@ -278,6 +407,7 @@ def http_ok(url: str) -> bool:
 
 @dataclass
 class Sample:
+    rid: int  # the request's id: HTTP sends it as `rid=` in the URL, which Ray's HAProxy logs
     at: float  # monotonic seconds when the request was sent
     took: float
     transport: str
@@ -296,6 +426,7 @@ class SteadyLoad:
     ):
         self.run, self.app, self.users, self.pause_s = run, app, users, pause_s
         self.samples: list[Sample] = []
+        self._rids = itertools.count()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -334,16 +465,18 @@ class SteadyLoad:
 
     async def _user(self, client: Client, transport: str) -> None:
         while not self._stop.is_set():
+            rid = next(self._rids)
             at = time.monotonic()
             start = time.perf_counter()
             if transport == "http":
-                result = await client.http_json(self.app, "/unary?size=64", None, start, True)
+                path = f"/unary?size=64&rid={rid}"  # the app ignores `rid`; Ray's HAProxy logs it
+                result = await client.http_json(self.app, path, None, start, True)
                 version = result.body.get("version") if result.ok else None
             else:
                 result = await client.grpc_unary(self.app, 64, start, True)
                 version = result.body.version if result.ok else None
             self.samples.append(
-                Sample(at, result.latency_s, transport, result.ok, result.error, version)
+                Sample(rid, at, result.latency_s, transport, result.ok, result.error, version)
             )
             await asyncio.sleep(self.pause_s)
 
@@ -552,13 +685,60 @@ def _replica_port_serving(run: FaultRun, pid: int) -> bool:
     return False
 
 
+def classify_failures(
+    failed: list[Sample], lines: list[LogLine], victim: set[str]
+) -> dict[str, Counter[str]]:
+    """Each failed request, as `reached_victim` or `retry_safe` (see the replica-kill case)."""
+    cut = [line for line in lines if line.cut_by_server_on(victim)]
+    cut_rids = {line.rid for line in cut if line.transport == "http"}
+    grpc_cut = sum(1 for line in cut if line.transport == "grpc")
+    classes: dict[str, Counter[str]] = {"reached_victim": Counter(), "retry_safe": Counter()}
+    for sample in sorted(failed, key=lambda s: s.at):
+        if sample.transport == "http":
+            reached = sample.rid in cut_rids
+        else:
+            reached, grpc_cut = grpc_cut > 0, grpc_cut - 1
+        classes["reached_victim" if reached else "retry_safe"][
+            f"{sample.transport}:{sample.error}"
+        ] += 1
+    return classes
+
+
+FAILURE_CLASSES = {
+    "reached_victim": "in flight on the killed replica: Ray's HAProxy had sent it there and logged "
+    "the server going away before or during the reply (termination state SH/SD); not safe to "
+    "replay, the replica may have acted on it",
+    "retry_safe": "no replica had it (refused or reset before it was sent, or a proxy without a "
+    "server for it): a proxy should have retried it",
+}
+
+
 def test_replica_kill_under_load(fault_run: FaultRun) -> None:
+    """SIGKILL one of two `EchoIngress` replicas under steady load; every failed request is
+    classified, and those that were safe to retry must be none.
+
+    Our tier sends everything to Ray's HAProxy meanwhile (its fallback-proxy server drained), so
+    Ray's HAProxy log (one line per request, sent to this run's syslog sink) says which replica
+    each request went to and how it ended. The rule: a failed request *reached the victim* when
+    Ray's HAProxy logged it as sent to one of the killed replica's servers and cut by that server
+    (`SH`/`SD`): matched by its id for HTTP (`rid=` in the URL), by count for gRPC (the log
+    carries no per-call id: the failed gRPC calls are at most the gRPC lines so cut). Any other
+    failed request never reached a replica and was *retry-safe*: there must be none. Replica
+    logs cannot tell: Serve writes a request's line when it ends, and the victim's never do."""
     run = fault_run
     before = ours(run, "ray::ServeReplica:echo:EchoIngress")
     assert len(before) == 2, before
     victim = before[0]
+    victim_ports = listening_ports(victim)
+    rows = [
+        r
+        for r in ray_haproxy_stats(run)
+        if ":" in (r.get("addr") or "") and int(r["addr"].rsplit(":", 1)[1]) in victim_ports
+    ]
+    assert len(rows) == 2, rows  # its HTTP and its gRPC server, one name in both backends
+    victim_servers = {r["svname"] for r in rows}
     retries = tier_retries(run)
-    with SteadyLoad(run) as load:
+    with tier_fallback_drained(run), SteadyLoad(run) as load:
         t0 = time.monotonic()
         load.wait_for_requests(50)
         os.kill(victim, signal.SIGKILL)
@@ -570,19 +750,39 @@ def test_replica_kill_under_load(fault_run: FaultRun) -> None:
 
         recovery_s = wait_for("the replacement replica serving", replaced, 90)
         load.wait_for_requests(MIN_REQUESTS, since=t0)
+    run.ray_log.settle()
     figures = load.figures(since=t0)
+    mine = [s for s in load.samples if s.at >= t0]
+    lines = run.ray_log.lines(since=t0)
+    classes = classify_failures([s for s in mine if not s.ok], lines, victim_servers)
+    cut = Counter(line.transport for line in lines if line.cut_by_server_on(victim_servers))
+    http_rids = {s.rid for s in mine if s.transport == "http"}
+    logged = {line.rid for line in lines} & http_rids
     run.report(
         "replica_kill",
         **figures,
+        failed_reached_victim=sum(classes["reached_victim"].values()),
+        failed_retry_safe=sum(classes["retry_safe"].values()),
+        failures={
+            name: {"errors": dict(errors), "why": FAILURE_CLASSES[name]}
+            for name, errors in classes.items()
+            if errors
+        },
+        cut_on_victim_by_ray_haproxy={"http": cut["http"], "grpc": cut["grpc"]},
+        ray_haproxy_retried=sum(1 for line in lines if line.retries not in ("0", "+0")),
+        ray_haproxy_abnormal_ends=dict(
+            Counter(f"{line.status} {line.term[:2]}" for line in lines if line.term[:2] != "--")
+        ),
+        ray_haproxy_http_logged=f"{len(logged)}/{len(http_rids)}",
         replacement_serving_s=round(recovery_s, 1),
         **retried_since(run, retries),
     )
     assert not alive(victim)
-    # A SIGKILLed ingress replica takes the requests it is serving with it: HAProxy replays only
-    # what never reached it, and an h2 stream reset (gRPC) or a half-sent reply cannot be
-    # replayed by anyone but the client. Most runs fail none; the bound is what was in flight
-    # (each user has one request out), and anything beyond it fails the test.
-    assert figures["failed"] <= 2 * USERS, figures
+    # The log covered the run (all HTTP went through Ray's HAProxy), else the rule cannot hold.
+    assert len(logged) >= 0.99 * len(http_rids), (len(logged), len(http_rids))
+    assert not classes["retry_safe"], classes
+    # What reached the victim is bounded by what was in flight on it: one request per user.
+    assert sum(cut.values()) <= 2 * USERS, cut
     assert recovery_s <= 30
 
 
