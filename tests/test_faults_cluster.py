@@ -1,0 +1,525 @@
+"""The fault suite, part two: the cluster's shape and its failures, on one local run.
+
+One local run in a RayService's shape for the whole module: a head with num-cpus 0 and two worker
+nodes, each its own raylet in a PID namespace of its own with its own Ray HAProxy, our tier in
+front with one server per node, and GCS fault tolerance on a real Redis (Debian's `redis-server`,
+started and stopped here, as Memorystore is in prod). Its Serve config comes from the dev stack
+with three echo apps: `echo` (two replicas of each deployment), `solo` (one of each) and `auto`
+(Serve autoscaling on its Streamer deployment), each with a short deadline so a hung request ends fast.
+
+Each case runs steady load over HTTP and gRPC through our tier while it breaks one thing, counts
+what failed, and times the recovery; figures go to stdout and out/faults/figures.json. Limits on
+time are the issue's bounds (deadline + 5 s, 60 s), never performance thresholds. The cases run in
+file order and the later ones replace the nodes they take away, as KubeRay replaces a lost pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from procs import alive, cmdline, pids_matching
+from stackfiles import NS, mutated
+from test_faults import FIGURES_PATH, SteadyLoad, _cpu_model, wait_for
+
+from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
+from components.render.rayservice import worker_pre_stop
+from infra.config import StackConfig
+from infra.stack_file import parse_stack_config
+from raygke import host, local, local_ray, tier
+from raygke.smoke.contract import AppEndpoint, Endpoints
+
+pytestmark = [pytest.mark.process, pytest.mark.faults]
+
+SERVICE = "raygke.echo.v1.EchoService"
+ECHO = AppEndpoint("echo", "echo", "/echo", SERVICE, "echo")
+SOLO = AppEndpoint("solo", "echo", "/solo", SERVICE, "solo")
+AUTO = AppEndpoint("auto", "echo", "/auto", SERVICE, "auto")
+DEADLINE_S = 5  # each app's deadlineS here: a hung request ends at our tier after this long
+USERS = 2  # closed-loop users per transport: at most 2 x USERS requests in flight at a fault
+MIN_REQUESTS = 300  # per transport, per case
+WORKERS = 2
+
+
+def fault_stack() -> StackConfig:
+    """The dev stack with the three apps above (Streamer's autoscaling reacts within seconds)."""
+
+    def apps(config: dict[str, Any]) -> None:
+        [echo] = [a for a in config[f"{NS}:apps"] if a["kind"] == "echo"]
+        config[f"{NS}:apps"] = [
+            {**echo, "deadlineS": DEADLINE_S},
+            {**echo, "name": "solo", "routePrefix": "/solo", "deadlineS": DEADLINE_S},
+            {**echo, "name": "auto", "routePrefix": "/auto", "deadlineS": DEADLINE_S,
+             "deployments": {
+                 "EchoIngress": {"numReplicas": 1, "numCpus": 1},
+                 "Streamer": {"numCpus": 1, "autoscaling": {
+                     "minReplicas": 1, "maxReplicas": 4, "targetOngoingRequests": 1,
+                     "upscaleDelayS": 1, "downscaleDelayS": 5}},
+             }},
+        ]  # fmt: skip
+
+    return parse_stack_config("dev", mutated("dev", apps))
+
+
+def fault_serve_config(config: StackConfig) -> dict[str, Any]:
+    """The local run's Serve config, with two replicas of echo's EchoIngress and Echo (so one can
+    hang or die while the other serves; a local run holds one replica per fixed deployment)."""
+    serve_config = local.local_serve_config(config)
+    for app in serve_config["applications"]:
+        for dep in app["deployments"]:
+            if app["name"] == "echo" and dep["name"] in ("EchoIngress", "Echo"):
+                dep["num_replicas"] = 2
+    return serve_config
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis, as Memorystore is in prod
+
+
+@dataclass
+class Redis:
+    pid: int
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _redis_answers(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+
+
+def start_redis(run_dir: Path) -> Redis:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: `make test` installs Debian's redis-server"
+    [port] = host.free_ports(1)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "redis.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(run_dir),
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    redis = Redis(proc.pid, port)
+    wait_for("redis-server to answer PING", lambda: _redis_answers(port), 30)
+    return redis
+
+
+def stop_redis(redis: Redis) -> None:
+    tier.stop(redis.pid)  # SIGTERM, SIGKILL if needed, and reap: the same as any child of ours
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class ClusterRun:
+    config: StackConfig
+    ray: local_ray.LocalRay
+    redis: Redis
+    state_dir: Path
+    ports: tuple[int, int, int]  # our tier's HTTP, gRPC, stats
+    tier_pids: list[int]
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def tier_pid(self) -> int:
+        return self.tier_pids[-1]
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints(f"http://127.0.0.1:{self.ports[0]}", f"127.0.0.1:{self.ports[1]}")
+
+    def spec(self) -> IngressSpec:
+        http, grpc, stats = self.ports
+        return local.tier_spec(
+            self.config,
+            self.ray,
+            http,
+            grpc,
+            stats,
+            self.state_dir / "haproxy.pid",
+            admin_socket=self.state_dir / "tier.sock",
+        )
+
+    def report(self, case: str, **figures: Any) -> None:
+        self.figures[case] = figures
+        print(f"[faults] {case}: {json.dumps(figures)}")
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ClusterRun]:
+    state_dir = tmp_path_factory.mktemp("cluster")
+    config = fault_stack()
+    t0 = time.monotonic()
+    redis = start_redis(state_dir / "redis")
+    ray: local_ray.LocalRay | None = None
+    run: ClusterRun | None = None
+    started: set[int] = {redis.pid}
+    try:
+        ray = local_ray.start(
+            state_dir / "ray",
+            env=config.ray.serve_flags,
+            num_cpus=24,
+            workers=WORKERS,
+            redis_address=redis.address,
+        )
+        local_ray.deploy(ray, fault_serve_config(config))
+        run = ClusterRun(config, ray, redis, state_dir, tuple(host.free_ports(3)), [])  # type: ignore[arg-type]
+        run.tier_pids.append(tier.start(run.spec(), state_dir))
+        wait_for("every node UP in our tier", lambda: servers_up(run) == node_names(run), 60)
+        run.figures["setup"] = {"seconds": round(time.monotonic() - t0, 1)}
+        yield run
+    finally:
+        if run is not None:
+            started |= set(run.tier_pids)
+            for pid in run.tier_pids:
+                tier.stop(pid)
+        if ray is not None:
+            started |= set(ray.pids) | set(local_ray.processes(ray))
+            local_ray.stop(ray)
+            started |= set(pids_matching(str(ray.temp_dir)))
+        stop_redis(redis)
+        left = [pid for pid in started if alive(pid)]
+        if run is not None:
+            _publish(run.figures, request)
+        assert not left, f"processes left after the cluster fault run: {left}"
+
+
+def _publish(figures: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    """Beside test_faults.py's cases in out/faults/figures.json, under `cluster`."""
+    FIGURES_PATH.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(FIGURES_PATH.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data["machine"] = {"nproc": os.cpu_count(), "cpu": _cpu_model()}
+    data["cluster"] = figures
+    FIGURES_PATH.write_text(json.dumps(data, indent=2) + "\n")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    lines = [f"cluster fault suite figures ({FIGURES_PATH}, `cluster`):"]
+    lines += [f"  {case}: {json.dumps(fig)}" for case, fig in figures.items()]
+    if capture:
+        with capture.global_and_fixture_disabled():
+            print("\n" + "\n".join(lines), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def node_names(run: ClusterRun) -> set[str]:
+    return {"ray-head", *(w.name for w in run.ray.workers)}
+
+
+def tier_rows(run: ClusterRun) -> list[dict[str, str]]:
+    import csv
+    import io
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{run.ports[2]}/stats;csv", timeout=5) as r:
+        return list(csv.DictReader(io.StringIO(r.read().decode().lstrip("# "))))
+
+
+def servers_up(run: ClusterRun) -> set[str]:
+    """The nodes our tier holds UP on both its HTTP and gRPC backends."""
+    rows = [r for r in tier_rows(run) if r["pxname"] in (HTTP_BACKEND, GRPC_BACKEND)]
+    up = {(r["pxname"], r["svname"]) for r in rows if r["status"] == "UP"}
+    names = {r["svname"] for r in rows} - {"BACKEND"}
+    return {n for n in names if (HTTP_BACKEND, n) in up and (GRPC_BACKEND, n) in up}
+
+
+def replicas(run: ClusterRun, app: str, deployment: str) -> dict[str, list[int]]:
+    """{node name: PIDs of the app's replica processes of `deployment` on it}."""
+    title = f"ray::ServeReplica:{app}:{deployment}"
+    nodes = {"ray-head": run.ray.pid, **{w.name: w.pid for w in run.ray.workers}}
+    return {
+        name: [p for p in local_ray.node_processes(leader) if cmdline(p) == title]
+        for name, leader in nodes.items()
+    }
+
+
+def all_replicas(run: ClusterRun, app: str, deployment: str) -> list[int]:
+    return sorted(p for pids in replicas(run, app, deployment).values() for p in pids)
+
+
+def replace_worker(run: ClusterRun) -> local_ray.WorkerNode:
+    """A new worker node joins (as KubeRay replaces a lost pod) and our tier gets a server for it
+    (as the headless Service lists the new pod); a gone node's server leaves with the reload."""
+    worker = local_ray.add_worker(run.ray, 12)
+    run.tier_pids.append(tier.reload(run.spec(), run.state_dir, run.tier_pid))
+    wait_for(f"{worker.name} UP in our tier", lambda: worker.name in servers_up(run), 90)
+    return worker
+
+
+def drop_worker(run: ClusterRun, worker: local_ray.WorkerNode) -> None:
+    run.ray.workers.remove(worker)
+
+
+def poll_until(predicate: Callable[[], bool], limit_s: float) -> float | None:
+    """Seconds until `predicate()` held, polled every half second; None after `limit_s` (the
+    caller reports what it saw, then fails)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if predicate():
+            return round(time.monotonic() - t0, 1)
+        time.sleep(0.5)
+    return None
+
+
+def slowest(load: SteadyLoad, since: float) -> float:
+    return max((s.took for s in load.samples if s.at >= since), default=0.0)
+
+
+def serves_again_after(load: SteadyLoad, since: float) -> float | None:
+    """Seconds from `since` to the start of the last unbroken run of successes (None: no success)."""
+    mine = sorted((s for s in load.samples if s.at >= since), key=lambda s: s.at)
+    last_failure = max((s.at + s.took for s in mine if not s.ok), default=None)
+    if last_failure is None:
+        return 0.0
+    after = [s for s in mine if s.ok and s.at >= last_failure]
+    return round(after[0].at - since, 1) if after else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases
+
+
+def test_hung_replica_ends_at_the_deadline_and_is_replaced(cluster: ClusterRun) -> None:
+    """SIGSTOP one of echo's two Echo replicas and solo's only one (a stuck CUDA call looks like
+    this from outside). No request waits past its deadline + 5 s: our tier answers 504 /
+    DEADLINE_EXCEEDED; echo fails at most what was in flight on the hung replica, solo serves again
+    once Serve's health check replaces it."""
+    run = cluster
+    [echo_victim, *_] = all_replicas(run, "echo", "Echo")
+    [solo_victim] = all_replicas(run, "solo", "Echo")
+    with (
+        SteadyLoad(run, ECHO, users=USERS) as echo_load,
+        SteadyLoad(run, SOLO, users=1) as solo_load,
+    ):
+        echo_load.wait_for_requests(50)
+        solo_load.wait_for_requests(20)
+        t0 = time.monotonic()
+        for victim in (echo_victim, solo_victim):
+            os.kill(victim, signal.SIGSTOP)
+        try:
+            replaced_s = wait_for(
+                "Serve to replace both hung replicas",
+                lambda: not alive(echo_victim) and not alive(solo_victim)
+                and len(all_replicas(run, "echo", "Echo")) == 2
+                and len(all_replicas(run, "solo", "Echo")) == 1,
+                90,
+            )  # fmt: skip
+            wait_for("solo to serve again", lambda: solo_load.count("http", time.monotonic() - 1) > 0
+                     and serves_again_after(solo_load, t0) is not None, 60)  # fmt: skip
+            echo_load.wait_for_requests(MIN_REQUESTS, since=t0)
+        finally:
+            for victim in (echo_victim, solo_victim):
+                if alive(victim):
+                    os.kill(victim, signal.SIGKILL)
+    echo, solo = echo_load.figures(since=t0), solo_load.figures(since=t0)
+    figures = {
+        "deadline_s": DEADLINE_S,
+        "replaced_s": round(replaced_s, 1),
+        "echo_two_replicas": {**echo, "slowest_s": round(slowest(echo_load, t0), 2)},
+        "solo_one_replica": {
+            **solo,
+            "slowest_s": round(slowest(solo_load, t0), 2),
+            "serves_again_s": serves_again_after(solo_load, t0),
+        },
+    }
+    run.report("hung_replica", **figures)
+    timed_out = {"http:http_504", "grpc:grpc_DEADLINE_EXCEEDED"}
+    for load, name in ((echo_load, "echo"), (solo_load, "solo")):
+        assert slowest(load, t0) <= DEADLINE_S + 5, (name, figures)
+        assert set(load.figures(since=t0)["errors"]) <= timed_out, (name, figures)
+    # Each user had one request out when the replica hung; the router stops sending it new ones.
+    assert echo["failed"] <= 2 * USERS, figures
+    assert solo["failed"] > 0 and figures["solo_one_replica"]["serves_again_s"] is not None
+    assert figures["solo_one_replica"]["serves_again_s"] <= 60, figures
+
+
+def test_autoscaling_adds_replicas_across_workers_and_removes_them(cluster: ClusterRun) -> None:
+    """A load step on `auto` (slow streams, more at once than its target of 1 ongoing request per
+    replica): Serve adds Streamer replicas, spread over the worker nodes, and removes them after."""
+    run = cluster
+    timeline: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+
+    def sample() -> dict[str, int]:
+        per_node = {n: len(p) for n, p in replicas(run, "auto", "Streamer").items() if p}
+        timeline.append({"t": round(time.monotonic() - t0, 1), **per_node})
+        return per_node
+
+    def stream(client: Any) -> Any:
+        from test_faults import long_stream
+
+        return long_stream("http", AUTO, 20, 50)(client)  # 1 s each
+
+    with SteadyLoad(run, AUTO, users=1, pause_s=0.05) as load:
+        load.wait_for_requests(10)
+        step = time.monotonic()
+        in_flight: list[Any] = []
+        peak: dict[str, int] = {}
+
+        def scaled_out() -> bool:
+            nonlocal peak
+            in_flight[:] = [f for f in in_flight if not f.done()]
+            while len(in_flight) < 6:
+                in_flight.append(load.submit(stream))
+            now = sample()
+            if sum(now.values()) > sum(peak.values()):
+                peak = now
+            return sum(now.values()) >= 3 and len(now) >= 2
+
+        up_s = poll_until(scaled_out, 90)
+        for f in in_flight:
+            f.result(timeout=30)
+        load_end = time.monotonic()
+        down_s = poll_until(lambda: sum(sample().values()) == 1, 120)
+    figures = load.figures(since=step)
+    run.report(
+        "autoscaling",
+        **figures,
+        step_to_spread_s=up_s,
+        peak_replicas_per_node=peak,
+        load_end_to_one_replica_s=down_s,
+        load_s=round(load_end - step, 1),
+        timeline=timeline[:: max(1, len(timeline) // 40)],
+    )
+    assert figures["failed"] == 0, figures
+    assert up_s is not None and down_s is not None, timeline
+    assert len(peak) >= 2 and "ray-head" not in peak, timeline
+
+
+def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> None:
+    """The preStop command the RayService renders for workers, run inside a worker node (its PID
+    namespace and env, as the kubelet runs it in the pod) under load: Ray drains the node, Serve
+    moves its replicas, the node stops; no request fails."""
+    run = cluster
+    drain_s = run.config.ray_service.shutdown.drain_deadline_seconds
+    victim = run.ray.workers[-1]
+    script = worker_pre_stop(drain_s)
+    moved = {d: replicas(run, "echo", d)[victim.name] for d in ("EchoIngress", "Echo")}
+    assert any(moved.values()), "no echo replica on the drained worker: nothing to show"
+    with SteadyLoad(run, ECHO, users=USERS) as load:
+        load.wait_for_requests(50)
+        t0 = time.monotonic()
+        result = local_ray.run_in_node(run.ray, victim, script, timeout_s=drain_s + 60)
+        pre_stop_s = time.monotonic() - t0
+        stopped_s = wait_for("the drained node's processes to exit",
+                             lambda: not local_ray.node_processes(victim.pid), 60)  # fmt: skip
+        load.wait_for_requests(MIN_REQUESTS, since=t0)
+    drop_worker(run, victim)
+    survivors = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
+    figures = load.figures(since=t0)
+    run.report(
+        "drain",
+        **figures,
+        drain_deadline_s=drain_s,
+        pre_stop_s=round(pre_stop_s, 1),
+        node_gone_after_pre_stop_s=round(stopped_s, 1),
+        replicas_moved={d: len(p) for d, p in moved.items()},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert figures["failed"] == 0, figures
+    assert all(len(p) == 2 for p in survivors.values()), survivors
+    replace_worker(run)
+
+
+def test_worker_node_loss_under_load(cluster: ClusterRun) -> None:
+    """Every process of one worker node SIGKILLed at once (a preempted Spot VM): failures bounded
+    by what was in flight there, none after recovery, replicas back on the surviving node."""
+    run = cluster
+    victim = run.ray.workers[0]
+    lost = {d: len(replicas(run, "echo", d)[victim.name]) for d in ("EchoIngress", "Echo")}
+    with SteadyLoad(run, ECHO, users=USERS) as load:
+        load.wait_for_requests(50)
+        t0 = time.monotonic()
+        killed = local_ray.kill_node(victim.pid)
+        drop_worker(run, victim)
+
+        def recovered() -> bool:
+            back = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
+            return all(len(p) == 2 for p in back.values())
+
+        recovered_s = wait_for("echo's replicas back on the surviving node", recovered, 120)
+        after = time.monotonic()
+        load.wait_for_requests(MIN_REQUESTS, since=after)
+    figures = load.figures(since=t0)
+    after_recovery = load.figures(since=after)
+    down_detect = [s for s in load.samples if s.at >= t0 and not s.ok]
+    run.report(
+        "worker_node_loss",
+        **figures,
+        processes_killed=len(killed),
+        replicas_lost=lost,
+        replicas_back_s=round(recovered_s, 1),
+        failed_after_recovery=after_recovery["failed"],
+        last_failure_s=round(max((s.at - t0 for s in down_detect), default=0.0), 1),
+    )
+    assert figures["failed"] <= 2 * USERS, figures
+    assert after_recovery["failed"] == 0, after_recovery
+    replace_worker(run)
+
+
+def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
+    """The head node's processes SIGKILLed, then started again on the same Redis: our tier keeps
+    serving through the workers while the head is down, and the apps are still deployed (the same
+    replicas, no redeploy) when it is back."""
+    run = cluster
+    before = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
+    with SteadyLoad(run, ECHO, users=USERS) as load:
+        load.wait_for_requests(50)
+        t0 = time.monotonic()
+        local_ray.kill_node(run.ray.pid)
+        wait_for("our tier to mark the head DOWN", lambda: "ray-head" not in servers_up(run), 30)
+        down_since = time.monotonic()
+        time.sleep(10)  # the head stays down a while: traffic must not need it
+        served_while_down = load.count("http", down_since) + load.count("grpc", down_since)
+        failed_while_down = sum(1 for s in load.samples if s.at >= down_since and not s.ok)
+        restart = time.monotonic()
+        local_ray.restart_head(run.ray)
+        statuses: dict[str, str] = {}
+
+        def apps_running() -> bool:
+            statuses.update(local_ray.app_statuses(run.ray))
+            return bool(statuses) and all(v == "RUNNING" for v in statuses.values())
+
+        running_s = wait_for("the apps RUNNING under the restarted head", apps_running, 120)
+        head_up_s = wait_for("the head's ingress UP in our tier",
+                             lambda: "ray-head" in servers_up(run), 120)  # fmt: skip
+        load.wait_for_requests(MIN_REQUESTS, since=t0)
+    after = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
+    figures = load.figures(since=t0)
+    run.report(
+        "head_restart",
+        **figures,
+        served_while_head_down=served_while_down,
+        failed_while_head_down=failed_while_down,
+        apps_running_after_restart_s=round(running_s, 1),
+        head_ingress_up_after_restart_s=round(time.monotonic() - restart, 1),
+        head_up_wait_s=round(head_up_s, 1),
+        same_replicas=before == after,
+        statuses=statuses,
+    )
+    assert served_while_down > 0 and failed_while_down == 0, figures
+    assert figures["failed"] <= 2 * USERS, figures
+    assert set(statuses) == {"echo", "solo", "auto"}, statuses
+    assert before == after, (before, after)
