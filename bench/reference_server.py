@@ -476,7 +476,13 @@ def _start_tier(run_dir: Path, http_port: int, grpc_port: int) -> tuple[str, str
     """Our HAProxy tier (the same spec builder, binary and start as `raygke local`) in front of
     the ingress for HTTP and of the gRPC server for gRPC; returns its HTTP URL, gRPC target and
     PID. Imported here, not at the top: the server processes this file also runs need none of it."""
-    from components.render.haproxy import StaticBackends, StaticServer, ingress_spec
+    from components.render.haproxy import (
+        DEFAULT_DEADLINE_S,
+        AppDeadline,
+        StaticBackends,
+        StaticServer,
+        ingress_spec,
+    )
     from raygke import host, tier
 
     http, grpc_, stats = host.free_ports(3)
@@ -489,6 +495,8 @@ def _start_tier(run_dir: Path, http_port: int, grpc_port: int) -> tuple[str, str
         routes=("/echo", "/recsys"),
         nbthread=None,
         pidfile=str(run_dir / "haproxy.pid"),
+        # The local run's rules, its apps' default deadlines included, so the ceiling pays for them.
+        deadlines=tuple(AppDeadline(a, DEFAULT_DEADLINE_S, f"/{a}") for a in ("echo", "recsys")),
     )
     pid = tier.start(spec, run_dir)
     try:

@@ -30,6 +30,7 @@ from components.render.haproxy import (
     LB_HTTP_PORT,
     LB_HTTPS_PORT,
     MONITORING_NAMESPACE,
+    AppDeadline,
     DnsBackends,
     HealthCheck,
     IngressSpec,
@@ -86,6 +87,9 @@ class HaproxyIngressArgs(TypedDict):
     """Labels that select the Ray pods serving traffic (head and workers)."""
     routes: NotRequired[Sequence[str]]
     """Route prefixes of the Serve apps; other paths get 404. Default: ("/",), every path."""
+    deadlines: NotRequired[Sequence[AppDeadline]]
+    """Each app's deadline: how long the tier waits for Ray's next bytes on its requests (HTTP by
+    route prefix, gRPC by `application`). Default: none, the tier's long default timeouts."""
     image: NotRequired[pulumi.Input[str]]
     """Default: HAPROXY_IMAGE."""
     replicas: NotRequired[int]
@@ -158,6 +162,7 @@ def cluster_ingress_spec(
     health: HealthCheck | None = None,
     maxconn: int = IngressSpec.maxconn,
     nbthread: int | None = IngressSpec.nbthread,
+    deadlines: Sequence[AppDeadline] = (),
 ) -> IngressSpec:
     """The IngressSpec of a tier pod: listens on every interface, finds Ray pods through DNS."""
     return ingress_spec(
@@ -178,6 +183,7 @@ def cluster_ingress_spec(
         health=health,
         maxconn=maxconn,
         nbthread=nbthread,
+        deadlines=deadlines,
     )
 
 
@@ -265,6 +271,7 @@ class HaproxyIngress(pulumi.ComponentResource):
                 health=args.get("health"),
                 maxconn=args.get("maxconn", IngressSpec.maxconn),
                 nbthread=args.get("nbthread", IngressSpec.nbthread),
+                deadlines=tuple(args.get("deadlines", ())),
             )
 
         # Built once now: a bad route or count fails before anything registers, not in an apply.

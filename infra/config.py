@@ -32,11 +32,14 @@ from app.contracts import CONTRACTS, RecsysArgs
 from components.render import names
 from components.render.gpu_machines import H100_MACHINES
 from components.render.haproxy import (
+    DEFAULT_DEADLINE_S,
     HAPROXY_IMAGE,
     LB_GRPC_PORT,
     LB_HTTP_PORT,
     LB_HTTPS_PORT,
     ROUTE_PATH,
+    AppDeadline,
+    check_deadline,
 )
 from components.render.images import DIGEST, parse_image, pin_problem
 from components.render.node_pool import FLEX_START_MAX_HOURS
@@ -94,6 +97,26 @@ RAY_GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2.0
 # deregister a replica before it stops (ray.serve._private.deploy_utils).
 RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S = 30.0
 RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S = 5.0
+
+# A hung replica (alive, never answering) is only found by Serve's health check: the controller kills
+# it after RAY_HEALTH_CHECK_FAILURES checks in a row that time out, then starts a new one. Ray 2.60's
+# defaults (period 10 s, timeout 30 s) stalled the echo app 95-116 s; the project's defaults are
+# chosen by bench/health_check.py (docs/reliability.md has the table).
+RAY_HEALTH_CHECK_PERIOD_S = 10.0
+RAY_HEALTH_CHECK_TIMEOUT_S = 30.0
+# ray.serve._private.constants.REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD
+RAY_HEALTH_CHECK_FAILURES = 3
+HEALTH_CHECK_PERIOD_S = 2.0
+HEALTH_CHECK_TIMEOUT_S = 5.0
+# A hung replica is replaced within a minute, or the stack is refused.
+MAX_HUNG_REPLICA_BOUND_S = 60.0
+MIN_HEALTH_CHECK_TIMEOUT_S = 1.0  # shorter ones replace replicas that are merely busy
+
+
+def hung_replica_bound_s(period_s: float, timeout_s: float) -> float:
+    """How long a hung replica can stall its deployment before the controller replaces it:
+    RAY_HEALTH_CHECK_FAILURES checks, each a period apart and failing at the timeout."""
+    return RAY_HEALTH_CHECK_FAILURES * (period_s + timeout_s)
 
 
 class Model(BaseModel):
@@ -820,6 +843,8 @@ class AppConfig(Model):
     args: dict[str, Any] = Field(default_factory=dict)
     local_args: dict[str, Any] = Field(default_factory=dict)  # merged over args by `raygke local`
     deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
+    # How long our tier waits for Ray's next bytes on this app's requests (components/render/haproxy.py)
+    deadline_s: int = Field(default=DEFAULT_DEADLINE_S, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -838,6 +863,12 @@ class AppConfig(Model):
                 f"got {value!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _deadline(self) -> AppConfig:
+        if (problem := check_deadline(self.deadline_s)) is not None:
+            raise ValueError(f"apps[{self.name}].deadlineS {problem}")
+        return self
 
     @model_validator(mode="after")
     def _kind(self) -> AppConfig:
@@ -890,6 +921,32 @@ class AppConfig(Model):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def health_checks(self) -> dict[str, tuple[float, float]]:
+        """(period, timeout) per deployment as Serve will run it: the stack's, else the project's
+        defaults; every deployment of a kind whose names we know, a custom app's listed ones. Empty
+        for llm: Ray Serve LLM builds its deployments, on Ray's defaults (docs/reliability.md)."""
+        if self.kind == "llm":
+            return {}
+        contract = CONTRACTS.get(self.kind)
+        known = contract.deployments if contract is not None and contract.deployments else ()
+        names = set(self.deployments) | set(known)
+        out = {}
+        for name in sorted(names):
+            dep = self.deployments.get(name, DeploymentConfig())
+            period, timeout = dep.health_check_period_s, dep.health_check_timeout_s
+            out[name] = (
+                HEALTH_CHECK_PERIOD_S if period is None else period,
+                HEALTH_CHECK_TIMEOUT_S if timeout is None else timeout,
+            )
+        return out
+
+    def hung_replica_bound_s(self) -> float:
+        """The longest a hung replica of this app stalls it before Serve replaces it."""
+        checks = self.health_checks()
+        if not checks:  # llm, or a custom app that lists no deployment: Ray's defaults
+            return hung_replica_bound_s(RAY_HEALTH_CHECK_PERIOD_S, RAY_HEALTH_CHECK_TIMEOUT_S)
+        return max(hung_replica_bound_s(p, t) for p, t in checks.values())
 
     @property
     def gpus_per_replica(self) -> float:
@@ -970,6 +1027,18 @@ class StackConfig(Model):
     ray_service: RayServiceConfig
     apps: list[AppConfig] = Field(min_length=1)
     smoke: SmokeConfig = SmokeConfig()
+
+    @property
+    def app_deadlines(self) -> tuple[AppDeadline, ...]:
+        """Each app's deadline for the tier's IngressSpec: its route prefix (HTTP) and name (gRPC)."""
+        return tuple(
+            AppDeadline(
+                app.name,
+                app.deadline_s,
+                app.route_prefix if "http" in app.protocols else None,
+            )
+            for app in self.apps
+        )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -1078,6 +1147,53 @@ def _cross_problems(c: StackConfig):
     yield from _app_problems(c)
     yield from _upgrade_problems(c)
     yield from _shutdown_problems(c)
+    yield from _health_check_problems(c)
+
+
+def reliability_lines(c: StackConfig) -> list[str]:
+    """Per app, what `raygke plan` states: its deadline at our tier and how long a hung replica can
+    stall it (the worst of its deployments), with the health check that sets that bound."""
+    lines = []
+    for app in c.apps:
+        checks = app.health_checks()
+        if checks:
+            worst = max(checks, key=lambda n: hung_replica_bound_s(*checks[n]))
+            period, timeout = checks[worst]
+            whose = f"{worst}: " if len(set(checks.values())) > 1 else ""
+            how = f"{whose}health check every {period:g} s, timeout {timeout:g} s"
+        else:
+            period, timeout = RAY_HEALTH_CHECK_PERIOD_S, RAY_HEALTH_CHECK_TIMEOUT_S
+            why = "Ray Serve LLM builds its deployments" if app.kind == "llm" else "none listed"
+            how = f"Ray's health check, every {period:g} s, timeout {timeout:g} s: {why}"
+        lines.append(
+            f"{app.name}: deadline {app.deadline_s} s at our tier; a hung replica is replaced "
+            f"within {RAY_HEALTH_CHECK_FAILURES} x ({period:g} + {timeout:g}) = "
+            f"{app.hung_replica_bound_s():g} s ({how})"
+        )
+    return lines
+
+
+def _health_check_problems(c: StackConfig):
+    """A hung replica is found only by Serve's health checks: too slow a setting leaves the app
+    stalled (Ray's defaults: 2 minutes), too short a timeout replaces replicas that are only busy."""
+    for app in c.apps:
+        for name, (period, timeout) in app.health_checks().items():
+            where = f"apps[{app.name}].deployments.{name}"
+            if timeout < MIN_HEALTH_CHECK_TIMEOUT_S:
+                yield (
+                    f"{where}.healthCheckTimeoutS must be at least {MIN_HEALTH_CHECK_TIMEOUT_S:g} s: a "
+                    f"shorter one replaces replicas that are only busy; got {timeout:g}"
+                )
+            bound = hung_replica_bound_s(period, timeout)
+            if bound > MAX_HUNG_REPLICA_BOUND_S:
+                room = MAX_HUNG_REPLICA_BOUND_S / RAY_HEALTH_CHECK_FAILURES
+                yield (
+                    f"{where}: healthCheckPeriodS ({period:g}) and healthCheckTimeoutS ({timeout:g}) "
+                    f"let a hung replica stall the app for {RAY_HEALTH_CHECK_FAILURES} x ({period:g} + "
+                    f"{timeout:g}) = {bound:g} s, more than the {MAX_HUNG_REPLICA_BOUND_S:g} s allowed; "
+                    f"allowed: period + timeout <= {room:g} s (unset: {HEALTH_CHECK_PERIOD_S:g} and "
+                    f"{HEALTH_CHECK_TIMEOUT_S:g}, docs/reliability.md)"
+                )
 
 
 def _app_problems(c: StackConfig):

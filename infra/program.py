@@ -110,6 +110,7 @@ def define(config: StackConfig) -> dict[str, Any]:
         "ray_service_name": config.ray_service.name,
         "ray_pod_selector": rs.serving_pod_selector(config.ray_service.name),
         "routes": [app.route_prefix for app in config.apps],
+        "deadlines": config.app_deadlines,
         "image": config.ingress.image,
         "replicas": config.ingress.replicas,
         "max_replicas": config.ingress.max_replicas,

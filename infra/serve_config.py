@@ -85,12 +85,7 @@ def _deployment(name: str, dep: DeploymentConfig) -> dict[str, Any]:
     if dep.max_queued_requests is not None:
         out["max_queued_requests"] = dep.max_queued_requests
     # Replica lifecycle: only what the stack sets, so Ray's defaults stay Ray's.
-    for key in (
-        "graceful_shutdown_wait_loop_s",
-        "graceful_shutdown_timeout_s",
-        "health_check_period_s",
-        "health_check_timeout_s",
-    ):
+    for key in ("graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s"):
         if (value := getattr(dep, key)) is not None:
             out[key] = value
     return out
@@ -104,6 +99,21 @@ def _tuned(app: AppConfig, entry: dict[str, Any], tuning: TuningConfig) -> dict[
     deployments = [
         {"max_ongoing_requests": tuning.max_ongoing_requests, **dep} for dep in entry["deployments"]
     ]
+    return {**entry, "deployments": deployments}
+
+
+def _health_checked(app: AppConfig, entry: dict[str, Any]) -> dict[str, Any]:
+    """Every deployment's health check as the stack config resolves it (its own, else the
+    project's defaults): Ray's defaults leave a hung replica in place for two minutes."""
+    checks = app.health_checks()
+    listed = {d["name"]: d for d in entry["deployments"]}
+    deployments = []
+    for name in sorted(set(listed) | set(checks)):
+        dep = listed.get(name, {"name": name})
+        if name in checks:
+            period, timeout = checks[name]
+            dep = {**dep, "health_check_period_s": period, "health_check_timeout_s": timeout}
+        deployments.append(dep)
     return {**entry, "deployments": deployments}
 
 
@@ -123,7 +133,7 @@ def build_serve_config(config: StackConfig) -> dict[str, Any]:
         }
         if (tuning := config.ray.effective_tuning) is not None:
             entry = _tuned(app, entry, tuning)
-        applications.append(entry)
+        applications.append(_health_checked(app, entry))
     document: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": {

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.config import reliability_lines
 from infra.cost import render_cost_lines
 from infra.program import run_program
 from infra.scheduling import scheduling_plan
@@ -59,6 +60,7 @@ class Plan:
     outputs: dict[str, Any]
     violations: list[Violation]  # the policy pack's controls, for the stack's environment
     headroom: list[str] = field(default_factory=list)  # per pool: pods at peak vs what nodes give
+    reliability: list[str] = field(default_factory=list)  # per app: deadline, hung-replica bound
 
 
 def plan_stack(stack: str, stacks_dir: Path | None = None) -> Plan:
@@ -67,7 +69,14 @@ def plan_stack(stack: str, stacks_dir: Path | None = None) -> Plan:
     inventory, outputs = run_with_mocks(run_program, stack=stack, config=config)
     parsed = parse_stack_config(stack, config)
     violations = evaluate(inventory, parsed.environment)
-    return Plan(stack, inventory, outputs, violations, scheduling_plan(parsed).headroom())
+    return Plan(
+        stack,
+        inventory,
+        outputs,
+        violations,
+        scheduling_plan(parsed).headroom(),
+        reliability_lines(parsed),
+    )
 
 
 def key_inputs(resource: Registration) -> list[tuple[str, Any]]:
@@ -120,6 +129,9 @@ def render_text(plan: Plan) -> str:
     if plan.headroom:
         lines.append("scheduling headroom (checked before deploy; docs/scheduling.md):")
         lines.extend(f"  {line}" for line in plan.headroom)
+    if plan.reliability:
+        lines.append("deadlines and hung replicas (checked before deploy; docs/reliability.md):")
+        lines.extend(f"  {line}" for line in plan.reliability)
     lines.append(render_violations(plan.violations))
     return "\n".join(lines)
 

@@ -465,6 +465,47 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"apps\[1\].deployments.Ranker.healthCheckPeriodS: Input should be greater than 0; got 0",
     ),
     (
+        "deadline of zero",
+        "dev",
+        edit("apps", [0], deadlineS=0),
+        r"apps\[echo\].deadlineS must be between 1 and 300 seconds \(the tier's client timeout\); "
+        r"got 0",
+    ),
+    (
+        "deadline past the tier's client timeout",
+        "dev",
+        edit("apps", [1], deadlineS=301),
+        r"apps\[recsys\].deadlineS must be between 1 and 300 seconds .*; got 301",
+    ),
+    (
+        "deadline that is not whole seconds",
+        "dev",
+        edit("apps", [0], deadlineS=2.5),
+        r"apps\[0\].deadlineS: Input should be a valid integer; got 2.5",
+    ),
+    (
+        "health check that leaves a hung replica for Ray's two minutes",
+        "dev",
+        edit("apps", [0, "deployments", "Echo"], healthCheckPeriodS=10, healthCheckTimeoutS=30),
+        r"apps\[echo\].deployments.Echo: healthCheckPeriodS \(10\) and healthCheckTimeoutS \(30\) "
+        r"let a hung replica stall the app for 3 x \(10 \+ 30\) = 120 s, more than the 60 s allowed; "
+        r"allowed: period \+ timeout <= 20 s",
+    ),
+    (
+        "long health check period over the project's default timeout",
+        "dev",
+        edit("apps", [1, "deployments", "Ranker"], healthCheckPeriodS=30),
+        r"apps\[recsys\].deployments.Ranker: healthCheckPeriodS \(30\) and healthCheckTimeoutS "
+        r"\(\d+\) let a hung replica stall the app for 3 x \(30 \+ \d+\) = \d+ s",
+    ),
+    (
+        "health check timeout that replaces busy replicas",
+        "dev",
+        edit("apps", [0, "deployments", "Streamer"], healthCheckTimeoutS=0.5),
+        r"apps\[echo\].deployments.Streamer.healthCheckTimeoutS must be at least 1 s: a shorter one "
+        r"replaces replicas that are only busy; got 0.5",
+    ),
+    (
         "PDB that blocks every drain",
         "prod",
         edit("rayService", ["workers"], pdbMinAvailable=2),
@@ -775,6 +816,9 @@ def test_ray_defaults_the_config_assumes_are_ray_2_60s():
         cfg.RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S
         == constants.RAY_SERVE_DIRECT_INGRESS_SHUTDOWN_BUFFER_S
     )
+    assert cfg.RAY_HEALTH_CHECK_PERIOD_S == constants.DEFAULT_HEALTH_CHECK_PERIOD_S
+    assert cfg.RAY_HEALTH_CHECK_TIMEOUT_S == constants.DEFAULT_HEALTH_CHECK_TIMEOUT_S
+    assert cfg.RAY_HEALTH_CHECK_FAILURES == constants.REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD
 
 
 @pytest.mark.parametrize(
@@ -824,6 +868,11 @@ def test_shutdown_and_pdb_defaults_fit_together():
         ("dev", edit("ingress", sourceRanges=["10.0.0.0/8", "2001:db8::/32"])),  # IPv6 client range
         ("prod", edit("ray", imageRepository="localhost:5000/team/ray-serve-gke")),  # port, no tag
         ("prod", edit("apps", [2, "args"], min_replicas=2, max_replicas=2)),
+        ("dev", edit("apps", [0], deadlineS=300)),  # the tier's client timeout itself
+        (
+            "dev",
+            edit("apps", [0, "deployments", "Echo"], healthCheckPeriodS=5, healthCheckTimeoutS=15),
+        ),
         (
             "prod",
             lambda c: c.update(
@@ -842,6 +891,8 @@ def test_shutdown_and_pdb_defaults_fit_together():
         "ipv6-range",
         "registry-port",
         "llm-min-equals-max",
+        "longest-deadline",
+        "hung-bound-at-the-maximum",
         "acknowledged-override",
     ],
 )

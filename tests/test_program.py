@@ -13,6 +13,7 @@ from schemas import validate_core, validate_rayservice
 from stackfiles import NS, edit, mutated
 
 from components.render.haproxy import Timeouts
+from infra.config import HEALTH_CHECK_PERIOD_S, HEALTH_CHECK_TIMEOUT_S
 from infra.outputs import DEFAULT_SLO, SMOKE_SCHEMA_VERSION
 from infra.program import run_program
 from infra.serve_config import build_serve_config
@@ -205,16 +206,21 @@ def test_pods_drain_spread_and_budget_as_the_stack_says(stack: str):
     # A drain may always evict a worker: the floor stays below the group's minReplicas.
     assert pdb["minAvailable"] == svc.workers.min_available
     assert pdb["minAvailable"] == 0 or pdb["minAvailable"] < svc.workers.min_replicas
-    # Every Serve option the stack sets reaches serveConfigV2, and only those.
+    # Every Serve option the stack sets reaches serveConfigV2, and only those; every deployment
+    # but Ray Serve LLM's gets a health check, the stack's or the project's default.
     serve = yaml.safe_load(inventory.one(RAYSERVICE).inputs["spec"]["serveConfigV2"])
-    lifecycle = ("graceful_shutdown_timeout_s", "health_check_period_s", "health_check_timeout_s")
+    lifecycle = ("graceful_shutdown_timeout_s",)
+    health = ("health_check_period_s", "health_check_timeout_s")
     rendered = {
-        (a["name"], d["name"]): {k: d[k] for k in lifecycle if k in d}
+        (a["name"], d["name"]): {k: d[k] for k in (*lifecycle, *health) if k in d}
         for a in serve["applications"]
         for d in a["deployments"]
     }
     stacked = {
-        (app.name, name): {k: getattr(dep, k) for k in lifecycle if getattr(dep, k) is not None}
+        (app.name, name): {
+            **{k: getattr(dep, k) for k in lifecycle if getattr(dep, k) is not None},
+            **dict(zip(health, app.health_checks()[name], strict=True)),
+        }
         for app in config.apps
         for name, dep in app.deployments.items()
     }
@@ -235,6 +241,12 @@ def test_environments_choose_their_reliability_settings():
     assert serve_options(prod, "echo", "Streamer")["graceful_shutdown_timeout_s"] == 90
     ranker = serve_options(prod, "recsys", "Ranker")
     assert (ranker["health_check_period_s"], ranker["health_check_timeout_s"]) == (5, 15)
+    # Everything else gets the project's health check (docs/reliability.md), not Ray's.
+    echo = serve_options(dev, "echo", "Echo")
+    assert (echo["health_check_period_s"], echo["health_check_timeout_s"]) == (
+        HEALTH_CHECK_PERIOD_S,
+        HEALTH_CHECK_TIMEOUT_S,
+    )
     prod_config = load_stack_config("prod")
     assert prod_config.ray_service.workers.spread == "required"
     assert prod_config.ray_service.fault_tolerance.enabled
@@ -342,6 +354,35 @@ def test_plan_text_is_deterministic_and_masks_secrets():
     assert "gke-gcloud-auth-plugin" not in first
     assert "kubeconfig: [secret]" in first
     assert first.startswith("stack dev: ")
+
+
+def test_plan_states_each_apps_deadline_and_hung_replica_bound():
+    text = render_text(planned("prod"))
+    section = text.split(
+        "deadlines and hung replicas (checked before deploy; docs/reliability.md):\n"
+    )[1]
+    p, t = HEALTH_CHECK_PERIOD_S, HEALTH_CHECK_TIMEOUT_S
+    assert section.splitlines()[:3] == [
+        f"  echo: deadline 30 s at our tier; a hung replica is replaced within 3 x ({p:g} + {t:g}) "
+        f"= {3 * (p + t):g} s (health check every {p:g} s, timeout {t:g} s)",
+        "  recsys: deadline 30 s at our tier; a hung replica is replaced within 3 x (5 + 15) = 60 s "
+        "(Ranker: health check every 5 s, timeout 15 s)",
+        "  llm: deadline 300 s at our tier; a hung replica is replaced within 3 x (10 + 30) = 120 s "
+        "(Ray's health check, every 10 s, timeout 30 s: Ray Serve LLM builds its deployments)",
+    ]
+
+
+def test_each_apps_deadline_reaches_the_clusters_haproxy_cfg():
+    config = mutated("dev", edit("apps", [0], deadlineS=12))
+    inventory, _ = run_with_mocks(run_program, stack="dev", config=config)
+    [cfg] = [
+        r.inputs["data"]["haproxy.cfg"]
+        for r in inventory.of_type("kubernetes:core/v1:ConfigMap")
+        if "haproxy.cfg" in r.inputs.get("data", {})
+    ]
+    assert "    http-request set-timeout server 12s if dl_http_echo\n" in cfg
+    assert "    http-request set-timeout server 12s if dl_grpc_echo\n" in cfg
+    assert "    http-request set-timeout server 30s if dl_http_recsys\n" in cfg
 
 
 def test_plan_cli_prints_the_tree_and_bad_stacks_fail_in_one_line():

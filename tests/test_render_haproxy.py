@@ -35,8 +35,10 @@ from schemas import validate_core
 from components.haproxy_ingress import cluster_ingress_spec
 from components.render import haproxy as hp
 from components.render.haproxy import (
+    MAX_DEADLINE_S,
     MIN_STREAM_TIMEOUT_S,
     TIER_UID,
+    AppDeadline,
     Bind,
     DnsBackends,
     HealthCheck,
@@ -64,9 +66,13 @@ LOCAL_SPEC = IngressSpec(
     backends=StaticBackends((StaticServer("ray-local", "127.0.0.1", 8000, 9000),)),
     routes=("/echo", "/recsys"),
     pidfile="/tmp/raygke-local/haproxy.pid",
+    deadlines=(AppDeadline("echo", 30, "/echo"), AppDeadline("recsys", 5, "/recsys")),
 )
 CLUSTER_SPEC = cluster_ingress_spec(
-    "haproxy-backends.serve.svc.cluster.local", routes=("/echo", "/recsys"), tls=True
+    "haproxy-backends.serve.svc.cluster.local",
+    routes=("/echo", "/recsys"),
+    tls=True,
+    deadlines=(AppDeadline("echo", 30, "/echo"), AppDeadline("recsys", 5, "/recsys")),
 )
 
 
@@ -112,11 +118,14 @@ def test_golden(spec: IngressSpec, golden: str) -> None:
 def test_render_is_deterministic() -> None:
     assert render_haproxy_cfg(CLUSTER_SPEC) == render_haproxy_cfg(CLUSTER_SPEC)
     same = cluster_ingress_spec(
-        "haproxy-backends.serve.svc.cluster.local", routes=("/recsys", "/echo"), tls=True
+        "haproxy-backends.serve.svc.cluster.local",
+        routes=("/recsys", "/echo"),
+        tls=True,
+        deadlines=tuple(reversed(CLUSTER_SPEC.deadlines)),
     )
     assert render_haproxy_cfg(same) == render_haproxy_cfg(
         CLUSTER_SPEC
-    )  # route order does not matter
+    )  # route and deadline order do not matter
 
 
 @pytest.mark.process
@@ -136,6 +145,53 @@ def test_routing_prefixes_health_and_grpc() -> None:
     assert "acl is_grpc req.hdr(content-type) -m beg application/grpc" in text
     assert "unless is_route || is_grpc" in text
     assert "bind 127.0.0.1:9080 proto h2" in text
+
+
+@pytest.mark.pure
+def test_deadlines_set_each_apps_server_timeout() -> None:
+    text = render_haproxy_cfg(LOCAL_SPEC)
+    http, grpc_ = text.split("backend be_ray_http\n")[1].split("backend be_ray_grpc\n")
+    # HTTP by route prefix, with Ray's prefix semantics; gRPC by the `application` header.
+    assert (
+        "    acl dl_http_echo path /echo\n    acl dl_http_echo path_beg /echo/\n"
+        "    http-request set-timeout server 30s if dl_http_echo\n"
+    ) in http
+    assert "    http-request set-timeout server 5s if dl_http_recsys\n" in http
+    assert (
+        "    acl dl_grpc_recsys req.hdr(application) -m str recsys\n"
+        "    http-request set-timeout server 5s if dl_grpc_recsys\n"
+    ) in grpc_
+    assert "dl_grpc" not in http and "dl_http" not in grpc_
+    # Anything unmatched keeps the long default.
+    assert "    timeout server 3600s\n" in text
+    # A timed-out gRPC call reads DEADLINE_EXCEEDED (grpc-status 4), not UNAVAILABLE.
+    assert (
+        '    http-error status 504 hdr grpc-status 4 hdr grpc-message "deadline exceeded at '
+        'the ingress tier"\n'
+    ) in grpc_
+
+
+@pytest.mark.pure
+def test_longest_prefix_deadline_is_set_last_so_it_wins() -> None:
+    # haproxy applies every matching set-timeout in order: the last one is what holds.
+    spec = _spec(
+        routes=("/",),
+        deadlines=(
+            AppDeadline("deep", 7, "/a/b"),
+            AppDeadline("root", 9, "/"),
+            AppDeadline("a", 8, "/a"),
+        ),
+    )
+    text = render_haproxy_cfg(spec)
+    order = re.findall(r"set-timeout server \d+s if (dl_http_\w+)", text)
+    assert order == ["dl_http_root", "dl_http_a", "dl_http_deep"]
+    assert "    acl dl_http_root path_beg /\n" in text
+
+
+@pytest.mark.pure
+def test_no_deadlines_no_rules() -> None:
+    text = render_haproxy_cfg(_spec())
+    assert "set-timeout" not in text and "acl dl_" not in text
 
 
 @pytest.mark.pure
@@ -332,6 +388,24 @@ INVALID: list[tuple[Callable[[], object], str]] = [
     (lambda: _spec(admin_socket="tier.sock"), "admin_socket must be an absolute path.*'tier.sock'"),
     (lambda: _spec(admin_socket="/tmp/a b.sock"), "admin_socket must be an absolute path"),
     (lambda: _spec(admin_socket="/" + "s" * 96), "at most 96 characters"),
+    (lambda: AppDeadline("bad name", 30), "deadline application must match"),
+    (lambda: AppDeadline("echo", 30, "echo"), "deadline route prefix must match"),
+    (lambda: AppDeadline("echo", 0), "deadline of echo must be between 1 and 300 seconds.*got 0"),
+    (lambda: AppDeadline("echo", MAX_DEADLINE_S + 1), "between 1 and 300 seconds.*got 301"),
+    (lambda: AppDeadline("echo", True), "whole number of seconds; got True"),
+    (lambda: AppDeadline("echo", 2.5), "whole number of seconds; got 2.5"),  # type: ignore[arg-type]
+    (
+        lambda: _spec(deadlines=(AppDeadline("a", 5, "/a"), AppDeadline("a", 6, "/b"))),
+        "one deadline per application; got \\['a', 'a'\\]",
+    ),
+    (
+        lambda: _spec(deadlines=(AppDeadline("a", 5, "/x"), AppDeadline("b", 6, "/x/"))),
+        "one deadline per route prefix",
+    ),
+    (
+        lambda: _spec(timeouts=Timeouts(client_s=60), deadlines=(AppDeadline("a", 90, "/a"),)),
+        "deadline of a \\(90 s\\) must not exceed the client and server timeouts \\(60 s, 3600 s\\)",
+    ),
 ]
 
 
@@ -394,7 +468,17 @@ def specs(draw: st.DrawFn) -> IngressSpec:
         access_log=draw(st.booleans()),
         hard_stop_after_s=draw(st.integers(MIN_STREAM_TIMEOUT_S, 86_400)),
         admin_socket=draw(st.none() | st.just("/tmp/raygke-tier.sock")),
+        deadlines=tuple(
+            AppDeadline(f"app{i}", draw(st.integers(1, MAX_DEADLINE_S)), prefix)
+            for i, prefix in enumerate(
+                draw(st.lists(st.none() | _prefixes, max_size=4, unique_by=_bare))
+            )
+        ),
     )
+
+
+def _bare(prefix: str | None) -> str | None:
+    return prefix.rstrip("/") if prefix is not None else None
 
 
 def _timeout_s(text: str, which: str) -> int:
@@ -413,14 +497,22 @@ def test_any_spec_keeps_the_invariants(spec: IngressSpec) -> None:
         "    retry-on conn-failure" + (" empty-response" if spec.retry_empty_response else "")
     ]
     assert not re.search(r"^\s*(retry-on|http-response|http-after-response)\b.*\b503\b", text, re.M)
+    assert "response-timeout" not in text  # a request past its deadline is never replayed
     assert "http-server-close" not in text and "httpclose" not in text
     assert "    option redispatch 1\n" in text  # each retry on another server
     assert "observe layer7" not in text  # a 503 answer never marks a Ray pod down
     hard_stop = re.search(r"^    hard-stop-after (\d+)s$", text, re.MULTILINE)
     assert hard_stop and int(hard_stop.group(1)) >= MIN_STREAM_TIMEOUT_S
-    # Streams are not cut.
+    # Streams are not cut by the defaults; only an app's own deadline is shorter, and then only
+    # for its requests.
     assert _timeout_s(text, "server") >= MIN_STREAM_TIMEOUT_S
     assert _timeout_s(text, "tunnel") >= MIN_STREAM_TIMEOUT_S
+    set_to = re.findall(r"^    http-request set-timeout server (\d+)s if dl_(\w+)$", text, re.M)
+    expected = [d for d in spec.deadlines if d.route_prefix is not None]
+    if hp._has_grpc(spec.backends):
+        expected += list(spec.deadlines)
+    assert sorted(int(s) for s, _ in set_to) == sorted(d.seconds for d in expected)
+    assert ("grpc-status 4" in text) == hp._has_grpc(spec.backends)
     assert text.count("balance leastconn") == (2 if hp._has_grpc(spec.backends) else 1)
     if isinstance(spec.backends, StaticBackends):
         for s in spec.backends.servers:

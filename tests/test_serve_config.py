@@ -9,7 +9,14 @@ import pytest
 from stackfiles import NS, edit, mutated
 
 from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
-from infra.config import FLAGS_ONLY, TUNED_MAX_ONGOING_REQUESTS, TuningConfig, with_serve_profile
+from infra.config import (
+    FLAGS_ONLY,
+    HEALTH_CHECK_PERIOD_S,
+    HEALTH_CHECK_TIMEOUT_S,
+    TUNED_MAX_ONGOING_REQUESTS,
+    TuningConfig,
+    with_serve_profile,
+)
 from infra.serve_config import (
     APP_KIND_SPECS,
     LOCAL_MAX_REPLICAS,
@@ -84,13 +91,63 @@ def test_the_cluster_document_carries_the_stacks_apps_and_deployment_options():
     assert [a["route_prefix"] for a in document["applications"]] == ["/echo", "/recsys"]
     ranker = next(
         d for d in _apps(config)["recsys"]["deployments"] if d["name"] == "Ranker"
-    )  # numReplicas, numCpus and numGpus as the stack sets them; Ray's lifecycle defaults stay Ray's
+    )  # numReplicas, numCpus and numGpus as the stack sets them; Ray's shutdown defaults stay Ray's
     assert ranker == {
         "name": "Ranker",
         "num_replicas": 1,
         "ray_actor_options": {"num_cpus": 4, "num_gpus": 1},
         "max_ongoing_requests": TUNED_MAX_ONGOING_REQUESTS,
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+        "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
     }
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic models
+def test_every_deployment_gets_the_projects_health_check_unless_it_sets_one():
+    # Streamer left out of the stack: the echo app still defines it, so it still gets one.
+    config = parse_stack_config(
+        "dev",
+        mutated(
+            "dev",
+            lambda c: c[f"{NS}:apps"][0]["deployments"].pop("Streamer"),
+            edit("apps", [0, "deployments", "Echo"], healthCheckTimeoutS=8),
+        ),
+    )
+    document = build_serve_config(config)
+    checks = {
+        (a["name"], d["name"]): (d["health_check_period_s"], d["health_check_timeout_s"])
+        for a in document["applications"]
+        for d in a["deployments"]
+    }
+    default = (HEALTH_CHECK_PERIOD_S, HEALTH_CHECK_TIMEOUT_S)
+    assert checks == {
+        ("echo", "Echo"): (HEALTH_CHECK_PERIOD_S, 8),
+        ("echo", "EchoIngress"): default,
+        ("echo", "Streamer"): default,
+        ("recsys", "Ranker"): default,
+        ("recsys", "RecsysIngress"): default,
+    }
+    # Ray's own schema of a Serve config takes it as it is.
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(document)
+
+
+def test_the_llm_app_keeps_rays_health_check_and_a_custom_app_sets_its_listed_ones():
+    prod = _apps(load_stack_config("prod"))
+    llm = next(a for a in prod.values() if a["import_path"] == "app.llm:build_app")
+    assert llm["deployments"] == []  # Ray Serve LLM builds its own, on Ray's defaults
+    custom = {
+        "name": "mine",
+        "kind": "custom",
+        "routePrefix": "/mine",
+        "importPath": "mine.app:app",
+        "protocols": ["http"],
+        "deployments": {"Mine": {"numReplicas": 1}},
+    }
+    config = parse_stack_config("dev", mutated("dev", lambda c: c[f"{NS}:apps"].append(custom)))
+    [mine] = _apps(config)["mine"]["deployments"]
+    assert (mine["name"], mine["health_check_period_s"]) == ("Mine", HEALTH_CHECK_PERIOD_S)
 
 
 def test_autoscaling_replaces_num_replicas_and_lifecycle_options_pass_through():

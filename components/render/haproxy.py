@@ -13,7 +13,8 @@ stopping it (raygke/tier.py). Pure: no subprocess, no pulumi.
 Choices that are easy to undo by accident, so they are checked here and in the tests:
 - Retries happen only when no answer came back (`conn-failure empty-response`), never on a 503 or
   any other status: a request a replica answered may have had side effects, and retrying 503s
-  amplifies overload. Each retry goes to another server (`redispatch 1`). `empty-response` can
+  amplifies overload. Never on a timeout either (no `response-timeout`): a request that ran out
+  its deadline was seen by a replica, and a retry would double its wait. Each retry goes to another server (`redispatch 1`). `empty-response` can
   replay a request that a Ray ingress passed on before it died; `retry_empty_response=False` rules
   that out at the cost of failing it (tests/test_faults.py measures both).
 - A Ray pod is marked down by its first connection errors (`observe layer4`), not only by active
@@ -22,8 +23,13 @@ Choices that are easy to undo by accident, so they are checked here and in the t
   is answered (`idle-close-on-response`): closing them races a client's next request, the known way
   an haproxy reload fails keep-alive requests. `hard-stop-after` bounds how long an old process may
   keep serving streams, and is never shorter than the stream timeouts.
-- Timeouts never cut streams: server and tunnel timeouts are at least MIN_STREAM_TIMEOUT_S, since
-  SSE and gRPC streams can stay quiet for long stretches (a model thinking, a slow consumer).
+- The default timeouts never cut streams: server and tunnel timeouts are at least
+  MIN_STREAM_TIMEOUT_S, since SSE and gRPC streams can stay quiet for long stretches (a model
+  thinking, a slow consumer). An app's deadline (`AppDeadline`, the stack's `apps[].deadlineS`) is
+  the explicit, shorter limit for that app's requests: the server timeout is an inactivity timeout,
+  so it bounds a unary call's wait for its answer and a stream's silence between chunks alike (the
+  tier cannot tell them apart). A unary call past it gets 504 (gRPC: DEADLINE_EXCEEDED); a stream
+  past it mid-way is cut, since its headers are gone (docs/decisions.md, issue 14).
 - Connections to the h2 (gRPC) backend stay open (no `http-server-close`) so streams multiplex.
 - Access logs are off by default: at tens of thousands of requests per second they cost throughput.
 - The output is deterministic (no timestamps, stable order) so golden files and config hashes work.
@@ -70,7 +76,14 @@ LB_HTTPS_PORT = 443
 LB_GRPC_PORT = 9000
 
 MIN_STREAM_TIMEOUT_S = 300
-"""The smallest server/tunnel timeout accepted: shorter ones cut quiet SSE and gRPC streams."""
+"""The smallest default server/tunnel timeout accepted: shorter ones cut quiet SSE and gRPC streams."""
+
+DEFAULT_DEADLINE_S = 30
+"""An app's deadline unless its stack sets `deadlineS`: how long the tier waits for Ray's next bytes."""
+MIN_DEADLINE_S = 1
+# The client timeout's default: a deadline past it would never be the limit that fires first.
+MAX_DEADLINE_S = 300
+GRPC_DEADLINE_EXCEEDED = 4  # grpc-status of DEADLINE_EXCEEDED (grpc/doc/statuscodes.md)
 
 HTTP_BACKEND = "be_ray_http"
 GRPC_BACKEND = "be_ray_grpc"
@@ -245,6 +258,43 @@ class Timeouts:
             )
 
 
+def check_deadline(seconds: object) -> str | None:
+    """What is wrong with an app's deadline, or None: whole seconds, MIN_DEADLINE_S..MAX_DEADLINE_S."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        return f"must be a whole number of seconds; got {seconds!r}"
+    if not MIN_DEADLINE_S <= seconds <= MAX_DEADLINE_S:
+        return (
+            f"must be between {MIN_DEADLINE_S} and {MAX_DEADLINE_S} seconds (the tier's client "
+            f"timeout); got {seconds}"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class AppDeadline:
+    """How long the tier waits for Ray's next bytes on one app's requests (its server timeout).
+
+    HTTP requests match by `route_prefix` (Ray's prefix semantics); gRPC ones by the `application`
+    header, which clients set to the app's name. `route_prefix` None: the app serves gRPC only.
+    """
+
+    application: str
+    seconds: int
+    route_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.application):
+            raise ValueError(
+                f"deadline application must match {_NAME.pattern}; got {self.application!r}"
+            )
+        if self.route_prefix is not None and not ROUTE_PATH.match(self.route_prefix):
+            raise ValueError(
+                f"deadline route prefix must match {ROUTE_PATH.pattern}; got {self.route_prefix!r}"
+            )
+        if (problem := check_deadline(self.seconds)) is not None:
+            raise ValueError(f"deadline of {self.application} {problem}")
+
+
 @dataclass(frozen=True)
 class IngressSpec:
     """Everything that decides the tier's haproxy.cfg.
@@ -252,6 +302,7 @@ class IngressSpec:
     HTTP requests whose path is a route prefix (or below it) or the health path go to the HTTP
     backend; others get 404. Requests with a gRPC content type go to the gRPC backend, on every
     frontend: gRPC works on the dedicated h2c port, the HTTP port and (through ALPN) the TLS port.
+    `deadlines` shorten the server timeout per app; requests no deadline matches keep `timeouts`.
     """
 
     http: Bind
@@ -282,6 +333,7 @@ class IngressSpec:
     # A unix socket that hands the listeners to the next process on reload (`haproxy -x`), so no
     # connection is refused in between. None: no socket (the cluster rolls pods instead).
     admin_socket: str | None = None
+    deadlines: tuple[AppDeadline, ...] = ()
 
     def __post_init__(self) -> None:
         for prefix in self.routes:
@@ -312,6 +364,18 @@ class IngressSpec:
                 f"hard_stop_after_s must be at least {MIN_STREAM_TIMEOUT_S} so a reload does not "
                 f"cut streams; got {self.hard_stop_after_s}"
             )
+        apps = [d.application for d in self.deadlines]
+        if len(set(apps)) != len(apps):
+            raise ValueError(f"one deadline per application; got {apps}")
+        prefixes = [d.route_prefix.rstrip("/") for d in self.deadlines if d.route_prefix]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"one deadline per route prefix; got {prefixes}")
+        for d in self.deadlines:
+            if d.seconds > min(self.timeouts.client_s, self.timeouts.server_s):
+                raise ValueError(
+                    f"deadline of {d.application} ({d.seconds} s) must not exceed the client and "
+                    f"server timeouts ({self.timeouts.client_s} s, {self.timeouts.server_s} s)"
+                )
         sock = self.admin_socket
         if sock is not None and (
             not sock.startswith("/") or " " in sock or len(sock) > _MAX_SOCKET_PATH
@@ -338,10 +402,12 @@ def ingress_spec(
     nbthread: int | None = IngressSpec.nbthread,
     pidfile: str | None = None,
     admin_socket: str | None = None,
+    deadlines: Sequence[AppDeadline] = (),
 ) -> IngressSpec:
     """The tier's IngressSpec wherever it runs: every listener on `host` ("0.0.0.0" in a pod,
     "127.0.0.1" on this machine), HTTP and stats always, gRPC, metrics and HTTPS when given a
-    port (HTTPS with the certificate at `tls_pem`); the rest is the tuning, IngressSpec's
+    port (HTTPS with the certificate at `tls_pem`); `deadlines`, the apps' own (the stack's
+    `apps[].deadlineS`: `StackConfig.app_deadlines`); the rest is the tuning, IngressSpec's
     defaults unless given."""
     if (https is None) != (tls_pem is None):
         raise ValueError(
@@ -362,6 +428,7 @@ def ingress_spec(
         nbthread=nbthread,
         pidfile=pidfile,
         admin_socket=admin_socket,
+        deadlines=tuple(deadlines),
     )
 
 
@@ -406,7 +473,8 @@ def _defaults(spec: IngressSpec) -> list[str]:
         # Only failures without an answer: nothing sent (conn-failure) or the connection closed
         # with no byte back (empty-response: a closing keep-alive or reloading Ray HAProxy, or a
         # Ray ingress that died mid-request, the one case a replica may have seen it). A 503 is an
-        # answer, never retried. Every retry goes to another server (redispatch 1).
+        # answer, never retried, and so is a timeout (no response-timeout): the deadline is the
+        # whole wait. Every retry goes to another server (redispatch 1).
         f"    retries {spec.retries}",
         "    retry-on conn-failure" + (" empty-response" if spec.retry_empty_response else ""),
         "    option redispatch 1",
@@ -494,6 +562,45 @@ def _check_lines(spec: IngressSpec) -> list[str]:
     ]
 
 
+def _http_deadlines(deadlines: Sequence[AppDeadline]) -> list[str]:
+    # The last matching set-timeout wins: shortest prefix first, so "/a/b" overrides "/a" and "/".
+    routed = sorted(
+        (d for d in deadlines if d.route_prefix is not None),
+        key=lambda d: (len((d.route_prefix or "").rstrip("/")), d.application),
+    )
+    lines = []
+    for d in routed:
+        prefix = (d.route_prefix or "").rstrip("/")
+        acl = f"dl_http_{d.application}"
+        # Ray's prefix semantics, as the routing: "/echo" and "/echo/..." but not "/echoes".
+        lines += (
+            [f"    acl {acl} path {prefix}", f"    acl {acl} path_beg {prefix}/"]
+            if prefix
+            else [f"    acl {acl} path_beg /"]
+        )
+        lines.append(f"    http-request set-timeout server {d.seconds}s if {acl}")
+    return lines
+
+
+def _grpc_deadlines(deadlines: Sequence[AppDeadline]) -> list[str]:
+    lines = []
+    for d in sorted(deadlines, key=lambda d: d.application):
+        acl = f"dl_grpc_{d.application}"
+        lines += [
+            f"    acl {acl} req.hdr(application) -m str {d.application}",
+            f"    http-request set-timeout server {d.seconds}s if {acl}",
+        ]
+    # A gRPC client maps a bare 504 to UNAVAILABLE (a retryable transport error); the grpc-status
+    # header makes it DEADLINE_EXCEEDED, which is what happened (a deadline or the default timeout).
+    # No content-type: haproxy sets one only with a body, and grpcio reads grpc-status without it.
+    lines.append(
+        "    http-error status 504 "
+        f"hdr grpc-status {GRPC_DEADLINE_EXCEEDED} "
+        'hdr grpc-message "deadline exceeded at the ingress tier"'
+    )
+    return lines
+
+
 def _resolvers(dns: DnsBackends) -> list[str]:
     lines = [f"resolvers {RESOLVERS}"]
     if dns.nameservers:
@@ -519,9 +626,15 @@ def _backends(spec: IngressSpec) -> list[str]:
         f"backend {HTTP_BACKEND}",
         "    balance leastconn",
         "    option forwardfor",
+        *_http_deadlines(spec.deadlines),
         *_check_lines(spec),
     ]
-    grpc = [f"backend {GRPC_BACKEND}", "    balance leastconn", *_check_lines(spec)]
+    grpc = [
+        f"backend {GRPC_BACKEND}",
+        "    balance leastconn",
+        *_grpc_deadlines(spec.deadlines),
+        *_check_lines(spec),
+    ]
     if isinstance(b, DnsBackends):
         # init-addr none: start (and pass `haproxy -c`) before DNS answers; slots fill as pods come.
         dns = f"check resolvers {RESOLVERS} resolve-prefer ipv4 init-addr none"
