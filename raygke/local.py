@@ -177,6 +177,7 @@ def tier_spec(
         grpc=grpc if grpc_on else None,
         stats=stats,
         routes=routes or tuple(app.route_prefix for app in config.apps),
+        deadlines=config.app_deadlines,
         nbthread=None,  # one thread per usable core of this machine
         pidfile=str(pidfile),
         admin_socket=str(admin_socket) if admin_socket is not None else None,

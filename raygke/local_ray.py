@@ -304,6 +304,10 @@ def ray_env(
     env.update(flags)
     # Every Python process of the node loads raygke/node_site/sitecustomize.py (see there).
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(NODE_SITE), base.get("PYTHONPATH"))))
+    # `python` and `ray` are this interpreter's, as the image's are in a pod (a preStop calls both).
+    env["PATH"] = os.pathsep.join(
+        filter(None, (str(Path(sys.executable).parent), base.get("PATH")))
+    )
     if head_address:
         env["RAY_ADDRESS"] = head_address
         env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(ports.http)
@@ -600,9 +604,7 @@ def run_in_node(
 ) -> subprocess.CompletedProcess[str]:
     """Runs a bash script inside a worker node's namespaces with its environment: what the kubelet
     does with a container's preStop hook."""
-    stats = _live_processes()
-    [init] = [pid for pid, st in stats.items() if st.ppid == worker.pid]  # PID 1 of the node
-    enter = ["nsenter", f"--target={init}", "--pid", "--mount"]
+    enter = ["nsenter", f"--target={_node_init(worker)}", "--pid", "--mount"]
     if "--user" in pod_isolation():
         enter.append("--user")
     return subprocess.run(
@@ -613,6 +615,25 @@ def run_in_node(
         timeout=timeout_s,
         check=False,
     )
+
+
+def _node_init(worker: WorkerNode) -> int:
+    """The node's main process (`ray start --block`, PID 1 of its namespace when it has one)."""
+    if not pod_isolation():
+        return worker.pid
+    [init] = [pid for pid, st in _live_processes().items() if st.ppid == worker.pid]
+    return init
+
+
+def terminate_node(worker: WorkerNode, *, grace_s: float) -> list[int]:
+    """What the kubelet does once a pod's preStop returned: SIGTERM to the container's main
+    process, SIGKILL to whatever of the node is left after `grace_s`. Returns the PIDs left then."""
+    with contextlib.suppress(ProcessLookupError, ValueError):
+        os.kill(_node_init(worker), signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while node_processes(worker.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return kill_node(worker.pid) if node_processes(worker.pid) else []
 
 
 def kill_node(leader: int) -> list[int]:

@@ -164,18 +164,25 @@ def fault_run(
         started |= set(pids_matching(str(ray.temp_dir)))
         left = [pid for pid in started if alive(pid)]
         if run is not None:
-            _publish(run, request)
+            publish_figures(request, "cases", run.figures)
         assert not left, f"processes left after the fault run: {left}"
         assert not ray.temp_dir.exists()
 
 
-def _publish(run: FaultRun, request: pytest.FixtureRequest) -> None:
+def publish_figures(request: pytest.FixtureRequest, section: str, figures: dict[str, Any]) -> None:
+    """Writes `figures` as `section` of out/faults/figures.json (keeping the other module's
+    section) and prints them past pytest's capture."""
     FIGURES_PATH.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"nproc": os.cpu_count(), "cpu": _cpu_model()}
-    FIGURES_PATH.write_text(json.dumps({"machine": machine, "cases": run.figures}, indent=2) + "\n")
+    try:
+        data = json.loads(FIGURES_PATH.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data["machine"] = {"nproc": os.cpu_count(), "cpu": _cpu_model()}
+    data[section] = figures
+    FIGURES_PATH.write_text(json.dumps(data, indent=2) + "\n")
     capture = request.config.pluginmanager.getplugin("capturemanager")
-    lines = [f"fault suite figures ({FIGURES_PATH}):"]
-    lines += [f"  {case}: {json.dumps(fig)}" for case, fig in run.figures.items()]
+    lines = [f"fault suite figures ({FIGURES_PATH}, `{section}`):"]
+    lines += [f"  {case}: {json.dumps(fig)}" for case, fig in figures.items()]
     ctx = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
     with ctx:
         print("\n" + "\n".join(lines), flush=True)

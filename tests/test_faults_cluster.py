@@ -22,6 +22,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any
 import pytest
 from procs import alive, cmdline, pids_matching
 from stackfiles import NS, mutated
-from test_faults import FIGURES_PATH, SteadyLoad, _cpu_model, wait_for
+from test_faults import SteadyLoad, publish_figures, wait_for
 
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
 from components.render.rayservice import worker_pre_stop
@@ -129,6 +131,7 @@ def stop_redis(redis: Redis) -> None:
 @dataclass
 class ClusterRun:
     config: StackConfig
+    serve_config: dict[str, Any]
     ray: local_ray.LocalRay
     redis: Redis
     state_dir: Path
@@ -180,8 +183,9 @@ def cluster(
             workers=WORKERS,
             redis_address=redis.address,
         )
-        local_ray.deploy(ray, fault_serve_config(config))
-        run = ClusterRun(config, ray, redis, state_dir, tuple(host.free_ports(3)), [])  # type: ignore[arg-type]
+        serve_config = fault_serve_config(config)
+        local_ray.deploy(ray, serve_config)
+        run = ClusterRun(config, serve_config, ray, redis, state_dir, tuple(host.free_ports(3)), [])  # type: ignore[arg-type]
         run.tier_pids.append(tier.start(run.spec(), state_dir))
         wait_for("every node UP in our tier", lambda: servers_up(run) == node_names(run), 60)
         run.figures["setup"] = {"seconds": round(time.monotonic() - t0, 1)}
@@ -198,26 +202,8 @@ def cluster(
         stop_redis(redis)
         left = [pid for pid in started if alive(pid)]
         if run is not None:
-            _publish(run.figures, request)
+            publish_figures(request, "cluster", run.figures)
         assert not left, f"processes left after the cluster fault run: {left}"
-
-
-def _publish(figures: dict[str, Any], request: pytest.FixtureRequest) -> None:
-    """Beside test_faults.py's cases in out/faults/figures.json, under `cluster`."""
-    FIGURES_PATH.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(FIGURES_PATH.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data["machine"] = {"nproc": os.cpu_count(), "cpu": _cpu_model()}
-    data["cluster"] = figures
-    FIGURES_PATH.write_text(json.dumps(data, indent=2) + "\n")
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    lines = [f"cluster fault suite figures ({FIGURES_PATH}, `cluster`):"]
-    lines += [f"  {case}: {json.dumps(fig)}" for case, fig in figures.items()]
-    if capture:
-        with capture.global_and_fixture_disabled():
-            print("\n" + "\n".join(lines), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +217,6 @@ def node_names(run: ClusterRun) -> set[str]:
 def tier_rows(run: ClusterRun) -> list[dict[str, str]]:
     import csv
     import io
-    import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{run.ports[2]}/stats;csv", timeout=5) as r:
         return list(csv.DictReader(io.StringIO(r.read().decode().lstrip("# "))))
@@ -261,11 +246,24 @@ def all_replicas(run: ClusterRun, app: str, deployment: str) -> list[int]:
 
 def replace_worker(run: ClusterRun) -> local_ray.WorkerNode:
     """A new worker node joins (as KubeRay replaces a lost pod) and our tier gets a server for it
-    (as the headless Service lists the new pod); a gone node's server leaves with the reload."""
+    (as the headless Service lists the new pod); a gone node's server leaves with the reload. The
+    new node serves once Serve places a replica on it (until then its Ray HAProxy says not ready,
+    as KubeRay's readiness probe keeps such a pod out of the Service)."""
     worker = local_ray.add_worker(run.ray, 12)
     run.tier_pids.append(tier.reload(run.spec(), run.state_dir, run.tier_pid))
-    wait_for(f"{worker.name} UP in our tier", lambda: worker.name in servers_up(run), 90)
+    wait_for(f"{worker.name}'s Ray HAProxy to answer", lambda: answers(worker.http_url), 90)
     return worker
+
+
+def answers(url: str) -> bool:
+    """Anything listens and speaks HTTP there (a 503 counts)."""
+    try:
+        with urllib.request.urlopen(f"{url}/-/healthz", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
 
 
 def drop_worker(run: ClusterRun, worker: local_ray.WorkerNode) -> None:
@@ -285,6 +283,29 @@ def poll_until(predicate: Callable[[], bool], limit_s: float) -> float | None:
 
 def slowest(load: SteadyLoad, since: float) -> float:
     return max((s.took for s in load.samples if s.at >= since), default=0.0)
+
+
+def last_failed_sent(load: SteadyLoad, since: float) -> float:
+    """Seconds from `since` to when the last request that failed was sent (0: none failed)."""
+    return round(
+        max((s.at - since for s in load.samples if s.at >= since and not s.ok), default=0), 1
+    )
+
+
+def hung_capacity(run: ClusterRun) -> int:
+    """Requests one hung Echo replica of `echo` can hold: each ingress replica's router sends a
+    replica at most its max_ongoing_requests (Ray's default 5 where the config leaves it)."""
+    [app] = [a for a in run.serve_config["applications"] if a["name"] == "echo"]
+    deps = {d["name"]: d for d in app["deployments"]}
+    return deps["EchoIngress"]["num_replicas"] * deps["Echo"].get("max_ongoing_requests", 5)
+
+
+def health_check_bound(run: ClusterRun) -> float:
+    """Seconds within which Serve marks a hung Echo replica of `echo` unhealthy: 3 failed checks,
+    each a period plus a timeout (the bound `raygke plan` states)."""
+    [app] = [a for a in run.serve_config["applications"] if a["name"] == "echo"]
+    [echo] = [d for d in app["deployments"] if d["name"] == "Echo"]
+    return 3 * (echo["health_check_period_s"] + echo["health_check_timeout_s"])
 
 
 def serves_again_after(load: SteadyLoad, since: float) -> float | None:
@@ -337,7 +358,13 @@ def test_hung_replica_ends_at_the_deadline_and_is_replaced(cluster: ClusterRun) 
     figures = {
         "deadline_s": DEADLINE_S,
         "replaced_s": round(replaced_s, 1),
-        "echo_two_replicas": {**echo, "slowest_s": round(slowest(echo_load, t0), 2)},
+        "echo_two_replicas": {
+            **echo,
+            "slowest_s": round(slowest(echo_load, t0), 2),
+            "last_failed_sent_s": last_failed_sent(echo_load, t0),
+            "hung_replica_capacity": hung_capacity(run),
+            "health_check_bound_s": health_check_bound(run),
+        },
         "solo_one_replica": {
             **solo,
             "slowest_s": round(slowest(solo_load, t0), 2),
@@ -349,8 +376,11 @@ def test_hung_replica_ends_at_the_deadline_and_is_replaced(cluster: ClusterRun) 
     for load, name in ((echo_load, "echo"), (solo_load, "solo")):
         assert slowest(load, t0) <= DEADLINE_S + 5, (name, figures)
         assert set(load.figures(since=t0)["errors"]) <= timed_out, (name, figures)
-    # Each user had one request out when the replica hung; the router stops sending it new ones.
-    assert echo["failed"] <= 2 * USERS, figures
+    # What the hung replica can hold in flight: each ingress replica's router sends it at most its
+    # max_ongoing_requests. Routers stop choosing it once its queue-length probes time out, and
+    # Serve takes it out of routing within its health-check bound: no request sent later fails.
+    assert echo["failed"] <= hung_capacity(run), (hung_capacity(run), figures)
+    assert figures["echo_two_replicas"]["last_failed_sent_s"] <= health_check_bound(run), figures
     assert solo["failed"] > 0 and figures["solo_one_replica"]["serves_again_s"] is not None
     assert figures["solo_one_replica"]["serves_again_s"] <= 60, figures
 
@@ -423,8 +453,10 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
         t0 = time.monotonic()
         result = local_ray.run_in_node(run.ray, victim, script, timeout_s=drain_s + 60)
         pre_stop_s = time.monotonic() - t0
-        stopped_s = wait_for("the drained node's processes to exit",
-                             lambda: not local_ray.node_processes(victim.pid), 60)  # fmt: skip
+        # The kubelet's part once the preStop returned: SIGTERM to the container's main process.
+        grace = run.config.ray_service.shutdown.termination_grace_period_seconds - pre_stop_s
+        left_for_sigkill = local_ray.terminate_node(victim, grace_s=max(grace, 1))
+        stopped_s = time.monotonic() - t0 - pre_stop_s
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     drop_worker(run, victim)
     survivors = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
@@ -435,9 +467,11 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
         drain_deadline_s=drain_s,
         pre_stop_s=round(pre_stop_s, 1),
         node_gone_after_pre_stop_s=round(stopped_s, 1),
+        killed_at_grace=len(left_for_sigkill),
         replicas_moved={d: len(p) for d, p in moved.items()},
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not left_for_sigkill  # the node stopped within the pod's grace
     assert figures["failed"] == 0, figures
     assert all(len(p) == 2 for p in survivors.values()), survivors
     replace_worker(run)
