@@ -603,7 +603,13 @@ def run_in_node(
     ray: LocalRay, worker: WorkerNode, script: str, *, timeout_s: float
 ) -> subprocess.CompletedProcess[str]:
     """Runs a bash script inside a worker node's namespaces with its environment: what the kubelet
-    does with a container's preStop hook."""
+    does with a container's preStop hook. Refused without PID namespaces: `ray stop` in a preStop
+    would then stop every Ray process on this machine."""
+    if not pod_isolation():
+        raise LocalRayError(
+            "running a command inside a node needs PID namespaces (`unshare --pid`, as root or "
+            "through a user namespace), and this machine gives none"
+        )
     enter = ["nsenter", f"--target={_node_init(worker)}", "--pid", "--mount"]
     if "--user" in pod_isolation():
         enter.append("--user")

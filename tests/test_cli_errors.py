@@ -154,6 +154,18 @@ LOCAL_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
         r"argument --grpc-port: must be a TCP port 1-65535; got 0$",
     ),
     (
+        "worker count not a number",
+        lambda tmp: ["local", "up", "--workers", "two"],
+        2,
+        r"argument --workers: must be a whole number 0-8; got 'two'$",
+    ),
+    (
+        "too many workers",
+        lambda tmp: ["local", "up", "--workers", "9", "--state-dir", str(tmp / "s")],
+        2,
+        r"argument --workers: must be 0 \(one node holds everything\) to 8; got 9$",
+    ),
+    (
         "same port twice",
         lambda tmp: ["local", "up", "--port", "18080", "--grpc-port", "18080"],
         2,

@@ -53,13 +53,75 @@ def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path: Path) -> None:
         ports,
         tmp_path,
     )
-    assert "RAY_ADDRESS" not in env and env["PATH"] == "/bin"
+    assert "RAY_ADDRESS" not in env
+    # This interpreter's `python` and `ray` first, as the image's are in a pod.
+    assert env["PATH"] == f"{Path(sys.executable).parent}{os.pathsep}/bin"
+    assert env["PYTHONPATH"] == str(local_ray.NODE_SITE)
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == str(ports.haproxy_stats)
     assert env["RAY_SERVE_HAPROXY_METRICS_PORT"] == str(ports.haproxy_metrics)
     assert env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] == str(ports.fallback_http)
     for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "SERVER_STATE_FILE", "METRICS_SOCKET_PATH"):
         assert env[f"RAY_SERVE_HAPROXY_{key}"].startswith(str(tmp_path)), key
+
+
+@pytest.mark.pure
+def test_each_node_gets_ports_apart_from_the_others() -> None:
+    head = local_ray.choose_ports()
+    worker = local_ray.choose_ports(head.held())
+    assert not head.held() & worker.held()
+    assert {head.worker_min, head.worker_max, head.direct_grpc_max} <= head.held()
+
+
+@pytest.mark.pure
+def test_a_worker_nodes_env_names_the_head_its_own_ingress_ports_and_redis(tmp_path: Path) -> None:
+    ports = local_ray.choose_ports()
+    head = local_ray.ray_env({}, {}, ports, tmp_path)
+    worker = local_ray.ray_env(
+        {}, {}, ports, tmp_path, head_address="127.0.0.1:6379", redis_address="127.0.0.1:7000"
+    )
+    assert "RAY_SERVE_WORKER_PROXY_HTTP_PORT" not in head and "RAY_REDIS_ADDRESS" not in head
+    assert worker["RAY_ADDRESS"] == "127.0.0.1:6379"  # as KubeRay sets it in worker pods
+    assert worker["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] == str(ports.http)
+    assert worker["RAY_SERVE_WORKER_PROXY_GRPC_PORT"] == str(ports.grpc)
+    assert worker["RAY_REDIS_ADDRESS"] == "127.0.0.1:7000"
+    assert worker["RAY_gcs_rpc_server_reconnect_timeout_s"] == str(
+        local_ray.GCS_RECONNECT_TIMEOUT_S
+    )
+
+
+@pytest.mark.pure
+def test_a_worker_joins_the_head_without_the_heads_own_ports(tmp_path: Path) -> None:
+    ports = local_ray.choose_ports()
+    head = local_ray.ray_start_command("ray", tmp_path, ports, 0)
+    worker = local_ray.ray_start_command("ray", tmp_path, ports, 4, "127.0.0.1:6379")
+    assert "--head" in head and f"--port={ports.gcs}" in head and "--num-cpus=0" in head
+    assert "--address=127.0.0.1:6379" in worker and "--num-cpus=4" in worker
+    assert not [a for a in worker if a.startswith(("--head", "--port=", "--dashboard-port"))]
+
+
+def test_local_nodes_bind_replicas_grpc_ports_without_reuseport() -> None:
+    """In a process of a local node (PYTHONPATH from ray_env), Serve's gRPC server refuses a port
+    another one holds: Ray 2.60's own option, a string, left SO_REUSEPORT on (raygke/grpc_reuseport.py)."""
+    script = (
+        "from ray.serve._private.grpc_util import gRPCGenericServer as S\n"
+        "a = S(lambda *x: None, extra_options=[('grpc.so_reuseport', '0')])\n"
+        "port = a.add_insecure_port('127.0.0.1:0')\n"
+        "b = S(lambda *x: None, extra_options=[('grpc.so_reuseport', '0')])\n"
+        "try:\n    b.add_insecure_port(f'127.0.0.1:{port}')\n    print('shared')\n"
+        "except RuntimeError:\n    print('refused')\n"
+    )
+    env = local_ray.ray_env(os.environ, {}, local_ray.choose_ports(), Path(tempfile.gettempdir()))
+    for site, expected in ((env["PYTHONPATH"], "refused"), ("", "shared")):
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, "PYTHONPATH": site},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert result.stdout.split()[-1] == expected, (site, result.stdout, result.stderr[-500:])
 
 
 @pytest.mark.pure
