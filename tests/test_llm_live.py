@@ -23,7 +23,7 @@ import requests
 from conftest import RAYGKE, LocalRun, local_run_of
 from procs import pids_matching
 
-from raygke import host
+from raygke import local, local_ray
 
 pytestmark = pytest.mark.process
 
@@ -64,21 +64,14 @@ def test_the_local_run_serves_prods_llm_app_on_the_cpu_build(prod_run: LocalRun)
     assert app["model"] == args["model_id"] == "llama-3.1-8b-instruct"  # prod's model id
 
 
-def test_vllms_engine_runs_in_the_heads_session(prod_run: LocalRun) -> None:
-    """`raygke local down` stops the head's process session; vLLM's engine must be in it."""
-    head_pid = prod_run.state["ray"]["pid"]
-    head = host.proc_stat(head_pid)
-
-    def descends_from_head(pid: int) -> bool:
-        while (stat := host.proc_stat(pid)) is not None and pid > 1:
-            if pid == head_pid:
-                return True
-            pid = stat.ppid
-        return False
-
-    engines = [pid for pid in pids_matching("EngineCore") if descends_from_head(pid)]
-    assert head is not None and engines, "no vLLM EngineCore process under this run's head"
-    assert {s.session for p in engines if (s := host.proc_stat(p))} == {head.session}
+def test_vllms_engine_runs_in_a_worker_nodes_processes(prod_run: LocalRun) -> None:
+    """`raygke local down` stops each node's processes; vLLM's engine must be among a worker's
+    (never the head's: it has num-cpus 0)."""
+    ray = local.ray_from_state(prod_run.state)
+    engines = set(pids_matching("EngineCore"))
+    on = {w.name: engines & set(local_ray.node_processes(w.pid)) for w in ray.workers}
+    assert any(on.values()), "no vLLM EngineCore process on this run's worker nodes"
+    assert not engines & set(local_ray.node_processes(ray.pid))
 
 
 def _post(run: LlmRun, path: str, body: Any, **kw: Any) -> requests.Response:
