@@ -1,7 +1,10 @@
-"""An isolated local Ray head running Serve apps: what `raygke local up` and the live tests use.
+"""An isolated local Ray cluster running Serve apps: what `raygke local up` and the live tests use.
 
-Owns: starting one Ray head as a subprocess (`ray start --head --block`) with its own temp dir,
-free ports and the given env flags (set where `ray start` runs, so replicas inherit them);
+Owns: starting a Ray head (`ray start --head --block`) and worker nodes (`ray start --address`),
+each a subprocess in a PID namespace of its own where the machine allows, with one temp dir,
+free ports per node and the given env flags (set where `ray start` runs, so replicas inherit them);
+losing a node, restarting the head (GCS fault tolerance on an external Redis), and running a
+command inside a node (a preStop);
 token authentication on, as in the cluster, with a token of its own (never the user's
 ~/.ray/auth_token, address or mode: the run does not depend on the user's own Ray);
 pointing Ray's HAProxy at our own free ports and paths; deploying a Serve config (the shape of a

@@ -367,11 +367,12 @@ def test_hung_replica_ends_at_the_deadline_and_is_replaced(cluster: ClusterRun) 
         for victim in (echo_victim, solo_victim):
             os.kill(victim, signal.SIGSTOP)
         try:
+            # Serve starts the replacement first; the hung process goes only after the
+            # graceful-shutdown timeout (here our finally kills it once the case is measured).
             replaced_s = wait_for(
-                "Serve to replace both hung replicas",
-                lambda: not alive(echo_victim) and not alive(solo_victim)
-                and len(all_replicas(run, "echo", "Echo")) == 2
-                and len(all_replicas(run, "solo", "Echo")) == 1,
+                "Serve to start a replacement for each hung replica",
+                lambda: len(set(all_replicas(run, "echo", "Echo")) - {echo_victim}) == 2
+                and len(set(all_replicas(run, "solo", "Echo")) - {solo_victim}) == 1,
                 90,
             )  # fmt: skip
             wait_for("solo to serve again", lambda: solo_load.count("http", time.monotonic() - 1) > 0
@@ -384,7 +385,7 @@ def test_hung_replica_ends_at_the_deadline_and_is_replaced(cluster: ClusterRun) 
     echo, solo = echo_load.figures(since=t0), solo_load.figures(since=t0)
     figures = {
         "deadline_s": DEADLINE_S,
-        "replaced_s": round(replaced_s, 1),
+        "replacements_started_s": round(replaced_s, 1),
         "echo_two_replicas": {
             **echo,
             "slowest_s": round(slowest(echo_load, t0), 2),
