@@ -15,6 +15,8 @@ file order and replace the nodes they take away, as KubeRay replaces a lost pod.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -31,7 +33,7 @@ from typing import Any
 import pytest
 from procs import alive, cmdline, pids_matching
 from stackfiles import NS, mutated
-from test_faults import SteadyLoad, publish_figures, wait_for
+from test_faults import SteadyLoad, long_stream, publish_figures, wait_for
 
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
 from components.render.rayservice import worker_pre_stop
@@ -115,7 +117,11 @@ def start_redis(run_dir: Path) -> Redis:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     redis = Redis(proc.pid, port)
-    wait_for("redis-server to answer PING", lambda: _redis_answers(port), 30)
+    try:
+        wait_for("redis-server to answer PING", lambda: _redis_answers(port), 30)
+    except AssertionError:
+        stop_redis(redis)
+        raise
     return redis
 
 
@@ -184,7 +190,8 @@ def cluster(
         )
         serve_config = fault_serve_config(config)
         local_ray.deploy(ray, serve_config)
-        run = ClusterRun(config, serve_config, ray, redis, state_dir, tuple(host.free_ports(3)), [])  # type: ignore[arg-type]
+        http, grpc, stats = host.free_ports(3)
+        run = ClusterRun(config, serve_config, ray, redis, state_dir, (http, grpc, stats), [])
         run.tier_pids.append(tier.start(run.spec(), state_dir))
         wait_for("every node UP in our tier", lambda: servers_up(run) == node_names(run), 60)
         run.figures["setup"] = {"seconds": round(time.monotonic() - t0, 1)}
@@ -214,9 +221,6 @@ def node_names(run: ClusterRun) -> set[str]:
 
 
 def tier_rows(run: ClusterRun) -> list[dict[str, str]]:
-    import csv
-    import io
-
     with urllib.request.urlopen(f"http://127.0.0.1:{run.ports[2]}/stats;csv", timeout=5) as r:
         return list(csv.DictReader(io.StringIO(r.read().decode().lstrip("# "))))
 
@@ -251,10 +255,6 @@ def replace_worker(run: ClusterRun) -> local_ray.WorkerNode:
     worker = local_ray.add_worker(run.ray, 12)
     run.tier_pids.append(tier.reload(run.spec(), run.state_dir, run.tier_pid))
     return worker
-
-
-def drop_worker(run: ClusterRun, worker: local_ray.WorkerNode) -> None:
-    run.ray.workers.remove(worker)
 
 
 def poll_until(predicate: Callable[[], bool], limit_s: float) -> float | None:
@@ -323,7 +323,7 @@ def test_worker_node_loss_under_load(cluster: ClusterRun) -> None:
         load.wait_for_requests(50)
         t0 = time.monotonic()
         killed = local_ray.kill_node(victim.pid)
-        drop_worker(run, victim)
+        run.ray.workers.remove(victim)
 
         def recovered() -> bool:
             back = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
@@ -426,8 +426,6 @@ def test_autoscaling_adds_replicas_across_workers_and_removes_them(cluster: Clus
         return per_node
 
     def stream(client: Any) -> Any:
-        from test_faults import long_stream
-
         return long_stream("http", AUTO, 20, 50)(client)  # 1 s each
 
     with SteadyLoad(run, AUTO, users=1, pause_s=0.05) as load:
@@ -487,7 +485,7 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
         left_for_sigkill = local_ray.terminate_node(victim, grace_s=max(grace, 1))
         stopped_s = time.monotonic() - t0 - pre_stop_s
         load.wait_for_requests(MIN_REQUESTS, since=t0)
-    drop_worker(run, victim)
+    run.ray.workers.remove(victim)
     survivors = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
     figures = load.figures(since=t0)
     run.report(
