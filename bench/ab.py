@@ -124,8 +124,11 @@ def start_local_runs(runs: dict[str, list[str]], logs: Path) -> None:
     began = time.monotonic()
     for label, args in runs.items():
         log = (logs / f"local-up-{label}.log").open("wb")
+        # One node per run, as docs/performance.md's figures were measured: the A/B is about the
+        # serving path's overhead, and two runs of a head + 2 workers each would put 6 raylets on
+        # a 2-core machine.
         procs[label] = subprocess.Popen(
-            [str(RAYGKE), "local", "up", *args],
+            [str(RAYGKE), "local", "up", "--workers", "0", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
