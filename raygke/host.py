@@ -67,3 +67,15 @@ def alive(pid: int) -> bool:
     yet still answers `kill(pid, 0)`)."""
     stat = proc_stat(pid)
     return stat is not None and stat.state != "Z"
+
+
+def pss_bytes(pid: int) -> int:
+    """A process's proportional set size: its private memory plus its share of pages it shares
+    (so a sum over processes counts each page once); 0 once it is gone or unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -364,6 +364,10 @@ def down(*, state_dir: str | Path | None = None) -> int:
     return 0
 
 
+def _gib(pids: list[int]) -> str:
+    return f"{sum(host.pss_bytes(p) for p in pids) / 2**30:.2f}"
+
+
 def status(*, state_dir: str | Path | None = None) -> int:
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     state = read_state(state_dir)
@@ -381,8 +385,19 @@ def status(*, state_dir: str | Path | None = None) -> int:
     ):
         healthy = r.status == 200
     print(f"stack {state['stack']} (serveProfile {state['profile']})")
-    for pid, up_ in alive.items():
-        print(f"  pid {pid}: {'running' if up_ else 'gone'}")
+    ray = ray_from_state(state)
+    nodes = {"ray-head": ray.pid, **{w.name: w.pid for w in ray.workers}}
+    for name, leader in nodes.items():
+        pids = local_ray.node_processes(leader)
+        print(
+            f"  {name} (pid {leader}): {'running' if alive.get(leader) else 'gone'}, "
+            f"{len(pids)} processes, {_gib(pids)} GiB"
+        )
+    if tier_state:
+        up_ = alive.get(tier_state["pid"])
+        print(f"  tier (pid {tier_state['pid']}): {'running' if up_ else 'gone'}")
+    everything = [*local_ray.processes(ray), *([tier_state["pid"]] if tier_state else [])]
+    print(f"  memory: {_gib(everything)} GiB (PSS) in {len(everything)} processes")
     print(
         f"  HTTP 127.0.0.1:{tier_state.get('http')} {'healthy' if healthy else 'not answering'}; "
         f"outputs {state_dir / 'outputs.json'}"

@@ -416,9 +416,13 @@ def _check_haproxy(flags: Mapping[str, str]) -> None:
 def _last_lines(path: Path, n: int = 3) -> str:
     """The log's most telling lines, joined into one: HAProxy alerts if any, else the last n."""
     try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        return _telling_lines(path.read_text(errors="replace"), n)
     except OSError:
         return ""
+
+
+def _telling_lines(text: str, n: int) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     alerts = [ln for ln in lines if "[ALERT]" in ln]
     return " | ".join(alerts[:n] or lines[-n:])
 
@@ -547,7 +551,7 @@ def start(
     all."""
     say = on_progress or (lambda _msg: None)
     flags = dict(env or {})
-    _find_ray_binary()
+    _find_ray_binary()  # fail before anything is started
     _check_haproxy(flags)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -642,7 +646,7 @@ def terminate_node(worker: WorkerNode, *, grace_s: float) -> list[int]:
     deadline = time.monotonic() + grace_s
     while node_processes(worker.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return kill_node(worker.pid) if node_processes(worker.pid) else []
+    return kill_node(worker.pid)  # what is left, if anything; it also reaps the leader
 
 
 def kill_node(leader: int) -> list[int]:
@@ -852,13 +856,8 @@ def app_statuses(ray: LocalRay, *, timeout_s: float = 60.0) -> dict[str, str]:
     )
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
     if result.returncode != 0 or not lines:
-        raise LocalRayError(f"serve status failed: {_last_words(result.stderr)}")
+        raise LocalRayError(f"serve status failed: {_telling_lines(result.stderr, 1)}")
     return json.loads(lines[-1])
-
-
-def _last_words(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 def _status_main(address: str) -> int:

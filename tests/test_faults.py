@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import dataclasses
 import http.client
-import io
 import itertools
 import json
 import os
@@ -212,18 +210,8 @@ def wait_for(what: str, predicate: Callable[[], bool], limit_s: float) -> float:
         time.sleep(0.1)
 
 
-def _csv_rows(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
-
-
-def tier_stats(run: FaultRun) -> list[dict[str, str]]:
-    url = f"http://127.0.0.1:{run.stats_port}/stats;csv"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return _csv_rows(response.read().decode())
-
-
 def server_states(run: FaultRun) -> dict[tuple[str, str], str]:
-    return {(r["pxname"], r["svname"]): r["status"] for r in tier_stats(run)}
+    return tier.server_states(run.stats_port)
 
 
 def all_up(run: FaultRun) -> bool:
@@ -235,7 +223,7 @@ def all_up(run: FaultRun) -> bool:
 
 def tier_counter(run: FaultRun, column: str) -> int:
     """A column summed over our tier's backend rows (e.g. `wretr`, retries; `hrsp_5xx`)."""
-    rows = [r for r in tier_stats(run) if r["svname"] == "BACKEND"]
+    rows = [r for r in tier.stats(run.stats_port) if r["svname"] == "BACKEND"]
     return sum(int(r[column] or 0) for r in rows)
 
 
@@ -268,7 +256,7 @@ def ray_haproxy_stats(run: FaultRun) -> list[dict[str, str]]:
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    return _csv_rows(b"".join(chunks).decode())
+    return tier.parse_stats(b"".join(chunks).decode())
 
 
 def tier_admin(run: FaultRun, command: str) -> str:

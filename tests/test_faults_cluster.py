@@ -15,8 +15,6 @@ file order and replace the nodes they take away, as KubeRay replaces a lost pod.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -24,7 +22,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,14 +217,9 @@ def node_names(run: ClusterRun) -> set[str]:
     return {"ray-head", *(w.name for w in run.ray.workers)}
 
 
-def tier_rows(run: ClusterRun) -> list[dict[str, str]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{run.ports[2]}/stats;csv", timeout=5) as r:
-        return list(csv.DictReader(io.StringIO(r.read().decode().lstrip("# "))))
-
-
 def servers_up(run: ClusterRun) -> set[str]:
     """The nodes our tier holds UP on both its HTTP and gRPC backends."""
-    rows = [r for r in tier_rows(run) if r["pxname"] in (HTTP_BACKEND, GRPC_BACKEND)]
+    rows = [r for r in tier.stats(run.ports[2]) if r["pxname"] in (HTTP_BACKEND, GRPC_BACKEND)]
     up = {(r["pxname"], r["svname"]) for r in rows if r["status"] == "UP"}
     names = {r["svname"] for r in rows} - {"BACKEND"}
     return {n for n in names if (HTTP_BACKEND, n) in up and (GRPC_BACKEND, n) in up}

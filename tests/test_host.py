@@ -73,3 +73,21 @@ def test_a_zombie_is_not_alive_and_a_reaped_process_is_gone() -> None:
     assert not host.alive(child.pid)
     child.wait()
     assert host.proc_stat(child.pid) is None and not host.alive(child.pid)
+
+
+@pytest.mark.pure
+def test_pss_counts_a_process_memory_and_nothing_once_it_is_gone() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; b = bytearray(64 << 20); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while host.pss_bytes(child.pid) < 64 << 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert host.pss_bytes(child.pid) >= 64 << 20
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert host.pss_bytes(child.pid) == 0

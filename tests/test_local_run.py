@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -21,7 +22,7 @@ from procs import cmdline, connected_ports, environ, listening_ports, pids_named
 
 from infra.serve_config import scale_for_local
 from infra.stack_file import load_stack_config
-from raygke import local, local_ray
+from raygke import local, local_ray, tier
 from raygke.plan import plan_stack
 
 pytestmark = pytest.mark.process
@@ -87,18 +88,6 @@ def test_haproxy_owns_rays_serve_port_with_the_flags_on(local_run: LocalRun):
     assert owner is not None and "haproxy" in cmdline(owner), cmdline(owner or 0)
 
 
-def _tier_servers(run: LocalRun) -> dict[tuple[str, str], str]:
-    stats = run.state["tier"]["stats"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{stats}/stats;csv", timeout=5) as response:
-        rows = response.read().decode().lstrip("# ").splitlines()
-    header = rows[0].split(",")
-    return {
-        (r["pxname"], r["svname"]): r["status"]
-        for r in (dict(zip(header, row.split(","), strict=False)) for row in rows[1:])
-        if r["svname"] not in ("FRONTEND", "BACKEND")
-    }
-
-
 def test_the_run_has_a_rayservices_shape(local_run: LocalRun):
     """A head with num-cpus 0 and two worker nodes, each in a PID namespace of its own (as a pod
     is) with its own Ray HAProxy on its own ports; our tier has one server per node; the replicas
@@ -118,9 +107,9 @@ def test_the_run_has_a_rayservices_shape(local_run: LocalRun):
     replicas = _replicas(local_run, "EchoIngress") + _replicas(local_run, "Echo")
     on_head = set(local_ray.node_processes(ray.pid))
     assert replicas and not on_head & set(replicas)
-    servers = _tier_servers(local_run)
+    servers = tier.server_states(local_run.state["tier"]["stats"])
     for backend in ("be_ray_http", "be_ray_grpc"):
-        assert {s: st for (be, s), st in servers.items() if be == backend} == {
+        assert {s: st for (be, s), st in servers.items() if be == backend and s != "BACKEND"} == {
             n: "UP" for n in leaders
         }
 
@@ -179,6 +168,12 @@ def test_status_reports_a_healthy_run(local_run: LocalRun):
     )
     assert done.returncode == 0, done.stdout
     assert "healthy" in done.stdout
+    # One line per node with its processes and memory, and the run's total (README quotes it).
+    for node in ("ray-head", "ray-worker-1", "ray-worker-2"):
+        assert re.search(rf"^  {node} \(pid \d+\): running, \d+ processes, \d+\.\d\d GiB$",
+                         done.stdout, re.M), done.stdout  # fmt: skip
+    total = re.search(r"^  memory: (\d+\.\d\d) GiB \(PSS\) in (\d+) processes$", done.stdout, re.M)
+    assert total and float(total[1]) > 0.5 and int(total[2]) > 10, done.stdout
 
 
 def test_up_while_up_is_a_clear_error(local_run: LocalRun):

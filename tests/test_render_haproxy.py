@@ -9,9 +9,7 @@ Regenerate the golden files after an intended change with
 from __future__ import annotations
 
 import contextlib
-import csv
 import http.server
-import io
 import json
 import os
 import re
@@ -586,14 +584,6 @@ def wait_for(what: str, predicate: Callable[[], bool], limit_s: float = 20.0) ->
     raise AssertionError(f"gave up waiting for {what}")
 
 
-def server_states(stats_port: int) -> dict[tuple[str, str], str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=5) as r:
-        text = r.read().decode().lstrip("# ")
-    return {
-        (row["pxname"], row["svname"]): row["status"] for row in csv.DictReader(io.StringIO(text))
-    }
-
-
 def get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=10, context=context) as r:
@@ -642,7 +632,7 @@ def test_real_haproxy_routes_and_marks_a_down_node(tmp_path: Path, tls_pem: str)
             wait_for(
                 "both nodes UP",
                 lambda: all(
-                    server_states(stats).get((be, n)) == "UP"
+                    tier.server_states(stats).get((be, n)) == "UP"
                     for be in ("be_ray_http", "be_ray_grpc")
                     for n in names
                 ),
@@ -675,11 +665,11 @@ def test_real_haproxy_routes_and_marks_a_down_node(tmp_path: Path, tls_pem: str)
             wait_for(
                 "node b DOWN in both backends",
                 lambda: (
-                    server_states(stats)[("be_ray_http", "b")].startswith("DOWN")
-                    and server_states(stats)[("be_ray_grpc", "b")].startswith("DOWN")
+                    tier.server_states(stats)[("be_ray_http", "b")].startswith("DOWN")
+                    and tier.server_states(stats)[("be_ray_grpc", "b")].startswith("DOWN")
                 ),
             )
-            assert server_states(stats)[("be_ray_http", "a")] == "UP"
+            assert tier.server_states(stats)[("be_ray_http", "a")] == "UP"
             for _ in range(10):
                 status, body = get(f"{http_url}/echo/x")
                 assert (status, json.loads(body)["server"]) == (200, "a")
