@@ -34,7 +34,7 @@ from test_faults import SteadyLoad, long_stream, publish_figures, wait_for
 
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
 from components.render.rayservice import worker_pre_stop
-from infra.config import StackConfig
+from infra.config import StackConfig, hung_replica_bound_s
 from infra.stack_file import parse_stack_config
 from raygke import host, local, local_ray, tier
 from raygke.smoke.contract import AppEndpoint, Endpoints
@@ -280,11 +280,11 @@ def hung_capacity(run: ClusterRun) -> int:
 
 
 def health_check_bound(run: ClusterRun) -> float:
-    """Seconds within which Serve marks a hung Echo replica of `echo` unhealthy: 3 failed checks,
-    each a period plus a timeout (the bound `raygke plan` states)."""
+    """Seconds within which Serve marks a hung Echo replica of `echo` unhealthy, from the health
+    check the run deployed (the bound `raygke plan` states)."""
     [app] = [a for a in run.serve_config["applications"] if a["name"] == "echo"]
     [echo] = [d for d in app["deployments"] if d["name"] == "Echo"]
-    return 3 * (echo["health_check_period_s"] + echo["health_check_timeout_s"])
+    return hung_replica_bound_s(echo["health_check_period_s"], echo["health_check_timeout_s"])
 
 
 def serves_again_after(load: SteadyLoad, since: float) -> float | None:
