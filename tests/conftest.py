@@ -6,12 +6,14 @@ with `raygke local down`; teardown then checks, by PID and by path, that nothing
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,6 +21,20 @@ from procs import alive, pids_matching
 
 RAYGKE = [sys.executable, "-m", "raygke.cli"]
 LOCAL_RUNS = ("local_run", "local_run_ray_defaults")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_bench(script: str, name: str) -> ModuleType:
+    """bench/<script>.py as module `name` (the scripts are not a package; they import their
+    neighbours, such as common and ab, from bench/)."""
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,28 +3,13 @@ figures. The measuring itself is a benchmark (`make bench-llm`), never a timed t
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import load_bench
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _load_bench() -> ModuleType:
-    sys.path.insert(0, str(REPO / "bench"))  # the script imports its neighbours (common, ab)
-    spec = importlib.util.spec_from_file_location("bench_llm", REPO / "bench" / "llm.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("llm", "bench_llm")
 
 
 def flag(args: list[str], name: str) -> str:

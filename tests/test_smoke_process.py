@@ -6,18 +6,16 @@ picks, and stopped by PID in every fixture's teardown.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jsonschema
 import pytest
+from conftest import load_bench
 
 from raygke.smoke.checks import STREAM_TPOT_MS
 from raygke.smoke.cli import main
@@ -27,23 +25,11 @@ from raygke.smoke.report import REPORT_SCHEMA
 
 pytestmark = pytest.mark.process
 
-REPO = Path(__file__).resolve().parent.parent
 # Short levels: these tests prove behaviour, not speed.
 FAST = ["--duration", "0.5", "--warmup", "0.2", "--no-plots"]
 
 
-def _load_reference() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "reference_server", REPO / "bench" / "reference_server.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-reference = _load_reference()
+reference = load_bench("reference_server", "reference_server")
 
 
 def _gone(pid: int) -> bool:
