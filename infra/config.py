@@ -11,6 +11,7 @@ or formatting pydantic's errors (infra/stack_file.py), nor how the config become
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
@@ -97,6 +98,13 @@ RAY_GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2.0
 # deregister a replica before it stops (ray.serve._private.deploy_utils).
 RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S = 30.0
 RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S = 5.0
+# How long a replacement replica of an app may take to start on another node (actor start, imports,
+# constructor, model load, first health check): `apps[].replicaStartS`, by kind where unset. Serve logs
+# the real figure ("Replica(...) started successfully on node ... after N s"). echo/recsys: 3-5 s on an
+# idle 2-core machine, 14.5-16 s with a CPU-bound process per core beside it (`make test-busy`); llm:
+# vLLM's start and the weights' load, not measured here.
+DEFAULT_REPLICA_START_S = {"echo": 30, "recsys": 30, "custom": 30, "llm": 120}
+MAX_REPLICA_START_S = 1800
 
 # A hung replica (alive, never answering) is only found by Serve's health check: the controller kills
 # it after RAY_HEALTH_CHECK_FAILURES checks in a row that time out, then starts a new one. Ray 2.60's
@@ -845,6 +853,12 @@ class AppConfig(Model):
     deployments: dict[str, DeploymentConfig] = Field(default_factory=dict)
     # How long our tier waits for Ray's next bytes on this app's requests (components/render/haproxy.py)
     deadline_s: int = Field(default=DEFAULT_DEADLINE_S, strict=True)
+    replica_start_s: int | None = Field(default=None, strict=True, ge=1, le=MAX_REPLICA_START_S)
+
+    @property
+    def replica_start_bound_s(self) -> int:
+        """replicaStartS, or its kind's default (DEFAULT_REPLICA_START_S)."""
+        return self.replica_start_s or DEFAULT_REPLICA_START_S[self.kind]
 
     @field_validator("name")
     @classmethod
@@ -1252,11 +1266,16 @@ def ingress_shutdown_floor_s(ray: RayConfig) -> float | None:
 
 
 def _shutdown_problems(c: StackConfig):
-    """A replica's graceful shutdown must fit inside the drain, and the drain inside the pod's grace.
+    """A replica's replacement must be running before Serve stops it, and the drain must fit the pod.
 
-    Serve stops a replica on a draining node at the latest at the drain deadline minus the
-    replica's graceful_shutdown_timeout_s; a timeout as long as the deadline stops it at once,
-    before a replacement runs, and one past it is cut by `ray stop` and the kubelet.
+    Serve starts replacements for the replicas on a draining node elsewhere, and stops each one once
+    its replacement runs, or at the latest at the drain deadline minus the replica's
+    graceful_shutdown_timeout_s (ray.serve._private.deployment_state: _partition_groups_to_stop).
+    Stopped before its replacement runs, an app whose replicas were all on that node has none: Ray's
+    HAProxy sends its requests to the fallback proxy, which holds them until one starts (a local drain
+    on a loaded machine held them past a 5 s deadline). So the deadline must hold each deployment's
+    timeout plus the app's replicaStartS; with direct ingress the ingress deployment's timeout is at
+    least Serve's floor (ingress_shutdown_floor_s), whatever the config says.
     """
     shutdown = c.ray_service.shutdown
     drain, grace = shutdown.drain_deadline_seconds, shutdown.termination_grace_period_seconds
@@ -1264,24 +1283,46 @@ def _shutdown_problems(c: StackConfig):
         f"rayService.shutdown.drainDeadlineSeconds ({drain}; the pod's "
         f"terminationGracePeriodSeconds is {grace})"
     )
+    floor = ingress_shutdown_floor_s(c.ray)
+    room = grace - STOP_MARGIN_S
     for app in c.apps:
+        start = app.replica_start_bound_s
+        starts = f"apps[{app.name}].replicaStartS ({start}" + (
+            ")" if app.replica_start_s else f", the {app.kind} default)"
+        )
         for name, dep in sorted(app.deployments.items()):
             timeout = dep.shutdown_timeout_s
-            if dep.graceful_shutdown_timeout_s is not None and timeout >= drain:
+            if dep.graceful_shutdown_timeout_s is not None and timeout + start > drain:
                 yield (
-                    f"apps[{app.name}].deployments.{name}.gracefulShutdownTimeoutS ({timeout:g}) must "
-                    f"be shorter than {where}: Serve stops a replica on a draining node at the deadline "
-                    f"minus this timeout; allowed: 0..{drain - 1}, or raise drainDeadlineSeconds and "
-                    "terminationGracePeriodSeconds"
+                    f"apps[{app.name}].deployments.{name}.gracefulShutdownTimeoutS ({timeout:g}) plus "
+                    f"{starts} must fit in {where}: Serve stops a replica on a draining node at the "
+                    "deadline minus this timeout, and its replacement must be running on another "
+                    f"node by then; allowed: 0..{max(drain - start, 0)} (or raise drainDeadlineSeconds "
+                    "and terminationGracePeriodSeconds)"
                 )
-    floor = ingress_shutdown_floor_s(c.ray)
-    if floor is not None and floor >= drain:
-        yield (
-            f"{where} must be longer than {floor:g} s with Ray's HAProxy (direct) ingress: Serve raises "
-            "every ingress deployment's graceful shutdown to RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S "
-            f"+ {RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S:g} s; allowed: {int(floor) + 1}.."
-            f"{grace - STOP_MARGIN_S} (or raise terminationGracePeriodSeconds)"
-        )
+        # Deployments that set no timeout: an ingress one gets Serve's floor with direct ingress,
+        # the others (and every one without direct ingress) Ray's default.
+        implicit = floor if floor is not None else RAY_GRACEFUL_SHUTDOWN_TIMEOUT_S
+        if implicit + start > drain:
+            need = math.ceil(implicit + start)
+            why = (
+                f"with Ray's HAProxy (direct) ingress Serve raises every ingress deployment's "
+                f"graceful shutdown to {implicit:g} s (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S "
+                f"+ {RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S:g})"
+                if floor is not None
+                else f"a deployment that sets no gracefulShutdownTimeoutS gets Ray's {implicit:g} s"
+            )
+            grace_too = (
+                ""
+                if need <= room
+                else f", and terminationGracePeriodSeconds to {need + STOP_MARGIN_S}"
+            )
+            yield (
+                f"{where} must be at least {need} s for apps[{app.name}]: {why}, and Serve stops a "
+                f"replica on a draining node at the deadline minus that, before its replacement runs "
+                f"unless {starts} fits in between; allowed: {need}..{max(room, need)}{grace_too} "
+                "(or a lower replicaStartS)"
+            )
 
 
 def _model_bucket_problems(app: AppConfig, bucket: ModelBucketConfig | None):

@@ -45,6 +45,23 @@ DEFAULT_WORKERS = 2
 MAX_WORKERS = 8  # each node costs this machine a raylet, agents and a Ray HAProxy
 # Logical CPUs an llm app holds besides its engine's bundle: OpenAiIngress and the LLMServer replica.
 LLM_SERVE_CPUS = 2
+# The first request `up` sends through our tier (an echo unary call, or the health path).
+FIRST_REQUEST_TIMEOUT_S = 30.0
+
+
+def up_bound_s(workers: int = DEFAULT_WORKERS) -> float:
+    """The longest `raygke local up` may take before one of its own waits gives up: each node's
+    start, the deploy, our tier's first check passes and the first request."""
+    return (
+        local_ray.NODE_START_TIMEOUT_S * (1 + workers)
+        + local_ray.DEPLOY_TIMEOUT_S
+        + tier.SERVING_TIMEOUT_S
+        + FIRST_REQUEST_TIMEOUT_S
+    )
+
+
+# The longest `raygke local down` may take: our tier's stop, then every node's at once.
+DOWN_BOUND_S = tier.STOP_TIMEOUT_S + local_ray.STOP_GRACE_S + local_ray.KILLED_WAIT_S
 
 
 class LocalError(RuntimeError):
@@ -226,7 +243,7 @@ def _first_request(outputs: dict[str, Any]) -> str:
     url = outputs["http_url"] + (
         f"{echo['route_prefix']}/unary?size=16" if echo else outputs["health_path"]
     )
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=FIRST_REQUEST_TIMEOUT_S) as response:
         return f"GET {url} -> {response.status} {response.read().decode()[:200]}"
 
 
@@ -293,7 +310,7 @@ def up(
         state["pids"].append(tier_pid)
         state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
         _write_state(state_dir, state)
-        tier.wait_serving(spec, 30)
+        tier.wait_serving(spec, on_progress=_say)
     except BaseException:
         _say("start failed: stopping what was started")
         _stop(state_dir, state)
@@ -380,7 +397,7 @@ def status(*, state_dir: str | Path | None = None) -> int:
     with (
         contextlib.suppress(OSError),
         urllib.request.urlopen(
-            f"http://127.0.0.1:{tier_state.get('http')}{HEALTH_PATH}", timeout=3
+            f"http://127.0.0.1:{tier_state.get('http')}{HEALTH_PATH}", timeout=tier.PROBE_TIMEOUT_S
         ) as r,
     ):
         healthy = r.status == 200

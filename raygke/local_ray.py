@@ -76,6 +76,25 @@ AUTH_TOKEN_FILE = "auth_token"  # in the run's temp dir, removed with it
 # fault tolerant; KubeRay's default for RayServices (Ray's own is 60 s).
 GCS_RECONNECT_TIMEOUT_S = 120
 
+# Bounds on each wait below. Every wait ends on its condition; these only turn a hang into an
+# error that names what was missing, so they are set well above what a loaded 2-core machine takes.
+# One `ray start` until it says "Ray runtime started" (about 5 s each on an idle 2-core machine).
+NODE_START_TIMEOUT_S = 90.0
+# Submitting the Serve config until every app is RUNNING and every node's ingress lists its route:
+# an llm app loads vLLM's CPU build and its model first (about 60 s idle, twice that under load).
+DEPLOY_TIMEOUT_S = 240.0
+# A child driver (`serve status`) that connects to the cluster and asks the controller once.
+STATUS_TIMEOUT_S = 60.0
+# A child driver's own start (importing Ray, `ray.init`) and exit, beyond the deadline it keeps.
+DRIVER_OVERHEAD_S = 30.0
+# One probe of a node's ingress (`/-/routes`): Ray's HAProxy answers it from its own config.
+PROBE_TIMEOUT_S = 2.0
+# `unshare ... true`: exits at once where PID namespaces work; a hang counts as "they do not".
+ISOLATION_PROBE_S = 10.0
+# Stopping: SIGTERM, this long for Ray to exit, then SIGKILL and KILLED_WAIT_S to see them gone.
+STOP_GRACE_S = 2.0
+KILLED_WAIT_S = 10.0
+
 
 class LocalRayError(RuntimeError):
     """Starting, deploying or stopping the local Ray head failed; the message is one line."""
@@ -460,7 +479,9 @@ def pod_isolation() -> tuple[str, ...]:
         if shutil.which("unshare") is None:
             break
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+            probe = subprocess.run(
+                [*prefix, "true"], capture_output=True, timeout=ISOLATION_PROBE_S, check=False
+            )
             if probe.returncode == 0:
                 return prefix
     return ()
@@ -518,7 +539,9 @@ def _start_head(ray: LocalRay, num_cpus: int, timeout_s: float) -> None:
     _wait_started(proc, ray.log_path, "the Ray head", timeout_s, offset)
 
 
-def add_worker(ray: LocalRay, num_cpus: int, *, timeout_s: float = 90.0) -> WorkerNode:
+def add_worker(
+    ray: LocalRay, num_cpus: int, *, timeout_s: float = NODE_START_TIMEOUT_S
+) -> WorkerNode:
     """Starts one more worker node joining the head: its own raylet, ports and Ray HAProxy."""
     taken = set(ray.ports.held()).union(*(w.ports.held() for w in ray.workers))
     index = max((w.index for w in ray.workers), default=0) + 1
@@ -540,7 +563,7 @@ def start(
     num_cpus: int = 8,
     workers: int = 0,
     redis_address: str | None = None,
-    timeout_s: float = 90.0,
+    timeout_s: float = NODE_START_TIMEOUT_S,
     on_progress: Progress | None = None,
 ) -> LocalRay:
     """Starts an isolated local Ray cluster. `env` holds the serve flags (None or {}: Ray's
@@ -588,7 +611,7 @@ def start(
     return ray
 
 
-def restart_head(ray: LocalRay, *, timeout_s: float = 90.0) -> None:
+def restart_head(ray: LocalRay, *, timeout_s: float = NODE_START_TIMEOUT_S) -> None:
     """Starts the head again on its old ports, after it died (see `kill_node`): with GCS fault
     tolerance it reloads the cluster's state from Redis and the workers rejoin it."""
     _start_head(ray, ray.head_cpus, timeout_s)
@@ -689,7 +712,7 @@ def _routes_ready(http_url: str, prefixes: list[str]) -> bool:
     """True once the ingress answers /-/routes listing every prefix (HAProxy reloads lag the
     controller's RUNNING)."""
     try:
-        with urllib.request.urlopen(f"{http_url}/-/routes", timeout=2) as r:
+        with urllib.request.urlopen(f"{http_url}/-/routes", timeout=PROBE_TIMEOUT_S) as r:
             routes = json.loads(r.read() or b"{}")
     except (OSError, ValueError, urllib.error.URLError):
         return False
@@ -700,7 +723,7 @@ def deploy(
     ray: LocalRay,
     serve_config: Mapping[str, Any],
     *,
-    timeout_s: float = 240.0,
+    timeout_s: float = DEPLOY_TIMEOUT_S,
     on_progress: Progress | None = None,
 ) -> dict[str, str]:
     """Deploys the serve config and waits until every app is RUNNING and routable.
@@ -720,7 +743,7 @@ def deploy(
             cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=Path.cwd(), text=True
         )
         # The child enforces the deadline itself; this only catches a hung child.
-        killer = threading.Timer(timeout_s + 30, proc.kill)
+        killer = threading.Timer(timeout_s + DRIVER_OVERHEAD_S, proc.kill)
         killer.start()
         statuses: dict[str, str] = {}
         failure = ""
@@ -740,7 +763,7 @@ def deploy(
             killer.cancel()
             if proc.poll() is None:
                 proc.terminate()
-            proc.wait(timeout=30)
+            proc.wait(timeout=DRIVER_OVERHEAD_S)
     if failure or proc.returncode not in (0, -signal.SIGTERM) or not statuses:
         detail = failure or _last_lines(ray.run_dir / "deploy.log", 1)
         raise LocalRayError(f"deploy failed: {detail}")
@@ -821,7 +844,7 @@ def _wait_gone(ray: LocalRay, timeout_s: float) -> list[int]:
     return left
 
 
-def stop(ray: LocalRay, *, grace_s: float = 2.0, check: bool = True) -> list[int]:
+def stop(ray: LocalRay, *, grace_s: float = STOP_GRACE_S, check: bool = True) -> list[int]:
     """Stops every process of this head, by PID, and removes its temp dir. Returns the PIDs it
     found; raises LocalRayError if any survive SIGKILL (with check=True)."""
     live = processes(ray)
@@ -833,7 +856,7 @@ def stop(ray: LocalRay, *, grace_s: float = 2.0, check: bool = True) -> list[int
     left = _wait_gone(ray, grace_s)
     if left:
         _signal_all(left, signal.SIGKILL)
-        left = _wait_gone(ray, 10.0)
+        left = _wait_gone(ray, KILLED_WAIT_S)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(ray.pid, os.WNOHANG)  # reap it if it is our child
     if not left:
@@ -843,7 +866,7 @@ def stop(ray: LocalRay, *, grace_s: float = 2.0, check: bool = True) -> list[int
     return found
 
 
-def app_statuses(ray: LocalRay, *, timeout_s: float = 60.0) -> dict[str, str]:
+def app_statuses(ray: LocalRay, *, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, str]:
     """{app name: status} as Serve's controller reports it (from a short-lived child driver)."""
     env = ray_env(os.environ, ray.env, ray.ports, ray.temp_dir)
     result = subprocess.run(

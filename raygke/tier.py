@@ -20,11 +20,17 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from components.render.haproxy import IngressSpec, render_haproxy_cfg
 from raygke import host
+
+# One request to the tier's health path or stats page: HAProxy answers both itself (the health
+# path from Ray's HAProxy, which never asks a replica), so only a starved machine makes it slow.
+PROBE_TIMEOUT_S = 5.0
 
 
 class TierError(RuntimeError):
@@ -101,18 +107,72 @@ def _launch(spec: IngressSpec, run_dir: Path, extra: list[str]) -> int:
     return proc.pid
 
 
-def wait_serving(spec: IngressSpec, timeout_s: float = 30.0) -> None:
+# How long the tier may take to serve once a Ray node behind it is ready (what `raygke local up` and
+# the live tests wait for after the deploy): `rise` passing checks per server, `downinter` apart
+# (2 x 1 s by default), stretched by a loaded machine. It only bounds a hang: the wait ends as soon
+# as the tier answers, says every PROGRESS_EVERY_S what is still missing, and fails naming it.
+SERVING_TIMEOUT_S = 120.0
+PROGRESS_EVERY_S = 10.0
+
+
+def wait_serving(
+    spec: IngressSpec,
+    timeout_s: float = SERVING_TIMEOUT_S,
+    on_progress: Callable[[str], None] | None = None,
+) -> None:
     """Waits until the tier answers 200 on the health path through its HTTP listener, that is
-    until a Ray node behind it is up; TierError after `timeout_s`."""
+    until a Ray node behind it is up. While it waits, `on_progress` hears every PROGRESS_EVERY_S
+    what the tier answers and what it thinks of each server; TierError after `timeout_s` says the
+    same."""
     address = "127.0.0.1" if spec.http.host == "0.0.0.0" else spec.http.host
     url = f"http://{address}:{spec.http.port}{spec.health.path}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
+    t0 = time.monotonic()
+    next_report = t0 + PROGRESS_EVERY_S
+    while True:
+        answer = _health_answer(url)
+        if answer == "200":
+            return
+        now = time.monotonic()
+        if now - t0 > timeout_s:
+            raise TierError(
+                f"{url} did not answer 200 within {timeout_s:.0f} s: {serving_state(spec, answer)}"
+            )
+        if on_progress is not None and now >= next_report:
+            on_progress(f"waiting for our tier ({now - t0:.0f} s): {serving_state(spec, answer)}")
+            next_report = now + PROGRESS_EVERY_S
         time.sleep(0.2)
-    raise TierError(f"{url} did not answer 200 within {timeout_s:.0f} s")
+
+
+def _health_answer(url: str) -> str:
+    """'200', another status with the start of its body, or the connection error."""
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
+            return str(response.status)
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read(200).decode(errors='replace').strip()!r}"
+    except OSError as exc:
+        return f"no answer ({getattr(exc, 'reason', exc)})"
+
+
+def serving_state(spec: IngressSpec, answer: str) -> str:
+    """One line: what the health path answered, and each server's state and last check as the
+    tier's stats give them (`ray-worker-1 DOWN (L7STS 503)`), when it has a stats listener."""
+    line = f"it answered {answer}"
+    if spec.stats is None:
+        return line
+    try:
+        rows = stats(spec.stats.port)
+    except OSError as exc:
+        return f"{line}; its stats did not answer ({exc})"
+    servers = []
+    for r in rows:
+        if r["svname"] in ("FRONTEND", "BACKEND"):
+            continue
+        check = " ".join(filter(None, (r.get("check_status"), r.get("check_code"))))
+        servers.append(
+            f"{r['pxname']}/{r['svname']} {r['status']}" + (f" ({check})" if check else "")
+        )
+    return f"{line}; servers: {', '.join(servers) or 'none'}"
 
 
 def parse_stats(text: str) -> list[dict[str, str]]:
@@ -124,7 +184,7 @@ def parse_stats(text: str) -> list[dict[str, str]]:
 def stats(stats_port: int) -> list[dict[str, str]]:
     """The tier's stats rows, from its stats listener on 127.0.0.1."""
     url = f"http://127.0.0.1:{stats_port}/stats;csv"
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
         return parse_stats(response.read().decode())
 
 
@@ -133,7 +193,10 @@ def server_states(stats_port: int) -> dict[tuple[str, str], str]:
     return {(r["pxname"], r["svname"]): r["status"] for r in stats(stats_port)}
 
 
-def stop(pid: int, timeout_s: float = 10.0) -> None:
+STOP_TIMEOUT_S = 10.0  # haproxy exits on SIGTERM at once; past this it gets SIGKILL
+
+
+def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Stops one tier process by PID: SIGTERM, then SIGKILL if it is still there."""
     if not host.alive(pid):
         return

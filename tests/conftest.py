@@ -17,7 +17,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from bounds import LOCAL_DOWN_S, LOCAL_UP_S
 from procs import alive, pids_matching
+
+pytest_plugins = ["busy"]  # `pytest --busy`: the suite beside a competing CPU load (tests/busy.py)
 
 RAYGKE = [sys.executable, "-m", "raygke.cli"]
 LOCAL_RUNS = ("local_run", "local_run_ray_defaults")
@@ -72,10 +75,12 @@ def local_run_of(state_dir: Path, *extra: str, stack: str = "dev") -> Iterator[L
         [*RAYGKE, "local", "up", "--stack", stack, "--state-dir", str(state_dir), *extra],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=LOCAL_UP_S,
     )
     if up.returncode != 0:
-        subprocess.run([*RAYGKE, "local", "down", "--state-dir", str(state_dir)], timeout=120)
+        subprocess.run(
+            [*RAYGKE, "local", "down", "--state-dir", str(state_dir)], timeout=LOCAL_DOWN_S
+        )
         pytest.fail(f"raygke local up failed:\n{up.stdout}\n{up.stderr}")
     state = json.loads((state_dir / "state.json").read_text())
     run = LocalRun(state_dir, json.loads((state_dir / "outputs.json").read_text()), state)
@@ -88,7 +93,7 @@ def local_run_of(state_dir: Path, *extra: str, stack: str = "dev") -> Iterator[L
             [*RAYGKE, "local", "down", "--state-dir", str(state_dir)],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=LOCAL_DOWN_S,
         )
         assert down.returncode == 0, down.stderr
         left = [pid for pid in started if alive(pid)]

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from bounds import REQUEST_S
 from conftest import LocalRun
 
 from app.protos import echo_pb2, echo_pb2_grpc, recsys_pb2, recsys_pb2_grpc
@@ -33,7 +34,7 @@ def _call(url: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=30) as r:
+        with urllib.request.urlopen(request, timeout=REQUEST_S) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -58,7 +59,7 @@ def test_http_sse_streams_incrementally(local_run: LocalRun, ingress: str) -> No
     arrivals: list[float] = []
     events: list[str] = []
     url = f"{http}/echo/stream?size=4&chunks={CHUNKS}&tpot_ms={TPOT_MS}"
-    with urllib.request.urlopen(url, timeout=30) as r:
+    with urllib.request.urlopen(url, timeout=REQUEST_S) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
         for raw in r:
             line = raw.decode().strip()

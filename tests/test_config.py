@@ -413,9 +413,47 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "graceful shutdown as long as the drain",
         "staging",
         edit("apps", [0, "deployments", "Streamer"], gracefulShutdownTimeoutS=200),
-        r"apps\[echo\].deployments.Streamer.gracefulShutdownTimeoutS \(200\) must be shorter than "
+        r"apps\[echo\].deployments.Streamer.gracefulShutdownTimeoutS \(200\) plus "
+        r"apps\[echo\].replicaStartS \(30, the echo default\) must fit in "
         r"rayService.shutdown.drainDeadlineSeconds \(90; the pod's terminationGracePeriodSeconds is "
-        r"120\): .*allowed: 0..89",
+        r"120\): .*allowed: 0..60",
+    ),
+    (
+        "graceful shutdown that leaves the replacement too little time",
+        "prod",
+        edit("apps", [0, "deployments", "Streamer"], gracefulShutdownTimeoutS=131),
+        r"apps\[echo\].deployments.Streamer.gracefulShutdownTimeoutS \(131\) plus "
+        r"apps\[echo\].replicaStartS \(30, the echo default\) must fit in .*allowed: 0..130",
+    ),
+    (
+        "replica start longer than the drain leaves",
+        "prod",
+        edit("apps", [2], replicaStartS=200),
+        r"rayService.shutdown.drainDeadlineSeconds \(160; .*\) must be at least 235 s for "
+        r"apps\[llm\]: .*graceful shutdown to 35 s .*apps\[llm\].replicaStartS \(200\) fits in "
+        r"between; allowed: 235..235, and terminationGracePeriodSeconds to 250",
+    ),
+    (
+        "replica start longer than Ray's default shutdown leaves without direct ingress",
+        "dev",
+        lambda c: (
+            c[f"{NS}:ray"].update(serveProfile="ray-defaults"),
+            c[f"{NS}:apps"][0].update(replicaStartS=50),
+        ),
+        r"drainDeadlineSeconds \(65; .*\) must be at least 70 s for apps\[echo\]: a deployment "
+        r"that sets no gracefulShutdownTimeoutS gets Ray's 20 s",
+    ),
+    (
+        "replica start of zero",
+        "dev",
+        edit("apps", [0], replicaStartS=0),
+        r"apps\[0\].replicaStartS: Input should be greater than or equal to 1; got 0",
+    ),
+    (
+        "replica start in milliseconds",
+        "dev",
+        edit("apps", [1], replicaStartS=30000),
+        r"apps\[1\].replicaStartS: Input should be less than or equal to 1800; got 30000",
     ),
     (
         "drain longer than the termination grace allows",
@@ -441,8 +479,19 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         edit(
             "rayService", shutdown={"terminationGracePeriodSeconds": 60, "drainDeadlineSeconds": 30}
         ),
-        r"rayService.shutdown.drainDeadlineSeconds \(30; .*\) must be longer than 35 s with Ray's "
-        r"HAProxy \(direct\) ingress: .*allowed: 36..45",
+        r"rayService.shutdown.drainDeadlineSeconds \(30; .*\) must be at least 65 s for "
+        r"apps\[echo\]: with Ray's HAProxy \(direct\) ingress .*graceful shutdown to 35 s "
+        r".*allowed: 65..65, and terminationGracePeriodSeconds to 80",
+    ),
+    (
+        "drain that leaves an ingress replacement too little time",
+        "staging",
+        edit(
+            "rayService",
+            shutdown={"terminationGracePeriodSeconds": 120, "drainDeadlineSeconds": 64},
+        ),
+        r"rayService.shutdown.drainDeadlineSeconds \(64; .*\) must be at least 65 s for "
+        r"apps\[echo\]: .*allowed: 65..105 \(or a lower replicaStartS\)",
     ),
     (
         "drain wait loop longer than the shutdown timeout",
@@ -824,13 +873,13 @@ def test_ray_defaults_the_config_assumes_are_ray_2_60s():
 @pytest.mark.parametrize(
     ("ray", "drain_ok"),
     [
-        ({"serveProfile": "ray-defaults"}, 30),  # no direct ingress: no floor
-        ({"extraEnv": {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "10"}}, 16),
+        ({"serveProfile": "ray-defaults"}, 50),  # no floor: Ray's 20 s + 30 s to start
+        ({"extraEnv": {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "10"}}, 45),  # 15 + 30
     ],
     ids=["ray-defaults", "lowered-drain-period"],
 )
 def test_the_ingress_drain_floor_follows_the_ray_flags(ray: dict[str, Any], drain_ok: int):
-    shutdown = {"terminationGracePeriodSeconds": 60, "drainDeadlineSeconds": drain_ok}
+    shutdown = {"terminationGracePeriodSeconds": 70, "drainDeadlineSeconds": drain_ok}
     config = mutated("dev", edit("rayService", shutdown=shutdown))
     config[f"{NS}:ray"].update(ray)
     parsed = parse_stack_config("dev", config)
@@ -840,7 +889,7 @@ def test_the_ingress_drain_floor_follows_the_ray_flags(ray: dict[str, Any], drai
 def test_shutdown_and_pdb_defaults_fit_together():
     config = mutated("dev", lambda c: c[f"{NS}:rayService"].pop("shutdown"))
     shutdown = parse_stack_config("dev", config).ray_service.shutdown
-    assert (shutdown.termination_grace_period_seconds, shutdown.drain_deadline_seconds) == (90, 60)
+    assert (shutdown.termination_grace_period_seconds, shutdown.drain_deadline_seconds) == (90, 70)
     for floor, expect in [(0, 0), (1, 0), (2, 1), (3, 2)]:
         workers = {"minReplicas": floor, "maxReplicas": 4}
         config = mutated("prod", edit("rayService", ["workers"], **workers))

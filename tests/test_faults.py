@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bounds import CLUSTER_CHANGE_S, PROCESS_EXIT_S, REQUEST_S
 from procs import alive, cmdline, listening_ports, parent_pid, pids_matching
 
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
@@ -150,7 +151,7 @@ def fault_run(
             Endpoints(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"),
             ray_log,
         )
-        wait_for("both tier servers UP", lambda: all_up(run), 60)
+        wait_for("both tier servers UP", lambda: all_up(run), CLUSTER_CHANGE_S)
         run.figures["setup"] = {"seconds": round(time.monotonic() - t0, 1)}
         yield run
     finally:
@@ -352,7 +353,7 @@ class RayHaproxyLog:
                 found.append(LogLine(m["fe"], m["srv"], int(m["status"]), m["ts"], conns, m["req"]))
         return found
 
-    def settle(self, quiet_s: float = 1.0, limit_s: float = 15) -> None:
+    def settle(self, quiet_s: float = 1.0, limit_s: float = PROCESS_EXIT_S) -> None:
         """Waits until no line has come for `quiet_s` (what ends at the load's end is logged)."""
         seen = [-1]
 
@@ -390,7 +391,7 @@ def ray_haproxies(run: FaultRun) -> list[int]:
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(url, timeout=tier.PROBE_TIMEOUT_S) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -431,12 +432,12 @@ class SteadyLoad:
 
     def __enter__(self) -> SteadyLoad:
         self._thread.start()
-        assert self._ready.wait(30), "load did not start"
+        assert self._ready.wait(REQUEST_S), "load did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(60)
+        self._thread.join(2 * REQUEST_S)  # each user ends its last request
         assert not self._thread.is_alive(), "load did not stop"
         if self._error is not None:
             raise self._error
@@ -450,7 +451,7 @@ class SteadyLoad:
 
     async def _amain(self) -> None:
         self._loop = asyncio.get_running_loop()
-        async with Client(self.run.endpoints, timeout_s=30, grpc_channels=2) as client:
+        async with Client(self.run.endpoints, timeout_s=REQUEST_S, grpc_channels=2) as client:
             self._client = client
             users = [self._user(client, "http") for _ in range(self.users)]
             users += [self._user(client, "grpc") for _ in range(self.users)]
@@ -482,7 +483,9 @@ class SteadyLoad:
     def count(self, transport: str, since: float = 0.0) -> int:
         return sum(1 for s in list(self.samples) if s.transport == transport and s.at >= since)
 
-    def wait_for_requests(self, n: int, since: float = 0.0, limit_s: float = 120) -> None:
+    def wait_for_requests(
+        self, n: int, since: float = 0.0, limit_s: float = CLUSTER_CHANGE_S
+    ) -> None:
         wait_for(
             f"{n} requests per transport",
             lambda: min(self.count("http", since), self.count("grpc", since)) >= n,
@@ -518,7 +521,7 @@ class RawKeepAlive:
         while not self._stop.is_set():
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_S)
                 conn.request("GET", f"{ECHO.route_prefix}/unary?size=64")
                 response = conn.getresponse()
                 response.read()
@@ -630,7 +633,7 @@ def test_overload_is_turned_away_fast_and_recovers(fault_run: FaultRun) -> None:
         return await client.grpc_stream(TIGHT, 1, 8, start, ttft_ms=1500)
 
     async def fire() -> list[tuple[str, Result]]:
-        async with Client(run.endpoints, timeout_s=30, grpc_channels=2) as client:
+        async with Client(run.endpoints, timeout_s=REQUEST_S, grpc_channels=2) as client:
             kinds = ["http", "grpc"] * burst
             results = await asyncio.gather(*(one(client, k) for k in kinds))
             return list(zip(kinds, results, strict=True))
@@ -644,7 +647,9 @@ def test_overload_is_turned_away_fast_and_recovers(fault_run: FaultRun) -> None:
     other = [(k, r.error, r.message) for k, r in results if not r.ok and r.error != rejected[k]]
     # Recovery: the first request after the burst that is served.
     recovered_s = wait_for(
-        "tight to serve again", lambda: http_ok(f"{run.endpoints.http_url}/tight/unary"), 30
+        "tight to serve again",
+        lambda: http_ok(f"{run.endpoints.http_url}/tight/unary"),
+        CLUSTER_CHANGE_S,
     )
     retries = tier_counter(run, "wretr") + tier_counter(run, "wredis") - retries_before
     http_5xx = tier_counter(run, "hrsp_5xx") - http_5xx_before
@@ -743,7 +748,7 @@ def test_replica_kill_under_load(fault_run: FaultRun) -> None:
             new[:] = [p for p in ours(run, "ray::ServeReplica:echo:EchoIngress") if p not in before]
             return bool(new) and _replica_port_serving(run, new[0])
 
-        recovery_s = wait_for("the replacement replica serving", replaced, 90)
+        recovery_s = wait_for("the replacement replica serving", replaced, CLUSTER_CHANGE_S)
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     run.ray_log.settle()
     figures = load.figures(since=t0)
@@ -797,9 +802,11 @@ def test_redeploy_under_load(fault_run: FaultRun) -> None:
             recent = [s for s in list(load.samples) if s.ok and s.at > time.monotonic() - 1.0]
             return bool(recent) and all(s.version == "v2" for s in recent)
 
-        wait_for("responses to switch to v2", switched, 60)
+        wait_for("responses to switch to v2", switched, CLUSTER_CHANGE_S)
         load.wait_for_requests(MIN_REQUESTS, since=t0)
-        stream_results = {t: f.result(timeout=60) for t, f in streams.items()}
+        stream_results = {
+            t: f.result(timeout=REQUEST_S + chunks * tpot / 1000) for t, f in streams.items()
+        }
     samples = [s for s in load.samples if s.ok]
     first_v2 = min(s.at for s in samples if s.version == "v2")
     last_v1 = max(s.at for s in samples if s.version == "v1")
@@ -831,9 +838,11 @@ def test_stream_during_tier_reload(fault_run: FaultRun) -> None:
         time.sleep(2.0)
         new = _reload_tier(run, run.spec)
         reloaded = time.monotonic()
-        stream_results = {t: f.result(timeout=60) for t, f in streams.items()}
+        stream_results = {
+            t: f.result(timeout=REQUEST_S + chunks * tpot / 1000) for t, f in streams.items()
+        }
         load.wait_for_requests(MIN_REQUESTS, since=t0)
-        wait_for("the old tier process to exit", lambda: not alive(old), 90)
+        wait_for("the old tier process to exit", lambda: not alive(old), PROCESS_EXIT_S)
         old_gone = time.monotonic()
     figures = load.figures(since=t0)
     run.report(
@@ -878,7 +887,9 @@ def test_tier_reloads_with_keepalive_clients_that_never_retry(fault_run: FaultRu
     assert figures["with_option"]["failed"] == 0, figures
     assert figures["with_option"]["requests"] > 0
     wait_for(
-        "all but the last tier process to exit", lambda: _tier_alive(run) == [run.tier_pid], 60
+        "all but the last tier process to exit",
+        lambda: _tier_alive(run) == [run.tier_pid],
+        PROCESS_EXIT_S,
     )
 
 
@@ -898,10 +909,10 @@ def test_ray_haproxy_manager_killed(fault_run: FaultRun) -> None:
         load.wait_for_requests(50)
         os.kill(manager, signal.SIGKILL)
         killed = time.monotonic()
-        wait_for("Ray's ingress to stop answering", lambda: not http_ok(direct), 10)
-        back_s = wait_for("Ray's ingress to serve again", lambda: http_ok(direct), 90)
+        wait_for("Ray's ingress to stop answering", lambda: not http_ok(direct), CLUSTER_CHANGE_S)
+        back_s = wait_for("Ray's ingress to serve again", lambda: http_ok(direct), CLUSTER_CHANGE_S)
         recovery_s = time.monotonic() - killed
-        wait_for("our tier to see Ray's HAProxy UP", lambda: all_up(run), 30)
+        wait_for("our tier to see Ray's HAProxy UP", lambda: all_up(run), CLUSTER_CHANGE_S)
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     [new_manager] = ours(run, "ray::HAProxyManager")
     orphans = [p for p in old_haproxies if alive(p)]
@@ -936,7 +947,7 @@ def test_one_tier_backend_down(fault_run: FaultRun) -> None:
                 states[(be, "ray-head")].startswith("DOWN") for be in (HTTP_BACKEND, GRPC_BACKEND)
             )
 
-        detect_s = wait_for("ray-head marked DOWN", marked_down, 30)
+        detect_s = wait_for("ray-head marked DOWN", marked_down, CLUSTER_CHANGE_S)
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     during = [s for s in load.samples if killed - 0.5 <= s.at <= killed + detect_s]
     figures = load.figures(since=t0)

@@ -15,6 +15,7 @@ file order and replace the nodes they take away, as KubeRay replaces a lost pod.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bounds import CLUSTER_CHANGE_S, PROCESS_EXIT_S, REQUEST_S
 from procs import alive, cmdline, pids_matching
 from stackfiles import NS, mutated
-from test_faults import SteadyLoad, long_stream, publish_figures, wait_for
+from test_faults import RayHaproxyLog, SteadyLoad, long_stream, publish_figures, wait_for
 
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
 from components.render.rayservice import worker_pre_stop
@@ -49,6 +51,9 @@ DEADLINE_S = 5  # each app's deadlineS here: a hung request ends at our tier aft
 USERS = 2  # closed-loop users per transport: at most 2 x USERS requests in flight at a fault
 MIN_REQUESTS = 300  # per transport, per case
 WORKERS = 2
+# A one-replica app serves again within this after its replica hung: Serve's health-check bound
+# (hung_replica_bound_s, 21 s here) plus its replacement's start, with room for a loaded machine.
+SERVES_AGAIN_BOUND_S = 60
 
 
 def fault_stack() -> StackConfig:
@@ -115,7 +120,7 @@ def start_redis(run_dir: Path) -> Redis:
         )  # fmt: skip
     redis = Redis(proc.pid, port)
     try:
-        wait_for("redis-server to answer PING", lambda: _redis_answers(port), 30)
+        wait_for("redis-server to answer PING", lambda: _redis_answers(port), PROCESS_EXIT_S)
     except AssertionError:
         stop_redis(redis)
         raise
@@ -136,6 +141,7 @@ class ClusterRun:
     serve_config: dict[str, Any]
     ray: local_ray.LocalRay
     redis: Redis
+    ray_log: RayHaproxyLog
     state_dir: Path
     ports: tuple[int, int, int]  # our tier's HTTP, gRPC, stats
     tier_pids: list[int]
@@ -151,7 +157,7 @@ class ClusterRun:
 
     def spec(self) -> IngressSpec:
         http, grpc, stats = self.ports
-        return local.tier_spec(
+        spec = local.tier_spec(
             self.config,
             self.ray,
             http,
@@ -160,6 +166,7 @@ class ClusterRun:
             self.state_dir / "haproxy.pid",
             admin_socket=self.state_dir / "tier.sock",
         )
+        return dataclasses.replace(spec, access_log=True)
 
     def report(self, case: str, **figures: Any) -> None:
         self.figures[case] = figures
@@ -174,13 +181,14 @@ def cluster(
     config = fault_stack()
     t0 = time.monotonic()
     redis = start_redis(state_dir / "redis")
+    ray_log = RayHaproxyLog()
     ray: local_ray.LocalRay | None = None
     run: ClusterRun | None = None
     started: set[int] = {redis.pid}
     try:
         ray = local_ray.start(
             state_dir / "ray",
-            env=config.ray.serve_flags,
+            env={**config.ray.serve_flags, "RAY_SERVE_HAPROXY_LOG_TARGET": ray_log.target},
             num_cpus=24,
             workers=WORKERS,
             redis_address=redis.address,
@@ -188,9 +196,15 @@ def cluster(
         serve_config = fault_serve_config(config)
         local_ray.deploy(ray, serve_config)
         http, grpc, stats = host.free_ports(3)
-        run = ClusterRun(config, serve_config, ray, redis, state_dir, (http, grpc, stats), [])
+        run = ClusterRun(
+            config, serve_config, ray, redis, ray_log, state_dir, (http, grpc, stats), []
+        )
         run.tier_pids.append(tier.start(run.spec(), state_dir))
-        wait_for("every node UP in our tier", lambda: servers_up(run) == node_names(run), 60)
+        wait_for(
+            "every node UP in our tier",
+            lambda: servers_up(run) == node_names(run),
+            CLUSTER_CHANGE_S,
+        )
         run.figures["setup"] = {"seconds": round(time.monotonic() - t0, 1)}
         yield run
     finally:
@@ -203,6 +217,7 @@ def cluster(
             local_ray.stop(ray)
             started |= set(pids_matching(str(ray.temp_dir)))
         stop_redis(redis)
+        ray_log.close()
         left = [pid for pid in started if alive(pid)]
         if run is not None:
             publish_figures(request, "cluster", run.figures)
@@ -297,6 +312,29 @@ def serves_again_after(load: SteadyLoad, since: float) -> float | None:
     return round(after[0].at - since, 1) if after else None
 
 
+def failed_routes(run: ClusterRun, load: SteadyLoad, since: float) -> list[dict[str, Any]]:
+    """Where each failed HTTP request went, by its id: the node our tier sent it to and the server
+    Ray's HAProxy there chose (a replica, or `fallback`: Serve's proxy, its backup when the app has
+    no replica UP), with each one's termination state. What tells a routing defect (sent to a
+    draining node or a stopped replica) from a slow machine."""
+    tier_lines = (run.state_dir / "haproxy.log").read_text(errors="replace").splitlines()
+    ray_lines = run.ray_log.lines(since=since)
+    found = []
+    for s in load.samples:
+        if s.at < since or s.ok or s.transport != "http":
+            continue
+        mark = f"rid={s.rid} "
+        tier_line = next((t for t in reversed(tier_lines) if mark in t), "")
+        ray = next((r for r in reversed(ray_lines) if r.rid == s.rid), None)
+        found.append({
+            "sent_s": round(s.at - since, 1),
+            "error": s.error,
+            "tier": " ".join(tier_line.split()[3:4] + tier_line.split()[9:10]),
+            "ray_haproxy": ray and f"{'fallback' if 'fallback' in ray.server else ray.server} {ray.term}",
+        })  # fmt: skip
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # The cases
 
@@ -321,7 +359,9 @@ def test_worker_node_loss_under_load(cluster: ClusterRun) -> None:
             back = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
             return all(len(p) == 2 for p in back.values())
 
-        recovered_s = wait_for("echo's replicas back on the surviving node", recovered, 120)
+        recovered_s = wait_for(
+            "echo's replicas back on the surviving node", recovered, CLUSTER_CHANGE_S
+        )
         after = time.monotonic()
         load.wait_for_requests(MIN_REQUESTS, since=after)
     figures = load.figures(since=t0)
@@ -365,10 +405,10 @@ def test_hung_replica_ends_at_the_deadline_and_is_replaced(cluster: ClusterRun) 
                 "Serve to start a replacement for each hung replica",
                 lambda: len(set(all_replicas(run, "echo", "Echo")) - {echo_victim}) == 2
                 and len(set(all_replicas(run, "solo", "Echo")) - {solo_victim}) == 1,
-                90,
+                CLUSTER_CHANGE_S,
             )  # fmt: skip
             wait_for("solo to serve again", lambda: solo_load.count("http", time.monotonic() - 1) > 0
-                     and serves_again_after(solo_load, t0) is not None, 60)  # fmt: skip
+                     and serves_again_after(solo_load, t0) is not None, SERVES_AGAIN_BOUND_S)  # fmt: skip
             echo_load.wait_for_requests(MIN_REQUESTS, since=t0)
         finally:
             for victim in (echo_victim, solo_victim):
@@ -402,7 +442,7 @@ def test_hung_replica_ends_at_the_deadline_and_is_replaced(cluster: ClusterRun) 
     assert echo["failed"] <= hung_capacity(run), (hung_capacity(run), figures)
     assert figures["echo_two_replicas"]["last_failed_sent_s"] <= health_check_bound(run), figures
     assert solo["failed"] > 0 and figures["solo_one_replica"]["serves_again_s"] is not None
-    assert figures["solo_one_replica"]["serves_again_s"] <= 60, figures
+    assert figures["solo_one_replica"]["serves_again_s"] <= SERVES_AGAIN_BOUND_S, figures
 
 
 def test_autoscaling_adds_replicas_across_workers_and_removes_them(cluster: ClusterRun) -> None:
@@ -436,11 +476,11 @@ def test_autoscaling_adds_replicas_across_workers_and_removes_them(cluster: Clus
                 peak = now
             return sum(now.values()) >= 3 and len(now) >= 2
 
-        up_s = poll_until(scaled_out, 90)
+        up_s = poll_until(scaled_out, CLUSTER_CHANGE_S)
         for f in in_flight:
-            f.result(timeout=30)
+            f.result(timeout=REQUEST_S)
         load_end = time.monotonic()
-        down_s = poll_until(lambda: sum(sample().values()) == 1, 120)
+        down_s = poll_until(lambda: sum(sample().values()) == 1, CLUSTER_CHANGE_S)
     figures = load.figures(since=step)
     run.report(
         "autoscaling",
@@ -470,7 +510,9 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
     with SteadyLoad(run, ECHO, users=USERS) as load:
         load.wait_for_requests(50)
         t0 = time.monotonic()
-        result = local_ray.run_in_node(run.ray, victim, script, timeout_s=drain_s + 60)
+        result = local_ray.run_in_node(
+            run.ray, victim, script, timeout_s=drain_s + CLUSTER_CHANGE_S
+        )
         pre_stop_s = time.monotonic() - t0
         # The kubelet's part once the preStop returned: SIGTERM to the container's main process.
         grace = run.config.ray_service.shutdown.termination_grace_period_seconds - pre_stop_s
@@ -478,6 +520,7 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
         stopped_s = time.monotonic() - t0 - pre_stop_s
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     run.ray.workers.remove(victim)
+    run.ray_log.settle()
     survivors = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
     figures = load.figures(since=t0)
     run.report(
@@ -488,6 +531,7 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
         node_gone_after_pre_stop_s=round(stopped_s, 1),
         killed_at_grace=len(left_for_sigkill),
         replicas_moved={d: len(p) for d, p in moved.items()},
+        failed_http_routes=failed_routes(run, load, t0),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not left_for_sigkill  # the node stopped within the pod's grace
@@ -506,7 +550,11 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
         load.wait_for_requests(50)
         t0 = time.monotonic()
         local_ray.kill_node(run.ray.pid)
-        wait_for("our tier to mark the head DOWN", lambda: "ray-head" not in servers_up(run), 30)
+        wait_for(
+            "our tier to mark the head DOWN",
+            lambda: "ray-head" not in servers_up(run),
+            CLUSTER_CHANGE_S,
+        )
         down_since = time.monotonic()
         time.sleep(10)  # the head stays down a while: traffic must not need it
         served_while_down = load.count("http", down_since) + load.count("grpc", down_since)
@@ -519,9 +567,11 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
             statuses.update(local_ray.app_statuses(run.ray))
             return bool(statuses) and all(v == "RUNNING" for v in statuses.values())
 
-        running_s = wait_for("the apps RUNNING under the restarted head", apps_running, 120)
+        running_s = wait_for(
+            "the apps RUNNING under the restarted head", apps_running, CLUSTER_CHANGE_S
+        )
         head_up_s = wait_for("the head's ingress UP in our tier",
-                             lambda: "ray-head" in servers_up(run), 120)  # fmt: skip
+                             lambda: "ray-head" in servers_up(run), CLUSTER_CHANGE_S)  # fmt: skip
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     after = {d: all_replicas(run, "echo", d) for d in ("EchoIngress", "Echo")}
     figures = load.figures(since=t0)

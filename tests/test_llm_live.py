@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from bounds import SMOKE_S
 from conftest import RAYGKE, LocalRun, local_run_of
 from procs import pids_matching
 
@@ -197,7 +198,7 @@ def _smoke(outputs: dict[str, Any], out: Path) -> tuple[int, dict[str, Any]]:
         [*RAYGKE, "smoke", "--outputs", str(path), "--profile", "quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=SMOKE_S,
     )
     assert run.returncode in (0, 1), run.stderr  # 1: a gate missed; 2 would be bad input
     return run.returncode, json.loads((out / "report.json").read_text())

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bounds import CLI_START_S, LOCAL_DOWN_S, LOCAL_UP_S, PROCESS_EXIT_S, REQUEST_S
 from conftest import RAYGKE
 from procs import alive, environ, pids_matching
 
@@ -118,7 +119,7 @@ def test_local_nodes_bind_replicas_grpc_ports_without_reuseport() -> None:
             env={**env, "PYTHONPATH": site},
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=CLI_START_S,
             check=True,
         )
         assert result.stdout.split()[-1] == expected, (site, result.stdout, result.stderr[-500:])
@@ -209,10 +210,10 @@ def _start_users_cluster(home: Path, temp_dir: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + local_ray.NODE_START_TIMEOUT_S
     while "Ray runtime started" not in (temp_dir / "start.log").read_text(errors="replace"):
         assert proc.poll() is None, (temp_dir / "start.log").read_text(errors="replace")
-        assert time.monotonic() < deadline, "the user's own Ray head did not start in 90 s"
+        assert time.monotonic() < deadline, "the user's own Ray head did not start"
         time.sleep(0.2)
     log_text = (temp_dir / "start.log").read_text(errors="replace")
     assert "Token authentication is enabled" in log_text, log_text  # Ray took the user's token
@@ -228,7 +229,7 @@ def users_ray(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
     home.mkdir()
     env = {**os.environ, "HOME": str(home)}
     env.pop("RAY_AUTH_TOKEN", None)
-    subprocess.run([RAY_BIN, "get-auth-token", "--generate"], env=env, check=True, timeout=60,
+    subprocess.run([RAY_BIN, "get-auth-token", "--generate"], env=env, check=True, timeout=CLI_START_S,
                    capture_output=True)  # fmt: skip
     assert (home / ".ray" / "auth_token").is_file()
     temp_dir = Path(tempfile.mkdtemp(prefix="u-", dir="/tmp"))
@@ -239,8 +240,8 @@ def users_ray(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
         for pid in {proc.pid, *pids_matching(str(temp_dir))}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        deadline = time.monotonic() + 15
+        proc.wait(timeout=PROCESS_EXIT_S)
+        deadline = time.monotonic() + PROCESS_EXIT_S
         while (left := [p for p in pids_matching(str(temp_dir)) if alive(p)]) and (
             time.monotonic() < deadline
         ):
@@ -260,13 +261,15 @@ def test_local_up_works_beside_the_users_token_and_cluster(
     state_dir = tmp_path / "state"
     up = subprocess.run(
         [*RAYGKE, "local", "up", "--stack", "dev", "--state-dir", str(state_dir)],
-        env=env, capture_output=True, text=True, timeout=400,
+        env=env, capture_output=True, text=True, timeout=LOCAL_UP_S,
     )  # fmt: skip
     try:
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
         state = json.loads((state_dir / "state.json").read_text())
         outputs = json.loads((state_dir / "outputs.json").read_text())
-        with urllib.request.urlopen(f"{outputs['http_url']}/echo/unary?size=8", timeout=30) as r:
+        with urllib.request.urlopen(
+            f"{outputs['http_url']}/echo/unary?size=8", timeout=REQUEST_S
+        ) as r:
             assert r.status == 200
         # Our head runs token auth with its own token; the user's token and head are untouched.
         head_env = environ(state["ray"]["pid"])
@@ -277,7 +280,7 @@ def test_local_up_works_beside_the_users_token_and_cluster(
     finally:
         down = subprocess.run(
             [*RAYGKE, "local", "down", "--state-dir", str(state_dir)],
-            env=env, capture_output=True, text=True, timeout=120,
+            env=env, capture_output=True, text=True, timeout=LOCAL_DOWN_S,
         )  # fmt: skip
     assert down.returncode == 0, down.stderr
     assert users_head.poll() is None, "`raygke local down` stopped the user's own Ray head"

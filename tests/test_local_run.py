@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from bounds import CLI_START_S, REQUEST_S
 from conftest import RAYGKE, LocalRun
 from procs import cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
 
@@ -57,7 +58,7 @@ def _serve_details(run: LocalRun) -> dict[str, Any]:
     address = f"127.0.0.1:{ray['ports']['gcs']}"
     done = subprocess.run(
         [sys.executable, "-c", _SERVE_DETAILS, address],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=CLI_START_S + local_ray.STATUS_TIMEOUT_S,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -132,7 +133,7 @@ def _ingress_talks_grpc_to_echo(run: LocalRun) -> bool:
     """After a request, is the ingress replica connected to the Echo replica's inter-deployment gRPC
     server? Every replica runs one on a random port, besides its Ray worker port (in the run's worker
     port range); only the gRPC transport connects to it."""
-    with urllib.request.urlopen(f"{run.http_url}/echo/unary?size=8", timeout=30) as response:
+    with urllib.request.urlopen(f"{run.http_url}/echo/unary?size=8", timeout=REQUEST_S) as response:
         assert response.status == 200
     [ingress], [echo] = _replicas(run, "EchoIngress"), _replicas(run, "Echo")
     nodes = [run.state["ray"]["ports"], *(w["ports"] for w in run.state["ray"]["workers"])]
@@ -164,7 +165,7 @@ def test_status_reports_a_healthy_run(local_run: LocalRun):
         [*RAYGKE, "local", "status", "--state-dir", str(local_run.state_dir)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=CLI_START_S,
     )
     assert done.returncode == 0, done.stdout
     assert "healthy" in done.stdout
@@ -181,7 +182,7 @@ def test_up_while_up_is_a_clear_error(local_run: LocalRun):
         [*RAYGKE, "local", "up", "--stack", "dev", "--state-dir", str(local_run.state_dir)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=CLI_START_S,
     )
     assert again.returncode == 1
     assert "already up" in again.stderr and "Traceback" not in again.stderr
@@ -194,7 +195,7 @@ def test_missing_haproxy_binary_is_a_clear_error_before_anything_starts(tmp_path
     done = subprocess.run(
         [*RAYGKE, "local", "up", "--stack", "dev", "--state-dir", str(tmp_path / "state")],
         env={**os.environ, "PYTHONPATH": f"{tmp_path / 'shadow'}:{os.environ.get('PYTHONPATH', '')}"},
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=CLI_START_S,
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.startswith(
@@ -208,6 +209,6 @@ def test_down_without_a_run_says_so(tmp_path):
         [*RAYGKE, "local", "down", "--state-dir", str(tmp_path / "none")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=CLI_START_S,
     )
     assert done.returncode == 0 and "nothing is running" in done.stdout

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bounds import SMOKE_S
 from conftest import RAYGKE, LocalRun
 
 pytestmark = pytest.mark.process
@@ -17,7 +18,7 @@ def test_quick_profile_passes_on_the_local_run_and_reports_it(local_run: LocalRu
     done = subprocess.run(
         [*RAYGKE, "smoke", "--outputs", str(local_run.state_dir / "outputs.json"),
          "--profile", "quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=SMOKE_S,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "report.json").read_text())

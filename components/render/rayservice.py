@@ -141,7 +141,9 @@ STOP_MARGIN_S = RAY_STOP_GRACE_S + 5  # ray stop, plus slack for the kubelet and
 # preStop waits this long for Services and our tier's checks (3 x 2 s, DNS held 5 s) to drop it.
 HEAD_DEREGISTRATION_S = 15
 DEFAULT_TERMINATION_GRACE_S = 90
-DEFAULT_DRAIN_DEADLINE_S = 60
+# 70: Serve's 35 s ingress floor (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S + 5) plus the 30 s a
+# replacement echo/recsys replica gets to start, and 5 spare (infra/config.py, replicaStartS).
+DEFAULT_DRAIN_DEADLINE_S = 70
 
 
 @dataclass(frozen=True)
