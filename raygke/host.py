@@ -2,7 +2,7 @@
 
 Owns: picking free ports on 127.0.0.1, telling whether a port is taken, and reading a process's
 state, parent and session from /proc/<pid>/stat, so every start and stop by PID decides "is it
-still there" the same way.
+still there" the same way; and the telling lines of a process's log (HAProxy's alerts first).
 Does not own: which ports or processes a run uses (raygke/local_ray.py, raygke/tier.py,
 raygke/local.py).
 """
@@ -79,3 +79,18 @@ def pss_bytes(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def telling_lines(text: str, n: int = 3) -> str:
+    """A log's most telling lines, joined into one: HAProxy's alerts if any, else the last n."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    alerts = [ln for ln in lines if "[ALERT]" in ln]
+    return " | ".join(alerts[:n] or lines[-n:])
+
+
+def log_tail(path: Path, n: int = 3) -> str:
+    """`telling_lines` of a log file; "" when it cannot be read."""
+    try:
+        return telling_lines(path.read_text(errors="replace"), n)
+    except OSError:
+        return ""

@@ -201,13 +201,19 @@ def tier_spec(
     )
 
 
-def _tier_ports(http: int | None, grpc: int | None) -> tuple[int, int, int]:
-    """Our tier's HTTP, gRPC and stats ports: the ones asked for, or free ones."""
+def _check_asked_ports(http: int | None, grpc: int | None) -> None:
+    """The ports the user asked for are free, before anything starts."""
     for what, port in (("--port", http), ("--grpc-port", grpc)):
         if port is not None and host.port_in_use(port):
             raise LocalError(
                 f"{what} {port} is in use on this machine; pick another or leave it out"
             )
+
+
+def _tier_ports(http: int | None, grpc: int | None) -> tuple[int, int, int]:
+    """Our tier's HTTP, gRPC and stats ports: the ones asked for, or free ones. Called just before
+    the tier binds them: a port found free before Ray started may be a Ray process's by then (every
+    connection Ray makes takes a local port from the same range)."""
     free = iter(host.free_ports(3))
     return http or next(free), grpc or next(free), next(free)
 
@@ -282,7 +288,7 @@ def up(
                 "(give it localArgs with device: cpu to run it on vLLM's CPU build)"
             )
     tier.find_haproxy()  # fail before starting anything
-    http, grpc, stats = _tier_ports(http_port, grpc_port)
+    _check_asked_ports(http_port, grpc_port)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     _say(
@@ -305,12 +311,13 @@ def up(
     _write_state(state_dir, state)
     try:
         local_ray.deploy(ray, serve_config, on_progress=_say)
+        http, grpc, stats = _tier_ports(http_port, grpc_port)
         spec = tier_spec(config, ray, http, grpc, stats, state_dir / "haproxy.pid")
         tier_pid = tier.start(spec, state_dir)
         state["pids"].append(tier_pid)
         state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
         _write_state(state_dir, state)
-        tier.wait_serving(spec, on_progress=_say)
+        tier.wait_serving(spec, pid=tier_pid, run_dir=state_dir, on_progress=_say)
     except BaseException:
         _say("start failed: stopping what was started")
         _stop(state_dir, state)

@@ -75,6 +75,9 @@ AUTH_TOKEN_FILE = "auth_token"  # in the run's temp dir, removed with it
 # How long a worker (and the Serve replicas on it) waits for a restarted head when the GCS is
 # fault tolerant; KubeRay's default for RayServices (Ray's own is 60 s).
 GCS_RECONNECT_TIMEOUT_S = 120
+# Ray's worker processes' niceness on this machine (Ray's default is 15; see ray_env). A user's own
+# RAY_worker_niceness wins.
+LOCAL_WORKER_NICENESS = 0
 
 # Bounds on each wait below. Every wait ends on its condition; these only turn a hang into an
 # error that names what was missing, so they are set well above what a loaded 2-core machine takes.
@@ -359,6 +362,12 @@ def ray_env(
             "RAY_DEDUP_LOGS": "0",
         }
     )
+    # Ray starts every worker process (Serve's controller, proxies, replicas, HAProxy manager and its
+    # haproxy, vLLM's engine) at nice 15 (`worker_niceness`), below anything else on the machine. In a
+    # pod that only ranks them under the pod's own raylet; on a shared machine it put the whole serving
+    # path below a nice-10 background job, which then took 2-3 times their CPU (`make test-busy`). Here
+    # they compete as the machine's other work does, as a pod competes through its CPU request.
+    env.setdefault("RAY_worker_niceness", str(LOCAL_WORKER_NICENESS))
     if ports.direct_http_min:
         env.update(
             {
@@ -432,20 +441,6 @@ def _check_haproxy(flags: Mapping[str, str]) -> None:
         ) from None
 
 
-def _last_lines(path: Path, n: int = 3) -> str:
-    """The log's most telling lines, joined into one: HAProxy alerts if any, else the last n."""
-    try:
-        return _telling_lines(path.read_text(errors="replace"), n)
-    except OSError:
-        return ""
-
-
-def _telling_lines(text: str, n: int) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    alerts = [ln for ln in lines if "[ALERT]" in ln]
-    return " | ".join(alerts[:n] or lines[-n:])
-
-
 def _write_auth_token(path: Path) -> None:
     """A token only this run knows (Ray's own format: 256 random bits as hex), owner-readable."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -513,7 +508,7 @@ def _wait_started(
     while True:
         if proc.poll() is not None:
             raise LocalRayError(
-                f"{what}: ray start exited with {proc.returncode}: {_last_lines(log_path)}"
+                f"{what}: ray start exited with {proc.returncode}: {host.log_tail(log_path)}"
             )
         with log_path.open("rb") as log:
             log.seek(offset)
@@ -521,7 +516,7 @@ def _wait_started(
                 return
         if time.monotonic() > deadline:
             raise LocalRayError(
-                f"{what} did not start within {timeout_s:.0f}s: {_last_lines(log_path)}"
+                f"{what} did not start within {timeout_s:.0f}s: {host.log_tail(log_path)}"
             )
         time.sleep(0.2)
 
@@ -765,7 +760,7 @@ def deploy(
                 proc.terminate()
             proc.wait(timeout=DRIVER_OVERHEAD_S)
     if failure or proc.returncode not in (0, -signal.SIGTERM) or not statuses:
-        detail = failure or _last_lines(ray.run_dir / "deploy.log", 1)
+        detail = failure or host.log_tail(ray.run_dir / "deploy.log", 1)
         raise LocalRayError(f"deploy failed: {detail}")
     prefixes = route_prefixes(config)
     for url in ingress_urls(ray):
@@ -879,7 +874,7 @@ def app_statuses(ray: LocalRay, *, timeout_s: float = STATUS_TIMEOUT_S) -> dict[
     )
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
     if result.returncode != 0 or not lines:
-        raise LocalRayError(f"serve status failed: {_telling_lines(result.stderr, 1)}")
+        raise LocalRayError(f"serve status failed: {host.telling_lines(result.stderr, 1)}")
     return json.loads(lines[-1])
 
 

@@ -119,11 +119,15 @@ def wait_serving(
     spec: IngressSpec,
     timeout_s: float = SERVING_TIMEOUT_S,
     on_progress: Callable[[str], None] | None = None,
+    *,
+    pid: int | None = None,
+    run_dir: Path | None = None,
 ) -> None:
     """Waits until the tier answers 200 on the health path through its HTTP listener, that is
     until a Ray node behind it is up. While it waits, `on_progress` hears every PROGRESS_EVERY_S
     what the tier answers and what it thinks of each server; TierError after `timeout_s` says the
-    same."""
+    same, and at once if the tier's process `pid` exits (with the end of run_dir/haproxy.log: a
+    port taken meanwhile, say)."""
     address = "127.0.0.1" if spec.http.host == "0.0.0.0" else spec.http.host
     url = f"http://{address}:{spec.http.port}{spec.health.path}"
     t0 = time.monotonic()
@@ -132,6 +136,9 @@ def wait_serving(
         answer = _health_answer(url)
         if answer == "200":
             return
+        if pid is not None and not host.alive(pid):
+            told = host.log_tail(run_dir / "haproxy.log") if run_dir is not None else ""
+            raise TierError(f"our tier (haproxy, pid {pid}) exited before serving: {told}")
         now = time.monotonic()
         if now - t0 > timeout_s:
             raise TierError(

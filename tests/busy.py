@@ -16,7 +16,6 @@ import pytest
 
 BUSY_NICE = 10  # below the suite's own processes, as a background job runs; the kernel still
 # gives it a real share (about 1/10 of a core's time against one nice-0 process, far more when idle)
-_SPIN = f"import os; os.nice({BUSY_NICE})\nwhile True: pass"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,7 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("--busy"):
         return
     procs = [
-        subprocess.Popen([sys.executable, "-c", _SPIN], start_new_session=True)
+        subprocess.Popen(
+            ["nice", "-n", str(BUSY_NICE), sys.executable, "-c", "while True: pass"],
+            start_new_session=True,
+        )
         for _ in range(os.cpu_count() or 1)
     ]
     config.stash[_BUSY] = procs

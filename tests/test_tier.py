@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import re
 import socket
 import subprocess
 import threading
@@ -13,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from procs import alive, cmdline, listening_ports
@@ -182,14 +184,45 @@ def test_reload_hands_the_listeners_to_a_new_process(backend: int, tmp_path: Pat
 
 
 @pytest.mark.process
-def test_wait_serving_gives_up_when_no_ray_node_answers(tmp_path: Path) -> None:
+def test_wait_serving_gives_up_naming_what_the_tier_answered_and_each_server(
+    tmp_path: Path,
+) -> None:
     [dead] = host.free_ports(1)  # nothing listens there: the health check never passes
     spec = local_spec(dead, tmp_path)
+    heard: list[str] = []
     with (
         running(spec, tmp_path),
-        pytest.raises(tier.TierError, match=rf":{spec.http.port}/-/healthz did not answer"),
+        pytest.raises(tier.TierError) as failed,
+        mock.patch.object(tier, "PROGRESS_EVERY_S", 0.5),
     ):
-        tier.wait_serving(spec, timeout_s=2)
+        tier.wait_serving(spec, timeout_s=3, on_progress=heard.append)
+    message = str(failed.value)
+    assert re.match(
+        rf"http://127.0.0.1:{spec.http.port}/-/healthz did not answer 200 within 3 s: ", message
+    )
+    # Our tier answers 503 itself (no server UP), and its stats say why: the connection was refused.
+    assert "it answered 503" in message and "servers: be_ray_http/ray DOWN (L4CON)" in message, (
+        message
+    )
+    assert heard and all(h.startswith("waiting for our tier (") for h in heard), heard
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("taken", ["http", "stats"])
+def test_wait_serving_fails_at_once_when_the_tier_cannot_bind(
+    backend: int, tmp_path: Path, taken: str
+) -> None:
+    """A port found free earlier and taken since (a Ray process's connection, say): haproxy exits
+    at start, and the wait says so with haproxy's own alert instead of waiting out its bound."""
+    spec = local_spec(backend, tmp_path)
+    bind = getattr(spec, taken)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", bind.port))
+        squatter.listen()
+        with running(spec, tmp_path) as [pid], pytest.raises(tier.TierError) as failed:
+            tier.wait_serving(spec, pid=pid, run_dir=tmp_path)
+    assert f"our tier (haproxy, pid {pid}) exited before serving" in str(failed.value)
+    assert "cannot bind socket" in str(failed.value) and str(bind.port) in str(failed.value)
 
 
 @pytest.mark.process
