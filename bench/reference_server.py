@@ -500,7 +500,7 @@ def _start_tier(run_dir: Path, http_port: int, grpc_port: int) -> tuple[str, str
     )
     pid = tier.start(spec, run_dir)
     try:
-        tier.wait_serving(spec, 30)
+        tier.wait_serving(spec)
     except BaseException:
         tier.stop(pid)
         raise

@@ -100,9 +100,10 @@ RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S = 30.0
 RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S = 5.0
 # How long a replacement replica of an app may take to start on another node (actor start, imports,
 # constructor, model load, first health check): `apps[].replicaStartS`, by kind where unset. Serve logs
-# the real figure ("Replica(...) started successfully on node ... after N s"). echo/recsys: 3-5 s on an
-# idle 2-core machine, 14.5-16 s with a CPU-bound process per core beside it (`make test-busy`); llm:
-# vLLM's start and the weights' load, not measured here.
+# the real figure ("Replica(...) started successfully on node ... after N s"). echo, with a CPU-bound
+# process per core beside it on 2 cores (`make test-busy`): 2.3-3.5 s on a node with an idle Ray worker
+# process at hand, 14.5-22.3 s where a new one had to start (a drained node's replacements); llm: vLLM's
+# start and the weights' load, not measured here.
 DEFAULT_REPLICA_START_S = {"echo": 30, "recsys": 30, "custom": 30, "llm": 120}
 MAX_REPLICA_START_S = 1800
 

@@ -75,16 +75,15 @@ AUTH_TOKEN_FILE = "auth_token"  # in the run's temp dir, removed with it
 # How long a worker (and the Serve replicas on it) waits for a restarted head when the GCS is
 # fault tolerant; KubeRay's default for RayServices (Ray's own is 60 s).
 GCS_RECONNECT_TIMEOUT_S = 120
-# Ray's worker processes' niceness on this machine (Ray's default is 15; see ray_env). A user's own
-# RAY_worker_niceness wins.
-LOCAL_WORKER_NICENESS = 0
 
 # Bounds on each wait below. Every wait ends on its condition; these only turn a hang into an
 # error that names what was missing, so they are set well above what a loaded 2-core machine takes.
-# One `ray start` until it says "Ray runtime started" (about 5 s each on an idle 2-core machine).
+# One `ray start` until it says "Ray runtime started" (a head and two workers: 7.8-12.5 s in all on a
+# 2-core machine, idle or loaded).
 NODE_START_TIMEOUT_S = 90.0
 # Submitting the Serve config until every app is RUNNING and every node's ingress lists its route:
-# an llm app loads vLLM's CPU build and its model first (about 60 s idle, twice that under load).
+# an llm app loads vLLM's CPU build and its model first (prod's local deploy: 52-69 s on a 2-core
+# machine, idle or loaded).
 DEPLOY_TIMEOUT_S = 240.0
 # A child driver (`serve status`) that connects to the cluster and asks the controller once.
 STATUS_TIMEOUT_S = 60.0
@@ -362,12 +361,6 @@ def ray_env(
             "RAY_DEDUP_LOGS": "0",
         }
     )
-    # Ray starts every worker process (Serve's controller, proxies, replicas, HAProxy manager and its
-    # haproxy, vLLM's engine) at nice 15 (`worker_niceness`), below anything else on the machine. In a
-    # pod that only ranks them under the pod's own raylet; on a shared machine it put the whole serving
-    # path below a nice-10 background job, which then took 2-3 times their CPU (`make test-busy`). Here
-    # they compete as the machine's other work does, as a pod competes through its CPU request.
-    env.setdefault("RAY_worker_niceness", str(LOCAL_WORKER_NICENESS))
     if ports.direct_http_min:
         env.update(
             {

@@ -142,10 +142,10 @@ def wait_serving(
         now = time.monotonic()
         if now - t0 > timeout_s:
             raise TierError(
-                f"{url} did not answer 200 within {timeout_s:.0f} s: {serving_state(spec, answer)}"
+                f"{url} did not answer 200 within {timeout_s:.0f} s: {_serving_state(spec, answer)}"
             )
         if on_progress is not None and now >= next_report:
-            on_progress(f"waiting for our tier ({now - t0:.0f} s): {serving_state(spec, answer)}")
+            on_progress(f"waiting for our tier ({now - t0:.0f} s): {_serving_state(spec, answer)}")
             next_report = now + PROGRESS_EVERY_S
         time.sleep(0.2)
 
@@ -161,7 +161,7 @@ def _health_answer(url: str) -> str:
         return f"no answer ({getattr(exc, 'reason', exc)})"
 
 
-def serving_state(spec: IngressSpec, answer: str) -> str:
+def _serving_state(spec: IngressSpec, answer: str) -> str:
     """One line: what the health path answered, and each server's state and last check as the
     tier's stats give them (`ray-worker-1 DOWN (L7STS 503)`), when it has a stats listener."""
     line = f"it answered {answer}"
@@ -175,7 +175,9 @@ def serving_state(spec: IngressSpec, answer: str) -> str:
     for r in rows:
         if r["svname"] in ("FRONTEND", "BACKEND"):
             continue
-        check = " ".join(filter(None, (r.get("check_status"), r.get("check_code"))))
+        # check_status is prefixed "* " while a check is running; the last result follows it.
+        status = (r.get("check_status") or "").removeprefix("* ")
+        check = " ".join(filter(None, (status, r.get("check_code"))))
         servers.append(
             f"{r['pxname']}/{r['svname']} {r['status']}" + (f" ({check})" if check else "")
         )

@@ -67,15 +67,6 @@ def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path: Path) -> None:
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize(("given", "expected"), [({}, "0"), ({"RAY_worker_niceness": "15"}, "15")])
-def test_ray_workers_run_at_the_machines_priority_unless_the_user_says(
-    tmp_path: Path, given: dict[str, str], expected: str
-) -> None:
-    env = local_ray.ray_env(given, {}, local_ray.choose_ports(), tmp_path)
-    assert env["RAY_worker_niceness"] == expected
-
-
-@pytest.mark.pure
 def test_each_node_gets_ports_apart_from_the_others() -> None:
     head = local_ray.choose_ports()
     worker = local_ray.choose_ports(head.held())

@@ -149,25 +149,6 @@ def test_flags_reach_the_replicas_and_grpc_carries_handle_calls(local_run: Local
     assert _ingress_talks_grpc_to_echo(local_run)
 
 
-def _nice(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-
-
-def test_serve_runs_at_the_machines_own_priority(local_run: LocalRun):
-    """Ray starts its workers at nice 15; the local run's Serve processes (replicas, proxies, the
-    HAProxy manager and its haproxy) run at the priority of whoever started the run, as a pod's do
-    against other pods, not below every other program on the machine."""
-    ray = local.ray_from_state(local_run.state)
-    serve = [
-        p
-        for p in local_ray.processes(ray)
-        if cmdline(p).startswith("ray::") or "haproxy" in cmdline(p)
-    ]
-    replicas = [p for p in serve if cmdline(p).startswith("ray::ServeReplica")]
-    assert replicas, "no replica process found"
-    assert {p: _nice(p) for p in serve} == {p: _nice(os.getpid()) for p in serve}
-
-
 def test_ray_defaults_run_the_python_proxy_and_no_grpc_transport(local_run_ray_defaults: LocalRun):
     run = local_run_ray_defaults
     assert run.outputs["serve_flags"] == {}
