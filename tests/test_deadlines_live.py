@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
+from bounds import REQUEST_S
 from procs import alive
 
 from app.protos import echo_pb2, echo_pb2_grpc
@@ -212,7 +213,9 @@ def test_grpc_unary_past_the_deadline_is_deadline_exceeded(slow_tier: Tier) -> N
     with echo_stub(slow_tier) as stub:
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Unary(echo_pb2.EchoRequest(size=SLOW_S * 1000), metadata=ECHO_APP, timeout=30)
+            stub.Unary(
+                echo_pb2.EchoRequest(size=SLOW_S * 1000), metadata=ECHO_APP, timeout=REQUEST_S
+            )
         took = time.monotonic() - t0
     error: Any = caught.value
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
@@ -231,7 +234,7 @@ def test_grpc_stream_with_chunks_inside_the_deadline_outlives_it(slow_tier: Tier
     request = echo_pb2.StreamRequest(chunks=chunks, tpot_ms=gap_ms)
     with echo_stub(slow_tier) as stub:
         t0 = time.monotonic()
-        got = [c.index for c in stub.Stream(request, metadata=ECHO_APP, timeout=30)]
+        got = [c.index for c in stub.Stream(request, metadata=ECHO_APP, timeout=REQUEST_S)]
     assert got == list(range(chunks)) and time.monotonic() - t0 > DEADLINE_S
 
 
@@ -241,7 +244,7 @@ def test_grpc_stream_silent_past_the_deadline_is_cut_not_hung(slow_tier: Tier) -
     with echo_stub(slow_tier) as stub:
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError):
-            for chunk in stub.Stream(request, metadata=ECHO_APP, timeout=30):
+            for chunk in stub.Stream(request, metadata=ECHO_APP, timeout=REQUEST_S):
                 got.append(chunk.index)
     assert got == [0]
     assert time.monotonic() - t0 <= DEADLINE_S + SLACK_S

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bounds import CLI_START_S, PROCESS_EXIT_S
 
 from raygke import host
 
@@ -82,12 +83,12 @@ def test_pss_counts_a_process_memory_and_nothing_once_it_is_gone() -> None:
         stdin=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + CLI_START_S  # a child Python's start and allocation
         while host.pss_bytes(child.pid) < 64 << 20 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert host.pss_bytes(child.pid) >= 64 << 20
     finally:
         assert child.stdin is not None
         child.stdin.close()
-        child.wait(timeout=30)
+        child.wait(timeout=PROCESS_EXIT_S)
     assert host.pss_bytes(child.pid) == 0

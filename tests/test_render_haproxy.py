@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 import pytest
+from bounds import CLI_START_S, PROCESS_EXIT_S, REQUEST_S
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemas import validate_core
@@ -81,7 +82,7 @@ def self_signed_pem(directory: Path) -> str:
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
          "-keyout", f"{pem}.key", "-out", str(pem)],
-        check=True, capture_output=True, timeout=60,
+        check=True, capture_output=True, timeout=CLI_START_S,
     )  # fmt: skip
     return str(pem)
 
@@ -573,7 +574,7 @@ def fake_ray_node(name: str) -> Iterator[tuple[int, int, http.server.ThreadingHT
         web.server_close()
 
 
-def wait_for(what: str, predicate: Callable[[], bool], limit_s: float = 20.0) -> None:
+def wait_for(what: str, predicate: Callable[[], bool], limit_s: float = PROCESS_EXIT_S) -> None:
     """Poll until `predicate()` holds; the limit only bounds a hang, it is not a measurement."""
     end = time.monotonic() + limit_s
     while time.monotonic() < end:
@@ -586,7 +587,7 @@ def wait_for(what: str, predicate: Callable[[], bool], limit_s: float = 20.0) ->
 
 def get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=10, context=context) as r:
+        with urllib.request.urlopen(url, timeout=REQUEST_S, context=context) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -600,7 +601,7 @@ def grpc_call(target: str, root_pem: bytes | None = None) -> str:
     )
     with channel:
         call = channel.unary_unary("/test.Echo/Unary")
-        return call(b"ping", timeout=10, metadata=(("application", "echo"),)).decode()
+        return call(b"ping", timeout=REQUEST_S, metadata=(("application", "echo"),)).decode()
 
 
 @pytest.mark.process

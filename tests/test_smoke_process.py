@@ -15,6 +15,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from bounds import REQUEST_S
 from conftest import load_bench
 
 from raygke.smoke.checks import STREAM_TPOT_MS
@@ -265,10 +266,10 @@ def test_reference_rejects_bad_input_and_keeps_serving(healthy: Any) -> None:
     import urllib.request
 
     with pytest.raises(urllib.error.HTTPError) as bad:
-        urllib.request.urlopen(f"{healthy.http_url}/echo/unary?size=lots", timeout=10)
+        urllib.request.urlopen(f"{healthy.http_url}/echo/unary?size=lots", timeout=REQUEST_S)
     assert bad.value.code == 400
     assert "size must be an integer" in json.loads(bad.value.read())["error"]
-    with urllib.request.urlopen(f"{healthy.http_url}/echo/unary?size=5", timeout=10) as ok:
+    with urllib.request.urlopen(f"{healthy.http_url}/echo/unary?size=5", timeout=REQUEST_S) as ok:
         assert json.loads(ok.read())["payload"] == "xxxxx"
 
 
@@ -297,11 +298,11 @@ def test_reference_honours_per_request_pacing_and_bounds_it(healthy: Any) -> Non
 
     url = f"{healthy.http_url}/echo/stream?chunks=3&size=4&tpot_ms={reference.MAX_DELAY_MS + 1}"
     with pytest.raises(urllib.error.HTTPError) as bad:
-        urllib.request.urlopen(url, timeout=10)
+        urllib.request.urlopen(url, timeout=REQUEST_S)
     assert bad.value.code == 400
     assert "tpot_ms must be in 0.." in json.loads(bad.value.read())["error"]
     paced = f"{healthy.http_url}/echo/stream?chunks=3&size=4&ttft_ms=1&tpot_ms=1"
-    with urllib.request.urlopen(paced, timeout=10) as ok:
+    with urllib.request.urlopen(paced, timeout=REQUEST_S) as ok:
         events = [line for line in ok.read().split(b"\n") if line.startswith(b"data:")]
     assert len(events) == 4 and events[-1] == b"data: [DONE]"
 

