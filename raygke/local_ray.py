@@ -93,6 +93,11 @@ DRIVER_OVERHEAD_S = 30.0
 PROBE_TIMEOUT_S = 2.0
 # `unshare ... true`: exits at once where PID namespaces work; a hang counts as "they do not".
 ISOLATION_PROBE_S = 10.0
+# A restarted head's `ray start` exits when its raylet has not registered with the GCS within Ray's
+# fixed 30 s (ray/_private/node.py); a GCS reloading a cluster from Redis while every worker
+# reconnects missed that in 2 of 4 `make test-busy` runs. The kubelet restarts such a container;
+# restart_head tries this many times.
+HEAD_RESTARTS = 3
 # Stopping: SIGTERM, this long for Ray to exit, then SIGKILL and KILLED_WAIT_S to see them gone.
 STOP_GRACE_S = 2.0
 KILLED_WAIT_S = 10.0
@@ -599,10 +604,26 @@ def start(
     return ray
 
 
-def restart_head(ray: LocalRay, *, timeout_s: float = NODE_START_TIMEOUT_S) -> None:
+def restart_head(
+    ray: LocalRay,
+    *,
+    timeout_s: float = NODE_START_TIMEOUT_S,
+    on_progress: Progress | None = None,
+) -> int:
     """Starts the head again on its old ports, after it died (see `kill_node`): with GCS fault
-    tolerance it reloads the cluster's state from Redis and the workers rejoin it."""
+    tolerance it reloads the cluster's state from Redis and the workers rejoin it. A `ray start`
+    that exits is started again, up to HEAD_RESTARTS times, as the kubelet restarts a head
+    container that exited. Returns the attempts it took."""
+    for attempt in range(1, HEAD_RESTARTS):
+        try:
+            _start_head(ray, ray.head_cpus, timeout_s)
+            return attempt
+        except LocalRayError as exc:
+            if on_progress is not None:
+                on_progress(f"head start {attempt} of {HEAD_RESTARTS} failed ({exc}); again")
+            kill_node(ray.pid)  # whatever that attempt left, as a container restart does
     _start_head(ray, ray.head_cpus, timeout_s)
+    return HEAD_RESTARTS
 
 
 def node_env(ray: LocalRay, worker: WorkerNode) -> dict[str, str]:

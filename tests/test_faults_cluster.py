@@ -560,7 +560,7 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
         served_while_down = load.count("http", down_since) + load.count("grpc", down_since)
         failed_while_down = sum(1 for s in load.samples if s.at >= down_since and not s.ok)
         restart = time.monotonic()
-        local_ray.restart_head(run.ray)
+        head_starts = local_ray.restart_head(run.ray)
         statuses: dict[str, str] = {}
 
         def apps_running() -> bool:
@@ -584,6 +584,7 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
         head_ingress_up_after_restart_s=round(time.monotonic() - restart, 1),
         head_up_wait_s=round(head_up_s, 1),
         same_replicas=before == after,
+        head_start_attempts=head_starts,
         statuses=statuses,
     )
     assert served_while_down > 0 and failed_while_down == 0, figures

@@ -67,6 +67,37 @@ def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path: Path) -> None:
 
 
 @pytest.mark.pure
+@pytest.mark.parametrize("failures", [0, 1, local_ray.HEAD_RESTARTS - 1, local_ray.HEAD_RESTARTS])
+def test_a_restarted_head_whose_ray_start_exits_is_started_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failures: int
+) -> None:
+    """As the kubelet restarts a head container that exited: each failed start is cleaned up by
+    PID and tried again, up to HEAD_RESTARTS; the last failure is the caller's."""
+    starts: list[int] = []
+    cleaned: list[int] = []
+
+    def start_head(ray: local_ray.LocalRay, num_cpus: int, timeout_s: float) -> None:
+        starts.append(num_cpus)
+        if len(starts) <= failures:
+            raise local_ray.LocalRayError("the Ray head: ray start exited with 1: timed out")
+
+    monkeypatch.setattr(local_ray, "_start_head", start_head)
+    monkeypatch.setattr(local_ray, "kill_node", lambda leader: cleaned.append(leader) or [])
+    ray = local_ray.LocalRay(
+        4242, tmp_path, tmp_path, tmp_path, local_ray.choose_ports(), {}, tmp_path / "log", 0.0
+    )
+    heard: list[str] = []
+    if failures >= local_ray.HEAD_RESTARTS:
+        with pytest.raises(local_ray.LocalRayError, match="timed out"):
+            local_ray.restart_head(ray, on_progress=heard.append)
+    else:
+        assert local_ray.restart_head(ray, on_progress=heard.append) == failures + 1
+    assert len(starts) == min(failures + 1, local_ray.HEAD_RESTARTS)
+    assert cleaned == [4242] * min(failures, local_ray.HEAD_RESTARTS - 1)
+    assert len(heard) == len(cleaned)
+
+
+@pytest.mark.pure
 def test_each_node_gets_ports_apart_from_the_others() -> None:
     head = local_ray.choose_ports()
     worker = local_ray.choose_ports(head.held())
