@@ -30,8 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("--busy"):
         return
     procs = [
+        # The niceness is set in the child before it runs Python, so it holds once Popen returns.
         subprocess.Popen(
-            ["nice", "-n", str(BUSY_NICE), sys.executable, "-c", "while True: pass"],
+            [sys.executable, "-c", "while True: pass"],
+            preexec_fn=lambda: os.nice(BUSY_NICE),
             start_new_session=True,
         )
         for _ in range(os.cpu_count() or 1)
