@@ -1,8 +1,9 @@
 """This machine's ports and processes, as the local run sees them (Linux: read from /proc).
 
-Owns: picking free ports on 127.0.0.1, telling whether a port is taken, and reading a process's
-state, parent and session from /proc/<pid>/stat, so every start and stop by PID decides "is it
-still there" the same way; and the telling lines of a process's log (HAProxy's alerts first).
+Owns: picking free ports on 127.0.0.1 (`plan_ports`: one for each name asked, returned by name),
+telling whether a port is taken, and reading a process's state, parent and session from
+/proc/<pid>/stat, so every start and stop by PID decides "is it still there" the same way; and the
+telling lines of a process's log (HAProxy's alerts first).
 Does not own: which ports or processes a run uses (raygke/local_ray.py, raygke/tier.py,
 raygke/local.py).
 """
@@ -10,6 +11,7 @@ raygke/local.py).
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,27 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def plan_ports(
+    names: Iterable[str],
+    *,
+    asked: Mapping[str, int | None] | None = None,
+    avoid: Iterable[int] = (),
+) -> dict[str, int]:
+    """A port for each of `names`, by name: the one `asked` gives it, else one free on 127.0.0.1
+    and neither in `avoid` (another node's ports: every node of a local run is on this machine)
+    nor asked for another name. A port is only free when picked: call this just before the
+    ports are bound."""
+    names = list(names)
+    given = {n: p for n, p in (asked or {}).items() if n in names and p}
+    taken = set(avoid) | set(given.values())
+    wanted = [n for n in names if n not in given]
+    picked = free_ports(len(wanted))
+    while taken & set(picked):
+        picked = free_ports(len(wanted))
+    chosen = {**given, **dict(zip(wanted, picked, strict=True))}
+    return {n: chosen[n] for n in names}
 
 
 def port_in_use(port: int) -> bool:

@@ -47,6 +47,7 @@ MAX_WORKERS = 8  # each node costs this machine a raylet, agents and a Ray HAPro
 LLM_SERVE_CPUS = 2
 # The first request `up` sends through our tier (an echo unary call, or the health path).
 FIRST_REQUEST_TIMEOUT_S = 30.0
+TIER_PORTS = ("http", "grpc", "stats")  # our tier's ports, by name
 
 
 def up_bound_s(workers: int = DEFAULT_WORKERS) -> float:
@@ -210,14 +211,6 @@ def _check_asked_ports(http: int | None, grpc: int | None) -> None:
             )
 
 
-def _tier_ports(http: int | None, grpc: int | None) -> tuple[int, int, int]:
-    """Our tier's HTTP, gRPC and stats ports: the ones asked for, or free ones. Called just before
-    the tier binds them: a port found free before Ray started may be a Ray process's by then (every
-    connection Ray makes takes a local port from the same range)."""
-    free = iter(host.free_ports(3))
-    return http or next(free), grpc or next(free), next(free)
-
-
 def _sample_requests(outputs: dict[str, Any]) -> list[str]:
     lines = []
     for app in outputs["apps"]:
@@ -311,11 +304,15 @@ def up(
     _write_state(state_dir, state)
     try:
         local_ray.deploy(ray, serve_config, on_progress=_say)
-        http, grpc, stats = _tier_ports(http_port, grpc_port)
-        spec = tier_spec(config, ray, http, grpc, stats, state_dir / "haproxy.pid")
+        # Picked only now, just before the tier binds them: a port found free before Ray started
+        # may be a Ray process's by then (every connection Ray makes takes a local port from the
+        # same range), and a long deploy gives it time to.
+        ports = host.plan_ports(TIER_PORTS, asked={"http": http_port, "grpc": grpc_port})
+        http, grpc = ports["http"], ports["grpc"]
+        spec = tier_spec(config, ray, http, grpc, ports["stats"], state_dir / "haproxy.pid")
         tier_pid = tier.start(spec, state_dir)
         state["pids"].append(tier_pid)
-        state["tier"] = {"pid": tier_pid, "http": http, "grpc": grpc, "stats": stats}
+        state["tier"] = {"pid": tier_pid, **ports}
         _write_state(state_dir, state)
         tier.wait_serving(spec, pid=tier_pid, run_dir=state_dir, on_progress=_say)
     except BaseException:

@@ -2,9 +2,9 @@
 
 Owns: starting a Ray head (`ray start --head --block`) and worker nodes (`ray start --address`),
 each a subprocess in a PID namespace of its own where the machine allows, with one temp dir,
-free ports per node and the given env flags (set where `ray start` runs, so replicas inherit them);
-losing a node, restarting the head (GCS fault tolerance on an external Redis), and running a
-command inside a node (a preStop);
+the ports each node needs (`node_ports`: its free ports by name and its port windows) and the given
+env flags (set where `ray start` runs, so replicas inherit them); a head that keeps its GCS state
+in an external Redis (GCS fault tolerance);
 token authentication on, as in the cluster, with a token of its own (never the user's
 ~/.ray/auth_token, address or mode: the run does not depend on the user's own Ray);
 pointing Ray's HAProxy at our own free ports and paths; deploying a Serve config (the shape of a
@@ -12,7 +12,9 @@ RayService's serveConfigV2) and waiting until every app is RUNNING and routable;
 the processes it started, by PID, and checking none are left.
 Does not own: which flags or apps to run (callers pass the env and the serve config), our own
 HAProxy tier in front (raygke/local.py, raygke/tier.py), finding the haproxy binary
-(raygke/tier.py), free ports and /proc reading (raygke/host.py), the `smoke` outputs file.
+(raygke/tier.py), picking free ports and /proc reading (raygke/host.py), the `smoke` outputs file,
+losing a node, restarting the head or running a command inside a node (the fault drills:
+raygke/local_faults.py).
 
 Isolation limits (Ray 2.60, checked in its code): Ray replaces 127.0.0.1 as the node IP with the
 machine's address, so GCS, raylet and agents listen on all interfaces; only Serve's HTTP/gRPC
@@ -42,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,19 +87,12 @@ NODE_START_TIMEOUT_S = 90.0
 # an llm app loads vLLM's CPU build and its model first (prod's local deploy: 52-69 s on a 2-core
 # machine, idle or loaded).
 DEPLOY_TIMEOUT_S = 240.0
-# A child driver (`serve status`) that connects to the cluster and asks the controller once.
-STATUS_TIMEOUT_S = 60.0
 # A child driver's own start (importing Ray, `ray.init`) and exit, beyond the deadline it keeps.
 DRIVER_OVERHEAD_S = 30.0
 # One probe of a node's ingress (`/-/routes`): Ray's HAProxy answers it from its own config.
 PROBE_TIMEOUT_S = 2.0
 # `unshare ... true`: exits at once where PID namespaces work; a hang counts as "they do not".
 ISOLATION_PROBE_S = 10.0
-# A restarted head's `ray start` exits when its raylet has not registered with the GCS within Ray's
-# fixed 30 s (ray/_private/node.py); a GCS reloading a cluster from Redis while every worker
-# reconnects missed that in 2 of 4 `make test-busy` runs, and once took 3 starts. The kubelet
-# restarts such a container with a back-off until it runs; restart_head tries this many times.
-HEAD_RESTARTS = 5
 # Stopping: SIGTERM, this long for Ray to exit, then SIGKILL and KILLED_WAIT_S to see them gone.
 STOP_GRACE_S = 2.0
 KILLED_WAIT_S = 10.0
@@ -136,13 +131,17 @@ class Ports:
 
     def held(self) -> set[int]:
         """Every port and port window this node uses."""
-        single = {v for k, v in vars(self).items() if not k.endswith(("_min", "_max"))}
+        single = {getattr(self, name) for name in _SINGLE_PORTS}
         windows = [
             range(self.worker_min, self.worker_max + 1),
             range(self.direct_http_min, self.direct_http_max + 1),
             range(self.direct_grpc_min, self.direct_grpc_max + 1),
         ]
         return single.union(*windows) - {0}
+
+
+# A port each; the other fields are the bounds of port windows.
+_SINGLE_PORTS = tuple(f.name for f in fields(Ports) if not f.name.endswith(("_min", "_max")))
 
 
 @dataclass
@@ -220,37 +219,22 @@ def _worker_port_range(taken: Iterable[int]) -> tuple[int, int]:
     return _port_window(taken, _WORKER_PORTS)
 
 
-def choose_ports(taken_before: Iterable[int] = ()) -> Ports:
-    """Free ports for everything, and port windows away from each other, from Ray's defaults and
-    from `taken_before` (the other nodes' ports: every node of a local run is on this machine)."""
+def node_ports(taken_before: Iterable[int] = ()) -> Ports:
+    """A node's ports: a free one for each of `Ports`' single ports, and port windows away from
+    each other, from Ray's defaults and from `taken_before` (the other nodes' ports: every node
+    of a local run is on this machine)."""
     before = set(taken_before)
-    picked = host.free_ports(15)
-    while before & set(picked):
-        picked = host.free_ports(15)
-    taken = [*before, *picked]
+    single = host.plan_ports(_SINGLE_PORTS, avoid=before)
+    taken = [*before, *single.values()]
     worker_min, worker_max = _worker_port_range(taken)
     taken += range(worker_min, worker_max + 1)
     direct_http = _port_window(taken, _DIRECT_INGRESS_PORTS)
     taken += range(direct_http[0], direct_http[1] + 1)
     direct_grpc = _port_window(taken, _DIRECT_INGRESS_PORTS)
     return Ports(
-        gcs=picked[0],
-        node_manager=picked[1],
-        object_manager=picked[2],
-        client_server=picked[3],
-        dashboard=picked[4],
-        dashboard_agent_listen=picked[5],
-        dashboard_agent_grpc=picked[6],
-        runtime_env_agent=picked[7],
-        metrics_export=picked[8],
-        haproxy_stats=picked[9],
-        haproxy_metrics=picked[10],
-        fallback_http=picked[13],
-        fallback_grpc=picked[14],
+        **single,
         worker_min=worker_min,
         worker_max=worker_max,
-        http=picked[11],
-        grpc=picked[12],
         direct_http_min=direct_http[0],
         direct_http_max=direct_http[1],
         direct_grpc_min=direct_grpc[0],
@@ -267,7 +251,7 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def _live_processes() -> dict[int, host.ProcStat]:
+def live_processes() -> dict[int, host.ProcStat]:
     stats: dict[int, host.ProcStat] = {}
     for entry in os.listdir("/proc"):
         # A zombie holds no resources; its parent reaps it.
@@ -295,7 +279,7 @@ def processes(ray: LocalRay) -> list[int]:
     their sessions or below them, and anything naming our temp or HAProxy dir (HAProxy reloads
     re-exec; matching our unique paths keeps it found even if it left the session)."""
     markers = (str(ray.temp_dir), str(ray.haproxy_dir))
-    stats = _live_processes()
+    stats = live_processes()
     named = {pid for pid in stats if any(m in command_line(pid) for m in markers)}
     leaders = {ray.pid, *(w.pid for w in ray.workers)}
     return sorted(_sessions(stats, leaders, named))
@@ -304,7 +288,7 @@ def processes(ray: LocalRay) -> list[int]:
 def node_processes(leader: int) -> list[int]:
     """PIDs of one node's processes: its `ray start` process (`leader`), its session, and their
     descendants: what a lost pod takes with it."""
-    return sorted(_sessions(_live_processes(), {leader}, set()))
+    return sorted(_sessions(live_processes(), {leader}, set()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,7 +507,8 @@ def _log_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _start_head(ray: LocalRay, num_cpus: int, timeout_s: float) -> None:
+def start_head(ray: LocalRay, num_cpus: int, timeout_s: float) -> None:
+    """Starts the head's `ray start` on its ports and waits until it says it started."""
     offset = _log_size(ray.log_path)
     cmd = ray_start_command(_find_ray_binary(), ray.temp_dir, ray.ports, num_cpus)
     env = ray_env(os.environ, ray.env, ray.ports, ray.temp_dir, redis_address=ray.redis_address)
@@ -532,13 +517,25 @@ def _start_head(ray: LocalRay, num_cpus: int, timeout_s: float) -> None:
     _wait_started(proc, ray.log_path, "the Ray head", timeout_s, offset)
 
 
+def node_env(ray: LocalRay, worker: WorkerNode) -> dict[str, str]:
+    """The environment a worker node's processes run with (a pod's container env)."""
+    return ray_env(
+        os.environ,
+        ray.env,
+        worker.ports,
+        ray.temp_dir,
+        head_address=ray.address,
+        redis_address=ray.redis_address,
+    )
+
+
 def add_worker(
     ray: LocalRay, num_cpus: int, *, timeout_s: float = NODE_START_TIMEOUT_S
 ) -> WorkerNode:
     """Starts one more worker node joining the head: its own raylet, ports and Ray HAProxy."""
     taken = set(ray.ports.held()).union(*(w.ports.held() for w in ray.workers))
     index = max((w.index for w in ray.workers), default=0) + 1
-    ports = choose_ports(taken)
+    ports = node_ports(taken)
     log_path = ray.run_dir / f"ray-worker-{index}.log"
     cmd = ray_start_command(_find_ray_binary(), ray.temp_dir, ports, num_cpus, ray.address)
     worker = WorkerNode(index, 0, ports, num_cpus, log_path)
@@ -580,7 +577,7 @@ def start(
         run_dir=run_dir,
         temp_dir=temp_dir,
         haproxy_dir=haproxy_dir,
-        ports=choose_ports(),
+        ports=node_ports(),
         env=flags,
         log_path=run_dir / "ray-start.log",
         start_s=0.0,
@@ -590,7 +587,7 @@ def start(
     say(f"starting Ray head (gcs :{ray.ports.gcs}, temp dir {temp_dir})")
     try:
         ray.head_cpus = 0 if workers else num_cpus
-        _start_head(ray, ray.head_cpus, timeout_s)
+        start_head(ray, ray.head_cpus, timeout_s)
         per_worker = math.ceil(num_cpus / workers) if workers else 0
         for _ in range(workers):
             worker = add_worker(ray, per_worker, timeout_s=timeout_s)
@@ -602,93 +599,6 @@ def start(
     ray.pids = processes(ray)
     say(f"Ray up in {ray.start_s:.1f}s: head + {workers} workers ({len(ray.pids)} processes)")
     return ray
-
-
-def restart_head(
-    ray: LocalRay,
-    *,
-    timeout_s: float = NODE_START_TIMEOUT_S,
-    on_progress: Progress | None = None,
-) -> int:
-    """Starts the head again on its old ports, after it died (see `kill_node`): with GCS fault
-    tolerance it reloads the cluster's state from Redis and the workers rejoin it. A `ray start`
-    that exits is started again, up to HEAD_RESTARTS times, as the kubelet restarts a head
-    container that exited. Returns the attempts it took."""
-    for attempt in range(1, HEAD_RESTARTS):
-        try:
-            _start_head(ray, ray.head_cpus, timeout_s)
-            return attempt
-        except LocalRayError as exc:
-            if on_progress is not None:
-                on_progress(f"head start {attempt} of {HEAD_RESTARTS} failed ({exc}); again")
-            kill_node(ray.pid)  # whatever that attempt left, as a container restart does
-    _start_head(ray, ray.head_cpus, timeout_s)
-    return HEAD_RESTARTS
-
-
-def node_env(ray: LocalRay, worker: WorkerNode) -> dict[str, str]:
-    """The environment a worker node's processes run with (a pod's container env)."""
-    return ray_env(
-        os.environ,
-        ray.env,
-        worker.ports,
-        ray.temp_dir,
-        head_address=ray.address,
-        redis_address=ray.redis_address,
-    )
-
-
-def run_in_node(
-    ray: LocalRay, worker: WorkerNode, script: str, *, timeout_s: float
-) -> subprocess.CompletedProcess[str]:
-    """Runs a bash script inside a worker node's namespaces with its environment: what the kubelet
-    does with a container's preStop hook. Refused without PID namespaces: `ray stop` in a preStop
-    would then stop every Ray process on this machine."""
-    if not pod_isolation():
-        raise LocalRayError(
-            "running a command inside a node needs PID namespaces (`unshare --pid`, as root or "
-            "through a user namespace), and this machine gives none"
-        )
-    enter = ["nsenter", f"--target={_node_init(worker)}", "--pid", "--mount"]
-    if "--user" in pod_isolation():
-        enter.append("--user")
-    return subprocess.run(
-        [*enter, "bash", "-c", script],
-        env=node_env(ray, worker),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-
-
-def _node_init(worker: WorkerNode) -> int:
-    """The node's main process (`ray start --block`, PID 1 of its namespace when it has one)."""
-    if not pod_isolation():
-        return worker.pid
-    [init] = [pid for pid, st in _live_processes().items() if st.ppid == worker.pid]
-    return init
-
-
-def terminate_node(worker: WorkerNode, *, grace_s: float) -> list[int]:
-    """What the kubelet does once a pod's preStop returned: SIGTERM to the container's main
-    process, SIGKILL to whatever of the node is left after `grace_s`. Returns the PIDs left then."""
-    with contextlib.suppress(ProcessLookupError, ValueError):
-        os.kill(_node_init(worker), signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while node_processes(worker.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return kill_node(worker.pid)  # what is left, if anything; it also reaps the leader
-
-
-def kill_node(leader: int) -> list[int]:
-    """SIGKILLs every process of one node (its `ray start` process is `leader`), as when a pod's
-    machine is lost; returns the PIDs killed. Reaps the leader if it is our child."""
-    pids = node_processes(leader)
-    _signal_all(pids, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(leader, 0)
-    return pids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -838,7 +748,8 @@ def _deploy_main(address: str, config_path: str, timeout_s: float) -> int:
 # Stop
 
 
-def _signal_all(pids: Iterable[int], sig: int) -> None:
+def signal_all(pids: Iterable[int], sig: int) -> None:
+    """Sends `sig` to each of `pids` that is still there."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -861,10 +772,10 @@ def stop(ray: LocalRay, *, grace_s: float = STOP_GRACE_S, check: bool = True) ->
     # SIGTERM to all at once, then SIGKILL after a short grace: `ray start --block`, GCS and the
     # raylet outlive SIGTERM for many seconds (measured), and the head's state is being thrown
     # away, so a graceful drain buys nothing.
-    _signal_all(live, signal.SIGTERM)
+    signal_all(live, signal.SIGTERM)
     left = _wait_gone(ray, grace_s)
     if left:
-        _signal_all(left, signal.SIGKILL)
+        signal_all(left, signal.SIGKILL)
         left = _wait_gone(ray, KILLED_WAIT_S)
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(ray.pid, os.WNOHANG)  # reap it if it is our child
@@ -875,44 +786,10 @@ def stop(ray: LocalRay, *, grace_s: float = STOP_GRACE_S, check: bool = True) ->
     return found
 
 
-def app_statuses(ray: LocalRay, *, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, str]:
-    """{app name: status} as Serve's controller reports it (from a short-lived child driver)."""
-    env = ray_env(os.environ, ray.env, ray.ports, ray.temp_dir)
-    result = subprocess.run(
-        [sys.executable, "-m", "raygke.local_ray", "status", ray.address],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
-    if result.returncode != 0 or not lines:
-        raise LocalRayError(f"serve status failed: {host.telling_lines(result.stderr, 1)}")
-    return json.loads(lines[-1])
-
-
-def _status_main(address: str) -> int:
-    import ray
-    from ray import serve
-    from ray.serve._private.constants import SERVE_NAMESPACE
-
-    ray.init(address=address, namespace=SERVE_NAMESPACE, logging_level=logging.WARNING)
-    apps = serve.status().applications
-    print(json.dumps({name: app.status.value for name, app in apps.items()}), flush=True)
-    return 0
-
-
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "deploy":
         return _deploy_main(argv[1], argv[2], float(argv[3]))
-    if len(argv) == 2 and argv[0] == "status":
-        return _status_main(argv[1])
-    print(
-        "usage: python -m raygke.local_ray deploy ADDRESS CONFIG_JSON TIMEOUT_S\n"
-        "       python -m raygke.local_ray status ADDRESS",
-        file=sys.stderr,
-    )
+    print("usage: python -m raygke.local_ray deploy ADDRESS CONFIG_JSON TIMEOUT_S", file=sys.stderr)
     return 2
 
 

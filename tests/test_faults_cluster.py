@@ -30,21 +30,28 @@ from typing import Any
 
 import pytest
 from bounds import CLUSTER_CHANGE_S, PROCESS_EXIT_S, REQUEST_S
+from fault_harness import (
+    ECHO,
+    RayHaproxyLog,
+    SteadyLoad,
+    fault_serve_config,
+    long_stream,
+    publish_figures,
+    wait_for,
+)
 from procs import alive, cmdline, pids_matching
 from stackfiles import NS, mutated
-from test_faults import RayHaproxyLog, SteadyLoad, long_stream, publish_figures, wait_for
 
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
 from components.render.rayservice import worker_pre_stop
 from infra.config import StackConfig, hung_replica_bound_s
 from infra.stack_file import parse_stack_config
-from raygke import host, local, local_ray, tier
+from raygke import host, local, local_faults, local_ray, tier
 from raygke.smoke.contract import AppEndpoint, Endpoints
 
 pytestmark = [pytest.mark.process, pytest.mark.faults]
 
 SERVICE = "raygke.echo.v1.EchoService"
-ECHO = AppEndpoint("echo", "echo", "/echo", SERVICE, "echo")
 SOLO = AppEndpoint("solo", "echo", "/solo", SERVICE, "solo")
 AUTO = AppEndpoint("auto", "echo", "/auto", SERVICE, "auto")
 DEADLINE_S = 5  # each app's deadlineS here: a hung request ends at our tier after this long
@@ -74,17 +81,6 @@ def fault_stack() -> StackConfig:
         ]  # fmt: skip
 
     return parse_stack_config("dev", mutated("dev", apps))
-
-
-def fault_serve_config(config: StackConfig) -> dict[str, Any]:
-    """The local run's Serve config, with two replicas of echo's EchoIngress and Echo (so one can
-    hang or die while the other serves; a local run holds one replica per fixed deployment)."""
-    serve_config = local.local_serve_config(config)
-    for app in serve_config["applications"]:
-        for dep in app["deployments"]:
-            if app["name"] == "echo" and dep["name"] in ("EchoIngress", "Echo"):
-                dep["num_replicas"] = 2
-    return serve_config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +139,7 @@ class ClusterRun:
     redis: Redis
     ray_log: RayHaproxyLog
     state_dir: Path
-    ports: tuple[int, int, int]  # our tier's HTTP, gRPC, stats
+    ports: dict[str, int]  # our tier's, by name (local.TIER_PORTS)
     tier_pids: list[int]
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -153,16 +149,17 @@ class ClusterRun:
 
     @property
     def endpoints(self) -> Endpoints:
-        return Endpoints(f"http://127.0.0.1:{self.ports[0]}", f"127.0.0.1:{self.ports[1]}")
+        return Endpoints(
+            f"http://127.0.0.1:{self.ports['http']}", f"127.0.0.1:{self.ports['grpc']}"
+        )
 
     def spec(self) -> IngressSpec:
-        http, grpc, stats = self.ports
         spec = local.tier_spec(
             self.config,
             self.ray,
-            http,
-            grpc,
-            stats,
+            self.ports["http"],
+            self.ports["grpc"],
+            self.ports["stats"],
             self.state_dir / "haproxy.pid",
             admin_socket=self.state_dir / "tier.sock",
         )
@@ -195,10 +192,8 @@ def cluster(
         )
         serve_config = fault_serve_config(config)
         local_ray.deploy(ray, serve_config)
-        http, grpc, stats = host.free_ports(3)
-        run = ClusterRun(
-            config, serve_config, ray, redis, ray_log, state_dir, (http, grpc, stats), []
-        )
+        ports = host.plan_ports(local.TIER_PORTS)
+        run = ClusterRun(config, serve_config, ray, redis, ray_log, state_dir, ports, [])
         run.tier_pids.append(tier.start(run.spec(), state_dir))
         wait_for(
             "every node UP in our tier",
@@ -234,7 +229,9 @@ def node_names(run: ClusterRun) -> set[str]:
 
 def servers_up(run: ClusterRun) -> set[str]:
     """The nodes our tier holds UP on both its HTTP and gRPC backends."""
-    rows = [r for r in tier.stats(run.ports[2]) if r["pxname"] in (HTTP_BACKEND, GRPC_BACKEND)]
+    rows = [
+        r for r in tier.stats(run.ports["stats"]) if r["pxname"] in (HTTP_BACKEND, GRPC_BACKEND)
+    ]
     up = {(r["pxname"], r["svname"]) for r in rows if r["status"] == "UP"}
     names = {r["svname"] for r in rows} - {"BACKEND"}
     return {n for n in names if (HTTP_BACKEND, n) in up and (GRPC_BACKEND, n) in up}
@@ -352,7 +349,7 @@ def test_worker_node_loss_under_load(cluster: ClusterRun) -> None:
     with SteadyLoad(run, ECHO, users=USERS) as load:
         load.wait_for_requests(50)
         t0 = time.monotonic()
-        killed = local_ray.kill_node(victim.pid)
+        killed = local_faults.kill_node(victim.pid)
         run.ray.workers.remove(victim)
 
         def recovered() -> bool:
@@ -510,13 +507,13 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
     with SteadyLoad(run, ECHO, users=USERS) as load:
         load.wait_for_requests(50)
         t0 = time.monotonic()
-        result = local_ray.run_in_node(
+        result = local_faults.run_in_node(
             run.ray, victim, script, timeout_s=drain_s + CLUSTER_CHANGE_S
         )
         pre_stop_s = time.monotonic() - t0
         # The kubelet's part once the preStop returned: SIGTERM to the container's main process.
         grace = run.config.ray_service.shutdown.termination_grace_period_seconds - pre_stop_s
-        left_for_sigkill = local_ray.terminate_node(victim, grace_s=max(grace, 1))
+        left_for_sigkill = local_faults.terminate_node(victim, grace_s=max(grace, 1))
         stopped_s = time.monotonic() - t0 - pre_stop_s
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     run.ray.workers.remove(victim)
@@ -549,7 +546,7 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
     with SteadyLoad(run, ECHO, users=USERS) as load:
         load.wait_for_requests(50)
         t0 = time.monotonic()
-        local_ray.kill_node(run.ray.pid)
+        local_faults.kill_node(run.ray.pid)
         wait_for(
             "our tier to mark the head DOWN",
             lambda: "ray-head" not in servers_up(run),
@@ -560,11 +557,11 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
         served_while_down = load.count("http", down_since) + load.count("grpc", down_since)
         failed_while_down = sum(1 for s in load.samples if s.at >= down_since and not s.ok)
         restart = time.monotonic()
-        head_starts = local_ray.restart_head(run.ray)
+        head_starts = local_faults.restart_head(run.ray)
         statuses: dict[str, str] = {}
 
         def apps_running() -> bool:
-            statuses.update(local_ray.app_statuses(run.ray))
+            statuses.update(local_faults.app_statuses(run.ray))
             return bool(statuses) and all(v == "RUNNING" for v in statuses.values())
 
         running_s = wait_for(

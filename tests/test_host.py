@@ -1,4 +1,4 @@
-"""raygke/host.py: free ports, a port in use, and a process's state, parent and session as
+"""raygke/host.py: free ports (by name), a port in use, and a process's state, parent and session as
 /proc/<pid>/stat tells them (checked against what the kernel tells Python)."""
 
 from __future__ import annotations
@@ -21,6 +21,19 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     ports = host.free_ports(5)
     assert len(set(ports)) == 5
     for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.pure
+def test_plan_ports_gives_each_name_a_port_keeping_the_asked_and_avoiding_the_rest() -> None:
+    avoid = set(host.free_ports(20))
+    ports = host.plan_ports(
+        ("http", "grpc", "stats"), asked={"http": 18080, "grpc": None}, avoid=avoid
+    )
+    assert list(ports) == ["http", "grpc", "stats"] and ports["http"] == 18080
+    assert len(set(ports.values())) == 3 and not avoid & set(ports.values())
+    for port in (ports["grpc"], ports["stats"]):
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
 

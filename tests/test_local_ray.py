@@ -37,8 +37,8 @@ ECHO_SERVICER = "app.protos.echo_pb2_grpc.add_EchoServiceServicer_to_server"
 
 
 @pytest.mark.pure
-def test_choose_ports_distinct_and_free() -> None:
-    ports = local_ray.choose_ports()
+def test_node_ports_distinct_and_free() -> None:
+    ports = local_ray.node_ports()
     values = [v for k, v in vars(ports).items() if not k.startswith("worker")]
     assert len(set(values)) == len(values)
     assert not set(range(ports.worker_min, ports.worker_max + 1)) & set(values)
@@ -47,7 +47,7 @@ def test_choose_ports_distinct_and_free() -> None:
 
 @pytest.mark.pure
 def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path: Path) -> None:
-    ports = local_ray.choose_ports()
+    ports = local_ray.node_ports()
     env = local_ray.ray_env(
         {"RAY_ADDRESS": "10.0.0.1:6379", "PATH": "/bin"},
         {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
@@ -67,47 +67,16 @@ def test_ray_env_pins_haproxy_and_drops_foreign_address(tmp_path: Path) -> None:
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize("failures", [0, 1, local_ray.HEAD_RESTARTS - 1, local_ray.HEAD_RESTARTS])
-def test_a_restarted_head_whose_ray_start_exits_is_started_again(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failures: int
-) -> None:
-    """As the kubelet restarts a head container that exited: each failed start is cleaned up by
-    PID and tried again, up to HEAD_RESTARTS; the last failure is the caller's."""
-    starts: list[int] = []
-    cleaned: list[int] = []
-
-    def start_head(ray: local_ray.LocalRay, num_cpus: int, timeout_s: float) -> None:
-        starts.append(num_cpus)
-        if len(starts) <= failures:
-            raise local_ray.LocalRayError("the Ray head: ray start exited with 1: timed out")
-
-    monkeypatch.setattr(local_ray, "_start_head", start_head)
-    monkeypatch.setattr(local_ray, "kill_node", lambda leader: cleaned.append(leader) or [])
-    ray = local_ray.LocalRay(
-        4242, tmp_path, tmp_path, tmp_path, local_ray.choose_ports(), {}, tmp_path / "log", 0.0
-    )
-    heard: list[str] = []
-    if failures >= local_ray.HEAD_RESTARTS:
-        with pytest.raises(local_ray.LocalRayError, match="timed out"):
-            local_ray.restart_head(ray, on_progress=heard.append)
-    else:
-        assert local_ray.restart_head(ray, on_progress=heard.append) == failures + 1
-    assert len(starts) == min(failures + 1, local_ray.HEAD_RESTARTS)
-    assert cleaned == [4242] * min(failures, local_ray.HEAD_RESTARTS - 1)
-    assert len(heard) == len(cleaned)
-
-
-@pytest.mark.pure
 def test_each_node_gets_ports_apart_from_the_others() -> None:
-    head = local_ray.choose_ports()
-    worker = local_ray.choose_ports(head.held())
+    head = local_ray.node_ports()
+    worker = local_ray.node_ports(head.held())
     assert not head.held() & worker.held()
     assert {head.worker_min, head.worker_max, head.direct_grpc_max} <= head.held()
 
 
 @pytest.mark.pure
 def test_a_worker_nodes_env_names_the_head_its_own_ingress_ports_and_redis(tmp_path: Path) -> None:
-    ports = local_ray.choose_ports()
+    ports = local_ray.node_ports()
     head = local_ray.ray_env({}, {}, ports, tmp_path)
     worker = local_ray.ray_env(
         {}, {}, ports, tmp_path, head_address="127.0.0.1:6379", redis_address="127.0.0.1:7000"
@@ -124,7 +93,7 @@ def test_a_worker_nodes_env_names_the_head_its_own_ingress_ports_and_redis(tmp_p
 
 @pytest.mark.pure
 def test_a_worker_joins_the_head_without_the_heads_own_ports(tmp_path: Path) -> None:
-    ports = local_ray.choose_ports()
+    ports = local_ray.node_ports()
     head = local_ray.ray_start_command("ray", tmp_path, ports, 0)
     worker = local_ray.ray_start_command("ray", tmp_path, ports, 4, "127.0.0.1:6379")
     assert "--head" in head and f"--port={ports.gcs}" in head and "--num-cpus=0" in head
@@ -143,7 +112,7 @@ def test_local_nodes_bind_replicas_grpc_ports_without_reuseport() -> None:
         "try:\n    b.add_insecure_port(f'127.0.0.1:{port}')\n    print('shared')\n"
         "except RuntimeError:\n    print('refused')\n"
     )
-    env = local_ray.ray_env(os.environ, {}, local_ray.choose_ports(), Path(tempfile.gettempdir()))
+    env = local_ray.ray_env(os.environ, {}, local_ray.node_ports(), Path(tempfile.gettempdir()))
     for site, expected in ((env["PYTHONPATH"], "refused"), ("", "shared")):
         result = subprocess.run(
             [sys.executable, "-c", script],
@@ -158,7 +127,7 @@ def test_local_nodes_bind_replicas_grpc_ports_without_reuseport() -> None:
 
 @pytest.mark.pure
 def test_localize_serve_config_binds_our_ports(tmp_path: Path) -> None:
-    ports = local_ray.choose_ports()
+    ports = local_ray.node_ports()
     ray = local_ray.LocalRay(
         pid=1,
         run_dir=tmp_path,
@@ -224,7 +193,7 @@ def test_ray_env_sets_token_auth_with_the_runs_own_token(tmp_path: Path) -> None
         "RAY_AUTH_TOKEN_PATH": "/home/user/.ray/auth_token",
         "HOME": "/home/user",
     }
-    env = local_ray.ray_env(user, {"RAY_AUTH_MODE": "disabled"}, local_ray.choose_ports(), tmp_path)
+    env = local_ray.ray_env(user, {"RAY_AUTH_MODE": "disabled"}, local_ray.node_ports(), tmp_path)
     assert env["RAY_AUTH_MODE"] == "token"  # not the user's, not even a stack flag's
     assert env["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / local_ray.AUTH_TOKEN_FILE)
     assert "RAY_AUTH_TOKEN" not in env and "RAY_ADDRESS" not in env
@@ -235,7 +204,7 @@ def _start_users_cluster(home: Path, temp_dir: Path) -> subprocess.Popen[bytes]:
     """`ray start --head` as the user runs it: their HOME (and token), Ray's own auth default."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
-    ports = local_ray.choose_ports()
+    ports = local_ray.node_ports()
     cmd = local_ray.ray_start_command(RAY_BIN, temp_dir, ports, 1)
     log = (temp_dir / "start.log").open("wb")
     proc = subprocess.Popen(

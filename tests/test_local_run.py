@@ -23,7 +23,7 @@ from procs import cmdline, connected_ports, environ, listening_ports, pids_named
 
 from infra.serve_config import scale_for_local
 from infra.stack_file import load_stack_config
-from raygke import local, local_ray, tier
+from raygke import local, local_faults, local_ray, tier
 from raygke.plan import plan_stack
 
 pytestmark = pytest.mark.process
@@ -58,7 +58,7 @@ def _serve_details(run: LocalRun) -> dict[str, Any]:
     address = f"127.0.0.1:{ray['ports']['gcs']}"
     done = subprocess.run(
         [sys.executable, "-c", _SERVE_DETAILS, address],
-        env=env, capture_output=True, text=True, timeout=CLI_START_S + local_ray.STATUS_TIMEOUT_S,
+        env=env, capture_output=True, text=True, timeout=CLI_START_S + local_faults.STATUS_TIMEOUT_S,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
