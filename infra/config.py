@@ -1,20 +1,19 @@
-"""The typed stack config: what `stacks/Pulumi.<env>.yaml` may say, parsed and validated once.
+"""The typed stack config: what `stacks/Pulumi.<env>.yaml` may say, one section at a time.
 
-Owns every rule about what a valid environment is: each error names the stack key, the value given and what
-is allowed, and fires before any resource is registered. Every environment difference is a YAML diff in
-stacks/; components never read config. A rule a renderer also needs is the renderer's, called from
-here (components/render/). Does not own defaults of the apps themselves (app/), reading the stack file
-or formatting pydantic's errors (infra/stack_file.py), nor how the config becomes resources
-(infra/program.py).
+Owns each section's keys, types, ranges and defaults, and the rules inside one section: each error
+names the stack key, the value given and what is allowed. Every environment difference is a YAML
+diff in stacks/; components never read config. A rule a renderer also needs is the renderer's,
+called from here (components/render/). Imports nothing above components/render/ and never Pulumi,
+so checking a stack file needs no engine. Does not own: rules that span sections or rendered objects
+(infra/checks.py), defaults of the apps themselves (app/), reading the stack file or formatting
+pydantic's errors (infra/stack_file.py), nor how the config becomes resources (infra/program.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from collections.abc import Mapping
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -43,12 +42,12 @@ from components.render.haproxy import (
     check_deadline,
 )
 from components.render.images import DIGEST, parse_image, pin_problem
+from components.render.ingress_tier import DEFAULT_MAX_REPLICAS, DEFAULT_REPLICAS
 from components.render.node_pool import FLEX_START_MAX_HOURS
 from components.render.quantity import cpu_millis, memory_bytes
 from components.render.rayservice import (
     DEFAULT_DRAIN_DEADLINE_S,
     DEFAULT_TERMINATION_GRACE_S,
-    STOP_MARGIN_S,
     SpreadMode,
     check_auth,
     check_bucket_name,
@@ -134,12 +133,6 @@ class Model(BaseModel):
     model_config = ConfigDict(
         frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
     )
-
-
-def is_anywhere(cidr: str) -> bool:
-    """ "Open to the world", in either family: every rule that looks for an open range asks this.
-    Whether `cidr` admits every address of its family (0.0.0.0/0, ::/0, or written otherwise)."""
-    return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
 
 
 def _cidr(value: str) -> str:
@@ -436,8 +429,8 @@ class IngressConfig(Model):
     exposure: Literal["external", "internal"] = "internal"
     source_ranges: list[Cidr] = Field(min_length=1)
     image: str = HAPROXY_IMAGE
-    replicas: int = Field(default=2, ge=1)
-    max_replicas: int = Field(default=6, ge=1)
+    replicas: int = Field(default=DEFAULT_REPLICAS, ge=1)
+    max_replicas: int = Field(default=DEFAULT_MAX_REPLICAS, ge=1)
     http_port: int = Field(default=LB_HTTP_PORT, ge=1, le=65535)
     grpc_port: int = Field(default=LB_GRPC_PORT, ge=1, le=65535)
     https_port: int = Field(default=LB_HTTPS_PORT, ge=1, le=65535)
@@ -453,25 +446,6 @@ class IngressConfig(Model):
                 f"repo:tag@sha256:<64 hex>); got {value!r}: {problem}"
             )
         return value
-
-    @model_validator(mode="after")
-    def _ports(self) -> IngressConfig:
-        ports = {"httpPort": self.http_port, "grpcPort": self.grpc_port}
-        if self.tls_secret:
-            ports["httpsPort"] = self.https_port
-        seen: dict[int, str] = {}
-        for key, port in ports.items():
-            if port in seen:
-                raise ValueError(
-                    f"ingress.{key} ({port}) is already used by ingress.{seen[port]}; "
-                    "each listener needs its own port"
-                )
-            seen[port] = key
-        if self.replicas > self.max_replicas:
-            raise ValueError(
-                f"ingress.replicas ({self.replicas}) must be <= ingress.maxReplicas ({self.max_replicas})"
-            )
-        return self
 
 
 # ---------------------------------------------------------------------------------------------- Ray
@@ -1054,324 +1028,6 @@ class StackConfig(Model):
             )
             for app in self.apps
         )
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> StackConfig:
-        problems = [
-            *_environment_problems(self),
-            *_cross_problems(self),
-            *_batching_problems(self),
-            *_scheduling_problems(self),
-        ]
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
-
-def stack_matches_environment(stack: str, environment: str) -> bool:
-    return stack == environment or stack.startswith(f"{environment}-")
-
-
-def _environment_problems(c: StackConfig):
-    matches = stack_matches_environment(c.stack, c.environment)
-    if not matches and c.environment_override is None:
-        yield (
-            f"environment {c.environment!r} does not match stack {c.stack!r}: the stack name must "
-            f"be {c.environment!r} or start with '{c.environment}-', since the environment decides "
-            "which rules apply (a prod file saying staging turns every prod-only rule off); "
-            "rename the stack, fix environment, or set ray-serve-gke:environmentOverride: <why>"
-        )
-    elif matches and c.environment_override is not None:
-        yield (
-            f"environmentOverride is set but stack {c.stack!r} matches environment "
-            f"{c.environment!r}; remove it, so that an override always means a mismatch"
-        )
-
-
-def _scheduling_problems(c: StackConfig):
-    """Every rendered pod fits a node of its pool, every pool's pods fit its maxNodes, and the pools
-    fit GKE's limits and the pod range (components/render/scheduling.py owns the rules)."""
-    from infra.scheduling import (
-        scheduling_problems,  # it renders through infra/specs.py, which imports this module
-    )
-
-    yield from scheduling_problems(c)
-
-
-def _batching_problems(c: StackConfig):
-    """A recsys Ranker batches concurrent requests, and a replica never holds more than its
-    max_ongoing_requests: a smaller limit than max_batch_size means batches that never fill."""
-    tuned = c.ray.effective_tuning
-    for app in c.apps:
-        if app.kind != "recsys":
-            continue
-        batch = int(app.args.get("max_batch_size", RECSYS_MAX_BATCH_SIZE))
-        ranker = app.deployments.get("Ranker")
-        if ranker is not None and ranker.max_ongoing_requests is not None:
-            limit, key = (
-                ranker.max_ongoing_requests,
-                f"apps[{app.name}].deployments.Ranker.maxOngoingRequests",
-            )
-        elif tuned is not None:
-            limit, key = tuned.max_ongoing_requests, "ray.tuning.maxOngoingRequests"
-        else:
-            continue  # Ray's default (5) under flags-only / ray-defaults: the profile's choice
-        if limit < batch:
-            yield (
-                f"{key} ({limit}) must be >= apps[{app.name}].args.max_batch_size ({batch}): a "
-                f"replica holds at most maxOngoingRequests requests, so batches never fill; "
-                f"allowed: {batch} or more"
-            )
-
-
-def _cross_problems(c: StackConfig):
-    """Rules that span sections, in the order a reader of the stack file meets them."""
-    pool, svc, prod = c.gpu_pool, c.ray_service, c.environment == "prod"
-    for zone in pool.zones:
-        if not zone.startswith(f"{c.region}-"):
-            yield f"gpuPool.zones: {zone!r} is not in gcp:region {c.region!r}"
-    if not (c.cluster.location == c.region or c.cluster.location.startswith(f"{c.region}-")):
-        yield f"cluster.location {c.cluster.location!r} must be gcp:region {c.region!r} or one of its zones"
-    if c.network.gpudirect and H100_MACHINES[pool.machine_type].gpudirect == "none":
-        yield f"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is {pool.machine_type}"
-    if prod:
-        if pool.min_nodes == 0 or svc.workers.min_replicas == 0:
-            yield (
-                "gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in prod (no scale to zero); "
-                f"got {pool.min_nodes} and {svc.workers.min_replicas}"
-            )
-        open_nets = [n.cidr for n in c.cluster.authorized_networks if is_anywhere(n.cidr)]
-        if open_nets:
-            yield (
-                f"cluster.authorizedNetworks must not contain 0.0.0.0/0 or ::/0 in prod; got "
-                f"{', '.join(open_nets)}: list your VPN or CI ranges"
-            )
-        if open_ranges := [r for r in c.ingress.source_ranges if is_anywhere(r)]:
-            yield (
-                f"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in prod; got "
-                f"{', '.join(open_ranges)}: list the client ranges"
-            )
-        if not c.cluster.deletion_protection:
-            yield "cluster.deletionProtection must be true in prod; got false"
-        if not svc.fault_tolerance.enabled:
-            yield (
-                "rayService.faultTolerance.enabled must be true in prod; got false: without GCS fault "
-                "tolerance (an external Redis) a head restart takes every Serve app down; set enabled, "
-                "redisAddress and redisPassword"
-            )
-    yield from _app_problems(c)
-    yield from _upgrade_problems(c)
-    yield from _shutdown_problems(c)
-    yield from _health_check_problems(c)
-
-
-def reliability_lines(c: StackConfig) -> list[str]:
-    """Per app, what `raygke plan` states: its deadline at our tier and how long a hung replica can
-    stall it (the worst of its deployments), with the health check that sets that bound."""
-    lines = []
-    for app in c.apps:
-        checks = app.health_checks()
-        if checks:
-            worst = max(checks, key=lambda n: hung_replica_bound_s(*checks[n]))
-            period, timeout = checks[worst]
-            whose = f"{worst}: " if len(set(checks.values())) > 1 else ""
-            how = f"{whose}health check every {period:g} s, timeout {timeout:g} s"
-        else:
-            period, timeout = RAY_HEALTH_CHECK_PERIOD_S, RAY_HEALTH_CHECK_TIMEOUT_S
-            why = "Ray Serve LLM builds its deployments" if app.kind == "llm" else "none listed"
-            how = f"Ray's health check, every {period:g} s, timeout {timeout:g} s: {why}"
-        lines.append(
-            f"{app.name}: deadline {app.deadline_s} s at our tier; a hung replica is replaced "
-            f"within {RAY_HEALTH_CHECK_FAILURES} x ({period:g} + {timeout:g}) = "
-            f"{app.hung_replica_bound_s():g} s ({how})"
-        )
-    return lines
-
-
-def _health_check_problems(c: StackConfig):
-    """A hung replica is found only by Serve's health checks: too slow a setting leaves the app
-    stalled (Ray's defaults: 2 minutes), too short a timeout replaces replicas that are only busy."""
-    for app in c.apps:
-        for name, (period, timeout) in app.health_checks().items():
-            where = f"apps[{app.name}].deployments.{name}"
-            if timeout < MIN_HEALTH_CHECK_TIMEOUT_S:
-                yield (
-                    f"{where}.healthCheckTimeoutS must be at least {MIN_HEALTH_CHECK_TIMEOUT_S:g} s: a "
-                    f"shorter one replaces replicas that are only busy; got {timeout:g}"
-                )
-            bound = hung_replica_bound_s(period, timeout)
-            if bound > MAX_HUNG_REPLICA_BOUND_S:
-                room = MAX_HUNG_REPLICA_BOUND_S / RAY_HEALTH_CHECK_FAILURES
-                yield (
-                    f"{where}: healthCheckPeriodS ({period:g}) and healthCheckTimeoutS ({timeout:g}) "
-                    f"let a hung replica stall the app for {RAY_HEALTH_CHECK_FAILURES} x ({period:g} + "
-                    f"{timeout:g}) = {bound:g} s, more than the {MAX_HUNG_REPLICA_BOUND_S:g} s allowed; "
-                    f"allowed: period + timeout <= {room:g} s (unset: {HEALTH_CHECK_PERIOD_S:g} and "
-                    f"{HEALTH_CHECK_TIMEOUT_S:g}, docs/reliability.md)"
-                )
-
-
-def _app_problems(c: StackConfig):
-    seen_names: set[str] = set()
-    seen_prefixes: dict[str, str] = {}
-    for app in c.apps:
-        if app.name in seen_names:
-            yield f"apps: name {app.name!r} appears twice; app names must be unique"
-        seen_names.add(app.name)
-        if app.route_prefix in seen_prefixes:
-            yield (
-                f"apps[{app.name}].routePrefix {app.route_prefix!r} is already used by "
-                f"apps[{seen_prefixes[app.route_prefix]}]; route prefixes must be unique"
-            )
-        seen_prefixes[app.route_prefix] = app.name
-        yield from _model_bucket_problems(app, c.ray_service.model_bucket)
-        if "grpc" in app.protocols and not c.ray.grpc:
-            yield f"apps[{app.name}].protocols includes grpc but ray.grpc is false"
-        per_node = c.gpu_pool.accelerator_count
-        if app.gpus_per_replica > per_node:
-            yield (
-                f"apps[{app.name}]: a replica needs {app.gpus_per_replica:g} GPUs, more than the "
-                f"{per_node} of one {c.gpu_pool.machine_type} node; a replica cannot span nodes"
-            )
-    demand = sum(app.gpu_demand for app in c.apps)
-    capacity = c.ray_service.workers.max_replicas * c.gpu_pool.accelerator_count
-    if demand > capacity:
-        yield (
-            f"apps: need {demand:g} GPUs at peak replicas but rayService.workers.maxReplicas "
-            f"({c.ray_service.workers.max_replicas}) x {c.gpu_pool.accelerator_count} GPUs per "
-            f"{c.gpu_pool.machine_type} holds {capacity}; raise maxReplicas/gpuPool.maxNodes or lower replicas"
-        )
-
-
-def ingress_shutdown_floor_s(ray: RayConfig) -> float | None:
-    """The graceful_shutdown_timeout_s Serve forces on ingress deployments, or None without direct
-    ingress (on with Ray's HAProxy ingress, with RAY_SERVE_THROUGHPUT_OPTIMIZED unless turned off)."""
-    env = ray.serve_flags
-    on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0") == "1"
-    if env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1":
-        on = env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1") == "1"
-    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-        on = True
-    if not on:
-        return None
-    try:
-        period = float(
-            env.get(
-                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
-                RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S,
-            )
-        )
-    except ValueError:
-        period = RAY_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S
-    return period + RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S
-
-
-def _shutdown_problems(c: StackConfig):
-    """A replica's replacement must be running before Serve stops it, and the drain must fit the pod.
-
-    Serve starts replacements for the replicas on a draining node elsewhere, and stops each one once
-    its replacement runs, or at the latest at the drain deadline minus the replica's
-    graceful_shutdown_timeout_s (ray.serve._private.deployment_state: _partition_groups_to_stop).
-    Stopped before its replacement runs, an app whose replicas were all on that node has none: Ray's
-    HAProxy sends its requests to the fallback proxy, which holds them until one starts (a local drain
-    on a loaded machine held them past a 5 s deadline). So the deadline must hold each deployment's
-    timeout plus the app's replicaStartS; with direct ingress the ingress deployment's timeout is at
-    least Serve's floor (ingress_shutdown_floor_s), whatever the config says.
-    """
-    shutdown = c.ray_service.shutdown
-    drain, grace = shutdown.drain_deadline_seconds, shutdown.termination_grace_period_seconds
-    where = (
-        f"rayService.shutdown.drainDeadlineSeconds ({drain}; the pod's "
-        f"terminationGracePeriodSeconds is {grace})"
-    )
-    floor = ingress_shutdown_floor_s(c.ray)
-    room = grace - STOP_MARGIN_S
-    for app in c.apps:
-        start = app.replica_start_bound_s
-        starts = f"apps[{app.name}].replicaStartS ({start}" + (
-            ")" if app.replica_start_s else f", the {app.kind} default)"
-        )
-        for name, dep in sorted(app.deployments.items()):
-            timeout = dep.shutdown_timeout_s
-            if dep.graceful_shutdown_timeout_s is not None and timeout + start > drain:
-                yield (
-                    f"apps[{app.name}].deployments.{name}.gracefulShutdownTimeoutS ({timeout:g}) plus "
-                    f"{starts} must fit in {where}: Serve stops a replica on a draining node at the "
-                    "deadline minus this timeout, and its replacement must be running on another "
-                    f"node by then; allowed: 0..{max(drain - start, 0)} (or raise drainDeadlineSeconds "
-                    "and terminationGracePeriodSeconds)"
-                )
-        # Deployments that set no timeout: an ingress one gets Serve's floor with direct ingress,
-        # the others (and every one without direct ingress) Ray's default.
-        implicit = floor if floor is not None else RAY_GRACEFUL_SHUTDOWN_TIMEOUT_S
-        if implicit + start > drain:
-            need = math.ceil(implicit + start)
-            why = (
-                f"with Ray's HAProxy (direct) ingress Serve raises every ingress deployment's "
-                f"graceful shutdown to {implicit:g} s (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S "
-                f"+ {RAY_DIRECT_INGRESS_SHUTDOWN_BUFFER_S:g})"
-                if floor is not None
-                else f"a deployment that sets no gracefulShutdownTimeoutS gets Ray's {implicit:g} s"
-            )
-            grace_too = (
-                ""
-                if need <= room
-                else f", and terminationGracePeriodSeconds to {need + STOP_MARGIN_S}"
-            )
-            yield (
-                f"{where} must be at least {need} s for apps[{app.name}]: {why}, and Serve stops a "
-                f"replica on a draining node at the deadline minus that, before its replacement runs "
-                f"unless {starts} fits in between; allowed: {need}..{max(room, need)}{grace_too} "
-                "(or a lower replicaStartS)"
-            )
-
-
-def _model_bucket_problems(app: AppConfig, bucket: ModelBucketConfig | None):
-    """An llm app reading weights from GCS needs the bucket mounted where its model_source points."""
-    if app.kind != "llm" or app.args.get("source") != "gcs":
-        return
-    given = str(app.args.get("model_source"))
-    source = PurePosixPath(given)
-    if bucket is None:
-        yield (
-            f"apps[{app.name}].args.source is 'gcs' (model_source {given!r}) but rayService.modelBucket "
-            "is not set; add rayService.modelBucket: {bucket: <name>, mountPath: /gcs/models} so the GCS "
-            "FUSE CSI driver mounts the weights, or use source: hub"
-        )
-    elif ".." in source.parts or not source.is_relative_to(bucket.mount_path):
-        yield (
-            f"apps[{app.name}].args.model_source {given!r} must lie under rayService.modelBucket."
-            f"mountPath {bucket.mount_path!r}, where bucket {bucket.bucket!r} is mounted "
-            f"(e.g. {bucket.mount_path}/<model directory>)"
-        )
-
-
-def _upgrade_problems(c: StackConfig):
-    upgrade = c.ray_service.upgrade_strategy
-    demand = sum(app.gpu_demand for app in c.apps)
-    pool_gpus = c.gpu_pool.max_nodes * c.gpu_pool.accelerator_count
-    if (
-        upgrade.type == "NewCluster"
-        and demand * 2 > pool_gpus
-        and not upgrade.acknowledge_no_gpu_headroom
-    ):
-        yield (
-            f"rayService.upgradeStrategy.type NewCluster starts a second cluster during upgrades: it needs "
-            f"{demand * 2:g} GPUs but gpuPool.maxNodes x acceleratorCount is {pool_gpus}; raise "
-            "gpuPool.maxNodes, or set upgradeStrategy.acknowledgeNoGpuHeadroom: true to accept a stalled upgrade"
-        )
-    if upgrade.type == "NewClusterWithIncrementalUpgrade":
-        if not upgrade.gateway_class_name:
-            yield (
-                "rayService.upgradeStrategy.gatewayClassName is required for NewClusterWithIncrementalUpgrade "
-                "(it routes through a Gateway API HTTPRoute), e.g. gke-l7-rilb"
-            )
-        grpc_only = [a.name for a in c.apps if a.protocols == ["grpc"]]
-        if grpc_only:
-            yield (
-                f"rayService.upgradeStrategy NewClusterWithIncrementalUpgrade shifts HTTP traffic only; "
-                f"gRPC-only apps {grpc_only} would not be upgraded incrementally (use NewCluster)"
-            )
 
 
 MAX_SHOWN_CHARS = 80

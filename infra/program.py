@@ -6,7 +6,7 @@ Thin on purpose: every decision lives in the config (infra/config.py), the Serve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_gcp as gcp
@@ -20,6 +20,7 @@ from components.network import Network
 from components.ray_service import RayServeApp, RayServeAppArgs
 from components.render import rayservice as rs
 from components.render.gpu_machines import H100_MACHINES
+from infra import specs
 from infra.config import StackConfig
 from infra.cost import estimate_cost
 from infra.outputs import smoke_contract
@@ -105,25 +106,8 @@ def define(config: StackConfig) -> dict[str, Any]:
         "serving-ns", metadata={"name": config.ray_service.namespace}, opts=on_k8s
     )
     in_namespace = pulumi.ResourceOptions(provider=k8s_provider, depends_on=[namespace])
-    ingress_args: HaproxyIngressArgs = {
-        "namespace": config.ray_service.namespace,
-        "ray_service_name": config.ray_service.name,
-        "ray_pod_selector": rs.serving_pod_selector(config.ray_service.name),
-        "routes": [app.route_prefix for app in config.apps],
-        "deadlines": config.app_deadlines,
-        "image": config.ingress.image,
-        "replicas": config.ingress.replicas,
-        "max_replicas": config.ingress.max_replicas,
-        "min_available": config.ingress.replicas - 1,  # node drains evict one pod at a time
-        "load_balancer": config.ingress.exposure,
-        "source_ranges": config.ingress.source_ranges,
-        "lb_http_port": config.ingress.http_port,
-        "lb_grpc_port": config.ingress.grpc_port,
-    }
-    if config.ingress.tls_secret:
-        ingress_args["tls_secret_name"] = config.ingress.tls_secret
-        ingress_args["lb_https_port"] = config.ingress.https_port
-    ingress = HaproxyIngress("ingress", ingress_args, opts=in_namespace)
+    ingress_args = cast(HaproxyIngressArgs, specs.ingress_args(config))
+    ingress = HaproxyIngress(specs.INGRESS_NAME, ingress_args, opts=in_namespace)
     service_args: RayServeAppArgs = {
         "spec": spec,
         "ingress_pod_labels": ingress.pod_labels,

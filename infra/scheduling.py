@@ -1,12 +1,11 @@
-"""The stack's pods and node pools, gathered from the renderers, for the scheduling check.
+"""The stack's pods and node pools, read from its rendered graph, for the scheduling check.
 
-Owns: which objects the program renders and how their figures map back to stack keys: the RayService
-from the same builder the program uses (infra/specs.py `rayservice_spec`, rendered by
-components/render/rayservice.py), the KubeRay operator from its chart values
-(components/kuberay_operator.py), our HAProxy tier from its component's resources and placement
-(components/haproxy_ingress.py), and the pools from the node-pool planner and the cluster's system-pool
-settings. Does not own the rule (components/render/scheduling.py) nor when it runs (infra/config.py
-calls `scheduling_problems` among its cross checks, before any resource registers).
+Owns: which pods the rendered graph (infra/rendered.py) holds and how their figures map back to stack
+keys: the RayService's head and workers, the KubeRay operator from its chart values, our tier from
+its rendered Deployment (every container, at the autoscaler's ceiling plus the rollout's surge), and
+the pools from the node-pool planner and the cluster's system-pool settings. Does not own the
+arithmetic (components/render/node_fit.py) nor when it runs (infra/checks.py, before any resource
+registers).
 """
 
 from __future__ import annotations
@@ -15,17 +14,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from components import haproxy_ingress, kuberay_operator
-from components.render import scheduling as sched
+from components.render import node_fit as sched
 from components.render.node_pool import (
     POOL_LABEL,
     SYSTEM_POOL,
-    SYSTEM_POOL_SELECTOR,
     plan_node_pool,
 )
-from components.render.rayservice import ACCELERATOR_LABEL, render_rayservice
+from components.render.rayservice import ACCELERATOR_LABEL
 from infra.config import StackConfig
-from infra.specs import gpu_capacity, rayservice_spec
+from infra.rendered import RenderedStack, render_stack
+from infra.specs import gpu_capacity
 
 # GKE upgrades a node pool without upgrade_settings (our system pool) by surge: one extra node per
 # zone at a time (maxSurge 1, maxUnavailable 0, GKE's default).
@@ -99,10 +97,9 @@ def node_pools(c: StackConfig) -> list[sched.NodePool]:
     return pools
 
 
-def stack_pods(c: StackConfig) -> list[sched.PodDemand]:
-    """Every pod the program renders, named and keyed as the stack file writes it."""
-    manifest = render_rayservice(rayservice_spec(c))
-    head, workers = sched.rayservice_pods(manifest)
+def stack_pods(c: StackConfig, rendered: RenderedStack) -> list[sched.PodDemand]:
+    """Every pod of the rendered graph, named and keyed as the stack file writes it."""
+    head, workers = sched.rayservice_pods(rendered.rayservice)
     pods = [
         dataclasses.replace(
             head,
@@ -123,34 +120,28 @@ def stack_pods(c: StackConfig) -> list[sched.PodDemand]:
                 count_why="rayService.workers.maxReplicas",
             )
         )
-    values = kuberay_operator.helm_values(
-        kuberay_operator.FEATURE_GATES,
-        kuberay_operator.DEFAULT_RESOURCES,
-        SYSTEM_POOL_SELECTOR,
-    )
     pods.append(
         dataclasses.replace(
-            sched.helm_values_pod("kuberay operator", values, OPERATOR_REPLICAS),
+            sched.helm_values_pod("kuberay operator", rendered.operator_values, OPERATOR_REPLICAS),
             count_why="the chart's one replica",
         )
     )
-    tier_resources: Any = haproxy_ingress.DEFAULT_RESOURCES
-    surge = haproxy_ingress.ROLLOUT_MAX_SURGE  # one pod above the autoscaler's maximum
-    tier = sched.helm_values_pod(
-        "ingress (HAProxy tier)",
-        {"resources": tier_resources, "nodeSelector": SYSTEM_POOL_SELECTOR},
-        c.ingress.max_replicas + surge,
-    )
+    deployment = rendered.tier["deployment"]["spec"]
+    most = rendered.tier["hpa"]["spec"]["maxReplicas"]
+    surge = deployment["strategy"]["rollingUpdate"]["maxSurge"]  # one pod above the ceiling
     pods.append(
-        dataclasses.replace(
-            tier,
-            count_why=f"ingress.maxReplicas {c.ingress.max_replicas} + {surge} rollout surge",
+        sched.template_pod(
+            "ingress (HAProxy tier)",
+            deployment["template"],
+            most + surge,
+            f"ingress.maxReplicas {most} + {surge} rollout surge",
         )
     )
     return pods
 
 
-def scheduling_plan(c: StackConfig) -> SchedulingPlan:
+def scheduling_plan(c: StackConfig, rendered: RenderedStack | None = None) -> SchedulingPlan:
+    """The pools, the pods and what does not fit; renders `c` unless given its graph."""
     pools = node_pools(c)
     problems = sched.node_pool_problems(pools, c.network.pods_cidr)
     unknown = [p for p in pools if sched.machine_shape(p.machine_type) is None]
@@ -161,13 +152,15 @@ def scheduling_plan(c: StackConfig) -> SchedulingPlan:
         )
     if unknown:
         return SchedulingPlan(tuple(pools), (), tuple(problems), ())
-    try:
-        pods = stack_pods(c)
-    except ValueError:  # a RayService spec KubeRay would refuse: the program's own check names it
-        return SchedulingPlan(tuple(pools), (), tuple(problems), ())
+    if rendered is None:
+        try:
+            rendered = render_stack(c)
+        except ValueError:  # a spec a renderer refuses: the rule that names its key reports it
+            return SchedulingPlan(tuple(pools), (), tuple(problems), ())
+    pods = stack_pods(c, rendered)
     found, fits = sched.check_scheduling(pods, pools, system_pool=SYSTEM_POOL)
     return SchedulingPlan(tuple(pools), tuple(pods), tuple(problems + found), tuple(fits))
 
 
-def scheduling_problems(c: StackConfig) -> list[str]:
-    return list(scheduling_plan(c).problems)
+def scheduling_problems(c: StackConfig, rendered: RenderedStack | None = None) -> list[str]:
+    return list(scheduling_plan(c, rendered).problems)

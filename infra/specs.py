@@ -1,16 +1,19 @@
 """The pure specs the stack config asks for, as the components and renderers take them.
 
-Owns: mapping a validated StackConfig to the RayService spec (components/render/rayservice.py) and
-the GPU pool's capacity (components/render/node_pool.py), for the program, which registers them, and
-the scheduling check (infra/scheduling.py), which renders them before anything registers. Imports no
-Pulumi SDK. Does not own the rules of either (the renderers do) nor registering anything
-(infra/program.py).
+Owns: mapping a validated StackConfig to the RayService spec (components/render/rayservice.py),
+our tier's args (components/render/ingress_tier.py) and the GPU pool's capacity
+(components/render/node_pool.py), for the program, which registers them, and the rendered graph
+(infra/rendered.py), which renders them before anything registers. Imports no Pulumi SDK. Does not
+own the rules of any (the renderers do) nor registering anything (infra/program.py).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from components.render import rayservice as rs
 from components.render.haproxy import Timeouts
+from components.render.ingress_tier import TierSpec
 from components.render.node_pool import Capacity
 from infra.config import StackConfig
 from infra.serve_config import build_serve_config
@@ -97,3 +100,35 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
             else None
         ),
     )
+
+
+INGRESS_NAME = "ingress"  # the tier's component name: its objects are named after it
+
+
+def ingress_args(config: StackConfig) -> dict[str, Any]:
+    """Our tier's args (HaproxyIngressArgs), every one a plain value from the stack."""
+    ingress = config.ingress
+    args: dict[str, Any] = {
+        "namespace": config.ray_service.namespace,
+        "ray_service_name": config.ray_service.name,
+        "ray_pod_selector": rs.serving_pod_selector(config.ray_service.name),
+        "routes": [app.route_prefix for app in config.apps],
+        "deadlines": config.app_deadlines,
+        "image": ingress.image,
+        "replicas": ingress.replicas,
+        "max_replicas": ingress.max_replicas,
+        "min_available": ingress.replicas - 1,  # node drains evict one pod at a time
+        "load_balancer": ingress.exposure,
+        "source_ranges": ingress.source_ranges,
+        "lb_http_port": ingress.http_port,
+        "lb_grpc_port": ingress.grpc_port,
+    }
+    if ingress.tls_secret:
+        args["tls_secret_name"] = ingress.tls_secret
+        args["lb_https_port"] = ingress.https_port
+    return args
+
+
+def tier_spec(config: StackConfig) -> TierSpec:
+    """The tier the program's HaproxyIngress renders, from the same args."""
+    return TierSpec(name=INGRESS_NAME, **ingress_args(config))

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
+from infra.checks import stack_problems
 from infra.config import (
     FlexStart,
     OnDemand,
@@ -204,7 +205,9 @@ def redact(text: str, secrets: set[str] | None = None) -> str:
 def parse_stack_config(
     stack: str, config: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()
 ) -> StackConfig:
-    """Validate a stack's `config:` map (keys like `gcp:project`, `ray-serve-gke:gpuPool`).
+    """Validate a stack's `config:` map (keys like `gcp:project`, `ray-serve-gke:gpuPool`): each
+    section's shape (infra/config.py), then what the stack means across sections and rendered
+    objects (infra/checks.py), every problem at once.
 
     `secret_keys` are the keys Pulumi holds as secrets: no message shows a value from them, nor any
     extraEnv value."""
@@ -234,10 +237,15 @@ def parse_stack_config(
             )
         )
     try:
-        return StackConfig.model_validate(data)
+        parsed = StackConfig.model_validate(data)
     except ValidationError as exc:
         message = f"stack {stack!r} has an invalid config:\n{_format(exc, secret_sections)}"
         raise ConfigError(redact(message, secrets)) from None
+    if problems := stack_problems(parsed):
+        lines = (_qualify(line) if _names_its_key(line) else line for line in problems)
+        message = f"stack {stack!r} has an invalid config:\n" + "\n".join(lines)
+        raise ConfigError(redact(message, secrets))
+    return parsed
 
 
 def stack_file_path(stack: str, stacks_dir: Path | None = None) -> Path:

@@ -16,7 +16,15 @@ from typing import Literal, cast, get_args
 
 from policy import gke_checks as gke
 from policy import k8s_checks as k8s
-from policy.inventory import UNKNOWN, Check, InventoryLike, Resource, ResourceLike, Resources
+from policy.inventory import (
+    UNKNOWN,
+    Check,
+    InventoryLike,
+    Resource,
+    ResourceLike,
+    Resources,
+    all_of,
+)
 
 # UNKNOWN and Resource(s) live where the checks use them and are re-exported here, so
 # `from policy.controls import X` serves every caller (policy/__init__.py, the pack).
@@ -215,6 +223,15 @@ CONTROLS: tuple[Control, ...] = (
         environments=PROD_ONLY,
     ),
     Control(
+        "RAYGKE-GKE-3",
+        "GPU serving never scales to zero (GPU pools and Ray worker groups keep one)",
+        "mandatory",
+        "set ray-serve-gke:gpuPool.minNodes and ray-serve-gke:rayService.workers.minReplicas to 1 "
+        "or more",
+        all_of(gke.pool_check(gke.gpu_pool_floor), k8s.ray_worker_floor),
+        environments=PROD_ONLY,
+    ),
+    Control(
         "RAYGKE-GKE-2",
         "GPU node pools are tainted nvidia.com/gpu:NO_SCHEDULE",
         "mandatory",
@@ -269,6 +286,14 @@ CONTROLS: tuple[Control, ...] = (
             ray_remediation="the Ray image is ray-serve-gke:ray.imageRepository tagged "
             "<ray.version>-py311-gpu; set ray-serve-gke:ray.version to a release such as 2.60.0",
         ),
+    ),
+    Control(
+        "RAYGKE-K8S-5",
+        "RayServices keep their apps through a head restart (GCS fault tolerance on Redis)",
+        "mandatory",
+        "set ray-serve-gke:rayService.faultTolerance {enabled: true, redisAddress, redisPassword}",
+        k8s.gcs_fault_tolerance,
+        environments=PROD_ONLY,
     ),
     # Advisory: a digest exists only once CI has pushed the image, and the shipped stacks cannot
     # invent one. The deploy workflow sets ray.imageDigest from the build (and the HAProxy digest

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from components.render.cidr import open_cidrs
 from policy.inventory import (
     Check,
     Finding,
@@ -25,7 +26,6 @@ from policy.inventory import (
     is_unknown,
     lookup,
     of_type,
-    open_cidrs,
 )
 
 CLUSTER = "gcp:container/cluster:Cluster"
@@ -251,3 +251,17 @@ def gpu_taint(pool: Pool) -> str | None:
         f"{pool.where}nodeConfig.taints {keys} lack {GPU_TAINT_KEY}:NO_SCHEDULE: any pod may "
         "schedule onto the GPU nodes"
     )
+
+
+def gpu_pool_floor(pool: Pool) -> str | None:
+    """A GPU pool that may shrink to no node makes the next request wait for one to boot, pull the
+    Ray image and load the model: minutes, not a latency an SLO survives."""
+    if not is_gpu_pool(pool) or pool.where:  # inline pools: the cluster's, never ours
+        return None
+    autoscaling = as_map(pool.resource.inputs.get("autoscaling"))
+    if not autoscaling:
+        return None  # a fixed nodeCount
+    floors = [autoscaling.get(k) for k in ("totalMinNodeCount", "minNodeCount")]
+    if any(is_unknown(f) for f in floors) or any(as_number(f) >= 1 for f in floors):
+        return None
+    return "autoscaling lets the GPU pool shrink to 0 nodes (totalMinNodeCount and minNodeCount unset or 0)"

@@ -10,8 +10,7 @@ in policy/controls.py.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +68,16 @@ class Finding:
 Check = Callable[[InventoryLike], Iterable[Finding]]
 
 
+def all_of(*checks: Check) -> Check:
+    """One check that runs several: a control whose rule spans resource kinds."""
+
+    def check(inventory: InventoryLike) -> Iterator[Finding]:
+        for each in checks:
+            yield from each(inventory)
+
+    return check
+
+
 def lookup(node: Any, path: str) -> Any:
     """The value at dotted `path`, or None where any step is missing."""
     for part in path.split("."):
@@ -107,16 +116,3 @@ def as_number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
-
-
-def open_cidrs(cidrs: Iterable[Any]) -> list[str]:
-    """The CIDRs that admit every address (0.0.0.0/0, ::/0); a value that is not a CIDR (unknown
-    during preview) is skipped: GKE itself rejects a malformed one."""
-    open_ones = []
-    for cidr in cidrs:
-        try:
-            if ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0:
-                open_ones.append(str(cidr))
-        except ValueError:
-            continue
-    return open_ones

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from components.render.cidr import open_cidrs
 from components.render.images import parse_image, pin_problem
 from policy.inventory import (
     Check,
@@ -27,7 +28,6 @@ from policy.inventory import (
     is_unknown,
     lookup,
     of_type,
-    open_cidrs,
 )
 
 SERVICE = "kubernetes:core/v1:Service"
@@ -304,4 +304,30 @@ def load_balancer_ranges(inventory: InventoryLike) -> Iterator[Finding]:
                 r,
                 f"an external LoadBalancer whose spec.loadBalancerSourceRanges contain "
                 f"{', '.join(open_ranges)}",
+            )
+
+
+RAYSERVICE = "kubernetes:ray.io/v1:RayService"
+
+
+def ray_worker_floor(inventory: InventoryLike) -> Iterator[Finding]:
+    """A worker group that may shrink to none leaves the first request waiting for a GPU pod."""
+    for r in of_type(inventory, RAYSERVICE):
+        for where, group in _walk(r.inputs, "spec.rayClusterConfig.workerGroupSpecs[]"):
+            floor = lookup(group, "minReplicas")
+            if not is_unknown(floor) and as_number(floor) < 1:
+                yield Finding(
+                    r, f"{where}.minReplicas is {as_number(floor):g}: the workers may scale to zero"
+                )
+
+
+def gcs_fault_tolerance(inventory: InventoryLike) -> Iterator[Finding]:
+    """Without GCS fault tolerance a head restart takes every Serve app down with it."""
+    for r in of_type(inventory, RAYSERVICE):
+        options = lookup(r.inputs, "spec.rayClusterConfig.gcsFaultToleranceOptions")
+        if not is_unknown(options) and not as_map(options).get("redisAddress"):
+            yield Finding(
+                r,
+                "spec.rayClusterConfig.gcsFaultToleranceOptions.redisAddress is not set: a head "
+                "restart loses every Serve app",
             )

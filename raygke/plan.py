@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.config import reliability_lines
+from infra.checks import reliability_lines
 from infra.cost import render_cost_lines
 from infra.program import run_program
 from infra.scheduling import scheduling_plan

@@ -3,6 +3,7 @@ value and what is allowed, before a single resource is registered."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -953,11 +954,21 @@ def test_a_stack_named_after_its_environment_with_a_suffix_needs_no_override():
     assert parse_stack_config("prod-eu", read_stack_file("prod")).environment == "prod"
 
 
-def test_planning_imports_neither_ray_nor_torch():
+def test_checking_a_stack_needs_no_engine_nor_ray():
+    """Loading and checking every stack file (the rendered graph and the scheduling check included)
+    imports no Pulumi SDK, and neither Ray nor torch."""
     import subprocess
     import sys
 
-    probe = "import sys, infra.config; print(sorted(m for m in ('ray', 'torch', 'vllm') if m in sys.modules))"
+    probe = (
+        "import sys\n"
+        "from infra.stack_file import load_stack_config\n"
+        "from infra.scheduling import scheduling_plan\n"
+        f"for stack in {STACKS!r}:\n"
+        "    scheduling_plan(load_stack_config(stack))\n"
+        "heavy = ('pulumi', 'pulumi_gcp', 'pulumi_kubernetes', 'ray', 'torch', 'vllm')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -1003,3 +1014,58 @@ def test_gpudirect_networks_only_when_acknowledged():
     config = mutated("prod", edit("network", gpudirect=True, gpudirectNetworksOnly=True))
     assert parse_stack_config("prod", config).network.gpudirect is True
     assert load_stack_config("prod").network.gpudirect is False  # off in prod: TP within one node
+
+
+# --- rules whose scope is a policy control's ------------------------------------------------------
+POLICY_RULES: list[tuple[str, Callable[[dict], None], str]] = [
+    ("RAYGKE-GKE-3", edit("gpuPool", minNodes=0), r"gpuPool.minNodes and .* must be >= 1 in"),
+    (
+        "RAYGKE-GKE-3",
+        lambda c: c[f"{NS}:rayService"]["workers"].update(minReplicas=0, pdbMinAvailable=0),
+        r"rayService.workers.minReplicas must be >= 1 in",
+    ),
+    (
+        "5.6.3",
+        lambda c: c[f"{NS}:cluster"]["authorizedNetworks"].append({"cidr": "::/0", "name": "v6"}),
+        r"cluster.authorizedNetworks must not contain 0.0.0.0/0 or ::/0 in",
+    ),
+    (
+        "RAYGKE-NET-1",
+        edit("ingress", sourceRanges=["0.0.0.0/0"]),
+        r"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in",
+    ),
+    (
+        "RAYGKE-NET-1",
+        edit("ingress", exposure="internal", sourceRanges=["10.0.0.0/8", "0.0.0.0/0"]),
+        r"ingress.sourceRanges must not contain",
+    ),
+    ("RAYGKE-GKE-1", edit("cluster", [], deletionProtection=False), "deletionProtection must be"),
+    (
+        "RAYGKE-K8S-5",
+        lambda c: c[f"{NS}:rayService"].update(faultTolerance={"enabled": False}),
+        "faultTolerance.enabled must be true in",
+    ),
+]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize(("control_id", "mutate", "pattern"), POLICY_RULES)
+def test_a_policy_rule_binds_where_its_control_fails_a_plan(
+    stack: str, control_id: str, mutate: Callable[[dict], None], pattern: str
+):
+    """One owner for where a rule binds: the policy catalogue. A stack file breaking the rule is
+    refused exactly in the environments where the control is mandatory."""
+    from policy import CONTROLS_BY_ID
+
+    control = CONTROLS_BY_ID[control_id]
+    config = mutated(stack, mutate)
+    environment = config[f"{NS}:environment"]
+    binds = control.applies_to(environment) and control.severity_in(environment) == "mandatory"
+    if binds:
+        with pytest.raises(ConfigError, match=pattern):
+            parse_stack_config(stack, config)
+    else:
+        try:
+            parse_stack_config(stack, config)
+        except ConfigError as exc:
+            assert not re.search(pattern, str(exc)), str(exc)

@@ -20,6 +20,7 @@ from components.haproxy_ingress import (
     HaproxyIngress,
     HaproxyIngressArgs,
 )
+from components.render.ingress_tier import DEFAULT_MAX_REPLICAS
 from raygke.mocks import Inventory, Registration, ints, run_with_mocks
 from raygke.tier import check_config
 
@@ -273,7 +274,7 @@ def test_pdb_and_hpa(default: tuple[Inventory, dict[str, Any]]) -> None:
         "kind": "Deployment",
         "name": "haproxy",
     }
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, DEFAULT_MAX_REPLICAS)
     assert hpa["metrics"][0]["resource"] == {
         "name": "cpu",
         "target": {"type": "Utilization", "averageUtilization": 70},
@@ -311,10 +312,10 @@ def test_load_balancer_ports_are_the_args_and_reach_the_outputs() -> None:
     ("overrides", "match"),
     [
         ({"lb_http_port": 0}, "lb_http_port must be a TCP port 1-65535; got 0"),
-        ({"lb_grpc_port": 80}, "load balancer ports must differ"),
+        ({"lb_grpc_port": 80}, r"lb_grpc_port \(80\) is already used by lb_http_port"),
         (
             {"tls_secret_name": "tls", "lb_https_port": 9000},
-            "load balancer ports must differ",
+            r"lb_https_port \(9000\) is already used by lb_grpc_port",
         ),
         ({"replicas": 0}, "replicas must be at least 1"),
         ({"replicas": 3, "max_replicas": 2}, "max_replicas"),

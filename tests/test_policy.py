@@ -98,6 +98,7 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
             NODE_POOL,
             {
                 "management": {"autoRepair": True, "autoUpgrade": True},
+                "autoscaling": {"totalMinNodeCount": 1.0, "totalMaxNodeCount": 2.0},
                 "nodeConfig": _node_config(
                     machineType="a3-highgpu-8g",
                     guestAccelerators=[{"type": "nvidia-h100-80gb", "count": 8.0}],
@@ -129,6 +130,7 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
                 "metadata": {"name": "serving", "namespace": "ray-serve"},
                 "spec": {
                     "rayClusterConfig": {
+                        "gcsFaultToleranceOptions": {"redisAddress": "10.50.16.3:6379"},
                         "headGroupSpec": {
                             "rayStartParams": {},
                             "template": {
@@ -151,6 +153,7 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
                         },
                         "workerGroupSpecs": [
                             {
+                                "minReplicas": 1.0,
                                 "template": {
                                     "metadata": {"labels": dict(ray_labels)},
                                     "spec": {
@@ -160,7 +163,7 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
                                             )
                                         ]
                                     },
-                                }
+                                },
                             }
                         ],
                     }
@@ -292,6 +295,16 @@ FAILING: list[tuple[str, Mutation, str]] = [
     ("5.8.3", lambda s: at(s, "cluster").update(enableLegacyAbac=True), "enableLegacyAbac"),
     ("RAYGKE-GKE-1", lambda s: at(s, "cluster").update(deletionProtection=False), "pulumi destroy"),
     ("RAYGKE-GKE-2", lambda s: at(s, "gpu")["nodeConfig"].pop("taints"), "any pod may schedule"),
+    (
+        "RAYGKE-GKE-3",
+        lambda s: at(s, "gpu")["autoscaling"].update(totalMinNodeCount=0.0),
+        "shrink to 0 nodes",
+    ),
+    (
+        "RAYGKE-K8S-5",
+        lambda s: at(s, "rayservice")["spec"]["rayClusterConfig"].pop("gcsFaultToleranceOptions"),
+        "a head restart loses every Serve app",
+    ),
     (
         "RAYGKE-NET-1",
         lambda s: at(s, "lb")["spec"].update(loadBalancerSourceRanges=["0.0.0.0/0"]),
@@ -741,7 +754,10 @@ def test_insecure_stack_trips_a_known_list():
         ("5.3.1", "mandatory"),
         ("5.6.3", "mandatory"),
         ("RAYGKE-GKE-1", "mandatory"),
+        ("RAYGKE-GKE-3", "mandatory"),  # the GPU pool's floor and the worker group's
+        ("RAYGKE-GKE-3", "mandatory"),
         ("RAYGKE-NET-1", "mandatory"),
+        ("RAYGKE-K8S-5", "mandatory"),
         ("RAYGKE-K8S-4", "advisory"),  # Ray head, Ray worker, HAProxy: tags, no digests
         ("RAYGKE-K8S-4", "advisory"),
         ("RAYGKE-K8S-4", "advisory"),

@@ -29,14 +29,11 @@ import pytest
 from bounds import CLI_START_S, PROCESS_EXIT_S, REQUEST_S
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from schemas import validate_core
 
-from components.haproxy_ingress import cluster_ingress_spec
 from components.render import haproxy as hp
 from components.render.haproxy import (
     MAX_DEADLINE_S,
     MIN_STREAM_TIMEOUT_S,
-    TIER_UID,
     AppDeadline,
     Bind,
     DnsBackends,
@@ -48,10 +45,8 @@ from components.render.haproxy import (
     TlsBind,
     ingress_spec,
     render_haproxy_cfg,
-    render_tier_network_policy,
-    tier_container_security_context,
-    tier_pod_security_context,
 )
+from components.render.ingress_tier import cluster_ingress_spec
 from raygke import host, tier
 from raygke.tier import check_config
 
@@ -677,62 +672,3 @@ def test_real_haproxy_routes_and_marks_a_down_node(tmp_path: Path, tls_pem: str)
             assert {grpc_call(f"127.0.0.1:{ports[1]}") for _ in range(5)} == {"a"}
         finally:
             tier.stop(pid)
-
-
-# ---------------------------------------------------------------------------------------------- hardening
-@pytest.mark.pure
-def test_tier_runs_as_a_high_non_root_uid_with_a_read_only_root() -> None:
-    pod = tier_pod_security_context()
-    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == TIER_UID >= 10000
-    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
-    c = tier_container_security_context()
-    assert c["readOnlyRootFilesystem"] is True and c["allowPrivilegeEscalation"] is False
-    assert c["capabilities"] == {"drop": ["ALL"]}
-    assert tier_pod_security_context() is not tier_pod_security_context()  # fresh copies
-
-
-@pytest.mark.pure
-@pytest.mark.schema
-def test_tier_network_policy_separates_serving_from_monitoring_ports() -> None:
-    policy = render_tier_network_policy(
-        "edge",
-        "serve",
-        {"app": "edge"},
-        serving_ports=[8080, 9000],
-        monitoring_ports=[8404, 8405],
-        source_ranges=["10.0.0.0/8", "192.168.0.0/16", "10.0.0.0/8"],
-    )
-    validate_core(policy)
-    serving, monitoring = policy["spec"]["ingress"]
-    # The source ranges alone: not Google's LB ranges, which reach the node, not the pods.
-    assert serving["from"] == [
-        {"ipBlock": {"cidr": "10.0.0.0/8"}},
-        {"ipBlock": {"cidr": "192.168.0.0/16"}},
-    ]
-    assert [p["port"] for p in monitoring["ports"]] == [8404, 8405]
-    assert monitoring["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "gmp-system"
-    }
-
-
-@pytest.mark.pure
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"source_ranges": ["10.0.0.1/8"]}, r"source range '10\.0\.0\.1/8' is not a CIDR"),
-        ({"source_ranges": ["*"]}, r"source range '\*' is not a CIDR"),
-        ({"serving_ports": []}, "at least one serving port"),
-        ({"monitoring_ports": [8080]}, r"ports \[8080\] cannot be both serving and monitoring"),
-    ],
-)
-def test_tier_network_policy_rejects_bad_ranges_and_ports(
-    kwargs: dict[str, Any], match: str
-) -> None:
-    args: dict[str, Any] = {
-        "serving_ports": [8080, 9000],
-        "monitoring_ports": [8404],
-        "source_ranges": ["10.0.0.0/8"],
-        **kwargs,
-    }
-    with pytest.raises(ValueError, match=match):
-        render_tier_network_policy("edge", "serve", {"app": "edge"}, **args)

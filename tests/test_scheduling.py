@@ -4,10 +4,12 @@ and every shipped stack fitting with room to spare (its headroom printed)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from stackfiles import NS, STACKS, cases, edit, mutated
 
-from components.render import scheduling as sched
+from components.render import node_fit as sched
 from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL
 from components.render.quantity import cpu_millis, memory_bytes
 from infra.scheduling import scheduling_plan
@@ -366,3 +368,26 @@ def test_raygke_plan_prints_the_headroom():
     text = render_text(plan_stack("dev"))
     assert "scheduling headroom" in text
     assert "rayService.head leaves 1.05 CPU / 4.1 GiB" in text
+
+
+@pytest.mark.parametrize(("stack", "sidecar_cpu"), [("dev", "16"), ("prod", "40")])
+def test_the_check_reads_the_rendered_tier_so_a_container_added_to_it_counts(
+    stack: str, sidecar_cpu: str
+):
+    """The tier pod is the rendered Deployment's, every container in it: a sidecar too big for a
+    system node fails the check, naming the tier."""
+    import copy
+
+    from infra.rendered import render_stack
+
+    config = load_stack_config(stack)
+    rendered = render_stack(config)
+    assert scheduling_plan(config, rendered).problems == ()
+    tier = copy.deepcopy(rendered.tier)
+    pod = tier["deployment"]["spec"]["template"]["spec"]
+    pod["containers"].append(
+        {"name": "log-shipper", "resources": {"requests": {"cpu": sidecar_cpu}}}
+    )
+    grown = dataclasses.replace(rendered, tier=tier)
+    problems = scheduling_plan(config, grown).problems
+    assert any("ingress (HAProxy tier)" in p for p in problems), problems

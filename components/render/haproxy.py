@@ -1,13 +1,11 @@
 """The haproxy.cfg of our HAProxy ingress tier: one frozen spec in, the configuration text out.
 
 Owns: every line of the tier's haproxy.cfg (the cluster's ConfigMap and `raygke local up` both use
-it), the spec's validation, the one builder of an `IngressSpec` (`ingress_spec`: the component, the
-local run and the reference server all call it), the load balancer's default ports, and the tier
-pods' hardening as plain dicts: their securityContexts (`TIER_UID`) and their NetworkPolicy
-(`render_tier_network_policy`), so a program importing the component gets them too.
+it), the spec's validation, the one builder of an `IngressSpec` (`ingress_spec`: the tier's renderer, the
+local run and the reference server all call it), and the load balancer's default ports.
 Does not own: the Ray pods' own HAProxy (Ray generates that one inside each pod) or Ray's serve
-ports (components/render/rayservice.py), registering Kubernetes objects
-(components/haproxy_ingress.py), or the haproxy binary: finding it, `haproxy -c`, starting and
+ports (components/render/rayservice.py), the tier's Kubernetes objects
+(components/render/ingress_tier.py), or the haproxy binary: finding it, `haproxy -c`, starting and
 stopping it (raygke/tier.py). Pure: no subprocess, no pulumi.
 
 Choices that are easy to undo by accident, so they are checked here and in the tests:
@@ -37,14 +35,11 @@ Choices that are easy to undo by accident, so they are checked here and in the t
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
-from components.render.security import non_root_pod_security_context
 
 HEALTH_PATH = "/-/healthz"
 """Ray Serve's health endpoint, answered on each Ray pod's HTTP port."""
@@ -58,17 +53,6 @@ HAPROXY_IMAGE = "haproxy:3.2.8-alpine"
 # collide with a host account). The image needs nothing of its own user: haproxy.cfg sets no
 # `user`, `chroot`, pidfile or socket, every port is above 1024 (no NET_BIND_SERVICE), the root
 # filesystem is read-only, and the config and TLS files are mounted readable by any UID.
-TIER_UID = 10001
-TIER_GID = 10001
-
-# Google's load-balancer and health-check ranges (35.191.0.0/16, 130.211.0.0/22) are not admitted
-# by the tier's NetworkPolicy: its passthrough load balancer with externalTrafficPolicy Local
-# health-checks the *node* (healthCheckNodePort), not the pod, and forwards client packets with
-# their own source address. A proxy load balancer (Gateway, Ingress, container-native NEGs) would
-# connect from them, and then they must be admitted.
-# Managed Prometheus's collectors run here (GKE Managed Service for Prometheus).
-MONITORING_NAMESPACE = "gmp-system"
-
 # The load balancer's ports, the ones clients use (the stack's ingress.httpPort, grpcPort and
 # httpsPort default to them). Not the pods' ports, nor Ray's.
 LB_HTTP_PORT = 80
@@ -670,76 +654,3 @@ def render_haproxy_cfg(spec: IngressSpec) -> str:
         lines += _resolvers(spec.backends)
     lines += _frontends(spec) + _backends(spec)
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def tier_pod_security_context() -> dict[str, Any]:
-    """The tier pods' securityContext: a fixed high non-root UID, RuntimeDefault seccomp."""
-    return non_root_pod_security_context(TIER_UID, TIER_GID)
-
-
-def tier_container_security_context() -> dict[str, Any]:
-    """The haproxy container's: read-only root, no privilege escalation, no capabilities."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "runAsUser": TIER_UID,
-    }
-
-
-def render_tier_network_policy(
-    name: str,
-    namespace: str,
-    pod_selector: Mapping[str, str],
-    serving_ports: Sequence[int],
-    monitoring_ports: Sequence[int],
-    source_ranges: Sequence[str] = ("0.0.0.0/0",),
-    monitoring_namespace: str = MONITORING_NAMESPACE,
-) -> dict[str, Any]:
-    """Ingress rules for the tier's pods; everything not admitted here is dropped.
-
-    - `serving_ports` (HTTP, gRPC, HTTPS) from the load balancer's clients: `source_ranges`, the
-      ranges the load balancer itself admits (loadBalancerSourceRanges). The Service keeps client
-      addresses (externalTrafficPolicy Local: no second hop, no SNAT to a node address, which a
-      policy could only admit by admitting every node), so the same ranges hold at the pod.
-    - `monitoring_ports` (stats page, Prometheus exporter) only from Managed Prometheus's
-      collectors in `monitoring_namespace`.
-    - The kubelet's probes (on the stats port) come from the node, which Kubernetes NetworkPolicy
-      always admits.
-    """
-    if not serving_ports:
-        raise ValueError("the tier's NetworkPolicy needs at least one serving port")
-    for cidr in source_ranges:
-        try:
-            ipaddress.ip_network(cidr, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"source range {cidr!r} is not a CIDR such as 10.0.0.0/8") from exc
-    overlap = sorted(set(serving_ports) & set(monitoring_ports))
-    if overlap:
-        raise ValueError(f"ports {overlap} cannot be both serving and monitoring ports")
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "podSelector": {"matchLabels": dict(pod_selector)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [{"ipBlock": {"cidr": c}} for c in sorted(set(source_ranges))],
-                    "ports": [{"protocol": "TCP", "port": p} for p in serving_ports],
-                },
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": monitoring_namespace}
-                            }
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": p} for p in monitoring_ports],
-                },
-            ],
-        },
-    }

@@ -2,7 +2,7 @@
 
 Owns the quantity grammar Kubernetes accepts (apimachinery's resource.Quantity) and the conversion
 to millicores and bytes, for the stack config's checks and the scheduling check. Does not own what a
-node can give (components/render/scheduling.py).
+node can give (components/render/node_fit.py).
 """
 
 from __future__ import annotations

@@ -554,7 +554,7 @@ def gcsfuse_sidecar(metadata: Mapping[str, Any]) -> Amount | None:
     )
 
 
-def _template_pod(
+def template_pod(
     name: str,
     template: Mapping[str, Any],
     count: int,
@@ -588,7 +588,7 @@ def rayservice_pods(manifest: Mapping[str, Any]) -> tuple[PodDemand, list[PodDem
         asks = container_asks({"resources": options}) if options else KUBERAY_AUTOSCALER
         injected.append(("KubeRay's autoscaler sidecar", asks))
     heads = 2 if upgrade in TWO_CLUSTER_UPGRADES else 1
-    head = _template_pod(
+    head = template_pod(
         "head",
         cluster["headGroupSpec"]["template"],
         heads,
@@ -596,7 +596,7 @@ def rayservice_pods(manifest: Mapping[str, Any]) -> tuple[PodDemand, list[PodDem
         injected,
     )
     workers = [
-        _template_pod(
+        template_pod(
             group["groupName"], group["template"], int(group["maxReplicas"]), "maxReplicas"
         )
         for group in cluster.get("workerGroupSpecs") or ()
@@ -611,4 +611,4 @@ def helm_values_pod(name: str, values: Mapping[str, Any], replicas: int = 1) -> 
         "nodeSelector": values.get("nodeSelector") or {},
         "tolerations": values.get("tolerations") or [],
     }
-    return _template_pod(name, {"spec": spec}, replicas, "")
+    return template_pod(name, {"spec": spec}, replicas, "")

@@ -1,0 +1,52 @@
+"""The stack's rendered graph: every Kubernetes object the program creates, built once, no engine.
+
+Owns: rendering a StackConfig through the same spec builders (infra/specs.py) and pure renderers
+(components/render/) the components call, so the checks that span objects (infra/checks.py, the
+scheduling check in infra/scheduling.py) read exactly what `pulumi up` would create. Does not own
+any object's content (the renderers), the rules (infra/checks.py), nor registering (the components,
+wired by infra/program.py). Imports no Pulumi SDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from components.render import rayservice as rs
+from components.render.ingress_tier import POD_LABELS, TierSpec, render_tier
+from components.render.kuberay_chart import DEFAULT_RESOURCES, FEATURE_GATES, helm_values
+from components.render.node_pool import SYSTEM_POOL_SELECTOR
+from infra.config import StackConfig
+from infra.specs import rayservice_spec, tier_spec
+
+
+@dataclass(frozen=True)
+class RenderedStack:
+    """What the program registers in the cluster, as plain manifests (and the chart's values)."""
+
+    rayservice_spec: rs.RayServiceSpec
+    rayservice: dict[str, Any]  # the RayService custom resource
+    ray_pdb: dict[str, Any]
+    ray_network_policy: dict[str, Any]
+    ray_pod_monitoring: dict[str, Any]
+    tier_spec: TierSpec
+    tier: dict[str, dict[str, Any]]  # our tier's objects by role (components/render/ingress_tier.py)
+    operator_values: dict[str, Any]  # the kuberay-operator chart's values
+
+
+def render_stack(c: StackConfig) -> RenderedStack:
+    """The graph of `c`; raises ValueError where a renderer refuses a spec (its check names it)."""
+    spec = rayservice_spec(c)
+    tier = tier_spec(c)
+    return RenderedStack(
+        rayservice_spec=spec,
+        rayservice=rs.render_rayservice(spec),
+        ray_pdb=rs.render_worker_pdb(spec, c.ray_service.workers.min_available),
+        ray_network_policy=rs.render_network_policy(
+            spec, POD_LABELS, spec.namespace, c.kuberay.namespace
+        ),
+        ray_pod_monitoring=rs.render_pod_monitoring(spec),
+        tier_spec=tier,
+        tier=render_tier(tier),
+        operator_values=helm_values(FEATURE_GATES, DEFAULT_RESOURCES, SYSTEM_POOL_SELECTOR),
+    )
