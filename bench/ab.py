@@ -59,9 +59,9 @@ class Baseline:
     max_p99_ratio: float  # echo, A/B, c=32
 
 
-# The targets the issues name: tuned vs Ray's two flags (issue 7: 1.5x, p99 no worse), and the
-# package vs Ray's defaults (issue 4, after the published benchmark behind the seed: 5.9x / 3.8x /
-# 0.27x with wrk on 2 cores).
+# The targets: tuned vs Ray's two flags (1.5x, p99 no worse), and the package vs Ray's defaults
+# (after the published benchmark behind the article this package follows: 5.9x / 3.8x / 0.27x with
+# wrk on 2 cores).
 BASELINES = {
     "flags-only": Baseline("B: Ray's two flags only", 1.5, 1.0),
     "ray-defaults": Baseline("B: Ray defaults", 5.0, 0.25),

@@ -40,7 +40,7 @@ from raygke.smoke.contract import AppEndpoint, Endpoints
 from raygke.smoke.load import LoadSpec, Mode, Transport, run_level
 
 ServeEdit = Callable[[dict[str, Any]], None]
-# (transport, mode, concurrency): the targets, echo unary and streaming at c=8 and c=32.
+# (transport, mode, concurrency): the measured targets, echo unary and streaming at c=8 and c=32.
 TARGETS: tuple[tuple[Transport, Mode, int], ...] = (
     ("http", "unary", 8),
     ("http", "unary", 32),

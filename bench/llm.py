@@ -42,7 +42,7 @@ from raygke.smoke.transport import app_url
 
 OUT = REPO / "out" / "bench-llm"
 LEVELS = (1, 8, 32)
-TOLERANCE = 0.10  # issue 13: ours and vLLM's within 10% of each other
+TOLERANCE = 0.10  # ours and vLLM's within 10% of each other
 # Below this the two clients agree whatever their ratio: both are a Python asyncio loop timing SSE
 # messages that arrive in one read (the ITL median of a server that sends tokens in bursts is ~0).
 AGREE_BELOW_MS = 1.0

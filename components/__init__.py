@@ -21,8 +21,8 @@ _EXPORTS = {
     "KubeRayOperatorArgs": "components.kuberay_operator",
     "Network": "components.network",
     "NetworkArgs": "components.network",
-    "RayServeApp": "components.ray_service",
-    "RayServeAppArgs": "components.ray_service",
+    "RayServeApp": "components.ray_serve_app",
+    "RayServeAppArgs": "components.ray_serve_app",
 }
 __all__ = [
     "GkeCluster",
@@ -62,10 +62,10 @@ if TYPE_CHECKING:
     )
     from components.network import Network as Network
     from components.network import NetworkArgs as NetworkArgs
-    from components.ray_service import (
+    from components.ray_serve_app import (
         RayServeApp as RayServeApp,
     )
-    from components.ray_service import (
+    from components.ray_serve_app import (
         RayServeAppArgs as RayServeAppArgs,
     )
 

@@ -6,7 +6,7 @@ haproxy.cfg, the HAProxy Deployment, the LoadBalancer Service clients reach, the
 NetworkPolicy, its PodDisruptionBudget and HorizontalPodAutoscaler), and the tier's outputs.
 Does not own: what any object holds (the renderer: a stack's scheduling check reads the same
 objects), the Kubernetes provider (the program passes it in `opts`), the Ray pods or their labels
-(components/ray_service.py; the caller gives their selector), TLS certificates (a Secret, by name).
+(components/ray_serve_app.py; the caller gives their selector), TLS certificates (a Secret, by name).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Helm installs a chart's CRDs once and never upgrades them, so the ones we serve 
 RayService) are applied here, first; the chart still installs those we ship no copy of (RayJob, which
 the operator needs to start) and skips those already present.
 Does not own: the Kubernetes provider (the program passes it in `opts`), any RayService
-(components/ray_service.py), or the node pools' labels and taints.
+(components/ray_serve_app.py), or the node pools' labels and taints.
 """
 
 from __future__ import annotations

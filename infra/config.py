@@ -107,9 +107,9 @@ DEFAULT_REPLICA_START_S = {"echo": 30, "recsys": 30, "custom": 30, "llm": 120}
 MAX_REPLICA_START_S = 1800
 
 # A hung replica (alive, never answering) is only found by Serve's health check: the controller kills
-# it after RAY_HEALTH_CHECK_FAILURES checks in a row that time out, then starts a new one. Ray 2.60's
-# defaults (period 10 s, timeout 30 s) stalled the echo app 95-116 s; the project's defaults are
-# chosen by bench/health_check.py (docs/reliability.md has the table).
+# it after RAY_HEALTH_CHECK_FAILURES checks in a row that time out, then starts a new one: up to
+# 3 x (10 + 30) = 120 s under Ray 2.60's defaults. The project's defaults are chosen by
+# bench/health_check.py; docs/reliability.md has the measured stalls.
 RAY_HEALTH_CHECK_PERIOD_S = 10.0
 RAY_HEALTH_CHECK_TIMEOUT_S = 30.0
 # ray.serve._private.constants.REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD

@@ -17,7 +17,7 @@ from components.gpu_node_pool import H100NodePool
 from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
 from components.kuberay_operator import KubeRayOperator
 from components.network import Network
-from components.ray_service import RayServeApp, RayServeAppArgs
+from components.ray_serve_app import RayServeApp, RayServeAppArgs
 from components.render import rayservice as rs
 from components.render.gpu_machines import H100_MACHINES
 from infra import specs

@@ -30,7 +30,9 @@ class RenderedStack:
     ray_network_policy: dict[str, Any]
     ray_pod_monitoring: dict[str, Any]
     tier_spec: TierSpec
-    tier: dict[str, dict[str, Any]]  # our tier's objects by role (components/render/ingress_tier.py)
+    tier: dict[
+        str, dict[str, Any]
+    ]  # our tier's objects by role (components/render/ingress_tier.py)
     operator_values: dict[str, Any]  # the kuberay-operator chart's values
 
 

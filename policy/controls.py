@@ -260,7 +260,8 @@ CONTROLS: tuple[Control, ...] = (
         "RAYGKE-K8S-2",
         "Every container requests CPU and memory and limits memory",
         "mandatory",
-        NO_KEY + "components/haproxy_ingress.py sizes the ingress containers; keep requests.cpu, "
+        NO_KEY
+        + "components/render/ingress_tier.py sizes the ingress containers; keep requests.cpu, "
         "requests.memory and limits.memory on every container",
         k8s.container_check(
             k8s.container_resources,
@@ -272,7 +273,7 @@ CONTROLS: tuple[Control, ...] = (
         "4.6.3",
         "Every container has a restrictive securityContext",
         "mandatory",
-        NO_KEY + "components/render/rayservice.py and components/haproxy_ingress.py set "
+        NO_KEY + "components/render/rayservice.py and components/render/ingress_tier.py set "
         "allowPrivilegeEscalation false and capabilities.drop [ALL] on every container; keep it",
         k8s.container_check(k8s.security_context),
     ),

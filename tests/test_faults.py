@@ -9,7 +9,7 @@ proxy, as the cluster's tier has one per Ray pod.
 Each case runs steady load over HTTP and gRPC through our tier while it breaks one thing, counts
 what failed, and times the recovery. Figures are printed at the end of the module (past pytest's
 capture) and written to out/faults/figures.json; docs/reliability.md quotes them. Limits on time
-are the issue's liveness bounds (30 s, 45 s, 2 s), never performance thresholds. The load, Ray's
+are the liveness bounds users are promised (30 s, 45 s, 2 s), never performance thresholds. The load, Ray's
 HAProxy log and the figures' file are tests/fault_harness.py's, shared with tests/test_faults_cluster.py.
 """
 
@@ -58,7 +58,7 @@ from raygke.smoke.transport import Client, Result
 pytestmark = [pytest.mark.process, pytest.mark.faults]
 
 TIGHT = AppEndpoint("tight", "echo", "/tight", "raygke.echo.v1.EchoService", "tight")
-MIN_REQUESTS = 500  # per transport, per case (the issue: at least 500 over HTTP and gRPC)
+MIN_REQUESTS = 500  # per transport, per case: at least 500 over HTTP and gRPC
 USERS = 2  # closed-loop users per transport: at most 2 x USERS requests are in flight at a fault
 # RAYGKE_FAULTS_STRICT_RETRIES=1 runs the tier without `retry-on empty-response` (it then never
 # replays a request a dying Ray ingress may have passed on), to measure what that costs: the
@@ -344,7 +344,7 @@ def test_overload_is_turned_away_fast_and_recovers(fault_run: FaultRun) -> None:
     )
     assert not other, other
     assert {k for k, _ in turned_away} == {"http", "grpc"} and served
-    assert slowest_rejection < 2.0  # the issue's bound: turned away within 2 s, no hang
+    assert slowest_rejection < 2.0  # the promised bound: turned away within 2 s, no hang
     # Our tier passed each 503 through once: no retry, and as many 503s as the clients got.
     assert retries == 0
     assert http_5xx == sum(1 for k, _ in turned_away if k == "http")

@@ -9,7 +9,7 @@ with three echo apps: `echo` (two replicas of each deployment), `solo` (one of e
 
 Each case runs steady load over HTTP and gRPC through our tier while it breaks one thing, counts
 what failed, and times the recovery; figures go to stdout and out/faults/figures.json. Limits on
-time are the issue's bounds (deadline + 5 s, 60 s), never performance thresholds. The cases run in
+time are the promised bounds (deadline + 5 s, 60 s), never performance thresholds. The cases run in
 file order and replace the nodes they take away, as KubeRay replaces a lost pod.
 """
 

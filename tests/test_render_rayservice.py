@@ -655,7 +655,7 @@ def test_crd_validator_keeps_open_maps_open() -> None:
 def core_objects() -> list[dict[str, Any]]:
     spec = make_spec()
     return [
-        r.render_worker_pdb(spec, r.default_min_available(spec)),
+        r.render_worker_pdb(spec, r.default_pdb_min_available(r.worker_floor(spec))),
         r.render_network_policy(spec, {"app.kubernetes.io/name": "haproxy-ingress"}),
         r.render_network_policy(spec, {"app": "haproxy"}, ingress_namespace="ingress"),
     ]
@@ -697,16 +697,19 @@ def test_pdb_uses_an_integer_min_available_for_worker_pods_only() -> None:
         return make_spec(workers=(dataclasses.replace(H100, min_replicas=n, max_replicas=4),))
 
     # All but one of the floor: a drain always has one worker it may evict.
-    assert [r.default_min_available(floor(n)) for n in (0, 1, 2, 4)] == [0, 0, 1, 3]
+    defaults = [r.default_pdb_min_available(r.worker_floor(floor(n))) for n in (0, 1, 2, 4)]
+    assert defaults == [0, 0, 1, 3]
     for n in (0, 1, 2, 4):
-        assert r.check_min_available(floor(n), r.default_min_available(floor(n))) is None
+        spec = floor(n)
+        default = r.default_pdb_min_available(r.worker_floor(spec))
+        assert r.check_pdb_min_available(default, r.worker_floor(spec)) is None
 
 
 @pytest.mark.pure
 @pytest.mark.parametrize(("floor", "min_available"), [(1, 1), (2, 2), (2, 3), (0, 1)])
 def test_a_pdb_floor_that_blocks_every_drain_is_named(floor: int, min_available: int) -> None:
     spec = make_spec(workers=(dataclasses.replace(H100, min_replicas=floor, max_replicas=4),))
-    problem = r.check_min_available(spec, min_available)
+    problem = r.check_pdb_min_available(min_available, r.worker_floor(spec))
     assert problem is not None
     assert (
         f"pdb_min_available ({min_available}) must be below the workers' min_replicas ({floor})"

@@ -22,7 +22,7 @@ from raygke.smoke.contract import (
     load_contract,
     parse_contract,
 )
-from raygke.smoke.plan import targets
+from raygke.smoke.profiles import targets
 
 REPO = Path(__file__).resolve().parent.parent
 

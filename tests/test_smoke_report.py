@@ -1,5 +1,5 @@
 """The report (schema, Markdown), plots, progress and the checks' timing and score rules: synthetic data
-(the gates and the load plan have their own tests: test_smoke_gates.py, test_smoke_plan.py)."""
+(the gates and the load plan have their own tests: test_smoke_gates.py, test_smoke_profiles.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from raygke.smoke.contract import AppEndpoint
 from raygke.smoke.gates import compare_ratios, evaluate
 from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, LlmResult
 from raygke.smoke.load import LevelResult
-from raygke.smoke.plan import QUICK
 from raygke.smoke.plot import plot_latency_distribution, plot_throughput_vs_p99
+from raygke.smoke.profiles import QUICK
 from raygke.smoke.report import REPORT_SCHEMA, build_report, render_markdown
 
 pytestmark = pytest.mark.pure

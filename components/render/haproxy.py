@@ -27,7 +27,7 @@ Choices that are easy to undo by accident, so they are checked here and in the t
   the explicit, shorter limit for that app's requests: the server timeout is an inactivity timeout,
   so it bounds a unary call's wait for its answer and a stream's silence between chunks alike (the
   tier cannot tell them apart). A unary call past it gets 504 (gRPC: DEADLINE_EXCEEDED); a stream
-  past it mid-way is cut, since its headers are gone (docs/decisions.md, issue 14).
+  past it mid-way is cut, since its headers are gone (docs/decisions.md, "Deadlines").
 - Connections to the h2 (gRPC) backend stay open (no `http-server-close`) so streams multiplex.
 - Access logs are off by default: at tens of thousands of requests per second they cost throughput.
 - The output is deterministic (no timestamps, stable order) so golden files and config hashes work.

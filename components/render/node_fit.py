@@ -6,7 +6,7 @@ for the DaemonSets GKE runs on every node, what a rendered pod asks (sum of its 
 GKE or KubeRay inject, init containers), which pool a pod's nodeSelector and tolerations send it to,
 the fit of one pod on one node, the fit of all of a pool's pods in its maxNodes, and the node-pool
 limits (min <= max, GKE's nodes per pool, the pod secondary range). Does not own: what the stack asks
-for (infra/scheduling.py gathers the rendered pods and the pools from the renderers and the config),
+for (infra/scheduling.py reads the pods from the stack's rendered graph and the pools from the config),
 nor quantity syntax (components/render/quantity.py).
 
 The scheduler counts requests, never limits: a pod whose container sets only limits is given requests

@@ -11,7 +11,7 @@ and the workers' topology spread over nodes, and the pods' hardening: a non-root
 authentication (`authOptions`), and a NetworkPolicy that admits Ray's control ports only from this
 RayService's own pods and the KubeRay operator. Probes are KubeRay's (see `_container`).
 Does not own: the serve config (built in infra/ from the apps and handed in as a dict), the env
-flags' values (the caller's), registering anything with Pulumi (components/ray_service.py), or the
+flags' values (the caller's), registering anything with Pulumi (components/ray_serve_app.py), or the
 operator. Pure: no `pulumi` import, so config validation, the CLI and property tests call it
 directly.
 """
@@ -681,12 +681,9 @@ def check_pdb_min_available(
     return None
 
 
-def default_min_available(spec: RayServiceSpec) -> int:
-    return default_pdb_min_available(sum(g.min_replicas for g in spec.workers))
-
-
-def check_min_available(spec: RayServiceSpec, min_available: object) -> str | None:
-    return check_pdb_min_available(min_available, sum(g.min_replicas for g in spec.workers))
+def worker_floor(spec: RayServiceSpec) -> int:
+    """The workers the spec keeps at least: every group's min_replicas."""
+    return sum(g.min_replicas for g in spec.workers)
 
 
 def render_worker_pdb(spec: RayServiceSpec, min_available: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from raygke.smoke.contract import (
 from raygke.smoke.gates import client_warnings, compare_ratios, evaluate, evaluate_llm
 from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, run_llm_level, served_model
 from raygke.smoke.load import LevelResult, LoadSpec, run_level
-from raygke.smoke.plan import (
+from raygke.smoke.profiles import (
     PROFILES,
     Profile,
     closed_specs,

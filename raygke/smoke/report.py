@@ -22,7 +22,7 @@ from raygke.smoke.gates import Gate, Ratio
 from raygke.smoke.llm import LlmLevelResult
 from raygke.smoke.llm import level_dict as llm_level_dict
 from raygke.smoke.load import LevelResult
-from raygke.smoke.plan import Profile
+from raygke.smoke.profiles import Profile
 
 REPORT_SCHEMA_VERSION = 2  # 2: `llm`, the LLM phase's levels
 

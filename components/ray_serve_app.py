@@ -103,8 +103,9 @@ class RayServeApp(pulumi.ComponentResource):
         super().__init__("raygke:ray_service:RayServeApp", name, None, opts)
         spec = args["spec"]
         manifest = render.render_rayservice(spec)  # raises on a spec KubeRay would reject
-        min_available = args.get("pdb_min_available", render.default_min_available(spec))
-        if (problem := render.check_min_available(spec, min_available)) is not None:
+        floor = render.worker_floor(spec)
+        min_available = args.get("pdb_min_available", render.default_pdb_min_available(floor))
+        if (problem := render.check_pdb_min_available(min_available, floor)) is not None:
             raise ValueError(f"RayServeApp {name!r}: {problem}")
         bucket = spec.model_bucket
         # Children do not inherit the component's depends_on; pass it on so the RayService waits for

@@ -1,4 +1,4 @@
-"""raygke/smoke/plan.py: the profiles and the load plan they produce for a contract (targets, closed and
+"""raygke/smoke/profiles.py: the profiles and the load plan they produce for a contract (targets, closed and
 open-loop levels, client processes, command-line overrides)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from smoke_levels import CONTRACT
 
 from raygke.smoke.contract import EXAMPLE, SmokeContract, parse_contract
-from raygke.smoke.plan import (
+from raygke.smoke.profiles import (
     FULL,
     MIN_LLM_PROMPTS,
     QUICK,

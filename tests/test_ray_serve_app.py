@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import pytest
 from schemas import validate_core, validate_rayservice
 
-from components import ray_service as rs
+from components import ray_serve_app as rs
 from components.render import rayservice as r
 from raygke import mocks
 from raygke.mocks import ints
