@@ -452,3 +452,29 @@ def test_plan_runs_after_asyncio_run_left_no_event_loop():
 
     asyncio.run(asyncio.sleep(0))
     assert plan_stack("dev").inventory.resources
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_rendered_graph_is_what_the_program_registers(stack: str):
+    """The checks read infra/rendered.py's graph; it must be the very objects `pulumi up` would
+    send: every rendered object equals the one registered under mocks, field for field."""
+    from infra.rendered import render_stack
+    from raygke.manifests import manifest
+
+    rendered = render_stack(load_stack_config(stack))
+    registered = {}
+    for reg in planned(stack).inventory.resources:
+        if (obj := manifest(reg)) is not None:
+            meta = obj.get("metadata", {})
+            registered[(obj["kind"], meta.get("namespace"), meta.get("name"))] = obj
+    objects = [
+        rendered.rayservice,
+        rendered.ray_pdb,
+        rendered.ray_network_policy,
+        rendered.ray_pod_monitoring,
+        *rendered.tier.values(),
+    ]
+    for obj in objects:
+        key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        assert key in registered, f"{key} is rendered but not registered"
+        assert registered[key] == obj, key
