@@ -423,7 +423,8 @@ def test_components_are_importable_by_other_programs():
 def test_pure_modules_load_without_the_pulumi_engine():
     """The local run and config validation import only pure code: no pulumi, no cloud SDKs."""
     probe = (
-        "import sys, infra.config, infra.serve_config, infra.outputs, components.render.haproxy;"
+        "import sys, infra.config, infra.checks, infra.rendered, infra.stack_file, infra.serve_config,"
+        " infra.outputs, components.render.haproxy, components.render.ingress_tier, policy;"
         "print(sorted(m for m in ('pulumi', 'pulumi_gcp', 'pulumi_kubernetes') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
