@@ -85,7 +85,7 @@ class HaproxyIngressArgs(TypedDict):
     NetworkPolicy, its pods' serving ports. Default: any."""
     monitoring_namespace: NotRequired[str]
     """Namespace of the Prometheus collectors admitted to the stats and metrics ports. Default:
-    gmp-system (GKE Managed Service for Prometheus)."""
+    gke-gmp-system (GKE's managed collection; `gmp-system` for a self-deployed operator)."""
     tls_secret_name: NotRequired[str]
     """A kubernetes.io/tls Secret in `namespace`; `lb_https_port` then serves HTTPS (gRPC too)."""
     lb_http_port: NotRequired[int]

@@ -254,7 +254,11 @@ def test_network_policy_admits_only_the_source_ranges_and_managed_prometheus(
     # Stats and metrics: only GKE Managed Prometheus's collectors, never the load balancer.
     assert monitoring == {
         "from": [
-            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}}}
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "gke-gmp-system"}
+                }
+            }
         ],
         "ports": [{"protocol": "TCP", "port": 8404}, {"protocol": "TCP", "port": 8405}],
     }

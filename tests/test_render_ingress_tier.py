@@ -133,8 +133,27 @@ def test_tier_network_policy_separates_serving_from_monitoring_ports() -> None:
     ]
     assert [p["port"] for p in monitoring["ports"]] == [8404, 8405]
     assert monitoring["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "gmp-system"
+        "kubernetes.io/metadata.name": "gke-gmp-system"
     }
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("changes", "scrapers"),
+    [
+        # GKE's managed collection, which the cluster turns on, runs its collectors here.
+        ({}, "gke-gmp-system"),
+        # A self-deployed prometheus-engine operator runs them in gmp-system.
+        ({"monitoring_namespace": "gmp-system"}, "gmp-system"),
+    ],
+)
+def test_the_tiers_metrics_ports_admit_the_collectors_namespace(
+    changes: dict[str, Any], scrapers: str
+) -> None:
+    _, monitoring = render_tier(spec(**changes))["network_policy"]["spec"]["ingress"]
+    assert monitoring["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": scrapers}}}
+    ]
 
 
 @pytest.mark.pure

@@ -803,6 +803,33 @@ def test_network_policy_adds_a_namespace_selector_for_an_ingress_elsewhere() -> 
 
 
 @pytest.mark.pure
+@pytest.mark.parametrize(
+    ("kwargs", "scrapers"),
+    [
+        # GKE's managed collection, which the cluster turns on, runs its collectors here.
+        ({}, "gke-gmp-system"),
+        # A self-deployed prometheus-engine operator runs them in gmp-system.
+        ({"monitoring_namespace": "gmp-system"}, "gmp-system"),
+    ],
+)
+def test_network_policy_admits_the_metrics_ports_from_the_collectors_namespace(
+    kwargs: dict[str, Any], scrapers: str
+) -> None:
+    policy = r.render_network_policy(make_spec(), {"app": "haproxy"}, **kwargs)
+    collectors = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": scrapers}}}
+    for port in (8080, 9101):
+        peers = [peer for rule in _rules_admitting(policy, port) for peer in rule["from"]]
+        assert collectors in peers, port
+    # The collectors reach the metrics ports and nothing else.
+    (rule,) = [rule for rule in policy["spec"]["ingress"] if collectors in rule["from"]]
+    assert rule == {"from": [collectors], "ports": _tcp_ports(8080, 9101)}
+
+
+def _tcp_ports(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+@pytest.mark.pure
 def test_pod_monitoring_scrapes_ray_metrics_and_haproxy_on_named_ports() -> None:
     spec = make_spec()
     monitor = r.render_pod_monitoring(spec)

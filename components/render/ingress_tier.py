@@ -31,6 +31,7 @@ from components.render.haproxy import (
     ingress_spec,
     render_haproxy_cfg,
 )
+from components.render.monitoring import MONITORING_NAMESPACE
 from components.render.node_pool import SYSTEM_POOL_SELECTOR
 from components.render.rayservice import RAY_SERVE_GRPC_PORT, RAY_SERVE_HTTP_PORT
 from components.render.security import non_root_pod_security_context
@@ -65,8 +66,6 @@ ROLLOUT_MAX_SURGE = 1
 # health-checks the *node* (healthCheckNodePort), not the pod, and forwards client packets with
 # their own source address. A proxy load balancer (Gateway, Ingress, container-native NEGs) would
 # connect from them, and then they must be admitted.
-# Managed Prometheus's collectors run here (GKE Managed Service for Prometheus).
-MONITORING_NAMESPACE = "gmp-system"
 
 DEFAULT_REPLICAS = 2
 DEFAULT_MAX_REPLICAS = 6

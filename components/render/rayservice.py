@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from components.render import names
+from components.render.monitoring import MONITORING_NAMESPACE
 from components.render.node_pool import GPU_TAINT_KEY, GPU_TAINT_VALUE, POOL_LABEL, SYSTEM_POOL
 from components.render.security import non_root_pod_security_context
 
@@ -712,7 +713,7 @@ def render_network_policy(
     ingress_pod_labels: Mapping[str, str],
     ingress_namespace: str | None = None,
     operator_namespace: str = "kuberay-system",
-    monitoring_namespace: str = "gmp-system",
+    monitoring_namespace: str = MONITORING_NAMESPACE,
     operator_pod_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Ingress rules for the Ray pods; everything not admitted here is dropped.
@@ -727,7 +728,7 @@ def render_network_policy(
     - 8265/8000 from the KubeRay operator's pods in its namespace: it submits serve configs to the
       dashboard and probes Serve health on the head. `kubectl port-forward` enters the pod's own
       network namespace and is not subject to this policy.
-    - 8080/9101 from Managed Prometheus's collectors (`gmp-system`).
+    - 8080/9101 from Managed Prometheus's collectors (`monitoring_namespace`: GKE's, by default).
     """
     ray_pods = {"podSelector": {"matchLabels": ray_pod_labels(spec.name)}}
     ingress_peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(ingress_pod_labels)}}
