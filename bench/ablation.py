@@ -33,6 +33,7 @@ from typing import Any
 from common import OUT, machine, render, say, spread
 
 from infra.config import FLAGS_ONLY, ServeProfile, with_serve_profile
+from infra.specs import SERVE_LOG_ENV
 from infra.stack_file import load_stack_config
 from raygke import local_ray
 from raygke.local import local_flags, local_serve_config
@@ -171,6 +172,12 @@ LEVERS = (
         "no HAProxy metrics",
         "RAY_SERVE_HAPROXY_METRICS_ENABLED=0",
         env={"RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"},
+    ),
+    Lever(
+        "Serve logs on stderr",
+        "RAY_SERVE_LOG_TO_STDERR=1 (0 under the flags): what the cluster sets for Cloud Logging, "
+        "and the local run with it (infra/specs.py SERVE_LOG_ENV)",
+        env=dict(SERVE_LOG_ENV),
     ),
     Lever(
         "tuned (package default)",

@@ -18,6 +18,13 @@ from components.render.node_pool import Capacity
 from infra.config import StackConfig
 from infra.serve_config import build_serve_config
 
+# Serve's logs on the container's stderr, which GKE's logging agent ships to Cloud Logging (Serve's
+# own log files are in the pod's /tmp and go with it). Ray 2.60 defaults RAY_SERVE_LOG_TO_STDERR to
+# 1 (ray/serve/_private/constants.py:396) and, under RAY_SERVE_THROUGHPUT_OPTIMIZED, to 0
+# (constants.py:1108-1119): with the stacks' flags the controller, proxies and replicas wrote to
+# those files only. The local run sets it too (raygke/local.py), so it logs as the cluster does.
+SERVE_LOG_ENV = {"RAY_SERVE_LOG_TO_STDERR": "1"}
+
 # The cluster's Ray pods listen on every interface; the local run binds 127.0.0.1 instead. Every
 # replica change reloads Ray's HAProxy, and its old process is killed `hard-stop-after` later with
 # the streams it still serves (Ray's 120 s cuts long LLM streams: docs/reliability.md): give them
@@ -25,6 +32,7 @@ from infra.serve_config import build_serve_config
 CLUSTER_ENV = {
     "RAY_SERVE_DEFAULT_HTTP_HOST": "0.0.0.0",
     "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(Timeouts().tunnel_s),
+    **SERVE_LOG_ENV,
 }
 
 

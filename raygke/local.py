@@ -1,9 +1,10 @@
 """`raygke local up|status|down`: a stack's serving path on this machine.
 
 The same stack config, the same Serve config the RayService carries (scaled to one machine: CPU only, one
-replica each, `localArgs`), the same Ray env flags, and our HAProxy tier rendered by the same function as the
-cluster's, in front of Ray's own ingress. Everything it starts is isolated (its own temp dirs, free ports on
-127.0.0.1), recorded in a state file, and stopped by PID on `down`.
+replica each, `localArgs`), the same Ray env flags, Serve's logs on stderr as in the cluster's pods
+(`SERVE_LOG_ENV`), and our HAProxy tier rendered by the same function as the cluster's, in front of Ray's
+own ingress. Everything it starts is isolated (its own temp dirs, free ports on 127.0.0.1), recorded in a
+state file, and stopped by PID on `down`.
 
 Does not own: starting Ray itself (raygke/local_ray.py), the Serve config (infra/serve_config.py), the
 haproxy.cfg text and the IngressSpec builder (components/render/haproxy.py), running haproxy
@@ -35,6 +36,7 @@ from components.render.haproxy import (
 from infra.config import ServeProfile, StackConfig, with_serve_profile
 from infra.outputs import smoke_contract
 from infra.serve_config import build_serve_config, scale_flags_for_local, scale_for_local
+from infra.specs import SERVE_LOG_ENV
 from infra.stack_file import load_stack_config
 from raygke import host, local_ray, tier
 
@@ -290,7 +292,9 @@ def up(
     )
     ray = local_ray.start(
         state_dir / "ray",
-        env=flags,
+        # Logged as the cluster's pods log (infra/specs.py), whatever the profile turns off: an A/B
+        # then compares what the cluster would run, and each replica's stderr file holds its lines.
+        env={**flags, **SERVE_LOG_ENV},
         num_cpus=max(logical_cpus(config, serve_config), os.cpu_count() or 1),
         workers=workers,
         on_progress=_say,

@@ -1,7 +1,8 @@
 """`raygke local`: the dev stack's serving path on this machine, with real Ray, HAProxy and gRPC.
 
 The flags are checked where they take effect, not where they are set: who owns Ray's Serve port (an
-haproxy process, or Ray's Python proxy) and whether the replicas run gRPC servers of their own.
+haproxy process, or Ray's Python proxy), whether the replicas run gRPC servers of their own, and
+whether a replica's log lines reach its process's stderr (what Cloud Logging reads in the cluster).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from conftest import RAYGKE, LocalRun
 from procs import cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
 
 from infra.serve_config import scale_for_local
+from infra.specs import CLUSTER_ENV
 from infra.stack_file import load_stack_config
 from raygke import local, local_faults, local_ray, tier
 from raygke.plan import plan_stack
@@ -121,7 +125,10 @@ def _pid_ns(pid: int) -> str:
 
 def _replicas(run: LocalRun, deployment: str) -> list[int]:
     """This run's replica processes of an echo deployment (their env names this run's Ray temp dir)."""
-    temp = run.state["ray"]["temp_dir"]
+    return _replicas_in(run.state["ray"]["temp_dir"], deployment)
+
+
+def _replicas_in(temp: str, deployment: str) -> list[int]:
     return [
         p
         for p in pids_named(f"ray::ServeReplica:echo:{deployment}")
@@ -147,6 +154,83 @@ def test_flags_reach_the_replicas_and_grpc_carries_handle_calls(local_run: Local
     [echo] = _replicas(local_run, "Echo")
     assert environ(echo).get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
     assert _ingress_talks_grpc_to_echo(local_run)
+
+
+# Serve's access log lines for one echo unary call, by replica, tagged with the call's request id
+# (Serve keeps a client's X-Request-Id and passes it on to the handle call).
+_ACCESS_LINES = {"EchoIngress": "{id} -- GET /echo 200", "Echo": "{id} -- CALL __call__ OK"}
+
+
+def _echo_unary(http_url: str) -> str:
+    """One echo unary call; returns the request id Serve logs it under."""
+    request_id = f"raygke-{uuid.uuid4().hex}"
+    request = urllib.request.Request(
+        f"{http_url}/echo/unary?size=8", headers={"X-Request-Id": request_id}
+    )
+    with urllib.request.urlopen(request, timeout=REQUEST_S) as response:
+        assert response.status == 200
+    return request_id
+
+
+def _stderr_file(pid: int, temp: str) -> Path:
+    """The file a Ray worker's fd 2 is: worker-<id>-<job>-<pid>.err in the session's logs dir."""
+    path = Path(os.readlink(f"/proc/{pid}/fd/2"))
+    assert path.is_relative_to(temp) and path.name.startswith("worker-"), path
+    assert path.suffix == ".err" and path.parent.name == "logs", path
+    return path
+
+
+def _shows(path: Path, line: str) -> bool:
+    """Whether `line` is in the file, waiting at most REQUEST_S for a line the call is writing."""
+    deadline = time.monotonic() + REQUEST_S
+    while line not in (path.read_text(errors="replace") if path.exists() else ""):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_replica_logs_reach_the_replicas_stderr_as_in_the_cluster(local_run: LocalRun):
+    """Under the stack's flags (RAY_SERVE_THROUGHPUT_OPTIMIZED turns Ray's stderr logging off) and
+    the cluster's logging env, which `raygke local up` sets too, each replica's access log line is
+    on its process's stderr: in a pod, what GKE's logging agent ships to Cloud Logging."""
+    temp = local_run.state["ray"]["temp_dir"]
+    request_id = _echo_unary(local_run.http_url)
+    for deployment, line in _ACCESS_LINES.items():
+        [replica] = _replicas(local_run, deployment)
+        env = environ(replica)
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+        assert env["RAY_SERVE_LOG_TO_STDERR"] == CLUSTER_ENV["RAY_SERVE_LOG_TO_STDERR"]
+        stderr = _stderr_file(replica, temp)
+        assert _shows(stderr, line.format(id=request_id)), (deployment, stderr)
+
+
+def test_under_the_flags_alone_replica_logs_stay_off_stderr(tmp_path: Path):
+    """Without the logging env (the stack's flags only: what the cluster ran before it set it), the
+    same lines go to Serve's own files only, which in a pod are lost with it."""
+    config = load_stack_config("dev")
+    flags = local.local_flags(config)
+    assert "RAY_SERVE_LOG_TO_STDERR" not in flags
+    serve_config = local.local_serve_config(config)
+    echo = {**serve_config, "applications": [a for a in serve_config["applications"]
+                                             if a["name"] == "echo"]}  # fmt: skip
+    # Serve's files otherwise buffer 1000 request lines under the flags; 1 writes each at once, so
+    # the line is seen written before it is looked for on stderr.
+    env = {**flags, "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+    ray = local_ray.start(tmp_path / "ray", env=env, num_cpus=local.logical_cpus(config, echo))
+    try:
+        local_ray.deploy(ray, echo)
+        request_id = _echo_unary(ray.http_url)
+        serve_logs = ray.temp_dir / "session_latest" / "logs" / "serve"
+        for deployment, line in _ACCESS_LINES.items():
+            [replica] = _replicas_in(str(ray.temp_dir), deployment)
+            assert "RAY_SERVE_LOG_TO_STDERR" not in environ(replica)
+            [serve_log] = serve_logs.glob(f"replica_echo_{deployment}_*.log")
+            assert _shows(serve_log, line.format(id=request_id)), (deployment, serve_log)
+            stderr = _stderr_file(replica, str(ray.temp_dir))
+            assert line.format(id=request_id) not in stderr.read_text(errors="replace"), stderr
+    finally:
+        local_ray.stop(ray)
 
 
 def test_ray_defaults_run_the_python_proxy_and_no_grpc_transport(local_run_ray_defaults: LocalRun):

@@ -180,6 +180,9 @@ def test_rayservice_validates_and_carries_the_stack_serve_config(stack: str):
         assert {k: env[k] for k in config.ray.serve_flags} == config.ray.serve_flags
         # A reload of Ray's HAProxy must not cut streams our tier lets run (docs/reliability.md).
         assert int(env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) >= Timeouts().tunnel_s
+        # Serve's logs reach the container's stderr, which Cloud Logging reads, though the flags
+        # turn Ray's default off (tests/test_local_run.py shows where they go either way).
+        assert env["RAY_SERVE_LOG_TO_STDERR"] == "1"
 
 
 @pytest.mark.parametrize("stack", STACKS)
