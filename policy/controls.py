@@ -135,7 +135,8 @@ CONTROLS: tuple[Control, ...] = (
         "5.5.2",
         "Node auto-repair is on",
         "mandatory",
-        NO_KEY + "the node pool components set management.autoRepair true; keep it",
+        NO_KEY + "the node pool components set management.autoRepair true (false only on "
+        "flex-start pools, as GKE requires); keep it",
         gke.pool_check(gke.management("autoRepair")),
     ),
     Control(

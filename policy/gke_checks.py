@@ -140,11 +140,30 @@ def cos_containerd(pool: Pool) -> str | None:
     return f"{pool.where}nodeConfig.imageType is {image!r}; expected 'COS_CONTAINERD'"
 
 
+# Management settings GKE itself imposes on a capacity mode, by the nodeConfig field that marks the
+# mode: a flex-start pool is created with auto-repair off (GKE's flex-start guide creates it with
+# `--no-enable-autorepair`: a repaired node would be a new capacity request), and
+# components/render/node_pool.py renders it so. Off there is GKE's setting, not a weakening.
+IMPOSED_MANAGEMENT: dict[str, dict[str, bool]] = {"flexStart": {"autoRepair": False}}
+
+
+def imposed_management(pool: Pool) -> dict[str, bool]:
+    """The management settings GKE fixes for this pool's capacity mode (none for most pools)."""
+    imposed: dict[str, bool] = {}
+    for marker, settings in IMPOSED_MANAGEMENT.items():
+        if is_true(pool.node_config.get(marker)):
+            imposed.update(settings)
+    return imposed
+
+
 def management(flag: str) -> Callable[[Pool], str | None]:
     def test(pool: Pool) -> str | None:
         if pool.management is None or is_true(pool.management.get(flag)):
             return None
-        return f"{pool.where}management.{flag} is {pool.management.get(flag)!r}; expected true"
+        value = pool.management.get(flag)
+        if imposed_management(pool).get(flag) is False and is_false(value):
+            return None
+        return f"{pool.where}management.{flag} is {value!r}; expected true"
 
     return test
 

@@ -16,6 +16,8 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from stackfiles import edit
+from stackfiles import mutated as mutated_stack
 
 from policy import (
     CONTROLS,
@@ -630,6 +632,29 @@ def test_a_kept_default_pool_and_inline_pools_are_checked():
 
 
 @pytest.mark.pure
+def test_auto_repair_may_be_off_only_where_gke_turns_it_off():
+    # GKE creates flex-start pools with auto-repair off (components/render/node_pool.py renders it so).
+    def flex_start(s):
+        at(s, "gpu")["nodeConfig"]["flexStart"] = True
+        at(s, "gpu")["management"]["autoRepair"] = False
+
+    assert _one(flex_start) == []
+
+    def flex_start_off(s):
+        flex_start(s)
+        at(s, "gpu")["nodeConfig"]["flexStart"] = False
+
+    def flex_start_without_auto_upgrade(s):
+        flex_start(s)
+        at(s, "gpu")["management"]["autoUpgrade"] = False
+
+    # Any other pool still needs it on, and flex-start waives nothing else.
+    assert ids(_one(lambda s: at(s, "gpu")["management"].update(autoRepair=False))) == ["5.5.2"]
+    assert ids(_one(flex_start_off)) == ["5.5.2"]
+    assert ids(_one(flex_start_without_auto_upgrade)) == ["5.5.3"]
+
+
+@pytest.mark.pure
 def test_authorized_networks_must_be_configured():
     (v,) = _one(lambda s: at(s, "cluster").pop("masterAuthorizedNetworksConfig"))
     assert v.control_id == "5.6.3" and "accepts any address" in v.message
@@ -716,6 +741,21 @@ def _insecure_inventory():
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_real_stacks_have_no_mandatory_violations(stack: str):
     violations = evaluate(_stack_inventory(stack), stack)
+    assert mandatory(violations) == [], render_violations(violations)
+
+
+@pytest.mark.mocks
+def test_a_flex_start_stack_plans_without_mandatory_violations():
+    from infra.program import run_program
+    from infra.stack_file import parse_stack_config
+    from raygke.mocks import run_with_mocks
+
+    config = mutated_stack("dev", edit("gpuPool", capacity={"mode": "flex-start"}))
+    environment = parse_stack_config("dev", config).environment
+    inventory, _ = run_with_mocks(run_program, stack="dev", config=config)
+    (gpu,) = [p for p in inventory.of_type(NODE_POOL) if p.inputs["nodeConfig"].get("flexStart")]
+    assert gpu.inputs["management"]["autoRepair"] is False  # as GKE requires of flex-start
+    violations = evaluate(inventory, environment)
     assert mandatory(violations) == [], render_violations(violations)
 
 
