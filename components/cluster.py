@@ -31,6 +31,14 @@ NODE_ROLES = (
     "roles/artifactregistry.reader",
 )
 AUTH_PLUGIN = "gke-gcloud-auth-plugin"
+KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+
+
+def gke_service_agent(project_number: pulumi.Input[str]) -> pulumi.Output[str]:
+    """GKE's service agent in a project (it exists once the container API is enabled)."""
+    return pulumi.Output.concat(
+        "service-", project_number, "@container-engine-robot.iam.gserviceaccount.com"
+    )
 
 
 class AuthorizedNetwork(TypedDict):
@@ -68,6 +76,9 @@ class GkeClusterArgs(TypedDict):
     kms_key: NotRequired[str]
     """Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) for Secrets encryption.
     Default: none (Google-managed encryption)."""
+    project_number: NotRequired[pulumi.Input[str]]
+    """The project's number, which names GKE's service agent. Required with `kms_key`: the agent
+    is granted encrypt/decrypt on the key before the cluster is created."""
     multi_networking: NotRequired[bool]
     """Enable GKE multi-networking, which GPUDirect's extra NICs need. Default False."""
     system_pool: NotRequired[SystemPool]
@@ -161,6 +172,27 @@ class GkeCluster(pulumi.ComponentResource):
         database_encryption: gcp.container.ClusterDatabaseEncryptionArgsDict = (
             {"state": "ENCRYPTED", "key_name": kms_key} if kms_key else {"state": "DECRYPTED"}
         )
+        key_grants: list[pulumi.Resource] = []
+        if kms_key:
+            project_number = args.get("project_number")
+            if project_number is None:
+                raise ValueError(
+                    f"GkeCluster {name!r}: kms_key needs args.project_number, which names GKE's "
+                    "service agent (granted encrypt/decrypt on the key)"
+                )
+            # GKE refuses to create a cluster with application-layer Secrets encryption unless its
+            # service agent may use the key (GKE docs, "Encrypt Secrets at the application layer").
+            key_grants.append(
+                gcp.kms.CryptoKeyIAMMember(
+                    f"{name}-secrets-key",
+                    crypto_key_id=kms_key,
+                    role=KMS_ROLE,
+                    member=pulumi.Output.concat(
+                        "serviceAccount:", gke_service_agent(project_number)
+                    ),
+                    opts=child,
+                )
+            )
         cluster = gcp.container.Cluster(
             f"{name}-cluster",
             project=project,
@@ -228,6 +260,7 @@ class GkeCluster(pulumi.ComponentResource):
             deletion_protection=args.get("deletion_protection", True),
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=key_grants,
                 # The default pool is deleted right after creation; its config must not force a
                 # replacement of the whole cluster later.
                 ignore_changes=["nodeConfig", "initialNodeCount"],

@@ -25,6 +25,7 @@ from components.render.ingress_tier import (
     POD_LABELS,
     TierSpec,
     render_tier,
+    render_tls_secret,
 )
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
 
 # Args that may be Outputs, and a stand-in for each while they are unknown: the constructor renders
 # once with them so a bad count, port, route or range fails before anything registers.
+# Args that only fill the TLS Secret's data; the tier's own objects never read them.
+_TLS_DATA_ARGS = ("tls_certificate", "tls_key")
 _OUTPUT_ARGS: dict[str, Any] = {
     "namespace": "default",
     "ray_service_name": "ray",
@@ -87,7 +90,13 @@ class HaproxyIngressArgs(TypedDict):
     """Namespace of the Prometheus collectors admitted to the stats and metrics ports. Default:
     gke-gmp-system (GKE's managed collection; `gmp-system` for a self-deployed operator)."""
     tls_secret_name: NotRequired[str]
-    """A kubernetes.io/tls Secret in `namespace`; `lb_https_port` then serves HTTPS (gRPC too)."""
+    """A kubernetes.io/tls Secret in `namespace`; `lb_https_port` then serves HTTPS (gRPC too).
+    The component creates it from `tls_certificate` and `tls_key` when given; otherwise it must
+    exist (cert-manager, `kubectl create secret tls`) before the tier's pods can start."""
+    tls_certificate: NotRequired[pulumi.Input[str]]
+    """PEM certificate chain for `tls_secret_name` (kept secret in the state)."""
+    tls_key: NotRequired[pulumi.Input[str]]
+    """PEM private key for `tls_secret_name` (kept secret in the state)."""
     lb_http_port: NotRequired[int]
     """The load balancer's HTTP port, in `http_url`. Default: LB_HTTP_PORT, 80."""
     lb_grpc_port: NotRequired[int]
@@ -131,7 +140,7 @@ class HaproxyIngress(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("raygke:haproxy_ingress:HaproxyIngress", name, None, opts)
-        plain = {k: v for k, v in args.items() if k not in _OUTPUT_ARGS}
+        plain = {k: v for k, v in args.items() if k not in _OUTPUT_ARGS and k not in _TLS_DATA_ARGS}
         known = {k: v for k, v in args.items() if k in _OUTPUT_ARGS and _is_plain(v)}
         spec = TierSpec(name=name, **{**_OUTPUT_ARGS, **known, **plain})
         # Rendered here, in the constructor: anything the renderer refuses raises before a child
@@ -159,6 +168,7 @@ class HaproxyIngress(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(**resource_opts)),
             )
 
+        tls_secret = self._tls_secret(name, spec, args, child)
         backends = register(k8s.core.v1.Service, spec.backends_name, "backends")
         config = register(k8s.core.v1.ConfigMap, f"{name}-config", "config")
         # The autoscaler owns the replica count after creation; `replicas` is only the start.
@@ -166,7 +176,7 @@ class HaproxyIngress(pulumi.ComponentResource):
             k8s.apps.v1.Deployment,
             name,
             "deployment",
-            depends_on=[config],
+            depends_on=[config, *tls_secret],
             ignore_changes=["spec.replicas"],
         )
         service = register(k8s.core.v1.Service, f"{name}-lb", "load_balancer")
@@ -198,6 +208,33 @@ class HaproxyIngress(pulumi.ComponentResource):
                 "backends_service_name": self.backends_service_name,
             }
         )
+
+    @staticmethod
+    def _tls_secret(
+        name: str, spec: TierSpec, args: HaproxyIngressArgs, opts: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
+        """The TLS Secret, when the args carry its certificate and key."""
+        certificate, key = args.get("tls_certificate"), args.get("tls_key")
+        given = [
+            k for k, v in zip(_TLS_DATA_ARGS, (certificate, key), strict=True) if v is not None
+        ]
+        if not given:
+            return []
+        if certificate is None or key is None or spec.tls_secret_name is None:
+            raise ValueError(
+                f"HaproxyIngress {name!r}: tls_certificate and tls_key go together, with "
+                f"tls_secret_name naming the Secret made from them; got {', '.join(given)}"
+            )
+        body = render_tls_secret(spec, "", "")
+        data = {"tls.crt": pulumi.Output.secret(certificate), "tls.key": pulumi.Output.secret(key)}
+        secret = k8s.core.v1.Secret(
+            f"{name}-tls",
+            metadata=body["metadata"],
+            type=body["type"],
+            string_data=data,
+            opts=opts,
+        )
+        return [secret]
 
 
 def _is_plain(value: Any) -> bool:

@@ -22,6 +22,14 @@ import pulumi_kubernetes as k8s
 from components.render import rayservice as render
 
 
+class DeployedRedis(TypedDict):
+    """A Redis known only at deploy: where it listens and its AUTH string."""
+
+    address: pulumi.Input[str]
+    """host:port."""
+    password: pulumi.Input[str]
+
+
 class RayServeAppArgs(TypedDict):
     """Inputs of RayServeApp."""
 
@@ -32,6 +40,10 @@ class RayServeAppArgs(TypedDict):
     """Labels of the ingress tier's pods: the only pods admitted to 8000/9000."""
     ingress_namespace: NotRequired[pulumi.Input[str]]
     """Namespace of the ingress tier's pods. Default: the RayService's namespace."""
+    redis: NotRequired[DeployedRedis]
+    """The head's Redis when it is created with the stack (a Memorystore instance): its address
+    replaces the spec's REDIS_ADDRESS_AT_DEPLOY, and its password becomes the Secret the spec
+    names. Required when the spec's Redis address is REDIS_ADDRESS_AT_DEPLOY."""
     operator_namespace: NotRequired[pulumi.Input[str]]
     """KubeRay operator's namespace, admitted to the dashboard (8265) and Serve health (8000).
     Default: kuberay-system."""
@@ -107,6 +119,14 @@ class RayServeApp(pulumi.ComponentResource):
         min_available = args.get("pdb_min_available", render.default_pdb_min_available(floor))
         if (problem := render.check_pdb_min_available(min_available, floor)) is not None:
             raise ValueError(f"RayServeApp {name!r}: {problem}")
+        ft, redis = spec.gcs_fault_tolerance, args.get("redis")
+        if (ft is not None and ft.redis_address == render.REDIS_ADDRESS_AT_DEPLOY) != (
+            redis is not None
+        ):
+            raise ValueError(
+                f"RayServeApp {name!r}: args.redis (a Redis created with the stack) goes with a "
+                "spec whose Redis address is REDIS_ADDRESS_AT_DEPLOY, and only with one"
+            )
         bucket = spec.model_bucket
         # Children do not inherit the component's depends_on; pass it on so the RayService waits for
         # the operator and its CRDs when the program says so.
@@ -117,7 +137,7 @@ class RayServeApp(pulumi.ComponentResource):
             gcp_provider, project_id, project_number = _bucket_access(name, args)
             reader = k8s.core.v1.ServiceAccount(
                 f"{name}-model-reader",
-                metadata={"name": bucket.service_account, "namespace": spec.namespace},
+                metadata=render.render_model_reader(spec)["metadata"],
                 opts=child,
             )
             principal = pulumi.Output.all(project_number, project_id).apply(
@@ -138,12 +158,28 @@ class RayServeApp(pulumi.ComponentResource):
                 child, pulumi.ResourceOptions(depends_on=[reader, grant])
             )
 
+        rayservice_spec: pulumi.Input[dict] = manifest["spec"]
+        if ft is not None and redis is not None:
+            secret = render.render_redis_secret(spec, "")
+            password = k8s.core.v1.Secret(
+                f"{name}-redis",
+                metadata=secret["metadata"],
+                type=secret["type"],
+                string_data={ft.password_secret_key: pulumi.Output.secret(redis["password"])},
+                opts=child,
+            )
+            rayservice_spec = pulumi.Output.from_input(redis["address"]).apply(
+                lambda address: _with_redis_address(manifest["spec"], address)
+            )
+            rayservice_opts = pulumi.ResourceOptions.merge(
+                rayservice_opts, pulumi.ResourceOptions(depends_on=[password])
+            )
         k8s.apiextensions.CustomResource(
             f"{name}-rayservice",
             api_version=manifest["apiVersion"],
             kind=manifest["kind"],
             metadata=manifest["metadata"],
-            spec=manifest["spec"],
+            spec=rayservice_spec,
             opts=rayservice_opts,
         )
 
@@ -194,3 +230,13 @@ class RayServeApp(pulumi.ComponentResource):
                 "serving_pod_selector": self.serving_pod_selector,
             }
         )
+
+
+def _with_redis_address(spec: dict, address: str) -> dict:
+    """The RayService spec with the Redis address known at deploy."""
+    cluster = {**spec["rayClusterConfig"]}
+    cluster["gcsFaultToleranceOptions"] = {
+        **cluster["gcsFaultToleranceOptions"],
+        "redisAddress": address,
+    }
+    return {**spec, "rayClusterConfig": cluster}

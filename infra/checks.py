@@ -4,8 +4,9 @@ Owns every check that reads more than one section of a `StackConfig` or the obje
 apps against the pools and Ray's flags, shutdown and upgrade timing, health checks, the prod rules
 (their scope comes from the policy catalogue, policy/controls.py, so a stack file and the policy
 pack refuse the same things in the same environments), and, over the one rendered graph of the stack
-(infra/rendered.py), the tier's counts and ports and whether every pod fits its pool
-(infra/scheduling.py). `stack_problems` runs them all and returns every problem at once;
+(infra/rendered.py), the tier's counts and ports, whether every pod fits its pool
+(infra/scheduling.py) and whether everything an object names will exist (infra/references.py, with
+the stack's declared prerequisites, infra/prerequisites.py). `stack_problems` runs them all and returns every problem at once;
 infra/stack_file.py calls it after the model has parsed, before any resource registers.
 Does not own: one section's types and ranges (infra/config.py), the rules' arithmetic where a
 renderer also needs it (components/render/), reading stack files or formatting errors.
@@ -38,9 +39,11 @@ from infra.config import (
     StackConfig,
     hung_replica_bound_s,
 )
+from infra.prerequisites import provided
+from infra.references import reference_problems
 from infra.rendered import render_stack
 from infra.scheduling import scheduling_problems
-from infra.specs import tier_spec
+from infra.specs import CLUSTER_ENV, tier_spec
 from policy.controls import CONTROLS_BY_ID
 
 # The stack keys of the tier's fields, for its check's messages.
@@ -66,7 +69,8 @@ def stack_problems(c: StackConfig) -> list[str]:
         rendered = render_stack(c)
     except ValueError:  # a spec a renderer refuses: the rule that names its key is above
         return problems
-    return problems + scheduling_problems(c, rendered)
+    problems += scheduling_problems(c, rendered)
+    return problems + reference_problems(rendered.objects(), provided(c))
 
 
 def stack_matches_environment(stack: str, environment: str) -> bool:
@@ -126,6 +130,7 @@ def _cross_problems(c: StackConfig):
     if c.network.gpudirect and H100_MACHINES[pool.machine_type].gpudirect == "none":
         yield f"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is {pool.machine_type}"
     yield from _policy_rules(c)
+    yield from _cluster_env_problems(c)
     yield from _app_problems(c)
     yield from _upgrade_problems(c)
     yield from _shutdown_problems(c)
@@ -216,6 +221,16 @@ def _health_check_problems(c: StackConfig):
                     f"allowed: period + timeout <= {room:g} s (unset: {HEALTH_CHECK_PERIOD_S:g} and "
                     f"{HEALTH_CHECK_TIMEOUT_S:g}, docs/reliability.md)"
                 )
+
+
+def _cluster_env_problems(c: StackConfig):
+    """The cluster sets a few Ray variables itself (infra/specs.py CLUSTER_ENV) and they win over
+    `ray.extraEnv`, so a stack setting one would be silently ignored: refuse it instead."""
+    for key in sorted(set(c.ray.extra_env) & set(CLUSTER_ENV)):
+        yield (
+            f"ray.extraEnv.{key} is set by the cluster itself ({key}={CLUSTER_ENV[key]!r}: "
+            f"infra/specs.py) and would be ignored; remove it from extraEnv"
+        )
 
 
 def _app_problems(c: StackConfig):

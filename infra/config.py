@@ -319,7 +319,21 @@ class FlexStart(Model):
 
 
 class QueuedProvisioning(Model):
+    """Refused with its reason: GKE gives a queued-provisioning pool nodes only through a
+    ProvisioningRequest (GKE's "Deploy GPUs for batch and AI workloads with ProvisioningRequest"),
+    which neither KubeRay's autoscaler nor this program makes for a RayService's workers."""
+
     mode: Literal["queued-provisioning"]
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> QueuedProvisioning:
+        raise ValueError(
+            "gpuPool.capacity.mode queued-provisioning cannot serve a RayService: GKE gives such a "
+            "pool nodes only through ProvisioningRequests, which KubeRay's autoscaler never makes, so "
+            "the workers would stay Pending; allowed: flex-start (the same Dynamic Workload "
+            "Scheduler capacity, obtained by the cluster autoscaler on demand), spot, on-demand, "
+            "reservation"
+        )
 
 
 class Reservation(Model):
@@ -327,6 +341,9 @@ class Reservation(Model):
     affinity: Literal["specific", "any"] = "specific"
     name: str | None = None
     project: str | None = None  # a shared reservation's owner project
+    # How many machines the specific reservation holds (`gcloud compute reservations describe`): a
+    # specific reservation never falls back to other capacity, so the pool's peak must fit it.
+    nodes: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _name_when_specific(self) -> Reservation:
@@ -338,6 +355,12 @@ class Reservation(Model):
         if self.affinity == "any" and self.name:
             raise ValueError(
                 f"gpuPool.capacity.name must be empty when affinity is 'any'; got {self.name!r}"
+            )
+        if self.affinity == "specific" and self.nodes is None:
+            raise ValueError(
+                "gpuPool.capacity.nodes is required when affinity is 'specific': how many machines "
+                "the reservation holds (`gcloud compute reservations describe <name> --format="
+                "'value(specificReservation.count)'`), so the plan can check the pool's peak fits it"
             )
         return self
 
@@ -388,25 +411,23 @@ class GpuPoolConfig(Model):
                 f"gpuPool.acceleratorCount must be {shape.accelerator_count} for {self.machine_type}; "
                 f"got {self.accelerator_count}"
             )
-        if shape.spot_or_flex_only and self.capacity.mode not in (
-            "spot",
-            "flex-start",
-            "queued-provisioning",
-        ):
+        if shape.spot_or_flex_only and self.capacity.mode not in ("spot", "flex-start"):
             raise ValueError(
-                f"gpuPool.capacity.mode must be spot, flex-start or queued-provisioning for "
-                f"{self.machine_type} (Google sells 1/2/4-GPU A3 High only that way); "
-                f"got {self.capacity.mode!r}"
+                f"gpuPool.capacity.mode must be spot or flex-start for {self.machine_type} (Google "
+                f"sells 1/2/4-GPU A3 High only that way); got {self.capacity.mode!r}"
             )
         if self.compact_placement and len(self.zones) != 1:
             raise ValueError(
                 f"gpuPool.compactPlacement needs exactly one zone (a placement group is zonal); "
                 f"got zones {self.zones}"
             )
-        if self.capacity.mode == "queued-provisioning" and self.min_nodes != 0:
+        reserved = self.capacity.nodes if isinstance(self.capacity, Reservation) else None
+        if reserved is not None and self.max_nodes > reserved:
             raise ValueError(
-                f"gpuPool.minNodes must be 0 with queued provisioning (nodes come only on request); "
-                f"got {self.min_nodes}"
+                f"gpuPool.maxNodes ({self.max_nodes}) must be <= gpuPool.capacity.nodes "
+                f"({reserved}): a specific reservation never falls back to other capacity, so "
+                f"nodes past it never come; allowed: maxNodes <= {reserved}, a bigger "
+                "reservation, or affinity: any (falls back to on-demand)"
             )
         if not self.allow_unlisted_zones:
             unknown = [z for z in self.zones if z not in H100_ZONES]
@@ -424,6 +445,11 @@ class KubeRayConfig(Model):
     namespace: Namespace = "kuberay-system"
 
 
+# What a secret value read from a stack file outside Pulumi (`raygke plan`) stands in as: its
+# ciphertext, `{secure: v1:...}`, only Pulumi can decrypt (infra/stack_file.py puts this there).
+ENCRYPTED = "[encrypted]"
+
+
 # ---------------------------------------------------------------------------------------------- ingress
 class IngressConfig(Model):
     exposure: Literal["external", "internal"] = "internal"
@@ -435,6 +461,44 @@ class IngressConfig(Model):
     grpc_port: int = Field(default=LB_GRPC_PORT, ge=1, le=65535)
     https_port: int = Field(default=LB_HTTPS_PORT, ge=1, le=65535)
     tls_secret: SecretName | None = None  # a kubernetes.io/tls Secret; enables the HTTPS frontend
+    # PEM certificate chain and key as Pulumi secrets (`pulumi config set --secret --path
+    # ingress.tlsKey < key.pem`): the program creates `tls_secret` from them. Without them the
+    # Secret is yours to bring (cert-manager, `kubectl create secret tls`), and the plan lists it.
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> IngressConfig:
+        given = [
+            k for k, v in (("tlsCertificate", self.tls_certificate), ("tlsKey", self.tls_key)) if v
+        ]
+        if given and self.tls_secret is None:
+            raise ValueError(
+                f"ingress.{given[0]} needs ingress.tlsSecret: the name of the Secret the program "
+                "creates from it"
+            )
+        if len(given) == 1:
+            missing = "tlsKey" if given == ["tlsCertificate"] else "tlsCertificate"
+            raise ValueError(
+                f"ingress.{missing} is required with ingress.{given[0]}: the program creates the "
+                "kubernetes.io/tls Secret from both; got none"
+            )
+        for key, value, marker in (
+            ("tlsCertificate", self.tls_certificate, "-----BEGIN CERTIFICATE-----"),
+            ("tlsKey", self.tls_key, "PRIVATE KEY-----"),
+        ):
+            if value and value != ENCRYPTED and marker not in value:
+                # never the value itself: a key is a secret, and a wrong one may be too
+                raise ValueError(
+                    f"ingress.{key} must be PEM text holding {marker.strip('-')}; got text "
+                    "without it (the value is not shown)"
+                )
+        return self
+
+    @property
+    def tls_from_stack(self) -> bool:
+        """Whether the program creates the TLS Secret (else it is a prerequisite)."""
+        return self.tls_secret is not None and self.tls_certificate is not None
 
     @field_validator("image")
     @classmethod
@@ -643,22 +707,41 @@ class SecretKeyRef(Model):
     key: SecretKey
 
 
+class MemorystoreConfig(Model):
+    """A Memorystore for Redis instance the program creates for GCS fault tolerance: reached over
+    private service access in the cluster's VPC, AUTH on, its AUTH string in a Secret the head reads."""
+
+    tier: Literal["BASIC", "STANDARD_HA"] = "STANDARD_HA"  # STANDARD_HA: a replica, failover
+    memory_size_gb: int = Field(default=1, ge=1, le=300)  # GCS metadata: a few MB per cluster
+    redis_version: Literal["REDIS_7_2", "REDIS_7_0", "REDIS_6_X"] = "REDIS_7_2"
+
+
 class FaultTolerance(Model):
     enabled: bool = False
-    redis_address: str | None = None  # host:port of a standalone Redis (Memorystore)
+    memorystore: MemorystoreConfig | None = None  # the program creates the Redis and its Secret
+    # Or a Redis you bring: its host:port, and the Secret holding its password (you create both).
+    redis_address: str | None = None
     redis_password: SecretKeyRef | None = None
 
     @model_validator(mode="after")
     def _redis(self) -> FaultTolerance:
-        if self.enabled and not self.redis_address:
+        if self.enabled and (self.memorystore is None) == (self.redis_address is None):
             raise ValueError(
-                "rayService.faultTolerance.redisAddress is required when enabled is true "
-                "(host:port of a Memorystore for Redis instance: `gcloud redis instances describe`)"
+                "rayService.faultTolerance needs exactly one Redis when enabled is true: "
+                "memorystore: {tier, memorySizeGb} (the program creates it) or redisAddress with "
+                "redisPassword (a Redis you bring); got "
+                + ("both" if self.memorystore is not None else "neither")
             )
-        if self.enabled and self.redis_password is None:
+        if self.memorystore is not None and self.redis_password is not None:
             raise ValueError(
-                "rayService.faultTolerance.redisPassword is required when enabled is true: "
-                "{name: <Secret>, key: <key>} holding the Memorystore AUTH string; got none"
+                "rayService.faultTolerance.redisPassword must be empty with memorystore: the "
+                "program creates the Secret from the instance's AUTH string; got "
+                f"{self.redis_password.name!r}"
+            )
+        if self.enabled and self.redis_address and self.redis_password is None:
+            raise ValueError(
+                "rayService.faultTolerance.redisPassword is required with redisAddress: "
+                "{name: <Secret>, key: <key>} holding that Redis's AUTH string; got none"
             )
         if self.redis_address and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", self.redis_address):
             raise ValueError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import yaml
 
@@ -20,7 +20,7 @@ from infra.config import StackConfig
 
 PRICE_FILE = Path(__file__).with_name("gpu_prices.yaml")
 COST_SCHEMA_VERSION = 1
-Mode = Literal["on-demand", "spot", "flex-start", "queued-provisioning", "reservation"]
+Mode = Literal["on-demand", "spot", "flex-start", "reservation"]
 MODES: tuple[Mode, ...] = get_args(Mode)
 SCOPE = (
     "GPU nodes only, at list prices: excludes the control plane, the system pool, disks, network, "
@@ -115,7 +115,7 @@ def mode_price(prices: MachinePrices, mode: Mode) -> tuple[float, str]:
     """The hourly price a node pays under `mode`, and what that price is."""
     if mode == "spot":
         return prices.spot, "spot"
-    if mode in ("flex-start", "queued-provisioning"):  # queued provisioning runs on DWS flex-start
+    if mode == "flex-start":
         return prices.flex_start, "flex-start"
     if mode == "reservation" and prices.committed_1y is not None:
         # a reservation is billed at on-demand unless a commitment covers it; the table's CUD is assumed
@@ -143,7 +143,7 @@ def estimate_cost(config: StackConfig, table: PriceTable | None = None) -> dict[
     pool = config.gpu_pool
     prices, listed_region = table.lookup(config.region, pool.machine_type)
     shape = H100_MACHINES[pool.machine_type]
-    mode: Mode = pool.capacity.mode
+    mode = cast(Mode, pool.capacity.mode)  # queued-provisioning never passes the config
     by_mode: dict[str, Any] = {}
     for each in MODES:
         price, basis = mode_price(prices, each)

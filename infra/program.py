@@ -16,7 +16,9 @@ from components.cluster import GkeCluster, GkeClusterArgs
 from components.gpu_node_pool import H100NodePool
 from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
 from components.kuberay_operator import KubeRayOperator
+from components.memorystore import Memorystore
 from components.network import Network
+from components.project_apis import ProjectApis
 from components.ray_serve_app import RayServeApp, RayServeAppArgs
 from components.render import rayservice as rs
 from components.render.gpu_machines import H100_MACHINES
@@ -35,8 +37,26 @@ def define(config: StackConfig) -> dict[str, Any]:
     if problems := rs.check_rayservice_spec(spec):
         raise ValueError("; ".join(problems))
 
-    gcp_provider = gcp.Provider("gcp", project=config.project, region=config.region)
+    # The APIs first, on a provider of their own: every other GCP resource uses `gcp_provider`,
+    # which is created only once they are enabled, so nothing reaches an API still off.
+    apis = ProjectApis(
+        "apis",
+        {"project": config.project, "apis": specs.stack_apis(config)},
+        opts=pulumi.ResourceOptions(
+            provider=gcp.Provider("gcp-apis", project=config.project, region=config.region)
+        ),
+    )
+    gcp_provider = gcp.Provider(
+        "gcp",
+        project=config.project,
+        region=config.region,
+        opts=pulumi.ResourceOptions(depends_on=apis.services),
+    )
     on_gcp = pulumi.ResourceOptions(provider=gcp_provider)
+    # GKE's service agent and Workload Identity principals name the project by number.
+    project_number = gcp.organizations.get_project_output(
+        project_id=config.project, opts=pulumi.InvokeOutputOptions(provider=gcp_provider)
+    ).number
     shape = H100_MACHINES[config.gpu_pool.machine_type]
     extra_networks = shape.extra_networks if config.network.gpudirect else 0
 
@@ -74,6 +94,7 @@ def define(config: StackConfig) -> dict[str, Any]:
     }
     if config.cluster.kms_key:
         cluster_args["kms_key"] = config.cluster.kms_key
+        cluster_args["project_number"] = project_number
     cluster = GkeCluster(name, cluster_args, opts=on_gcp)
     gpu_pool = H100NodePool(
         config.gpu_pool.name,
@@ -107,6 +128,9 @@ def define(config: StackConfig) -> dict[str, Any]:
     )
     in_namespace = pulumi.ResourceOptions(provider=k8s_provider, depends_on=[namespace])
     ingress_args = cast(HaproxyIngressArgs, specs.ingress_args(config))
+    if config.ingress.tls_certificate and config.ingress.tls_key:
+        ingress_args["tls_certificate"] = pulumi.Output.secret(config.ingress.tls_certificate)
+        ingress_args["tls_key"] = pulumi.Output.secret(config.ingress.tls_key)
     ingress = HaproxyIngress(specs.INGRESS_NAME, ingress_args, opts=in_namespace)
     service_args: RayServeAppArgs = {
         "spec": spec,
@@ -115,12 +139,23 @@ def define(config: StackConfig) -> dict[str, Any]:
         "pdb_min_available": config.ray_service.workers.min_available,
     }
     if spec.model_bucket is not None:
-        project = gcp.organizations.get_project_output(
-            project_id=config.project, opts=pulumi.InvokeOutputOptions(provider=gcp_provider)
-        )
         service_args["gcp_provider"] = gcp_provider
         service_args["project_id"] = config.project
-        service_args["project_number"] = project.number
+        service_args["project_number"] = project_number
+    if (memorystore := config.ray_service.fault_tolerance.memorystore) is not None:
+        redis = Memorystore(
+            f"{config.ray_service.name}-gcs",
+            {
+                "project": config.project,
+                "region": config.region,
+                "network": network.network,
+                "tier": memorystore.tier,
+                "memory_size_gb": memorystore.memory_size_gb,
+                "redis_version": memorystore.redis_version,
+            },
+            opts=on_gcp,
+        )
+        service_args["redis"] = {"address": redis.address, "password": redis.auth_string}
     service = RayServeApp(
         config.ray_service.name,
         service_args,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.render import rayservice as rs
-from components.render.ingress_tier import POD_LABELS, TierSpec, render_tier
+from components.render.ingress_tier import POD_LABELS, TierSpec, render_tier, render_tls_secret
 from components.render.kuberay_chart import DEFAULT_RESOURCES, FEATURE_GATES, helm_values
 from components.render.node_pool import SYSTEM_POOL_SELECTOR
 from infra.config import StackConfig
@@ -30,10 +30,24 @@ class RenderedStack:
     ray_network_policy: dict[str, Any]
     ray_pod_monitoring: dict[str, Any]
     tier_spec: TierSpec
-    tier: dict[
-        str, dict[str, Any]
-    ]  # our tier's objects by role (components/render/ingress_tier.py)
+    tier: dict[str, dict[str, Any]]  # by role: components/render/ingress_tier.py
     operator_values: dict[str, Any]  # the kuberay-operator chart's values
+    namespaces: tuple[dict[str, Any], ...] = ()  # the Namespaces the program creates
+    service_accounts: tuple[dict[str, Any], ...] = ()
+    secrets: tuple[dict[str, Any], ...] = ()  # data stands in for values known only at deploy
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every Kubernetes object above (not the chart's own: Helm renders those in the cluster)."""
+        return [
+            *self.namespaces,
+            *self.service_accounts,
+            *self.secrets,
+            self.rayservice,
+            self.ray_pdb,
+            self.ray_network_policy,
+            self.ray_pod_monitoring,
+            *self.tier.values(),
+        ]
 
 
 def render_stack(c: StackConfig) -> RenderedStack:
@@ -51,4 +65,26 @@ def render_stack(c: StackConfig) -> RenderedStack:
         tier_spec=tier,
         tier=render_tier(tier),
         operator_values=helm_values(FEATURE_GATES, DEFAULT_RESOURCES, SYSTEM_POOL_SELECTOR),
+        namespaces=tuple(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            for name in (spec.namespace, c.kuberay.namespace)
+        ),
+        service_accounts=((rs.render_model_reader(spec),) if spec.model_bucket is not None else ()),
+        secrets=_secrets(c, spec, tier),
     )
+
+
+# What a Secret's data holds in the graph: the values exist only at deploy (Pulumi secrets, a
+# Memorystore AUTH string), and no check reads them.
+AT_DEPLOY = "[set at deploy]"
+
+
+def _secrets(c: StackConfig, spec: rs.RayServiceSpec, tier: TierSpec) -> tuple[dict[str, Any], ...]:
+    """The Secrets the program creates: the Redis password of a Memorystore it makes, and the
+    tier's certificate when the stack supplies it."""
+    secrets = []
+    if c.ray_service.fault_tolerance.memorystore is not None:
+        secrets.append(rs.render_redis_secret(spec, AT_DEPLOY))
+    if c.ingress.tls_from_stack:
+        secrets.append(render_tls_secret(tier, AT_DEPLOY, AT_DEPLOY))
+    return tuple(secrets)

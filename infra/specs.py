@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.render import rayservice as rs
+from components.render.apis import apis_for
 from components.render.haproxy import Timeouts
 from components.render.ingress_tier import TierSpec
 from components.render.node_pool import Capacity
@@ -50,11 +51,30 @@ def gpu_capacity(config: StackConfig) -> Capacity:
     return {"mode": capacity.mode}
 
 
+def gcs_fault_tolerance(config: StackConfig) -> rs.GcsFaultTolerance | None:
+    """The head's Redis: one the stack creates (its address known at deploy, its password in a
+    Secret the program makes) or one the user brings (address and Secret given)."""
+    ft = config.ray_service.fault_tolerance
+    if not ft.enabled:
+        return None
+    if ft.memorystore is not None:
+        return rs.GcsFaultTolerance(
+            redis_address=rs.REDIS_ADDRESS_AT_DEPLOY,
+            password_secret_name=f"{config.ray_service.name}-redis",
+        )
+    if ft.redis_address is None or ft.redis_password is None:  # the model requires both
+        raise ValueError("rayService.faultTolerance.redisAddress needs redisPassword")
+    return rs.GcsFaultTolerance(
+        redis_address=ft.redis_address,
+        password_secret_name=ft.redis_password.name,
+        password_secret_key=ft.redis_password.key,
+    )
+
+
 def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
     """The RayService the stack asks for: one worker group on the H100 pool, a whole node per worker."""
     svc, pool = config.ray_service, config.gpu_pool
     upgrade = svc.upgrade_strategy
-    ft = svc.fault_tolerance
     bucket = svc.model_bucket
     return rs.RayServiceSpec(
         name=svc.name,
@@ -86,15 +106,7 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
             if upgrade.type == "NewClusterWithIncrementalUpgrade"
             else None
         ),
-        gcs_fault_tolerance=(
-            rs.GcsFaultTolerance(
-                redis_address=ft.redis_address or "",
-                password_secret_name=ft.redis_password.name,
-                password_secret_key=ft.redis_password.key,
-            )
-            if ft.enabled and ft.redis_password is not None
-            else None
-        ),
+        gcs_fault_tolerance=gcs_fault_tolerance(config),
         enable_in_tree_autoscaling=True,
         termination_grace_s=svc.shutdown.termination_grace_period_seconds,
         drain_deadline_s=svc.shutdown.drain_deadline_seconds,
@@ -140,3 +152,26 @@ def ingress_args(config: StackConfig) -> dict[str, Any]:
 def tier_spec(config: StackConfig) -> TierSpec:
     """The tier the program's HaproxyIngress renders, from the same args."""
     return TierSpec(name=INGRESS_NAME, **ingress_args(config))
+
+
+def stack_apis(config: StackConfig) -> list[str]:
+    """The APIs the stack's resources and the cluster's features call (the policy control
+    RAYGKE-DEP-1 checks every registered resource against the same table)."""
+    types = [
+        "gcp:compute/network:Network",
+        "gcp:container/cluster:Cluster",
+        "gcp:serviceaccount/account:Account",
+        "gcp:projects/iAMMember:IAMMember",
+    ]
+    if config.ray_service.model_bucket is not None:
+        types.append("gcp:storage/bucketIAMMember:BucketIAMMember")
+    if config.cluster.kms_key:
+        types.append("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+    if config.ray_service.fault_tolerance.memorystore is not None:
+        types += ["gcp:redis/instance:Instance", "gcp:servicenetworking/connection:Connection"]
+    # Every pool streams images, the cluster runs Managed Prometheus and Cloud Logging, and nodes
+    # pull the Ray image from Artifact Registry (components/cluster.py).
+    features = ["image_streaming", "managed_prometheus", "logging"]
+    if config.ray.image_repository.split("/")[0].endswith("-docker.pkg.dev"):
+        features.append("artifact_registry")
+    return apis_for(types, features)

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from infra.checks import stack_problems
 from infra.config import (
+    ENCRYPTED,
     FlexStart,
     OnDemand,
     QueuedProvisioning,
@@ -51,12 +52,19 @@ _SECTIONS = {
 
 
 def _decode(value: Any) -> Any:
-    """Pulumi hands structured config over as JSON text; YAML files give it parsed."""
+    """Pulumi hands structured config over as JSON text; YAML files give it parsed, with each
+    secret still encrypted (`{secure: v1:...}`), which only Pulumi can read: ENCRYPTED stands in."""
     if isinstance(value, str):
         try:
             return json.loads(value)
         except ValueError:
             return value
+    if isinstance(value, Mapping):
+        if set(value) == {"secure"}:
+            return ENCRYPTED
+        return {k: _decode(v) if isinstance(v, Mapping | list) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) if isinstance(v, Mapping | list) else v for v in value]
     return value
 
 
@@ -123,7 +131,7 @@ def _qualify(line: str) -> str:
 
 MASK = "[secret]"
 # Config paths (pydantic locations) whose values may be secrets; shown as MASK, never as given.
-_SECRET_LOCS = (("ray", "extra_env"),)
+_SECRET_LOCS = (("ray", "extra_env"), ("ingress", "tls_key"), ("ingress", "tls_certificate"))
 
 
 def _is_secret_loc(loc: tuple[int | str, ...], secret_sections: frozenset[str]) -> bool:
@@ -187,6 +195,9 @@ def secret_values(config: Mapping[str, Any], secret_keys: frozenset[str] = froze
     ray = _decode(config.get(f"{NAMESPACE}:ray"))
     if isinstance(ray, Mapping) and isinstance(ray.get("extraEnv"), Mapping):
         strings(list(ray["extraEnv"].values()))
+    ingress = _decode(config.get(f"{NAMESPACE}:ingress"))
+    if isinstance(ingress, Mapping):
+        strings([ingress.get("tlsCertificate"), ingress.get("tlsKey")])
     return {s for s in found if len(s) >= MIN_SECRET_CHARS}
 
 

@@ -16,6 +16,7 @@ from typing import Literal, cast, get_args
 
 from policy import gke_checks as gke
 from policy import k8s_checks as k8s
+from policy import project_checks as project
 from policy.inventory import (
     UNKNOWN,
     Check,
@@ -296,6 +297,23 @@ CONTROLS: tuple[Control, ...] = (
         "set ray-serve-gke:rayService.faultTolerance {enabled: true, redisAddress, redisPassword}",
         k8s.gcs_fault_tolerance,
         environments=PROD_ONLY,
+    ),
+    Control(
+        "RAYGKE-DEP-1",
+        "Every GCP resource's API, and every API a cluster feature calls, is enabled by the stack",
+        "mandatory",
+        NO_KEY + "the program enables what components/render/apis.py lists for the stack "
+        "(components/project_apis.py, infra/specs.py stack_apis); a new resource type or feature "
+        "is one row there",
+        project.apis_enabled,
+    ),
+    Control(
+        "RAYGKE-DEP-2",
+        "Every feature that acts as a Google identity has its IAM grant in the stack",
+        "mandatory",
+        NO_KEY + "components/cluster.py grants GKE's service agent the Secrets key and the nodes "
+        "Artifact Registry reads; components/ray_serve_app.py grants the workers the model bucket",
+        project.feature_grants,
     ),
     # Advisory: a digest exists only once CI has pushed the image, and the shipped stacks cannot
     # invent one. The deploy workflow sets ray.imageDigest from the build (and the HAProxy digest

@@ -34,6 +34,9 @@ def manifest(reg: Registration) -> dict[str, Any] | None:
         return None
     group, version = match["group"], match["version"]
     inputs = {k: v for k, v in ints(reg.inputs).items() if k not in ("apiVersion", "kind")}
+    if match["kind"] == "Secret":
+        # A secret value is recorded masked, the whole map with it: scanners read no data anyway.
+        inputs = {k: v for k, v in inputs.items() if k not in ("data", "stringData")}
     return {
         "apiVersion": version if group == "core" else f"{group}/{version}",
         "kind": match["kind"],

@@ -89,6 +89,8 @@ def _fake_outputs(args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
     if args.typ == "gcp:serviceaccount/account:Account":
         account_id = args.inputs.get("accountId", args.name)
         return {"email": f"{account_id}@mock-project.iam.gserviceaccount.com", "name": account_id}
+    if args.typ == "gcp:redis/instance:Instance":
+        return {"host": "10.120.0.3", "port": 6379, "authString": "mock-redis-auth"}
     if args.typ == "kubernetes:core/v1:Service":
         return {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}}}
     return {}

@@ -21,6 +21,7 @@ from typing import Any
 
 from infra.checks import reliability_lines
 from infra.cost import render_cost_lines
+from infra.prerequisites import Prerequisite, prerequisites
 from infra.program import run_program
 from infra.scheduling import scheduling_plan
 from infra.stack_file import parse_stack_config, read_stack_file
@@ -61,6 +62,7 @@ class Plan:
     violations: list[Violation]  # the policy pack's controls, for the stack's environment
     headroom: list[str] = field(default_factory=list)  # per pool: pods at peak vs what nodes give
     reliability: list[str] = field(default_factory=list)  # per app: deadline, hung-replica bound
+    prerequisites: list[Prerequisite] = field(default_factory=list)  # what `pulumi up` needs first
 
 
 def plan_stack(stack: str, stacks_dir: Path | None = None) -> Plan:
@@ -76,6 +78,7 @@ def plan_stack(stack: str, stacks_dir: Path | None = None) -> Plan:
         violations,
         scheduling_plan(parsed).headroom(),
         reliability_lines(parsed),
+        prerequisites(parsed),
     )
 
 
@@ -132,6 +135,12 @@ def render_text(plan: Plan) -> str:
     if plan.reliability:
         lines.append("deadlines and hung replicas (checked before deploy; docs/reliability.md):")
         lines.extend(f"  {line}" for line in plan.reliability)
+    if plan.prerequisites:
+        lines.append("before `pulumi up`, have (in this order; the program creates the rest):")
+        for i, item in enumerate(plan.prerequisites, 1):
+            key = f" [{item.key}]" if item.key else ""
+            lines.append(f"  {i}. {item.what}{key}")
+            lines.append(f"     {item.how}")
     lines.append(render_violations(plan.violations))
     return "\n".join(lines)
 
@@ -165,6 +174,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             for key, value in sorted(plan.outputs.items())
         },
         "violations": violations_json(plan.violations),
+        "prerequisites": [p.as_json() for p in plan.prerequisites],
     }
 
 

@@ -113,6 +113,7 @@ def test_stack_choices_reach_the_cluster():
     key = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
     inventory, _ = _run(
         kms_key=key,
+        project_number="210987654321",
         deletion_protection=False,
         release_channel="STABLE",
         multi_networking=True,
@@ -124,6 +125,16 @@ def test_stack_choices_reach_the_cluster():
     assert c["releaseChannel"] == {"channel": "STABLE"}
     assert c["enableMultiNetworking"] is True
     assert c["location"] == "us-central1-a"
+    grant = inventory.one("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+    agent = "service-210987654321@container-engine-robot.iam.gserviceaccount.com"
+    assert (grant.inputs["cryptoKeyId"], grant.inputs["member"]) == (key, f"serviceAccount:{agent}")
+    assert grant.urn in inventory.one(CLUSTER).dependencies
+
+
+@pytest.mark.mocks
+def test_a_secrets_key_without_the_project_number_fails_before_anything_registers():
+    with pytest.raises(ValueError, match=r"kms_key needs args\.project_number"):
+        _run(kms_key="projects/p/locations/us-central1/keyRings/r/cryptoKeys/k")
 
 
 @pytest.mark.mocks

@@ -82,7 +82,7 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "small A3 shape on demand",
         "dev",
         edit("gpuPool", capacity={"mode": "on-demand"}),
-        r"gpuPool.capacity.mode must be spot, flex-start or queued-provisioning for a3-highgpu-1g.*got 'on-demand'",
+        r"gpuPool.capacity.mode must be spot or flex-start for a3-highgpu-1g.*got 'on-demand'",
     ),
     (
         "zone without H100",
@@ -191,8 +191,8 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "head fault tolerance without Redis",
         "prod",
-        edit("rayService", ["faultTolerance"], redisAddress=None),
-        r"rayService.faultTolerance.redisAddress is required when enabled is true",
+        edit("rayService", ["faultTolerance"], memorystore=None),
+        r"rayService.faultTolerance needs exactly one Redis when enabled is true.*got neither",
     ),
     (
         "0.0.0.0/0 authorized in prod",
@@ -268,10 +268,11 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"gpuPool.capacity.maxRunDurationHours: Input should be less than or equal to 168; got 200",
     ),
     (
-        "queued provisioning with a floor",
+        "queued provisioning",
         "staging",
-        edit("gpuPool", capacity={"mode": "queued-provisioning"}, minNodes=1),
-        r"gpuPool.minNodes must be 0 with queued provisioning \(nodes come only on request\); got 1",
+        edit("gpuPool", capacity={"mode": "queued-provisioning"}, minNodes=0),
+        r"gpuPool.capacity.mode queued-provisioning cannot serve a RayService: GKE gives such a pool "
+        r"nodes only through ProvisioningRequests.*allowed: flex-start",
     ),
     (
         "compact placement across zones",
@@ -582,10 +583,10 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"rayService.faultTolerance.enabled must be true in prod; got false",
     ),
     (
-        "head fault tolerance without the Redis password",
-        "prod",
-        lambda c: c[f"{NS}:rayService"]["faultTolerance"].pop("redisPassword"),
-        r"rayService.faultTolerance.redisPassword is required when enabled is true: .*got none",
+        "head fault tolerance on a Redis brought without its password",
+        "staging",
+        edit("rayService", faultTolerance={"enabled": True, "redisAddress": "10.1.2.3:6379"}),
+        r"rayService.faultTolerance.redisPassword is required with redisAddress: .*got none",
     ),
 ]
 
@@ -662,13 +663,27 @@ DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
     (
         "Redis password Secret in capitals",
         "prod",
-        edit("rayService", ["faultTolerance", "redisPassword"], name="Redis-Auth"),
+        edit(
+            "rayService",
+            faultTolerance={
+                "enabled": True,
+                "redisAddress": "10.0.0.3:6379",
+                "redisPassword": {"name": "Redis-Auth", "key": "password"},
+            },
+        ),
         r"rayService.faultTolerance.redisPassword.name: a Secret name must be a DNS-1123 subdomain.*got 'Redis-Auth'",
     ),
     (
         "Redis password key with a slash",
         "prod",
-        edit("rayService", ["faultTolerance", "redisPassword"], key="auth/string"),
+        edit(
+            "rayService",
+            faultTolerance={
+                "enabled": True,
+                "redisAddress": "10.0.0.3:6379",
+                "redisPassword": {"name": "ray-redis", "key": "auth/string"},
+            },
+        ),
         r"rayService.faultTolerance.redisPassword.key: a Secret key must be .*got 'auth/string'",
     ),
     (
@@ -807,6 +822,105 @@ DEPLOY_TIME_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
     ),
 ]
 BAD_CONFIGS += DEPLOY_TIME_MISTAKES
+
+PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+# What a first `pulumi up` would trip over: what the stack says it brings or creates, more than one
+# instance of each rule.
+FIRST_DEPLOY_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
+    (
+        "queued provisioning in dev",
+        "dev",
+        edit("gpuPool", capacity={"mode": "queued-provisioning"}, minNodes=0),
+        r"queued-provisioning cannot serve a RayService",
+    ),
+    (
+        "a specific reservation of unknown size",
+        "prod",
+        edit("gpuPool", ["capacity"], nodes=None),
+        r"gpuPool.capacity.nodes is required when affinity is 'specific'",
+    ),
+    (
+        "a reservation smaller than the pool's peak",
+        "prod",
+        edit("gpuPool", ["capacity"], nodes=3),
+        r"gpuPool.maxNodes \(4\) must be <= gpuPool.capacity.nodes \(3\): a specific reservation "
+        r"never falls back",
+    ),
+    (
+        "a one-node reservation under a two-node pool",
+        "staging",
+        edit(
+            "gpuPool",
+            capacity={"mode": "reservation", "affinity": "specific", "name": "r", "nodes": 1},
+        ),
+        r"gpuPool.maxNodes \(2\) must be <= gpuPool.capacity.nodes \(1\)",
+    ),
+    (
+        "Memorystore and a Redis brought",
+        "prod",
+        edit(
+            "rayService",
+            ["faultTolerance"],
+            redisAddress="10.0.0.3:6379",
+            redisPassword={"name": "ray-redis", "key": "password"},
+        ),
+        r"rayService.faultTolerance needs exactly one Redis when enabled is true.*got both",
+    ),
+    (
+        "Memorystore with a password Secret",
+        "prod",
+        edit("rayService", ["faultTolerance"], redisPassword={"name": "r", "key": "password"}),
+        r"rayService.faultTolerance.redisPassword must be empty with memorystore",
+    ),
+    (
+        "a Redis brought without its password",
+        "prod",
+        edit("rayService", ["faultTolerance"], memorystore=None, redisAddress="10.0.0.3:6379"),
+        r"rayService.faultTolerance.redisPassword is required with redisAddress",
+    ),
+    (
+        "a certificate without its key",
+        "prod",
+        edit("ingress", tlsCertificate=PEM_CERT),
+        r"ingress.tlsKey is required with ingress.tlsCertificate",
+    ),
+    (
+        "a key without its certificate",
+        "prod",
+        edit("ingress", tlsKey=PEM_KEY),
+        r"ingress.tlsCertificate is required with ingress.tlsKey",
+    ),
+    (
+        "a certificate with no Secret to hold it",
+        "dev",
+        edit("ingress", tlsCertificate=PEM_CERT, tlsKey=PEM_KEY),
+        r"ingress.tlsCertificate needs ingress.tlsSecret",
+    ),
+    (
+        "a key that is not PEM",
+        "prod",
+        edit("ingress", tlsCertificate=PEM_CERT, tlsKey="c2VjcmV0LWtleQ=="),
+        r"ingress.tlsKey must be PEM text holding PRIVATE KEY; got text without it \(the value is "
+        r"not shown\)",
+    ),
+    (
+        "a certificate that is not PEM",
+        "prod",
+        edit("ingress", tlsCertificate="MIIB...", tlsKey=PEM_KEY),
+        r"ingress.tlsCertificate must be PEM text holding BEGIN CERTIFICATE",
+    ),
+]
+FIRST_DEPLOY_MISTAKES += [
+    (
+        f"extraEnv setting {key}, which the cluster sets",
+        "dev",
+        lambda c, key=key: c[f"{NS}:ray"].setdefault("extraEnv", {}).update({key: "0"}),
+        rf"ray.extraEnv.{key} is set by the cluster itself .* would be ignored",
+    )
+    for key in ("RAY_SERVE_LOG_TO_STDERR", "RAY_SERVE_DEFAULT_HTTP_HOST")
+]
+BAD_CONFIGS += FIRST_DEPLOY_MISTAKES
 
 
 @pytest.mark.parametrize(("stack", "mutate", "pattern"), cases(BAD_CONFIGS))
@@ -1069,3 +1183,21 @@ def test_a_policy_rule_binds_where_its_control_fails_a_plan(
             parse_stack_config(stack, config)
         except ConfigError as exc:
             assert not re.search(pattern, str(exc)), str(exc)
+
+
+def test_a_key_never_reaches_a_message():
+    key = "-----BEGIN PRIVATE KEY-----\nTOPSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n"
+    config = mutated("dev", edit("ingress", tlsCertificate="not a certificate", tlsKey=key))
+    with pytest.raises(ConfigError) as raised:
+        parse_stack_config("dev", config)
+    assert "TOPSECRETKEYMATERIAL" not in str(raised.value)
+
+
+def test_encrypted_values_in_a_stack_file_stand_in_as_set():
+    """`pulumi config set --secret --path ingress.tlsKey` writes `{secure: v1:...}`; reading the file
+    without Pulumi (`raygke plan`) takes it as set, unseen."""
+    config = mutated(
+        "prod", edit("ingress", tlsCertificate={"secure": "v1:abc"}, tlsKey={"secure": "v1:def"})
+    )
+    parsed = parse_stack_config("prod", config)
+    assert parsed.ingress.tls_from_stack and parsed.ingress.tls_key == "[encrypted]"

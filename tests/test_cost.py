@@ -67,7 +67,6 @@ def test_a3_high_prices_scale_with_the_gpu_count():
         ("on-demand", 10.0, "on-demand"),
         ("spot", 3.0, "spot"),
         ("flex-start", 4.7, "flex-start"),
-        ("queued-provisioning", 4.7, "flex-start"),
         ("reservation", 7.0, "1-year committed use"),
     ],
 )
@@ -126,7 +125,6 @@ def test_every_mode_side_by_side_marks_what_google_does_not_sell():
     assert not by_mode["on-demand"]["available"] and not by_mode["reservation"]["available"]
     assert by_mode["spot"]["available"] and by_mode["flex-start"]["available"]
     assert by_mode["spot"]["monthly"]["max"] < by_mode["flex-start"]["monthly"]["max"]
-    assert by_mode["flex-start"]["monthly"] == by_mode["queued-provisioning"]["monthly"]
     assert all(figures["available"] for figures in _cost("prod")["by_mode"].values())
 
 

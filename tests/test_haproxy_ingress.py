@@ -330,6 +330,11 @@ def test_load_balancer_ports_are_the_args_and_reach_the_outputs() -> None:
         ({"backend_slots": 0}, "slots"),
         ({"source_ranges": ["10.0.0.1/8"]}, r"source range '10\.0\.0\.1/8' is not a CIDR"),
         ({"source_ranges": ["anywhere"]}, r"source range 'anywhere' is not a CIDR"),
+        (
+            {"tls_secret_name": "t", "tls_certificate": "c"},
+            "tls_certificate and tls_key go together",
+        ),
+        ({"tls_key": "k", "tls_certificate": "c"}, "tls_certificate and tls_key go together"),
     ],
 )
 def test_invalid_args_are_rejected(overrides: dict[str, Any], match: str) -> None:

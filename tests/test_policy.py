@@ -41,6 +41,7 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 RAYSERVICE = "kubernetes:ray.io/v1:RayService"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 SERVICE = "kubernetes:core/v1:Service"
+API = "gcp:projects/service:Service"
 
 
 # ---------------------------------------------------------------------------------------------- a hardened inventory
@@ -170,6 +171,16 @@ def good() -> dict[str, tuple[str, dict[str, Any]]]:
                         ],
                     }
                 },
+            },
+        ),
+        "container-api": (API, {"service": "container.googleapis.com"}),
+        "kms-api": (API, {"service": "cloudkms.googleapis.com"}),
+        "kms-grant": (
+            "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember",
+            {
+                "cryptoKeyId": "projects/p/.../k",
+                "role": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+                "member": "serviceAccount:service-123@container-engine-robot.iam.gserviceaccount.com",
             },
         ),
         "netpol": (
@@ -302,6 +313,8 @@ FAILING: list[tuple[str, Mutation, str]] = [
         lambda s: at(s, "gpu")["autoscaling"].update(totalMinNodeCount=0.0),
         "shrink to 0 nodes",
     ),
+    ("RAYGKE-DEP-1", lambda s: s.pop("kms-api"), "needs cloudkms.googleapis.com"),
+    ("RAYGKE-DEP-2", lambda s: s.pop("kms-grant"), "GKE refuses to create the cluster"),
     (
         "RAYGKE-K8S-5",
         lambda s: at(s, "rayservice")["spec"]["rayClusterConfig"].pop("gcsFaultToleranceOptions"),
@@ -1000,3 +1013,85 @@ def test_prod_images_are_advised_to_pin_a_digest(image: str, environment: str, f
         [("advisory", "ingress")] if flagged else []
     )
     assert CONTROLS_BY_ID["RAYGKE-K8S-4"].severity == "advisory"  # shipped prod must still plan
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("mutation", "control_id", "message"),
+    [
+        (
+            lambda s: at(s, "cluster").update(
+                nodePoolDefaults={"nodeConfigDefaults": {"gcfsConfig": {"enabled": True}}}
+            ),
+            "RAYGKE-DEP-1",
+            "turns on image streaming, which calls containerfilesystem.googleapis.com",
+        ),
+        (
+            lambda s: at(s, "cluster").update(
+                monitoringConfig={"managedPrometheus": {"enabled": True}}
+            ),
+            "RAYGKE-DEP-1",
+            "turns on managed prometheus, which calls monitoring.googleapis.com",
+        ),
+        (
+            lambda s: s.update(redis=("gcp:redis/instance:Instance", {"tier": "BASIC"})),
+            "RAYGKE-DEP-1",
+            "needs redis.googleapis.com",
+        ),
+        (
+            lambda s: head(s)["template"]["spec"]["containers"][0].update(
+                image="us-central1-docker.pkg.dev/p/r/ray:2.60.0" + PIN
+            ),
+            "RAYGKE-DEP-2",
+            "may not read Artifact Registry",
+        ),
+        (
+            lambda s: head(s)["template"]["spec"].update(
+                volumes=[
+                    {
+                        "name": "weights",
+                        "csi": {
+                            "driver": "gcsfuse.csi.storage.gke.io",
+                            "volumeAttributes": {"bucketName": "weights-bucket"},
+                        },
+                    }
+                ]
+            ),
+            "RAYGKE-DEP-2",
+            "mounts bucket weights-bucket with GCS FUSE",
+        ),
+        (
+            lambda s: at(s, "kms-grant").update(role="roles/cloudkms.viewer"),
+            "RAYGKE-DEP-2",
+            "is granted no roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        ),
+    ],
+)
+def test_what_a_first_deploy_needs_is_in_the_stack(
+    mutation: Mutation, control_id: str, message: str
+):
+    """Each class of a missing API or grant, more than one instance each, named on its resource."""
+    found = [v for v in evaluate(mutated(mutation), "prod") if v.control_id == control_id]
+    assert any(message in v.message for v in found), found
+
+
+@pytest.mark.pure
+def test_a_granted_reader_and_an_enabled_api_pass():
+    def with_registry(s):
+        head(s)["template"]["spec"]["containers"][0]["image"] = (
+            "us-central1-docker.pkg.dev/p/r/ray:1" + PIN
+        )
+        s["registry-api"] = (API, {"service": "artifactregistry.googleapis.com"})
+        s["iam-api"] = (API, {"service": "cloudresourcemanager.googleapis.com"})
+        s["reader"] = (
+            "gcp:projects/iAMMember:IAMMember",
+            {
+                "role": "roles/artifactregistry.reader",
+                "member": "serviceAccount:nodes@p.iam.gserviceaccount.com",
+            },
+        )
+
+    dep = [
+        v for v in evaluate(mutated(with_registry), "prod") if v.control_id.startswith("RAYGKE-DEP")
+    ]
+    assert dep == []

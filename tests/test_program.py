@@ -77,12 +77,19 @@ def test_inventory_holds_every_layer(stack: str):
 def test_every_resource_goes_through_an_explicit_provider(stack: str):
     inventory = planned(stack).inventory
     gke = inventory.one("pulumi:providers:kubernetes", "gke").urn
-    gcp = inventory.one("pulumi:providers:gcp", "gcp").urn
+    gcp = inventory.one("pulumi:providers:gcp", "gcp")
+    apis = inventory.one("pulumi:providers:gcp", "gcp-apis").urn
     for r in inventory.resources:
         if not r.custom or r.type.startswith("pulumi:providers:"):
             continue
-        expected = gke if r.type.startswith("kubernetes:") else gcp
+        if r.type == "gcp:projects/service:Service":
+            expected = apis  # the APIs come first, on a provider of their own
+        else:
+            expected = gke if r.type.startswith("kubernetes:") else gcp.urn
         assert r.provider.startswith(expected + "::"), (r.type, r.name, r.provider)
+    # Every other GCP resource waits for the APIs: its provider does.
+    services = {r.urn for r in inventory.of_type("gcp:projects/service:Service")}
+    assert services and services <= set(gcp.dependencies)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -471,14 +478,106 @@ def test_the_rendered_graph_is_what_the_program_registers(stack: str):
         if (obj := manifest(reg)) is not None:
             meta = obj.get("metadata", {})
             registered[(obj["kind"], meta.get("namespace"), meta.get("name"))] = obj
-    objects = [
-        rendered.rayservice,
-        rendered.ray_pdb,
-        rendered.ray_network_policy,
-        rendered.ray_pod_monitoring,
-        *rendered.tier.values(),
-    ]
-    for obj in objects:
+    for obj in rendered.objects():
         key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
         assert key in registered, f"{key} is rendered but not registered"
-        assert registered[key] == obj, key
+        assert _known_at_plan(registered[key]) == _known_at_plan(obj), key
+
+
+def _known_at_plan(obj: dict) -> dict:
+    """`obj` without what exists only at deploy: Secret data, a created Redis's address."""
+    from components.render.rayservice import REDIS_ADDRESS_AT_DEPLOY
+
+    obj = {k: v for k, v in obj.items() if k not in ("stringData", "data")}
+    options = obj.get("spec", {}).get("rayClusterConfig", {}).get("gcsFaultToleranceOptions")
+    if options:
+        options = {**options, "redisAddress": REDIS_ADDRESS_AT_DEPLOY}
+        cluster = {**obj["spec"]["rayClusterConfig"], "gcsFaultToleranceOptions": options}
+        obj = {**obj, "spec": {**obj["spec"], "rayClusterConfig": cluster}}
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------- first deploy
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_stack_enables_its_apis_and_leaves_them_on(stack: str):
+    from infra.specs import stack_apis
+
+    services = planned(stack).inventory.of_type("gcp:projects/service:Service")
+    assert sorted(s.inputs["service"] for s in services) == stack_apis(load_stack_config(stack))
+    assert all(s.inputs["disableOnDestroy"] is False for s in services)
+
+
+def test_prod_grants_gkes_service_agent_its_secrets_key_before_the_cluster():
+    inventory = planned("prod").inventory
+    grant = inventory.one("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+    key = load_stack_config("prod").cluster.kms_key
+    assert grant.inputs == {
+        "cryptoKeyId": key,
+        "role": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        # the mocks' project number (gcp.organizations.getProject)
+        "member": "serviceAccount:service-123456789012@container-engine-robot.iam.gserviceaccount.com",
+    }
+    cluster = inventory.one("gcp:container/cluster:Cluster")
+    assert grant.urn in cluster.dependencies
+
+
+def test_prod_creates_its_memorystore_redis_and_the_secret_the_head_reads():
+    inventory = planned("prod").inventory
+    redis = inventory.one("gcp:redis/instance:Instance")
+    assert redis.inputs["connectMode"] == "PRIVATE_SERVICE_ACCESS" and redis.inputs["authEnabled"]
+    assert redis.inputs["tier"] == "STANDARD_HA"
+    connection = inventory.one("gcp:servicenetworking/connection:Connection")
+    assert connection.urn in redis.dependencies
+    secret = inventory.one("kubernetes:core/v1:Secret", "serving-redis")
+    assert secret.inputs["metadata"] == {"name": "serving-redis", "namespace": "ray-serve"}
+    rayservice = inventory.one(RAYSERVICE)
+    options = rayservice.inputs["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"] == "10.120.0.3:6379"  # the mocks' Memorystore host
+    assert options["redisPassword"]["valueFrom"]["secretKeyRef"] == {
+        "name": "serving-redis",
+        "key": "password",
+    }
+    assert secret.urn in rayservice.dependencies
+
+
+def test_a_certificate_in_the_stack_becomes_the_tiers_tls_secret():
+    cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    config = mutated("prod", edit("ingress", tlsCertificate=cert, tlsKey=key))
+    inventory, _ = run_with_mocks(run_program, stack="prod", config=config)
+    secret = inventory.one("kubernetes:core/v1:Secret", "ingress-tls")
+    assert secret.inputs["type"] == "kubernetes.io/tls"
+    assert secret.inputs["metadata"] == {"name": "serving-tls", "namespace": "ray-serve"}
+    deployment = inventory.one("kubernetes:apps/v1:Deployment", "ingress")
+    assert secret.urn in deployment.dependencies
+
+
+@pytest.mark.parametrize(
+    ("stack", "keys"),
+    [
+        ("dev", ["gcp:project", "gpuPool.maxNodes", "ray.imageRepository"]),
+        ("staging", ["gcp:project", "gpuPool.maxNodes", "ray.imageRepository"]),
+        (
+            "prod",
+            [
+                "gcp:project",
+                "gpuPool.capacity",
+                "ray.imageRepository",
+                "cluster.kmsKey",
+                "rayService.modelBucket.bucket",
+                "ingress.tlsSecret",
+            ],
+        ),
+    ],
+)
+def test_the_plan_lists_what_to_have_before_pulumi_up(stack: str, keys: list[str]):
+    import json
+
+    from raygke.plan import render_json
+
+    plan = planned(stack)
+    assert [p.key for p in plan.prerequisites] == keys
+    assert all(p.how for p in plan.prerequisites)
+    document = json.loads(render_json(plan))
+    assert [p["key"] for p in document["prerequisites"]] == keys
+    assert "before `pulumi up`, have" in render_text(plan)

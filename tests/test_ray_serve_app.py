@@ -278,3 +278,39 @@ def test_model_bucket_without_gcp_args_fails_before_anything_registers() -> None
 
 def _ksa(reg: mocks.Registration) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": reg.inputs["metadata"]}
+
+
+@pytest.mark.parametrize("with_redis", [False, True])
+def test_a_redis_made_at_deploy_and_its_spec_go_together(with_redis: bool) -> None:
+    """A spec waiting for a Redis address without args.redis, or args.redis for a spec that names
+    its own Redis: refused before anything registers."""
+    ft = r.GcsFaultTolerance(
+        redis_address=r.REDIS_ADDRESS_AT_DEPLOY if not with_redis else "10.0.0.3:6379",
+        password_secret_name="echo-redis",
+    )
+    extra: dict[str, Any] = {"spec": dataclasses.replace(SPEC, gcs_fault_tolerance=ft)}
+    if with_redis:
+        extra["redis"] = {"address": "10.0.0.3:6379", "password": "p"}
+    seen = mocks.Inventory()
+    with pytest.raises(
+        ValueError, match=r"args\.redis \(a Redis created with the stack\) goes with"
+    ):
+        run(inventory=seen, **extra)
+    assert seen.resources == [] or all(
+        not reg.type.startswith("kubernetes:") for reg in seen.resources
+    )
+
+
+def test_a_redis_made_at_deploy_fills_the_address_and_the_secret() -> None:
+    ft = r.GcsFaultTolerance(
+        redis_address=r.REDIS_ADDRESS_AT_DEPLOY, password_secret_name="echo-redis"
+    )
+    inventory, _ = run(
+        spec=dataclasses.replace(SPEC, gcs_fault_tolerance=ft),
+        redis={"address": pulumi.Output.from_input("10.9.8.7:6379"), "password": "s3cret"},
+    )
+    secret = inventory.one("kubernetes:core/v1:Secret")
+    assert secret.inputs["metadata"]["name"] == "echo-redis"
+    rayservice = inventory.one("kubernetes:ray.io/v1:RayService")
+    options = rayservice.inputs["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"] == "10.9.8.7:6379"

@@ -313,6 +313,19 @@ def render_tier(spec: TierSpec) -> dict[str, dict[str, Any]]:
     }
 
 
+def render_tls_secret(spec: TierSpec, certificate: str, key: str) -> dict[str, Any]:
+    """The kubernetes.io/tls Secret the tier mounts, from a PEM certificate chain and its key."""
+    if spec.tls_secret_name is None:
+        raise ValueError("the tier has no tls_secret_name, so no TLS Secret")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": spec.tls_secret_name, "namespace": spec.namespace},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": certificate, "tls.key": key},
+    }
+
+
 def _serving_ports(spec: TierSpec) -> list[int]:
     return [POD_HTTP_PORT, POD_GRPC_PORT] + (
         [POD_HTTPS_PORT] if spec.tls_secret_name is not None else []

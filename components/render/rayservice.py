@@ -192,9 +192,14 @@ class IncrementalUpgrade:
 class GcsFaultTolerance:
     """External Redis (Memorystore) for head fault tolerance; its password from a Secret key."""
 
-    redis_address: str  # host:port
+    redis_address: str  # host:port; REDIS_ADDRESS_AT_DEPLOY for a Redis created with the stack
     password_secret_name: str
     password_secret_key: str = "password"
+
+
+# Stands in for the address of a Redis that is created with the stack (a Memorystore instance):
+# known only once it exists, when the component fills it in. `.invalid` never resolves (RFC 2606).
+REDIS_ADDRESS_AT_DEPLOY = "redis-at-deploy.invalid:6379"
 
 
 @dataclass(frozen=True)
@@ -685,6 +690,31 @@ def check_pdb_min_available(
 def worker_floor(spec: RayServiceSpec) -> int:
     """The workers the spec keeps at least: every group's min_replicas."""
     return sum(g.min_replicas for g in spec.workers)
+
+
+def render_model_reader(spec: RayServiceSpec) -> dict[str, Any]:
+    """The workers' Kubernetes ServiceAccount, whose Workload Identity principal reads the bucket."""
+    if spec.model_bucket is None:
+        raise ValueError("the spec has no model bucket, so its workers need no reader account")
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": spec.model_bucket.service_account, "namespace": spec.namespace},
+    }
+
+
+def render_redis_secret(spec: RayServiceSpec, password: str) -> dict[str, Any]:
+    """The Secret the head reads the Redis password from, for a Redis created with the stack."""
+    if spec.gcs_fault_tolerance is None:
+        raise ValueError("the spec has no GCS fault tolerance, so no Redis password Secret")
+    ft = spec.gcs_fault_tolerance
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": ft.password_secret_name, "namespace": spec.namespace},
+        "type": "Opaque",
+        "stringData": {ft.password_secret_key: password},
+    }
 
 
 def render_worker_pdb(spec: RayServiceSpec, min_available: int) -> dict[str, Any]:
