@@ -60,14 +60,18 @@ def prerequisites(c: StackConfig) -> list[Prerequisite]:
             )
         )
     else:
-        quota = "PREEMPTIBLE_NVIDIA_H100_GPUS" if capacity.mode == "spot" else "NVIDIA_H100_GPUS"
+        # Compute Engine's GPU quota metrics: A3 Mega has its own, and Spot and flex-start VMs
+        # consume the preemptible one.
+        family = "NVIDIA_H100_MEGA_GPUS" if "mega" in pool.accelerator_type else "NVIDIA_H100_GPUS"
+        preemptible = capacity.mode in ("spot", "flex-start")
+        quota = f"PREEMPTIBLE_{family}" if preemptible else family
         items.append(
             Prerequisite(
                 f"quota for {gpus} H100 GPUs ({quota}) in {c.region} for {capacity.mode} "
                 f"{pool.machine_type} nodes",
                 "gpuPool.maxNodes",
                 f"gcloud compute regions describe {c.region} --format='value(quotas)' | tr ';' "
-                "'\\n' | grep H100, then request more in the console's Quotas page",
+                f"'\\n' | grep {family}, then request more in the console's Quotas page",
             )
         )
     repo = c.ray.image_repository

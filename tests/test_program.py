@@ -581,3 +581,21 @@ def test_the_plan_lists_what_to_have_before_pulumi_up(stack: str, keys: list[str
     document = json.loads(render_json(plan))
     assert [p["key"] for p in document["prerequisites"]] == keys
     assert "before `pulumi up`, have" in render_text(plan)
+
+
+@pytest.mark.parametrize(
+    ("stack", "capacity", "quota"),
+    [
+        ("dev", {"mode": "spot"}, "PREEMPTIBLE_NVIDIA_H100_GPUS"),
+        ("dev", {"mode": "flex-start"}, "PREEMPTIBLE_NVIDIA_H100_GPUS"),
+        ("staging", {"mode": "on-demand"}, "(NVIDIA_H100_GPUS)"),
+        ("prod", {"mode": "spot"}, "PREEMPTIBLE_NVIDIA_H100_MEGA_GPUS"),
+    ],
+)
+def test_the_quota_named_is_the_one_the_capacity_mode_consumes(stack, capacity, quota):
+    from infra.prerequisites import prerequisites
+    from infra.stack_file import parse_stack_config
+
+    config = parse_stack_config(stack, mutated(stack, edit("gpuPool", capacity=capacity)))
+    (item,) = [p for p in prerequisites(config) if p.key == "gpuPool.maxNodes"]
+    assert quota in item.what
