@@ -37,11 +37,15 @@ class EchoArgs(BaseModel):
     )
     chunks: int = Field(default=20, ge=1, description="default chunks per stream")
     max_chunks: int = Field(default=1000, ge=1, description="most chunks a request may ask")
+    # Seconds, at most a minute: 200 is milliseconds written as seconds, a stream that never ends.
     ttft_s: float = Field(
-        default=0.0, ge=0, description="delay before the first chunk (time to first token)"
+        default=0.0,
+        ge=0,
+        le=60,
+        description="delay before the first chunk (time to first token), s",
     )
     tpot_s: float = Field(
-        default=0.0, ge=0, description="delay between chunks (time per output token)"
+        default=0.0, ge=0, le=60, description="delay between chunks (time per output token), s"
     )
     max_delay_ms: int = Field(
         default=5000, ge=0, description="largest ttft_ms / tpot_ms a stream request may ask"
@@ -59,6 +63,18 @@ class EchoArgs(BaseModel):
 RECSYS_INGRESS_DEPLOYMENT = "RecsysIngress"
 RANKER_DEPLOYMENT = "Ranker"
 RECSYS_DEPLOYMENTS = (RECSYS_INGRESS_DEPLOYMENT, RANKER_DEPLOYMENT)
+
+
+# The ranker's embedding tables: NUM_SPARSE tables of `cardinality` rows of EMBEDDING_DIM float32s,
+# what the stack's memory check sizes (infra/checks.py) and what app/recsys.py builds.
+NUM_SPARSE = 26
+EMBEDDING_DIM = 64
+EMBEDDING_BYTES = 4
+
+
+def embedding_bytes(cardinality: int) -> int:
+    """The bytes one Ranker replica's embedding tables hold."""
+    return NUM_SPARSE * cardinality * EMBEDDING_DIM * EMBEDDING_BYTES
 
 
 class RecsysArgs(BaseModel):

@@ -25,6 +25,8 @@ from starlette.responses import JSONResponse, Response
 from torch import nn
 
 from app.contracts import (
+    EMBEDDING_DIM,
+    NUM_SPARSE,
     RANKER_DEPLOYMENT,
     RECSYS_DEPLOYMENTS,
     RECSYS_INGRESS_DEPLOYMENT,
@@ -44,8 +46,6 @@ DEPLOYMENTS = RECSYS_DEPLOYMENTS
 GRPC_SERVICER = "app.protos.recsys_pb2_grpc.add_RecsysServiceServicer_to_server"
 
 NUM_DENSE = 13
-NUM_SPARSE = 26
-EMBEDDING_DIM = 64
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,19 @@ from __future__ import annotations
 import math
 from pathlib import PurePosixPath
 
+from app.contracts import (
+    CONTRACTS,
+    EMBEDDING_DIM,
+    NUM_SPARSE,
+    RANKER_DEPLOYMENT,
+    RecsysArgs,
+    embedding_bytes,
+)
 from components.render.cidr import is_anywhere
 from components.render.gpu_machines import H100_MACHINES
 from components.render.ingress_tier import tier_problems
+from components.render.node_fit import TWO_CLUSTER_UPGRADES
+from components.render.quantity import cpu_millis, memory_bytes
 from components.render.rayservice import STOP_MARGIN_S
 from infra.config import (
     HEALTH_CHECK_PERIOD_S,
@@ -131,6 +141,7 @@ def _cross_problems(c: StackConfig):
         yield f"network.gpudirect needs a3-highgpu-8g or a3-megagpu-8g; gpuPool.machineType is {pool.machine_type}"
     yield from _policy_rules(c)
     yield from _cluster_env_problems(c)
+    yield from _fit_problems(c)
     yield from _app_problems(c)
     yield from _upgrade_problems(c)
     yield from _shutdown_problems(c)
@@ -221,6 +232,75 @@ def _health_check_problems(c: StackConfig):
                     f"allowed: period + timeout <= {room:g} s (unset: {HEALTH_CHECK_PERIOD_S:g} and "
                     f"{HEALTH_CHECK_TIMEOUT_S:g}, docs/reliability.md)"
                 )
+
+
+# Serve reserves one CPU per replica unless a deployment says otherwise (ray.serve.config's
+# ray_actor_options default, also what infra/serve_config.py scales from).
+SERVE_DEFAULT_REPLICA_CPUS = 1.0
+H100_MEMORY_BYTES = 80 * 2**30  # every A3 H100, Mega included, carries 80 GB
+
+
+def _fit_problems(c: StackConfig):
+    """What Ray places must fit what hosts it: one replica in one worker pod (Ray never splits a
+    replica, so an oversized one leaves its app DEPLOYING forever), every replica at peak in all
+    workers, a ranker's embedding tables in its memory, and every Ray pod in our tier's slots."""
+    workers = c.ray_service.workers
+    worker_cpus = cpu_millis(workers.cpu) / 1000
+    demand = 0.0
+    for app in c.apps:
+        contract = CONTRACTS.get(app.kind)
+        names = (
+            contract.deployments if contract and contract.deployments else tuple(app.deployments)
+        )
+        for name in names:
+            dep = app.deployments.get(name)
+            cpus = dep.num_cpus if dep and dep.num_cpus is not None else SERVE_DEFAULT_REPLICA_CPUS
+            demand += cpus * (dep.peak_replicas if dep else 1)
+            if dep is not None and dep.num_cpus is not None and dep.num_cpus > worker_cpus:
+                yield (
+                    f"apps[{app.name}].deployments.{name}.numCpus ({dep.num_cpus:g}) must fit one "
+                    f"Ray worker pod: rayService.workers.cpu is {workers.cpu!r}, and Ray never "
+                    f"places a replica across pods (the app would stay DEPLOYING); allowed: at "
+                    f"most {worker_cpus:g}, or bigger workers"
+                )
+        if app.kind == "recsys":
+            yield from _embedding_problems(c, app)
+    capacity = workers.max_replicas * worker_cpus
+    if demand > capacity:
+        yield (
+            f"apps: their replicas ask at least {demand:g} CPUs at peak (Serve's 1 CPU per replica "
+            f"where numCpus is unset) but rayService.workers.maxReplicas ({workers.max_replicas}) x "
+            f"rayService.workers.cpu ({workers.cpu!r}) holds {capacity:g}; allowed: at most "
+            f"{capacity:g}, or more or bigger workers"
+        )
+    two_clusters = c.ray_service.upgrade_strategy.type in TWO_CLUSTER_UPGRADES
+    ray_pods = (1 + workers.max_replicas) * (2 if two_clusters else 1)
+    slots = tier_spec(c).backend_slots
+    if ray_pods > slots:
+        why = " (a NewCluster upgrade runs two clusters)" if two_clusters else ""
+        yield (
+            f"rayService.workers.maxReplicas ({workers.max_replicas}) makes up to {ray_pods} Ray "
+            f"pods{why}, but our tier routes to at most {slots} (its backend slots): the rest "
+            f"would serve nothing; allowed: maxReplicas <= {slots // (2 if two_clusters else 1) - 1}"
+        )
+
+
+def _embedding_problems(c: StackConfig, app: AppConfig):
+    cardinality = int(app.args.get("cardinality", RecsysArgs.model_fields["cardinality"].default))
+    tables = embedding_bytes(cardinality)
+    ranker = app.deployments.get(RANKER_DEPLOYMENT)
+    gpus = ranker.num_gpus if ranker is not None else 0
+    if gpus > 0:
+        room, where = gpus * H100_MEMORY_BYTES, f"{gpus:g} x 80 GB of H100 memory"
+    else:
+        room, where = memory_bytes(c.ray_service.workers.memory), "rayService.workers.memory"
+    if tables > room:
+        yield (
+            f"apps[{app.name}].args.cardinality ({cardinality}) makes {tables / 2**30:.1f} GiB of "
+            f"embedding tables per Ranker replica ({NUM_SPARSE} tables x {EMBEDDING_DIM} float32s "
+            f"a row), more than {where} ({room / 2**30:.1f} GiB); allowed: a cardinality of at "
+            f"most {int(room // embedding_bytes(1))}"
+        )
 
 
 def _cluster_env_problems(c: StackConfig):

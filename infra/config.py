@@ -188,6 +188,34 @@ def _memory_quantity(value: str) -> str:
 CpuQuantity = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_cpu_quantity)]
 MemoryQuantity = Annotated[str, BeforeValidator(_scalar_text), AfterValidator(_memory_quantity)]
 
+# A Ray pod's size: KubeRay hands Ray the pod's CPUs as whole logical CPUs, and a head or a worker
+# under 1 CPU or 1 GiB is a unit slip (500m for 500, 200Mi for 200Gi), never a serving node.
+MIN_RAY_POD_MILLICPU = 1000
+MIN_RAY_POD_MEMORY = 2**30
+
+
+def _ray_pod_cpu(value: str) -> str:
+    if cpu_millis(value) < MIN_RAY_POD_MILLICPU:
+        raise ValueError(
+            f"must be at least 1 CPU for a Ray pod (Ray counts whole CPUs; {value!r} is "
+            f"{cpu_millis(value) / 1000:g} of one: 500m is half a CPU, 500 is five hundred); "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _ray_pod_memory(value: str) -> str:
+    if memory_bytes(value) < MIN_RAY_POD_MEMORY:
+        raise ValueError(
+            f"must be at least 1Gi for a Ray pod (Mi is mebibytes: 200Mi is a fifth of a GiB, "
+            f"200Gi two hundred); got {value!r}"
+        )
+    return value
+
+
+RayPodCpu = Annotated[CpuQuantity, AfterValidator(_ray_pod_cpu)]
+RayPodMemory = Annotated[MemoryQuantity, AfterValidator(_ray_pod_memory)]
+
 
 def _named(check: Any) -> Any:
     """An AfterValidator from a renderer's name rule (components/render/names.py)."""
@@ -654,15 +682,15 @@ def with_serve_profile(config: StackConfig, profile: ServeProfile) -> StackConfi
 
 # ---------------------------------------------------------------------------------------------- RayService
 class Resources(Model):
-    cpu: CpuQuantity
-    memory: MemoryQuantity
+    cpu: RayPodCpu
+    memory: RayPodMemory
 
 
 class WorkerGroupConfig(Model):
     min_replicas: int = Field(ge=0)
     max_replicas: int = Field(ge=1)
-    cpu: CpuQuantity = "20"
-    memory: MemoryQuantity = "200Gi"
+    cpu: RayPodCpu = "20"
+    memory: RayPodMemory = "200Gi"
     # Worker pods over nodes: `preferred` (ScheduleAnyway), `required` (DoNotSchedule) or `none`.
     spread: SpreadMode = "preferred"
     # Worker pods a voluntary disruption must leave running. Default: minReplicas - 1 (one at a time).
@@ -816,14 +844,18 @@ AppKind = Literal["echo", "recsys", "llm", "custom"]
 Protocol = Literal["http", "grpc"]
 
 
+MAX_SCALE_DELAY_S = 3600
+
+
 class Autoscaling(Model):
     min_replicas: int = Field(ge=0)
     max_replicas: int = Field(ge=1)
     target_ongoing_requests: float = Field(default=2.0, gt=0)
-    # How long Serve waits, with the metrics past the target, before adding (removing) replicas;
-    # unset keeps Ray's (30 s up, 600 s down).
-    upscale_delay_s: float | None = Field(default=None, ge=0)
-    downscale_delay_s: float | None = Field(default=None, ge=0)
+    # How long Serve waits, with the metrics past the target, before adding (removing) replicas, in
+    # seconds; unset keeps Ray's (30 s up, 600 s down). An hour at most: more is milliseconds
+    # written as seconds (30000), which would leave a load spike unserved for hours.
+    upscale_delay_s: float | None = Field(default=None, ge=0, le=MAX_SCALE_DELAY_S)
+    downscale_delay_s: float | None = Field(default=None, ge=0, le=MAX_SCALE_DELAY_S)
 
     @model_validator(mode="after")
     def _order(self) -> Autoscaling:
@@ -1058,13 +1090,18 @@ def _args_problems(where: str, kind: str, model: type[BaseModel], args: Mapping[
 
 
 # ---------------------------------------------------------------------------------------------- smoke
+MIN_SLO_MS = 1.0
+MAX_SLO_MS = 600_000.0
+
+
 class LlmSmokeConfig(Model):
     """The llm apps' objectives and load: a request within both `ttftMs` and `tpotMs` counts toward
     goodput; the gates hold the p99 of each at `concurrency` streams of these lengths."""
 
     concurrency: int = Field(default=8, ge=1)
-    ttft_ms: float = Field(default=2000.0, gt=0)
-    tpot_ms: float = Field(default=100.0, gt=0)
+    # Milliseconds, from 1 ms (0.5 is seconds written as milliseconds: no network meets it) to 10 min.
+    ttft_ms: float = Field(default=2000.0, ge=MIN_SLO_MS, le=MAX_SLO_MS)
+    tpot_ms: float = Field(default=100.0, ge=MIN_SLO_MS, le=MAX_SLO_MS)
     input_tokens: int = Field(default=128, ge=1)
     output_tokens: int = Field(default=128, ge=2)  # TPOT needs two tokens
 
@@ -1073,8 +1110,9 @@ class SmokeConfig(Model):
     """Service-level objectives that `raygke smoke` gates on after each deploy."""
 
     concurrency: int = Field(default=8, ge=1)
-    p99_ms: float = Field(default=500.0, gt=0)
-    max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    p99_ms: float = Field(default=500.0, ge=MIN_SLO_MS, le=MAX_SLO_MS)
+    # A fraction of requests (0.01 is 1%): below 1, since a gate of 1 or more can never fail.
+    max_error_rate: float = Field(default=0.0, ge=0, lt=1)
     llm: LlmSmokeConfig = LlmSmokeConfig()
 
 

@@ -922,6 +922,163 @@ FIRST_DEPLOY_MISTAKES += [
 ]
 BAD_CONFIGS += FIRST_DEPLOY_MISTAKES
 
+# What a stack means, not only its shape: things that must fit what hosts them, and units.
+MEANING_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
+    (
+        "a replica wider than a worker pod",
+        "dev",
+        edit("apps", [0, "deployments", "Echo"], numCpus=24),
+        r"apps\[echo\].deployments.Echo.numCpus \(24\) must fit one Ray worker pod: "
+        r"rayService.workers.cpu is '20'.*allowed: at most 20",
+    ),
+    (
+        "a replica wider than a staging worker",
+        "staging",
+        edit("apps", [0, "deployments", "Echo"], numCpus=300),
+        r"apps\[echo\].deployments.Echo.numCpus \(300\) must fit one Ray worker pod",
+    ),
+    (
+        "more replica CPUs than the workers hold",
+        "dev",
+        edit("apps", [0, "deployments", "Echo"], numReplicas=50),
+        r"apps: their replicas ask at least 5\d CPUs at peak .* holds 40",
+    ),
+    (
+        "an autoscaled ranker past the workers' CPUs",
+        "dev",
+        edit(
+            "apps",
+            [1, "deployments", "Ranker"],
+            numReplicas=None,
+            numCpus=2,
+            numGpus=0,
+            autoscaling={"minReplicas": 1, "maxReplicas": 30},
+        ),
+        r"apps: their replicas ask at least 6\d CPUs at peak",
+    ),
+    (
+        "embedding tables past the worker's memory",
+        "dev",
+        edit("apps", [1, "deployments", "Ranker"], numGpus=0),
+        None,  # filled below: the dev ranker on CPU with a huge cardinality
+    ),
+    (
+        "embedding tables past an H100",
+        "dev",
+        edit("apps", [1], args={"cardinality": 20_000_000}),
+        r"apps\[recsys\].args.cardinality \(20000000\) makes 124.0 GiB of embedding tables per "
+        r"Ranker replica .* more than 1 x 80 GB of H100 memory \(80.0 GiB\); allowed: a "
+        r"cardinality of at most 12905550$",
+    ),
+    (
+        "more Ray pods than the tier's backend slots",
+        "staging",
+        edit("rayService", ["workers"], maxReplicas=8),
+        r"rayService.workers.maxReplicas \(8\) makes up to 18 Ray pods \(a NewCluster upgrade runs "
+        r"two clusters\), but our tier routes to at most 16",
+    ),
+    (
+        "ten workers past the slots in dev",
+        "dev",
+        edit("rayService", ["workers"], maxReplicas=10),
+        r"makes up to 22 Ray pods .* allowed: maxReplicas <= 7",
+    ),
+    # units and scales
+    (
+        "an upscale delay in milliseconds",
+        "dev",
+        edit(
+            "apps",
+            [1, "deployments", "Ranker"],
+            numReplicas=None,
+            autoscaling={"minReplicas": 1, "maxReplicas": 2, "upscaleDelayS": 30000},
+        ),
+        r"upscaleDelayS: Input should be less than or equal to 3600; got 30000",
+    ),
+    (
+        "a downscale delay in milliseconds",
+        "dev",
+        edit(
+            "apps",
+            [1, "deployments", "Ranker"],
+            numReplicas=None,
+            autoscaling={"minReplicas": 1, "maxReplicas": 2, "downscaleDelayS": 600000},
+        ),
+        r"downscaleDelayS: Input should be less than or equal to 3600",
+    ),
+    (
+        "stream pacing in milliseconds",
+        "dev",
+        edit("apps", [0], args={"ttft_s": 200}),
+        r"apps\[echo\].args.ttft_s.*less than or equal to 60",
+    ),
+    (
+        "token pacing in milliseconds",
+        "staging",
+        edit("apps", [0], args={"tpot_s": 100}),
+        r"apps\[echo\].args.tpot_s.*less than or equal to 60",
+    ),
+    (
+        "an error-rate gate of 1",
+        "dev",
+        edit("smoke", maxErrorRate=1),
+        r"smoke.maxErrorRate: Input should be less than 1; got 1",
+    ),
+    (
+        "an error-rate gate as a percentage",
+        "staging",
+        edit("smoke", maxErrorRate=5),
+        r"smoke.maxErrorRate: Input should be less than 1; got 5",
+    ),
+    (
+        "a p99 gate in seconds",
+        "dev",
+        edit("smoke", p99Ms=0.5),
+        r"smoke.p99Ms: Input should be greater than or equal to 1; got 0.5",
+    ),
+    (
+        "a TTFT gate in seconds",
+        "prod",
+        edit("smoke", ["llm"], ttftMs=0.2),
+        r"smoke.llm.ttftMs: Input should be greater than or equal to 1; got 0.2",
+    ),
+    (
+        "worker CPUs in millicores",
+        "dev",
+        edit("rayService", ["workers"], cpu="500m"),
+        r"rayService.workers.cpu: .*must be at least 1 CPU for a Ray pod .*got '500m'",
+    ),
+    (
+        "head CPUs in millicores",
+        "staging",
+        edit("rayService", ["head"], cpu="100m"),
+        r"rayService.head.cpu: .*must be at least 1 CPU for a Ray pod",
+    ),
+    (
+        "worker memory in mebibytes",
+        "dev",
+        edit("rayService", ["workers"], memory="200Mi"),
+        r"rayService.workers.memory: .*must be at least 1Gi for a Ray pod .*got '200Mi'",
+    ),
+    (
+        "head memory in mebibytes",
+        "prod",
+        edit("rayService", ["head"], memory="512Mi"),
+        r"rayService.head.memory: .*must be at least 1Gi",
+    ),
+]
+MEANING_MISTAKES[4] = (
+    "embedding tables past the worker's memory",
+    "dev",
+    lambda c: (
+        edit("apps", [1, "deployments", "Ranker"], numGpus=0)(c),
+        edit("apps", [1], args={"cardinality": 1_000_000_000})(c),
+    ),
+    r"apps\[recsys\].args.cardinality \(1000000000\) makes 6198.9 GiB of embedding tables .* more "
+    r"than rayService.workers.memory \(200.0 GiB\)",
+)
+BAD_CONFIGS += MEANING_MISTAKES
+
 
 @pytest.mark.parametrize(("stack", "mutate", "pattern"), cases(BAD_CONFIGS))
 def test_bad_config_is_rejected_with_key_value_and_allowed(stack, mutate, pattern):
