@@ -4,11 +4,20 @@ Owns: the stack file (a key given twice is an error, not YAML's silent last-wins
 `<namespace>:<section>` keys onto the model, and turning pydantic's errors into one line per problem,
 "<key>: <what is wrong>; got <value>", with secrets masked. Does not own the rules themselves
 (infra/config.py, and the renderers it calls).
+
+YAML 1.1 against 1.2: `pulumi up` reads a stack file with gopkg.in/yaml.v3 (YAML 1.2, mostly), `raygke
+plan` with PyYAML (YAML 1.1). Before anything else, `read_stack_file` refuses every unquoted scalar the
+two read differently, naming file, line, key path, the value as written and what to write instead:
+base 60 (`5:00`), 1.1 booleans (`yes`, `off`, `y`), leading zeros and `0o`/`0X` prefixes (`010`,
+`0o10`), underscores and 1.1-only spellings (`1_000`, `0b101`), exponents PyYAML takes for strings
+(`1e3`), integers past 64 bits, dates; and keys holding invisible characters (U+200B, NBSP, tabs...).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -287,18 +296,136 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# What pulumi up sees, checked against gopkg.in/yaml.v3 (v3.0.1, Pulumi's sdk/go.mod), which Pulumi's
+# LoadProjectStack uses (sdk/go/common/workspace/loaders.go -> encoding.YAML, encoding/marshal.go).
+# yaml.v3's resolve.go: booleans are only true/false in 3 cases; base 60 is "purposefully unsupported"
+# (a string); ints go through Go's strconv.ParseInt(s, 0, 64) after dropping every `_`, so `010` is
+# still octal 8 ("may be dropped in v4"), `0o10`/`0O10`/`0X1F`/`0B1` are numbers (strings to PyYAML),
+# and past 64 bits, or on failing ParseInt, `08` and `1e3` match its float pattern: numbers.
+_V3_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")  # resolve.go's
+_V3_PREFIXED = re.compile(r"[-+]?0([oO][0-7]+|X[0-9a-fA-F]+|[bB][01]+)")  # `0x1F` agrees everywhere
+_BOOLS_1_1 = {"yes", "no", "on", "off", "y", "n"}  # YAML 1.1's, any case (yaml.v2 took y/n too)
+_TAG = "tag:yaml.org,2002:"
+
+
+def _dialect_problem(node: yaml.ScalarNode) -> str | None:
+    """Why YAML 1.1 (PyYAML, raygke plan) and 1.2 (yaml.v3, pulumi up) read this plain scalar
+    differently, and what to write instead; None where they agree. Quoted scalars are strings to
+    both. Where yaml.v3 still follows 1.1 (`010`, `0b101`, `1_000`) but YAML 1.2's core schema does
+    not, it is refused too: yaml.v3 says it may drop these, and the reader cannot tell."""
+    text, tag = node.value, node.tag.removeprefix(_TAG)
+    if text.lower() in _BOOLS_1_1:
+        return "is a boolean to YAML 1.1 but a string to YAML 1.2; write true or false, or quote it"
+    if tag == "timestamp":
+        return "is a date to PyYAML but the text '... 00:00:00 +0000 UTC' to Pulumi; quote it"
+    if tag in ("int", "float") and ":" in text:
+        return f"is {yaml.safe_load(text)} (base 60) to YAML 1.1 but a string to YAML 1.2; quote it"
+    if "_" in text and (tag in ("int", "float") or _V3_FLOAT.fullmatch(text.replace("_", ""))):
+        # both drop them (1_000 is 1000), YAML 1.2's core schema reads a string; 08_1 is 81 to yaml.v3
+        return (
+            "has underscores, which YAML 1.2 does not allow in numbers;"
+            f" write {text.replace('_', '')}, or quote it"
+        )
+    digits = text.lstrip("+-")
+    if len(digits) > 1 and digits[0] == "0" and digits.isascii() and digits.isdigit():
+        if tag == "str":  # 08, 09: not octal, so PyYAML gives up; yaml.v3 reads a float
+            return f"is a string to YAML 1.1 but the number {int(text)} to yaml.v3; write {int(text)}, or quote it"
+        return (
+            f"is octal {yaml.safe_load(text)} to YAML 1.1 (and yaml.v3) but {int(text)} to YAML 1.2;"
+            f" write the number you mean in decimal ({yaml.safe_load(text)} or {int(text)}), or quote it"
+        )
+    if _V3_PREFIXED.fullmatch(text):
+        value = int(text, 0)
+        if tag == "str":  # 0o10, 0X1F: PyYAML knows only lower-case 0x and 0b
+            return f"is a string to YAML 1.1 but {value} to yaml.v3; write {value}, or quote it"
+        return f"is {value} to YAML 1.1 and yaml.v3 but a string to YAML 1.2; write {value}, or quote it"
+    if tag == "str" and _V3_FLOAT.fullmatch(text):  # PyYAML wants a dot, and a sign on the exponent
+        fixed = repr(float(text))
+        fix = fixed if "e" not in fixed else "a dot and a signed exponent (1.0e+300)"
+        return (
+            f"is a string to YAML 1.1 but the number {fixed} to YAML 1.2; write {fix}, or quote it"
+        )
+    if tag == "int" and not -(2**63) <= int(text, 0) < 2**64:
+        return "is past 64 bits: an integer to YAML 1.1, a float to yaml.v3; quote it"
+    return None
+
+
+def _is_invisible(c: str) -> bool:
+    """A character a reader cannot see, or cannot tell from a plain space."""
+    return c != " " and unicodedata.category(c) in ("Cf", "Zs", "Zl", "Zp", "Cc")
+
+
+def _invisible(key: str) -> list[str]:
+    tab = "CHARACTER TABULATION"  # unicodedata names no control character
+    return [
+        f"U+{ord(c):04X} {unicodedata.name(c, tab if c == chr(9) else 'CONTROL')} at position {i}"
+        for i, c in enumerate(key, 1)
+        if _is_invisible(c)
+    ]
+
+
+def _shown_key(key: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" if _is_invisible(c) else c for c in key)
+
+
+def _dialect_problems(path: Path, root: yaml.Node | None) -> list[str]:
+    """Every scalar below `root` that YAML 1.1 and 1.2 read differently, and every key with an
+    invisible character: one line each, in file order."""
+    problems: list[str] = []
+    seen: set[int] = set()  # an alias is the same node again: report it once, and never loop
+
+    def walk(node: yaml.Node, where: str) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        line = f"{path}:{node.start_mark.line + 1}: {where or '(top)'}"
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                sub = f"{where}.{_shown_key(key)}" if where else _shown_key(key)
+                if isinstance(key_node, yaml.ScalarNode):
+                    if chars := _invisible(key):
+                        problems.append(
+                            f"{path}:{key_node.start_mark.line + 1}: {sub}: key {key!r} holds "
+                            f"{', '.join(chars)}; retype the key"
+                        )
+                    walk(key_node, sub)
+                walk(value_node, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{where}[{i}]")
+        elif (
+            isinstance(node, yaml.ScalarNode) and node.style is None
+        ):  # plain: resolved by its text
+            why = _dialect_problem(node)
+            if why:
+                problems.append(f"{line}: {node.value} {why}")
+
+    if root is not None:
+        walk(root, "")
+    return problems
+
+
 def read_stack_file(stack: str, stacks_dir: Path | None = None) -> dict[str, Any]:
-    """The raw `config:` map of stacks/Pulumi.<stack>.yaml."""
+    """The raw `config:` map of stacks/Pulumi.<stack>.yaml, refused where YAML 1.1 and 1.2 (PyYAML
+    here, yaml.v3 under `pulumi up`) would read it differently."""
     path = stack_file_path(stack, stacks_dir)
     if not path.is_file():
         available = sorted(p.name.split(".")[1] for p in path.parent.glob("Pulumi.*.yaml"))
         raise ConfigError(f"no stack file {path}; stacks: {', '.join(available) or 'none'}")
+    loader = _UniqueKeyLoader(path.read_text())
     try:
-        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+        # compose, not construct: the check must see the text and quoting as written
+        root = loader.get_single_node()
+        if problems := _dialect_problems(path, root):
+            raise ConfigError("\n".join(problems))
+        document = (loader.construct_document(root) if root is not None else None) or {}
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise ConfigError(f"{path} must hold a `config:` mapping")
     return document["config"]
