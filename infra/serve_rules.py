@@ -1,0 +1,224 @@
+"""What Ray Serve 2.60 and vLLM 0.29 would refuse at deploy, refused at plan time instead.
+
+Owns `serve_problems`: the rules of Ray's own models for each deployment option the stack sets, and
+the llm app's engine arguments checkable without a GPU, each read from the pinned versions' source
+(cited per rule) and each problem naming the stack key, the value and what is allowed. What the
+stack's models already refuse the way Ray does (infra/config.py: `DeploymentConfig`, `Autoscaling`;
+app/contracts.py: `LlmArgs`) is not repeated here; tests/test_serve_rules.py proves the union
+agrees with Ray's models. Imports neither Ray nor vLLM (planning loads no engine): Ray's accelerator
+label and vLLM's limits are restated here and compared with the installed packages by the tests.
+Does not own: the GPU count per replica against a node (infra/checks.py, `_app_problems`), where
+the bucket is mounted (infra/config.py), nor building the serve config (infra/serve_config.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+from pydantic import ValidationError
+
+from app.contracts import LlmArgs
+from app.tiny_llm import MAX_POSITIONS as TINY_LLM_MAX_POSITIONS
+from infra.config import AppConfig, StackConfig, shown_value
+
+# Ray's accelerator label for each GKE GPU a pool may hold: Ray labels a node by the GPU's NVML
+# name through NVIDIA_GPU_NAME_PATTERN (ray/_private/accelerators/nvidia_gpu.py,
+# NvidiaGPUAcceleratorManager.get_current_node_accelerator_type): both H100 shapes report
+# "NVIDIA H100 80GB HBM3", which Ray labels "H100" (ray.util.accelerators.accelerators.NVIDIA_H100,
+# a value of Ray Serve LLM's AcceleratorType, ray/llm/_internal/serve/core/configs/accelerators.py).
+RAY_ACCELERATOR_LABELS: dict[str, str] = {
+    "nvidia-h100-80gb": "H100",
+    "nvidia-h100-mega-80gb": "H100",
+}
+
+# Ray's resource unit: quantities are stored as integers of 1/10000 (ray._raylet.RESOURCE_UNIT_SCALING).
+RAY_RESOURCE_UNIT_SCALING = 10_000
+
+# vLLM's smallest default max_num_batched_tokens for its OpenAI server, which the llm app never sets
+# (vllm/engine/arg_utils.py, EngineArgs.get_batch_defaults): 2048 on CPU (x world size 1) and on a GPU
+# the process building the engine config cannot query (Ray's workers), 8192 on an H100 it can. The
+# scheduler refuses fewer batched tokens than max_num_seqs (vllm/config/scheduler.py,
+# SchedulerConfig.verify_max_model_len), so max_num_seqs above this may fail at engine start.
+VLLM_MIN_DEFAULT_BATCHED_TOKENS = 2048
+
+
+def serve_problems(c: StackConfig) -> list[str]:
+    """Every deployment option and llm engine argument Ray or vLLM would refuse at deploy."""
+    problems: list[str] = []
+    for app in c.apps:
+        problems += _deployment_problems(app)
+        if app.kind == "llm":
+            problems += _llm_problems(c, app)
+    return problems
+
+
+# ------------------------------------------------------------------------------------ deployments
+def _deployment_problems(app: AppConfig) -> Iterator[str]:
+    """Ray's own checks that the stack's models (DeploymentConfig, Autoscaling) do not make.
+
+    Every other option the stack sets is refused by its model exactly where Ray refuses it
+    (tests/test_serve_rules.py holds the table and the property): num_replicas >= 1
+    (ray/serve/schema.py DeploymentSchema.num_replicas: PositiveInt), num_replicas or autoscaling
+    (DeploymentSchema.validate_num_replicas_and_autoscaling_config), max_ongoing_requests >= 1
+    (DeploymentSchema, gt=0), health checks > 0 and graceful shutdown >= 0 (DeploymentSchema and
+    ray/serve/_private/config.py DeploymentConfig), num_cpus / num_gpus >= 0 (RayActorOptionsSchema),
+    num_gpus above 1 whole (stricter than Ray's CPU-only check: NVIDIA's accelerator manager's rule),
+    autoscaling min >= 0, max >= 1, min <= max, target > 0, delays >= 0
+    (ray/serve/config.py AutoscalingConfig and its replicas_settings_valid).
+    """
+    for name, dep in sorted(app.deployments.items()):
+        for key, quantity in (("numCpus", dep.num_cpus), ("numGpus", dep.num_gpus)):
+            # ray/serve/_private/config.py ReplicaConfig._validate_ray_actor_options ->
+            # ray/_common/ray_option_utils.py _validate_resource_quantity: Ray counts resources in
+            # units of 1 / RESOURCE_UNIT_SCALING (10000), so a non-zero quantity under one unit is
+            # refused when Serve builds the replica.
+            if quantity and int(quantity * RAY_RESOURCE_UNIT_SCALING) == 0:
+                yield (
+                    f"apps[{app.name}].deployments.{name}.{key} must be 0 or at least "
+                    f"{1 / RAY_RESOURCE_UNIT_SCALING:g} (Ray's resource precision); got "
+                    f"{quantity:g}; allowed: 0, or {1 / RAY_RESOURCE_UNIT_SCALING:g} and more"
+                )
+        queued = dep.max_queued_requests
+        # ray/serve/_private/config.py DeploymentConfig.validate_max_queued_requests: -1 (no limit)
+        # or >= 1; DeploymentSchema (ray/serve/schema.py) takes any StrictInt, so Serve refuses 0
+        # only when the controller builds the deployment, after the RayService is applied.
+        if queued is not None and queued != -1 and queued < 1:
+            yield (
+                f"apps[{app.name}].deployments.{name}.maxQueuedRequests must be -1 (no limit) or "
+                f"a positive integer, as Ray Serve's DeploymentConfig requires; got {queued} "
+                "(0 would refuse every request); allowed: -1, 1, 2, ..."
+            )
+
+
+# ------------------------------------------------------------------------------------ llm app
+def _llm_problems(c: StackConfig, app: AppConfig) -> Iterator[str]:
+    where = f"apps[{app.name}]"
+    try:
+        cluster = LlmArgs.model_validate(dict(app.args))
+    except ValidationError:  # AppConfig._contract names these keys already
+        return
+    yield from _cluster_args_problems(c, app, cluster)
+    yield from _hub_token_problems(c, f"{where}.args", cluster)
+    yield from _context_problems(c, app, cluster, local=False)
+    yield from _batch_problems(app, cluster, local=False)
+    if not app.local_args:
+        return
+    try:
+        local = LlmArgs.model_validate({**app.args, **app.local_args})
+    except ValidationError:
+        return
+    if local.device != "cpu":  # `raygke local` leaves it out (raygke/local.py runs_here)
+        return
+    yield from _tiny_model_problems(app, local)
+    yield from _hub_token_problems(c, f"{where}.localArgs", local)
+    yield from _context_problems(c, app, local, local=True)
+    yield from _batch_problems(app, local, local=True)
+
+
+def _key(app: AppConfig, field: str, *, local: bool) -> str:
+    """The stack key that sets `field` for the cluster (args) or the local run (localArgs over args)."""
+    section = "localArgs" if local and field in app.local_args else "args"
+    return f"apps[{app.name}].{section}.{field}"
+
+
+def _cluster_args_problems(c: StackConfig, app: AppConfig, args: LlmArgs) -> Iterator[str]:
+    if args.load_format == "dummy":
+        # vllm/config/load.py LoadFormats: dummy initialises random weights; only the local run
+        # (the tiny model without weights, app/tiny_llm.py) may ask for it.
+        yield (
+            f"apps[{app.name}].args.load_format is 'dummy': vLLM would serve random weights of the "
+            "model's shape in the cluster; allowed there: 'auto' (put load_format: dummy in "
+            "localArgs for a local run)"
+        )
+    if args.device == "gpu" and args.accelerator_type is not None:
+        pool = c.gpu_pool.accelerator_type
+        label = RAY_ACCELERATOR_LABELS.get(pool)
+        # Ray Serve LLM schedules each engine worker on `accelerator_type:<label>`
+        # (ray/llm/_internal/serve/core/configs/llm_config.py LLMConfig.accelerator_type): a label
+        # no node of the pool carries leaves the replicas pending forever.
+        if label is not None and args.accelerator_type != label:
+            yield (
+                f"apps[{app.name}].args.accelerator_type {args.accelerator_type!r} is not the label "
+                f"Ray gives gpuPool.acceleratorType {pool!r} nodes ({label!r}), so no replica "
+                f"would ever be placed; allowed: {label!r}, or null for any GPU"
+            )
+    # The mount point is the bucket's root: a model directory lies below it (the under-the-mount
+    # rule is infra/checks.py's _model_bucket_problems).
+    bucket = c.ray_service.model_bucket
+    if (
+        args.source == "gcs"
+        and bucket is not None
+        and PurePosixPath(args.model_source) == PurePosixPath(bucket.mount_path)
+    ):
+        yield (
+            f"apps[{app.name}].args.model_source {args.model_source!r} is the mount point of "
+            f"rayService.modelBucket itself, not a model directory in bucket "
+            f"{bucket.bucket!r}; allowed: {bucket.mount_path}/<model directory>"
+        )
+
+
+def _hub_token_problems(c: StackConfig, key: str, args: LlmArgs) -> Iterator[str]:
+    """A gated hub model's token reaches the replicas only through the pods' env, which is
+    ray.extraEnv (infra/specs.py: RayConfig.serve_flags plus CLUSTER_ENV); app/llm.py
+    llm_config_kwargs raises at deploy where the variable is unset or empty."""
+    if args.source != "hub" or not args.hf_token_env:
+        return
+    env = args.hf_token_env
+    if env not in c.ray.extra_env:
+        yield (
+            f"{key}: source is 'hub' and the token is read from {env}, which ray.extraEnv does "
+            f"not set, so the app fails at deploy; allowed: ray.extraEnv.{env} set (a Pulumi "
+            "secret), or hf_token_env: null for a public model"
+        )
+    elif not c.ray.extra_env[env]:  # empty: nothing secret to hide
+        yield f"ray.extraEnv.{env} is empty but {key} reads the hub token from it; set the token"
+
+
+def _context_problems(
+    c: StackConfig, app: AppConfig, args: LlmArgs, *, local: bool
+) -> Iterator[str]:
+    """The smoke LLM phase's request must fit the context: vLLM answers 400 to a prompt whose
+    tokens plus max_tokens exceed max_model_len (vllm/renderers/params.py, _token_len_check)."""
+    smoke = c.smoke.llm
+    need = smoke.input_tokens + smoke.output_tokens
+    if need > args.max_model_len:
+        where = "the local run's" if local else "the cluster's"
+        yield (
+            f"smoke.llm.inputTokens ({smoke.input_tokens}) + outputTokens ({smoke.output_tokens}) "
+            f"= {need} exceeds {_key(app, 'max_model_len', local=local)} ({args.max_model_len}), "
+            f"{where} context: vLLM refuses every smoke request; allowed: a sum <= "
+            f"{args.max_model_len}, or a larger max_model_len"
+        )
+
+
+def _batch_problems(app: AppConfig, args: LlmArgs, *, local: bool) -> Iterator[str]:
+    if args.max_num_seqs > VLLM_MIN_DEFAULT_BATCHED_TOKENS:
+        yield (
+            f"{_key(app, 'max_num_seqs', local=local)} must be <= "
+            f"{VLLM_MIN_DEFAULT_BATCHED_TOKENS}: vLLM's default max_num_batched_tokens for its "
+            f"OpenAI server ({VLLM_MIN_DEFAULT_BATCHED_TOKENS} on CPU and where the engine cannot "
+            "query the GPU) must be >= max_num_seqs, or the engine refuses to start; got "
+            f"{args.max_num_seqs}"
+        )
+
+
+def _tiny_model_problems(app: AppConfig, args: LlmArgs) -> Iterator[str]:
+    """The local run's tiny Llama (app/tiny_llm.py: `source: local` and no model_source in
+    localArgs, raygke/local.py local_serve_config) has no weights and MAX_POSITIONS positions."""
+    if args.source != "local" or "model_source" in app.local_args:
+        return
+    if args.load_format != "dummy":
+        # vllm/model_executor/model_loader/default_loader.py: "Cannot find any model weights".
+        yield (
+            f"{_key(app, 'load_format', local=True)} is {shown_value(args.load_format)} but the "
+            "local run serves app/tiny_llm.py's model, which has no weights; allowed: 'dummy'"
+        )
+    if args.max_model_len > TINY_LLM_MAX_POSITIONS:
+        # vllm/config/model.py _get_and_verify_max_len: above the config's max_position_embeddings
+        # (and model_max_length) the engine refuses to start.
+        yield (
+            f"{_key(app, 'max_model_len', local=True)} ({args.max_model_len}) exceeds the "
+            f"{TINY_LLM_MAX_POSITIONS} positions of app/tiny_llm.py's model, which the local run "
+            f"serves; vLLM refuses to start; allowed: 128..{TINY_LLM_MAX_POSITIONS}"
+        )
