@@ -53,6 +53,7 @@ from infra.prerequisites import provided
 from infra.references import reference_problems
 from infra.rendered import render_stack
 from infra.scheduling import scheduling_problems
+from infra.serve_rules import serve_problems
 from infra.specs import CLUSTER_ENV, tier_spec
 from policy.controls import CONTROLS_BY_ID
 
@@ -74,6 +75,7 @@ def stack_problems(c: StackConfig) -> list[str]:
         *_cross_problems(c),
         *_batching_problems(c),
         *tier_problems(tier_spec(c), TIER_KEYS),
+        *serve_problems(c),
     ]
     try:
         rendered = render_stack(c)

@@ -1101,15 +1101,21 @@ def test_at_least_twenty_distinct_validators():
 
 
 @pytest.mark.parametrize(
-    ("model_source", "ok"),
-    [("/gcs/models", True), ("/gcs/models/llama/", True), ("/gcs/models/../etc", False)],
+    ("model_source", "problem"),
+    [
+        ("/gcs/models/llama/", None),
+        ("/gcs/models/a/b", None),
+        ("/gcs/models/../etc", r"must lie under rayService.modelBucket.mountPath"),
+        ("/gcs/models", r"is the mount point of rayService.modelBucket itself"),
+        ("/gcs/models/", r"is the mount point of rayService.modelBucket itself"),
+    ],
 )
-def test_llm_weights_under_the_mount_are_compared_as_paths(model_source: str, ok: bool):
+def test_llm_weights_under_the_mount_are_compared_as_paths(model_source: str, problem: str | None):
     config = mutated("prod", edit("apps", [2, "args"], model_source=model_source))
-    if ok:
+    if problem is None:
         assert parse_stack_config("prod", config).ray_service.model_bucket is not None
     else:
-        with pytest.raises(ConfigError, match=r"must lie under rayService.modelBucket.mountPath"):
+        with pytest.raises(ConfigError, match=problem):
             parse_stack_config("prod", config)
 
 
