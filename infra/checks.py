@@ -49,13 +49,14 @@ from infra.config import (
     StackConfig,
     hung_replica_bound_s,
 )
+from infra.platform_rules import platform_problems
 from infra.prerequisites import provided
 from infra.references import reference_problems
 from infra.rendered import render_stack
 from infra.scheduling import scheduling_problems
 from infra.serve_rules import serve_problems
 from infra.specs import CLUSTER_ENV, tier_spec
-from policy.controls import CONTROLS_BY_ID
+from policy.controls import binds
 
 # The stack keys of the tier's fields, for its check's messages.
 TIER_KEYS = {
@@ -73,6 +74,7 @@ def stack_problems(c: StackConfig) -> list[str]:
     problems = [
         *_environment_problems(c),
         *_cross_problems(c),
+        *platform_problems(c),
         *_batching_problems(c),
         *tier_problems(tier_spec(c), TIER_KEYS),
         *serve_problems(c),
@@ -150,24 +152,18 @@ def _cross_problems(c: StackConfig):
     yield from _health_check_problems(c)
 
 
-def _binds(control_id: str, environment: str) -> bool:
-    """Whether the policy control a stack rule enforces fails a plan in `environment`."""
-    control = CONTROLS_BY_ID[control_id]
-    return control.applies_to(environment) and control.severity_in(environment) == "mandatory"
-
-
 def _policy_rules(c: StackConfig):
     """The stack's side of policy controls: each rule binds where its control (policy/controls.py,
     which owns the scope) fails a plan, so the stack file is refused before the policy pack would
     refuse what it renders, with the key to change."""
     env, svc = c.environment, c.ray_service
-    if _binds("RAYGKE-GKE-3", env) and (c.gpu_pool.min_nodes == 0 or svc.workers.min_replicas == 0):
+    if binds("RAYGKE-GKE-3", env) and (c.gpu_pool.min_nodes == 0 or svc.workers.min_replicas == 0):
         yield (
             f"gpuPool.minNodes and rayService.workers.minReplicas must be >= 1 in {env} (no scale "
             f"to zero); got {c.gpu_pool.min_nodes} and {svc.workers.min_replicas}"
         )
     open_nets = [n.cidr for n in c.cluster.authorized_networks if is_anywhere(n.cidr)]
-    if _binds("5.6.3", env) and open_nets:
+    if binds("5.6.3", env) and open_nets:
         yield (
             f"cluster.authorizedNetworks must not contain 0.0.0.0/0 or ::/0 in {env}; got "
             f"{', '.join(open_nets)}: list your VPN or CI ranges"
@@ -175,14 +171,14 @@ def _policy_rules(c: StackConfig):
     # Stricter than the control, which reads external load balancers only: sourceRanges are the
     # client ranges, so an internal load balancer open to every address is refused too.
     open_ranges = [r for r in c.ingress.source_ranges if is_anywhere(r)]
-    if _binds("RAYGKE-NET-1", env) and open_ranges:
+    if binds("RAYGKE-NET-1", env) and open_ranges:
         yield (
             f"ingress.sourceRanges must not contain 0.0.0.0/0 or ::/0 in {env}; got "
             f"{', '.join(open_ranges)}: list the client ranges"
         )
-    if _binds("RAYGKE-GKE-1", env) and not c.cluster.deletion_protection:
+    if binds("RAYGKE-GKE-1", env) and not c.cluster.deletion_protection:
         yield f"cluster.deletionProtection must be true in {env}; got false"
-    if _binds("RAYGKE-K8S-5", env) and not svc.fault_tolerance.enabled:
+    if binds("RAYGKE-K8S-5", env) and not svc.fault_tolerance.enabled:
         yield (
             f"rayService.faultTolerance.enabled must be true in {env}; got false: without GCS fault "
             "tolerance (an external Redis) a head restart takes every Serve app down; set enabled, "

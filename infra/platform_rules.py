@@ -25,7 +25,7 @@ from components.render.images import parse_image
 from components.render.node_pool import DEFAULT_UPGRADE
 from infra.config import StackConfig
 from infra.serve_config import app_kind
-from policy.controls import CONTROLS_BY_ID
+from policy.controls import binds
 
 # ---------------------------------------------------------------------------------------------- names
 # A project ID: 6-30 lowercase ASCII letters, digits or hyphens, starting with a letter, not ending
@@ -252,13 +252,6 @@ def covers_everything(cidrs: Iterable[str]) -> str | None:
     return None
 
 
-def _binds(control_id: str, environment: str) -> bool:
-    """infra/checks.py's rule, reproduced (it imports this module): whether the policy control a
-    stack rule enforces fails a plan in `environment`."""
-    control = CONTROLS_BY_ID[control_id]
-    return control.applies_to(environment) and control.severity_in(environment) == "mandatory"
-
-
 def node_addresses_needed(c: StackConfig) -> int:
     """Addresses the subnet's primary range must hold: every node at both pools' maxNodes, their
     surge nodes, the tier's internal load balancer, and the four Google keeps."""
@@ -342,7 +335,7 @@ def _everyone_problems(c: StackConfig) -> Iterator[str]:
         ("RAYGKE-NET-1", "ingress.sourceRanges", list(c.ingress.source_ranges)),
     )
     for control_id, key, cidrs in rules:
-        if not _binds(control_id, env) or any(is_anywhere(x) for x in cidrs):
+        if not binds(control_id, env) or any(is_anywhere(x) for x in cidrs):
             continue
         family = covers_everything(cidrs)
         if family is not None:

@@ -41,6 +41,7 @@ __all__ = [
     "Resources",
     "Severity",
     "Violation",
+    "binds",
     "evaluate",
     "mandatory",
 ]
@@ -380,6 +381,12 @@ def evaluate(
                 )
             )
     return violations
+
+
+def binds(control_id: str, environment: str) -> bool:
+    """Whether a control fails a plan in `environment`: where a stack rule that enforces it binds."""
+    control = CONTROLS_BY_ID[control_id]
+    return control.applies_to(environment) and control.severity_in(environment) == "mandatory"
 
 
 def mandatory(violations: Iterable[Violation]) -> list[Violation]:
