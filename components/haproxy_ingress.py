@@ -1,12 +1,12 @@
 """The HAProxy ingress tier in front of the Ray pods: clients -> load balancer -> HAProxy -> Ray.
 
 Owns: registering the tier's objects, each rendered by components/render/ingress_tier.py from the
-args once their Outputs are known (the headless Service listing the Ray pods, the ConfigMap holding
-haproxy.cfg, the HAProxy Deployment, the LoadBalancer Service clients reach, the tier's
+args once their Outputs are known (the ConfigMap holding haproxy.cfg, the HAProxy Deployment, the LoadBalancer Service clients reach, the tier's
 NetworkPolicy, its PodDisruptionBudget and HorizontalPodAutoscaler), and the tier's outputs.
 Does not own: what any object holds (the renderer: a stack's scheduling check reads the same
-objects), the Kubernetes provider (the program passes it in `opts`), the Ray pods or their labels
-(components/ray_serve_app.py; the caller gives their selector), TLS certificates (a Secret, by name).
+objects), the Kubernetes provider (the program passes it in `opts`), the Ray pods and the headless
+Service listing those that serve (KubeRay's serve Service, asked for by components/ray_serve_app.py;
+the caller gives its name), TLS certificates (a Secret, by name).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _TLS_DATA_ARGS = ("tls_certificate", "tls_key")
 _OUTPUT_ARGS: dict[str, Any] = {
     "namespace": "default",
     "ray_service_name": "ray",
-    "ray_pod_selector": {},
+    "backends_service": "ray-serve-svc",
     "image": HAPROXY_IMAGE,
     "resources": None,
     "source_ranges": None,
@@ -62,8 +62,10 @@ class HaproxyIngressArgs(TypedDict):
     """Namespace of the Ray pods; the tier runs beside them."""
     ray_service_name: pulumi.Input[str]
     """The RayService these pods belong to; recorded as a label on every object of the tier."""
-    ray_pod_selector: pulumi.Input[Mapping[str, str]]
-    """Labels that select the Ray pods serving traffic (head and workers)."""
+    backends_service: pulumi.Input[str]
+    """The headless Service, in `namespace`, listing the Ray pods that serve (head and workers) of the
+    RayCluster KubeRay has promoted: the RayService's serve Service
+    (components/render/rayservice.py `serve_service_name`)."""
     routes: NotRequired[Sequence[str]]
     """Route prefixes of the Serve apps; other paths get 404. Default: ("/",), every path."""
     deadlines: NotRequired[Sequence[AppDeadline]]
@@ -131,7 +133,7 @@ class HaproxyIngress(pulumi.ComponentResource):
     config_text: pulumi.Output[str]
     """The rendered haproxy.cfg."""
     backends_service_name: pulumi.Output[str]
-    """The headless Service listing the Ray pods."""
+    """The headless Service the tier resolves to find the serving Ray pods (KubeRay's; not ours)."""
 
     def __init__(
         self,
@@ -169,7 +171,6 @@ class HaproxyIngress(pulumi.ComponentResource):
             )
 
         tls_secret = self._tls_secret(name, spec, args, child)
-        backends = register(k8s.core.v1.Service, spec.backends_name, "backends")
         config = register(k8s.core.v1.ConfigMap, f"{name}-config", "config")
         # The autoscaler owns the replica count after creation; `replicas` is only the start.
         deployment = register(
@@ -196,7 +197,7 @@ class HaproxyIngress(pulumi.ComponentResource):
         self.grpc_target = address.apply(lambda ip: f"{ip}:{spec.lb_grpc_port}")
         self.pod_labels = pulumi.Output.from_input(dict(POD_LABELS))
         self.config_text = objects["config"]["data"]["haproxy.cfg"]
-        self.backends_service_name = backends.metadata.name
+        self.backends_service_name = pulumi.Output.from_input(args["backends_service"])
         self.register_outputs(
             {
                 "service_name": self.service_name,

@@ -104,10 +104,8 @@ class RayServeApp(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     """The RayService's namespace."""
     serve_service_name: pulumi.Output[str]
-    """`<name>-serve-svc`: KubeRay keeps it on the active cluster's serving pods (8000 and 9000)."""
-    serving_pod_selector: pulumi.Output[dict[str, str]]
-    """Labels of the Ray pods that serve, across blue/green RayClusters; the HAProxy tier's headless
-    Service selects on these."""
+    """`<name>-serve-svc`: headless, KubeRay keeps it on the active cluster's serving pods (8000 and
+    9000) and moves it only when it promotes a new cluster; the HAProxy tier resolves it."""
 
     def __init__(
         self, name: str, args: RayServeAppArgs, opts: pulumi.ResourceOptions | None = None
@@ -221,13 +219,11 @@ class RayServeApp(pulumi.ComponentResource):
         self.name = pulumi.Output.from_input(spec.name)
         self.namespace = pulumi.Output.from_input(spec.namespace)
         self.serve_service_name = pulumi.Output.from_input(render.serve_service_name(spec.name))
-        self.serving_pod_selector = pulumi.Output.from_input(render.serving_pod_selector(spec.name))
         self.register_outputs(
             {
                 "name": self.name,
                 "namespace": self.namespace,
                 "serve_service_name": self.serve_service_name,
-                "serving_pod_selector": self.serving_pod_selector,
             }
         )
 

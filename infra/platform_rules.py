@@ -375,9 +375,10 @@ def _silent_setting_problems(c: StackConfig) -> Iterator[str]:
             "rayService.upgradeStrategy.type NewClusterWithIncrementalUpgrade shifts traffic by "
             "the weights of the Gateway API HTTPRoute KubeRay manages (stepSizePercent "
             f"{upgrade.step_size_percent} every {upgrade.interval_seconds} s), but our HAProxy tier "
-            "sends to the Ray pods directly through its headless Service, which lists the serving "
-            "pods of both clusters: the Gateway's shift never applies, and the new cluster takes "
-            "its share of traffic at once; allowed: NewCluster (blue/green, switched by KubeRay "
+            "sends to the Ray pods directly through KubeRay's headless serve Service, which "
+            "KubeRay does not make under this strategy (it ignores spec.serveService and makes one "
+            "Service per cluster): the tier would find no Ray pods, and the Gateway's shift would "
+            "never apply to it; allowed: NewCluster (blue/green, switched by KubeRay "
             "when the new cluster is ready) or None"
         )
     version = haproxy_version(ingress.image)

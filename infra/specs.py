@@ -131,7 +131,8 @@ def ingress_args(config: StackConfig) -> dict[str, Any]:
     args: dict[str, Any] = {
         "namespace": config.ray_service.namespace,
         "ray_service_name": config.ray_service.name,
-        "ray_pod_selector": rs.serving_pod_selector(config.ray_service.name),
+        # KubeRay's serve Service: it follows the RayCluster KubeRay promotes (render_serve_service).
+        "backends_service": rs.serve_service_name(config.ray_service.name),
         "routes": [app.route_prefix for app in config.apps],
         "deadlines": config.app_deadlines,
         "image": ingress.image,

@@ -36,7 +36,7 @@ CHILD_TYPES = {SERVICE, DEPLOYMENT, CONFIGMAP, PDB, HPA, NETPOL}
 BASE: HaproxyIngressArgs = {
     "namespace": "serve",
     "ray_service_name": "echo",
-    "ray_pod_selector": {"ray.io/cluster-group": "echo"},
+    "backends_service": "echo-serve-svc",
 }
 
 
@@ -95,7 +95,7 @@ def test_registers_one_of_each_as_children_through_the_provider(
     provider = inv.one("pulumi:providers:kubernetes", "k8s")
     children = [r for r in inv.resources if r.parent == component.urn]
     assert sorted(r.type for r in children) == sorted(
-        [SERVICE, SERVICE, CONFIGMAP, DEPLOYMENT, PDB, HPA, NETPOL]
+        [SERVICE, CONFIGMAP, DEPLOYMENT, PDB, HPA, NETPOL]
     )
     assert {r.type for r in inv.resources} == CHILD_TYPES | {TOKEN, "pulumi:providers:kubernetes"}
     for child in children:
@@ -110,26 +110,29 @@ def test_every_object_passes_kubernetes_schemas(
 ) -> None:
     inv, _ = request.getfixturevalue(variant)
     objects = [manifest(r) for r in inv.resources if r.type in CHILD_TYPES]
-    assert len(objects) == 7
+    assert len(objects) == 6
     for obj in objects:
         validate_core(obj)
 
 
 @pytest.mark.mocks
-def test_headless_service_selects_the_ray_pods(default: tuple[Inventory, dict[str, Any]]) -> None:
+def test_the_tier_resolves_the_given_headless_service_and_makes_none(
+    default: tuple[Inventory, dict[str, Any]],
+) -> None:
     inv, out = default
-    svc = manifest(next(r for r in inv.of_type(SERVICE) if r.name == "haproxy-backends"))
-    assert svc["metadata"]["namespace"] == "serve"
-    assert svc["spec"]["clusterIP"] == "None"
-    assert svc["spec"]["selector"] == {"ray.io/cluster-group": "echo"}
-    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
-        ("http", 8000),
-        ("grpc", 9000),
-    ]
-    assert out["backends_service_name"] == "haproxy-backends"
-    # The config resolves exactly this Service's DNS name.
-    assert "haproxy-backends.serve.svc.cluster.local:8000" in out["config_text"]
-    assert "haproxy-backends.serve.svc.cluster.local:9000 proto h2" in out["config_text"]
+    # Its only Service is the load balancer: the Ray pods come from KubeRay's serve Service, which
+    # follows the cluster KubeRay promotes (a selector of ours would match both during upgrades).
+    assert [r.name for r in inv.of_type(SERVICE)] == ["haproxy-lb"]
+    assert out["backends_service_name"] == "echo-serve-svc"
+    assert "echo-serve-svc.serve.svc.cluster.local:8000" in out["config_text"]
+    assert "echo-serve-svc.serve.svc.cluster.local:9000 proto h2" in out["config_text"]
+
+
+@pytest.mark.mocks
+def test_the_backends_service_may_be_an_output() -> None:
+    _, out = deploy(backends_service=pulumi.Output.from_input("later-serve-svc"))
+    assert out["backends_service_name"] == "later-serve-svc"
+    assert "later-serve-svc.serve.svc.cluster.local:8000" in out["config_text"]
 
 
 @pytest.mark.mocks

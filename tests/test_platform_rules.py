@@ -400,7 +400,8 @@ def test_incremental_upgrade_is_bypassed_by_our_tier(parse, stack: str):
     _one(
         platform_problems(config),
         "rayService.upgradeStrategy.type NewClusterWithIncrementalUpgrade",
-        "headless Service",
+        "KubeRay's headless serve Service",
+        "ignores spec.serveService",
         "allowed: NewCluster",
     )
 

@@ -85,7 +85,6 @@ def run(
             "name": app.name,
             "namespace": app.namespace,
             "serve_service_name": app.serve_service_name,
-            "serving_pod_selector": app.serving_pod_selector,
         }
 
     return mocks.run_with_mocks(program, inventory=inventory)
@@ -155,13 +154,12 @@ def test_args_reach_the_pdb_and_network_policy() -> None:
 
 
 @pytest.mark.mocks
-def test_outputs_name_the_rayservice_its_serve_service_and_serving_pods() -> None:
+def test_outputs_name_the_rayservice_and_its_serve_service() -> None:
     _, outputs = run()
     assert outputs == {
         "name": "echo",
         "namespace": "ray",
         "serve_service_name": "echo-serve-svc",
-        "serving_pod_selector": {"raygke.io/rayservice": "echo", "ray.io/serve": "true"},
     }
 
 

@@ -353,7 +353,9 @@ def test_a_selector_only_matches_workloads_in_its_own_namespace() -> None:
 @pytest.mark.parametrize(
     "selector",
     [
-        {"app": "serving", "ray.io/serve": "true"},  # our tier's headless Service
+        {"app": "serving", "ray.io/serve": "true"},  # serving pods of every cluster of it
+        # KubeRay's serve Service (common/service.go BuildServeService), which our tier resolves
+        {"ray.io/cluster": "serving-x7k2p", "ray.io/serve": "true"},
         {"ray.io/node-type": "worker", "ray.io/group": "gpu"},
         {"ray.io/node-type": "head", "ray.io/group": "headgroup", "ray.io/serve": "false"},
         {"ray.io/cluster": "serving-x7k2p", "ray.io/is-ray-node": "yes"},

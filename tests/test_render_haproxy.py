@@ -63,7 +63,7 @@ LOCAL_SPEC = IngressSpec(
     deadlines=(AppDeadline("echo", 30, "/echo"), AppDeadline("recsys", 5, "/recsys")),
 )
 CLUSTER_SPEC = cluster_ingress_spec(
-    "haproxy-backends.serve.svc.cluster.local",
+    "echo-serve-svc.serve.svc.cluster.local",
     routes=("/echo", "/recsys"),
     tls=True,
     deadlines=(AppDeadline("echo", 30, "/echo"), AppDeadline("recsys", 5, "/recsys")),
@@ -112,7 +112,7 @@ def test_golden(spec: IngressSpec, golden: str) -> None:
 def test_render_is_deterministic() -> None:
     assert render_haproxy_cfg(CLUSTER_SPEC) == render_haproxy_cfg(CLUSTER_SPEC)
     same = cluster_ingress_spec(
-        "haproxy-backends.serve.svc.cluster.local",
+        "echo-serve-svc.serve.svc.cluster.local",
         routes=("/recsys", "/echo"),
         tls=True,
         deadlines=tuple(reversed(CLUSTER_SPEC.deadlines)),
@@ -228,7 +228,7 @@ def test_dns_discovery() -> None:
     text = render_haproxy_cfg(CLUSTER_SPEC)
     assert "resolvers cluster_dns\n    parse-resolv-conf\n" in text
     assert (
-        "server-template ray 16 haproxy-backends.serve.svc.cluster.local:8000 check "
+        "server-template ray 16 echo-serve-svc.serve.svc.cluster.local:8000 check "
         "resolvers cluster_dns resolve-prefer ipv4 init-addr none\n"
     ) in text
     assert (

@@ -25,7 +25,7 @@ from components.render.ingress_tier import (
 )
 
 SPEC = TierSpec(
-    name="edge", namespace="serve", ray_service_name="rs", ray_pod_selector={"ray.io/serve": "true"}
+    name="edge", namespace="serve", ray_service_name="rs", backends_service="rs-serve-svc"
 )
 
 
@@ -40,7 +40,7 @@ def spec(**changes: Any) -> TierSpec:
 def test_every_object_passes_kubernetes_schemas(tls: str | None) -> None:
     objects = render_tier(spec(tls_secret_name=tls, source_ranges=["10.0.0.0/8"]))
     assert sorted(objects) == sorted(
-        ["backends", "config", "deployment", "load_balancer", "network_policy", "pdb", "hpa"]
+        ["config", "deployment", "load_balancer", "network_policy", "pdb", "hpa"]
     )
     for manifest in objects.values():
         validate_core(manifest)
@@ -56,7 +56,18 @@ def test_the_deployment_carries_the_config_hash_and_the_rollout_surge() -> None:
     text = objects["config"]["data"]["haproxy.cfg"]
     annotations = deployment["template"]["metadata"]["annotations"]
     assert annotations[CONFIG_HASH_ANNOTATION] == hashlib.sha256(text.encode()).hexdigest()
-    assert "edge-backends.serve.svc.cluster.local" in text
+    assert "edge-backends" not in text
+
+
+@pytest.mark.pure
+def test_the_tier_resolves_the_service_it_is_given_and_makes_none_of_its_own() -> None:
+    # The tier's own selector could not tell the pending cluster of an upgrade from the active one
+    # (both carry ray.io/serve=true); KubeRay's serve Service can, so the tier only resolves it.
+    objects = render_tier(spec(cluster_domain="corp.local"))
+    text = objects["config"]["data"]["haproxy.cfg"]
+    assert "server-template ray 16 rs-serve-svc.serve.svc.corp.local:8000 " in text
+    assert "server-template ray 16 rs-serve-svc.serve.svc.corp.local:9000 " in text
+    assert not [o for o in objects.values() if o["kind"] == "Service" and "clusterIP" in o["spec"]]
 
 
 # ---------------------------------------------------------------------------------------------- the check

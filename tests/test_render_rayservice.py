@@ -847,9 +847,30 @@ def test_pod_monitoring_scrapes_ray_metrics_and_haproxy_on_named_ports() -> None
 
 
 @pytest.mark.pure
-def test_serving_selector_and_service_name() -> None:
-    assert r.serving_pod_selector("echo") == {
-        "raygke.io/rayservice": "echo",
-        "ray.io/serve": "true",
-    }
+def test_the_serve_service_is_headless_and_keeps_its_ports_through_kuberay() -> None:
+    spec = make_spec()
+    manifest = r.render_rayservice(spec)
+    svc = manifest["spec"]["serveService"]
+    assert svc == r.render_serve_service(spec.name)
+    assert svc["metadata"] == {"name": r.serve_service_name(spec.name)}
     assert r.serve_service_name("echo") == "echo-serve-svc"
+    # Headless: one A record per serving pod, for the tier's server-template. KubeRay keeps
+    # clusterIP (common/service.go BuildServeService deep-copies the spec).
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["type"] == "ClusterIP"
+    # KubeRay writes the selector (`ray.io/cluster` of the active cluster + `ray.io/serve`).
+    assert "selector" not in svc["spec"]
+    # KubeRay keeps a user port only where its name is a head container port named serve/serve-*;
+    # ours are exactly those, with the numbers the tier sends to.
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    head_serving = {
+        p["name"]: p["containerPort"]
+        for p in head["containers"][0]["ports"]
+        if p["name"] == "serve" or p["name"].startswith("serve-")
+    }
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
+    assert ports == {n: (c, c) for n, c in head_serving.items()}
+    assert ports == {
+        "serve": (r.RAY_SERVE_HTTP_PORT, r.RAY_SERVE_HTTP_PORT),
+        "serve-grpc": (r.RAY_SERVE_GRPC_PORT, r.RAY_SERVE_GRPC_PORT),
+    }

@@ -1,12 +1,12 @@
 """Our HAProxy ingress tier as Kubernetes objects: one frozen `TierSpec` in, plain manifests out.
 
-Owns: every object of the tier (the headless Service listing the Ray pods, the ConfigMap holding
-haproxy.cfg, the HAProxy Deployment, the LoadBalancer Service clients reach, the tier's
+Owns: every object of the tier (the ConfigMap holding haproxy.cfg, the HAProxy Deployment, the LoadBalancer Service clients reach, the tier's
 NetworkPolicy, its PodDisruptionBudget and HorizontalPodAutoscaler), the tier's defaults and the
 one check of its counts and ports (`tier_problems`, which names the keys its caller gives), the tier
 pods' hardening (securityContexts, `TIER_UID`) and its pods' ports.
-Does not own: the haproxy.cfg text (components/render/haproxy.py), Ray's serve ports or the Ray
-pods' labels (components/render/rayservice.py), registering the objects
+Does not own: the haproxy.cfg text (components/render/haproxy.py), Ray's serve ports, the Ray
+pods' labels or the headless Service listing the serving Ray pods (KubeRay's serve Service, which
+components/render/rayservice.py `render_serve_service` asks for; the tier only resolves its name), registering the objects
 (components/haproxy_ingress.py). Pure: no pulumi; the scheduling check reads the same Deployment the
 component registers.
 """
@@ -89,7 +89,10 @@ class TierSpec:
     name: str
     namespace: str  # the Ray pods'; the tier runs beside them
     ray_service_name: str  # recorded as a label on every object
-    ray_pod_selector: Mapping[str, str]  # the Ray pods serving traffic (head and workers)
+    # The headless Service listing the Ray pods that serve (head and workers) of the cluster KubeRay
+    # has promoted: KubeRay's serve Service (rayservice.py serve_service_name), never one of ours,
+    # whose selector would also match the pending cluster of an upgrade.
+    backends_service: str
     routes: Sequence[str] = ("/",)
     deadlines: Sequence[AppDeadline] = ()
     image: str = HAPROXY_IMAGE
@@ -117,8 +120,8 @@ class TierSpec:
         return {**POD_LABELS, "app.kubernetes.io/instance": self.name}
 
     @property
-    def backends_name(self) -> str:
-        return f"{self.name}-backends"
+    def backends_fqdn(self) -> str:
+        return f"{self.backends_service}.{self.namespace}.svc.{self.cluster_domain}"
 
     @property
     def lb_ports(self) -> dict[str, int]:
@@ -205,10 +208,9 @@ def cluster_ingress_spec(
 
 def render_tier_config(spec: TierSpec) -> str:
     """The tier pods' haproxy.cfg: Ray pods found through the headless Service's DNS name."""
-    fqdn = f"{spec.backends_name}.{spec.namespace}.svc.{spec.cluster_domain}"
     return render_haproxy_cfg(
         cluster_ingress_spec(
-            fqdn,
+            spec.backends_fqdn,
             routes=tuple(spec.routes),
             tls=spec.tls_secret_name is not None,
             slots=spec.backend_slots,
@@ -221,8 +223,8 @@ def render_tier_config(spec: TierSpec) -> str:
 
 
 def render_tier(spec: TierSpec) -> dict[str, dict[str, Any]]:
-    """Every object of the tier by role (backends, config, deployment, load_balancer,
-    network_policy, pdb, hpa); raises ValueError naming what is wrong before building any."""
+    """Every object of the tier by role (config, deployment, load_balancer, network_policy, pdb,
+    hpa); raises ValueError naming what is wrong before building any."""
     if problems := tier_problems(spec):
         raise ValueError("haproxy ingress " + "; ".join(problems))
     config_text = render_tier_config(spec)
@@ -242,30 +244,6 @@ def render_tier(spec: TierSpec) -> dict[str, dict[str, Any]]:
     )
     network_policy["metadata"]["labels"] = dict(labels)
     return {
-        "backends": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta(spec.backends_name),
-            # Headless: its DNS name answers with one A record per ready Ray pod, which is what
-            # HAProxy's server-template resolves; a ClusterIP would hide the pods behind one address.
-            "spec": {
-                "clusterIP": "None",
-                "selector": dict(spec.ray_pod_selector),
-                "publishNotReadyAddresses": False,
-                "ports": [
-                    {
-                        "name": "http",
-                        "port": RAY_SERVE_HTTP_PORT,
-                        "targetPort": RAY_SERVE_HTTP_PORT,
-                    },
-                    {
-                        "name": "grpc",
-                        "port": RAY_SERVE_GRPC_PORT,
-                        "targetPort": RAY_SERVE_GRPC_PORT,
-                    },
-                ],
-            },
-        },
         "config": {
             "apiVersion": "v1",
             "kind": "ConfigMap",

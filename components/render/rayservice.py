@@ -43,8 +43,8 @@ ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 # object, and `ray.io/cluster` changes with every blue/green RayCluster, so selectors that must
 # survive upgrades use a label we put on the pod templates ourselves.
 APP_LABEL = "raygke.io/rayservice"
-# KubeRay sets `ray.io/serve=true` on pods whose Serve proxy is healthy; `<name>-serve-svc` selects
-# on it.
+# KubeRay sets `ray.io/serve=true` on pods whose Serve proxy is healthy, in every RayCluster of a
+# RayService; `<name>-serve-svc` selects on it together with the active cluster's `ray.io/cluster`.
 SERVE_LABEL = "ray.io/serve"
 NODE_TYPE_LABEL = "ray.io/node-type"
 
@@ -412,18 +412,55 @@ def ray_pod_labels(name: str) -> dict[str, str]:
     return {APP_LABEL: name}
 
 
-def serving_pod_selector(name: str) -> dict[str, str]:
-    """Selector of the Ray pods that serve: ours, marked healthy by KubeRay (`ray.io/serve=true`).
-
-    The HAProxy tier's headless Service uses this, so it follows the pods through blue/green
-    upgrades the same way `<name>-serve-svc` does.
-    """
-    return {**ray_pod_labels(name), SERVE_LABEL: "true"}
-
-
 def serve_service_name(name: str) -> str:
-    """The Service KubeRay keeps pointed at the active RayCluster's serving pods."""
+    """The Service KubeRay keeps pointed at the active RayCluster's serving pods (KubeRay's own
+    default name, utils.GenerateServeServiceName; `render_serve_service` keeps it)."""
     return f"{name}-serve-svc"
+
+
+# KubeRay v1.7.0 puts `ray.io/serve=true` on the pods of *both* RayClusters during a NewCluster
+# upgrade (common/pod.go BuildPod L839-844: "true" on every worker; rayservice_controller.go
+# Reconcile L222-227 runs updateHeadPodServeLabel, L2074-2119, on the active and the pending head
+# alike), so no selector we write can tell the pending cluster's pods from the active one's:
+# `ray.io/cluster` is `<name>-<5 random characters>`, known only once KubeRay has made the cluster.
+# Only KubeRay's serve Service follows the promotion: BuildServeService (common/service.go
+# L181-296) selects `ray.io/cluster: <cluster>` + `ray.io/serve: true` (L200-205), and Reconcile
+# points it at the pending cluster only once that cluster's Serve apps are ready (L284-297, through
+# reconcileServices L1927-1983). So our tier resolves that Service, given to KubeRay as
+# `spec.serveService`, which KubeRay keeps as we write it (a DeepCopy, service.go L236) except:
+# - the selector, always replaced by the cluster's (L238-239);
+# - the ports, replaced by the head container's `serve`/`serve-*` ports, keeping our definition of
+#   each port whose name matches one of them (L245-265): hence the names `serve` and `serve-grpc`;
+# - labels merged, namespace forced, type defaulted only when empty (L267-270).
+# Our name and `clusterIP: None` are kept: on a switch reconcileServices copies the live Service's
+# clusterIP onto the new spec (rayservice_controller.go L1960-1961), so `None` stays `None`, and it
+# rewrites the Service only when the cluster changes (L1951-1954). The same copy means a
+# `<name>-serve-svc` made before this field existed stays a ClusterIP Service: delete it once and
+# KubeRay makes it again from this spec (docs/decisions.md, "Which pods our tier sends to").
+# KubeRay ignores spec.serveService under NewClusterWithIncrementalUpgrade (service.go L233); the
+# stack checks refuse that strategy together with our tier (infra/platform_rules.py).
+SERVE_SERVICE_PORTS: tuple[tuple[str, int], ...] = (
+    ("serve", RAY_SERVE_HTTP_PORT),
+    ("serve-grpc", RAY_SERVE_GRPC_PORT),
+)
+
+
+def render_serve_service(name: str) -> dict[str, Any]:
+    """`spec.serveService`: KubeRay's serve Service, headless so that its DNS name answers with one
+    A record per ready serving pod of the active RayCluster (our tier's server-template resolves
+    it; a ClusterIP would hide the pods behind one address). No selector: KubeRay writes it."""
+    return {
+        "metadata": {"name": serve_service_name(name)},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "ports": [
+                {"name": n, "port": p, "targetPort": p, "protocol": "TCP"}
+                for n, p in SERVE_SERVICE_PORTS
+            ],
+        },
+    }
 
 
 def _env(spec: RayServiceSpec) -> list[dict[str, Any]]:
@@ -657,6 +694,7 @@ def render_rayservice(spec: RayServiceSpec) -> dict[str, Any]:
         "spec": {
             "upgradeStrategy": upgrade,
             "serveConfigV2": yaml.safe_dump(dict(spec.serve_config), sort_keys=False),
+            "serveService": render_serve_service(spec.name),
             "rayClusterConfig": cluster,
         },
     }
