@@ -19,6 +19,7 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_gcp as gcp
 
+from components.render.apis import GKE_SERVICE_AGENT_DOMAIN, KMS_ENCRYPTER_ROLE
 from components.render.node_pool import CLOUD_PLATFORM_SCOPE, POOL_LABEL, SYSTEM_POOL
 
 # What a GKE node needs: write logs and metrics, read Artifact Registry images. Nothing else.
@@ -31,14 +32,11 @@ NODE_ROLES = (
     "roles/artifactregistry.reader",
 )
 AUTH_PLUGIN = "gke-gcloud-auth-plugin"
-KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
 
 def gke_service_agent(project_number: pulumi.Input[str]) -> pulumi.Output[str]:
     """GKE's service agent in a project (it exists once the container API is enabled)."""
-    return pulumi.Output.concat(
-        "service-", project_number, "@container-engine-robot.iam.gserviceaccount.com"
-    )
+    return pulumi.Output.concat("service-", project_number, "@", GKE_SERVICE_AGENT_DOMAIN)
 
 
 class AuthorizedNetwork(TypedDict):
@@ -186,7 +184,7 @@ class GkeCluster(pulumi.ComponentResource):
                 gcp.kms.CryptoKeyIAMMember(
                     f"{name}-secrets-key",
                     crypto_key_id=kms_key,
-                    role=KMS_ROLE,
+                    role=KMS_ENCRYPTER_ROLE,
                     member=pulumi.Output.concat(
                         "serviceAccount:", gke_service_agent(project_number)
                     ),

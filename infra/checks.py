@@ -26,7 +26,7 @@ from app.contracts import (
     embedding_bytes,
 )
 from components.render.cidr import is_anywhere
-from components.render.gpu_machines import H100_MACHINES
+from components.render.gpu_machines import H100_MACHINES, H100_MEMORY_GIB
 from components.render.ingress_tier import tier_problems
 from components.render.node_fit import TWO_CLUSTER_UPGRADES
 from components.render.quantity import cpu_millis, memory_bytes
@@ -235,7 +235,6 @@ def _health_check_problems(c: StackConfig):
 # Serve reserves one CPU per replica unless a deployment says otherwise (ray.serve.config's
 # ray_actor_options default, also what infra/serve_config.py scales from).
 SERVE_DEFAULT_REPLICA_CPUS = 1.0
-H100_MEMORY_BYTES = 80 * 2**30  # every A3 H100, Mega included, carries 80 GB
 
 
 def _fit_problems(c: StackConfig):
@@ -289,7 +288,8 @@ def _embedding_problems(c: StackConfig, app: AppConfig):
     ranker = app.deployments.get(RANKER_DEPLOYMENT)
     gpus = ranker.num_gpus if ranker is not None else 0
     if gpus > 0:
-        room, where = gpus * H100_MEMORY_BYTES, f"{gpus:g} x 80 GB of H100 memory"
+        room = gpus * H100_MEMORY_GIB * 2**30
+        where = f"{gpus:g} x {H100_MEMORY_GIB} GB of H100 memory"
     else:
         room, where = memory_bytes(c.ray_service.workers.memory), "rayService.workers.memory"
     if tables > room:

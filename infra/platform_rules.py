@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
-from components.render.cidr import is_anywhere
+from components.render.cidr import covers_everything, is_anywhere
 from components.render.haproxy import LB_HTTPS_PORT
 from components.render.images import parse_image
-from components.render.node_pool import DEFAULT_UPGRADE
+from components.render.node_fit import peak_nodes
 from infra.config import StackConfig
+from infra.scheduling import node_pools
 from infra.serve_config import app_kind
 from policy.controls import binds
 
@@ -81,11 +82,6 @@ RESERVED_NAMESPACE_PREFIXES = ("kube-", "gke-", "gmp-")
 # addresses in IPv4 subnet ranges), and is at most /29 long.
 SUBNET_RESERVED_ADDRESSES = 4
 SUBNET_MAX_PREFIX = 29
-# A pool that sets no upgrade settings (the system pool) gets GKE's default surge: one extra node
-# (maxSurge=1, maxUnavailable=0: "Node upgrade strategies", Surge upgrades). The GPU pool's is
-# DEFAULT_UPGRADE's. GKE upgrades one pool at a time; both surges are counted all the same (one
-# address at most), since a repair or a manual upgrade may overlap an auto-upgrade.
-GKE_DEFAULT_MAX_SURGE = 1
 
 # ---------------------------------------------------------------------------------------------- HAProxy
 # The oldest HAProxy branch that accepts every directive components/render/haproxy.py writes; each
@@ -238,27 +234,12 @@ def _namespace_problems(c: StackConfig) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------------------------------- addressing
-def covers_everything(cidrs: Iterable[str]) -> str | None:
-    """The family ("IPv4" or "IPv6") whose every address the UNION of `cidrs` admits, or None:
-    0.0.0.0/1 with 128.0.0.0/1 opens as much as 0.0.0.0/0. Raises ValueError for a non-CIDR."""
-    by_family: dict[int, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {4: [], 6: []}
-    for cidr in cidrs:
-        net = ipaddress.ip_network(cidr, strict=False)
-        by_family[net.version].append(net)
-    for version, nets in by_family.items():
-        collapsed = ipaddress.collapse_addresses(nets)  # type: ignore[arg-type]
-        if any(net.prefixlen == 0 for net in collapsed):
-            return f"IPv{version}"
-    return None
-
-
 def node_addresses_needed(c: StackConfig) -> int:
-    """Addresses the subnet's primary range must hold: every node at both pools' maxNodes, their
-    surge nodes, the tier's internal load balancer, and the four Google keeps."""
-    surge = GKE_DEFAULT_MAX_SURGE + DEFAULT_UPGRADE["max_surge"]
+    """Addresses the subnet's primary range must hold: every node the pools may run at once (the
+    same count the pod range is checked against, surge nodes in every zone included), the tier's
+    internal load balancer, and the four Google keeps."""
     internal_lbs = 1 if c.ingress.exposure == "internal" else 0
-    nodes = c.cluster.system_pool.max_nodes + c.gpu_pool.max_nodes
-    return nodes + surge + internal_lbs + SUBNET_RESERVED_ADDRESSES
+    return peak_nodes(node_pools(c)) + internal_lbs + SUBNET_RESERVED_ADDRESSES
 
 
 def _addressing_problems(c: StackConfig) -> Iterator[str]:

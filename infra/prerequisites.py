@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from components.render.apis import BOOTSTRAP_APIS
+from components.render.apis import ARTIFACT_REGISTRY_SUFFIX, BOOTSTRAP_APIS
 from components.render.gpu_machines import H100_MACHINES
 from infra.config import Reservation, StackConfig
 
@@ -84,7 +84,7 @@ def prerequisites(c: StackConfig) -> list[Prerequisite]:
             "ray.imageRepository",
             f"gcloud services enable artifactregistry.googleapis.com --project {project} && "
             f"gcloud artifacts repositories create {repository} --repository-format docker "
-            f"--location {registry.removesuffix('-docker.pkg.dev')} --project {project} && docker "
+            f"--location {registry.removesuffix(ARTIFACT_REGISTRY_SUFFIX)} --project {project} && docker "
             f"build -f app/Dockerfile -t {c.ray.image} . && docker push {c.ray.image}",
         )
     )

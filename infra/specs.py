@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.render import rayservice as rs
-from components.render.apis import apis_for
+from components.render.apis import apis_for, in_artifact_registry
 from components.render.haproxy import Timeouts
 from components.render.ingress_tier import TierSpec
 from components.render.node_pool import Capacity
@@ -173,6 +173,6 @@ def stack_apis(config: StackConfig) -> list[str]:
     # Every pool streams images, the cluster runs Managed Prometheus and Cloud Logging, and nodes
     # pull the Ray image from Artifact Registry (components/cluster.py).
     features = ["image_streaming", "managed_prometheus", "logging"]
-    if config.ray.image_repository.split("/")[0].endswith("-docker.pkg.dev"):
+    if in_artifact_registry(config.ray.image_repository):
         features.append("artifact_registry")
     return apis_for(types, features)

@@ -95,14 +95,20 @@ class Container:
     spec: Mapping[str, Any]
 
 
-def containers(inventory: InventoryLike) -> Iterator[Container]:
+def pod_specs(inventory: InventoryLike) -> Iterator[tuple[ResourceLike, str, Any]]:
+    """Every pod spec of every object, wherever its kind keeps its pod templates, and where."""
     for r in inventory.resources:
         for path in POD_SPECS.get(r.type, ()):
             for where, pod in _walk(r.inputs, path):
-                for kind in ("initContainers", "containers"):
-                    for i, c in enumerate(as_list(lookup(pod, kind))):
-                        label = lookup(c, "name") or i
-                        yield Container(r, f"{where}.{kind}[{label}]", as_map(c))
+                yield r, where, pod
+
+
+def containers(inventory: InventoryLike) -> Iterator[Container]:
+    for r, where, pod in pod_specs(inventory):
+        for kind in ("initContainers", "containers"):
+            for i, c in enumerate(as_list(lookup(pod, kind))):
+                label = lookup(c, "name") or i
+                yield Container(r, f"{where}.{kind}[{label}]", as_map(c))
 
 
 def container_check(

@@ -11,9 +11,15 @@ control's id, severity or remediation (policy/controls.py).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from components.render.apis import FEATURE_APIS, api_for
+from components.render.apis import (
+    FEATURE_APIS,
+    GKE_SERVICE_AGENT_DOMAIN,
+    KMS_ENCRYPTER_ROLE,
+    api_for,
+    in_artifact_registry,
+)
+from components.render.rayservice import GCSFUSE_DRIVER
 from policy.inventory import (
     Finding,
     InventoryLike,
@@ -25,6 +31,7 @@ from policy.inventory import (
     lookup,
     of_type,
 )
+from policy.k8s_checks import containers, pod_specs
 
 SERVICE = "gcp:projects/service:Service"
 CLUSTER = "gcp:container/cluster:Cluster"
@@ -32,16 +39,12 @@ NODE_POOL = "gcp:container/nodePool:NodePool"
 KMS_GRANT = "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
 PROJECT_GRANT = "gcp:projects/iAMMember:IAMMember"
 BUCKET_GRANT = "gcp:storage/bucketIAMMember:BucketIAMMember"
-KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
-GKE_SERVICE_AGENT = "@container-engine-robot.iam.gserviceaccount.com"
 REGISTRY_READERS = ("roles/artifactregistry.reader", "roles/artifactregistry.writer")
 BUCKET_READERS = (
     "roles/storage.objectViewer",
     "roles/storage.objectUser",
     "roles/storage.objectAdmin",
 )
-GCSFUSE_DRIVER = "gcsfuse.csi.storage.gke.io"
-ARTIFACT_REGISTRY_HOST = "-docker.pkg.dev"
 
 
 def _enabled(inventory: InventoryLike) -> set[str]:
@@ -62,24 +65,13 @@ def _cluster_features(cluster: ResourceLike, pools: list[ResourceLike]) -> list[
     return features
 
 
-def _images(inventory: InventoryLike) -> Iterator[tuple[ResourceLike, str]]:
-    """Every container image of every Kubernetes object, wherever its pod templates keep it."""
-
-    def walk(node: Any) -> Iterator[str]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "image" and isinstance(value, str):
-                    yield value
-                else:
-                    yield from walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                yield from walk(item)
-
-    for r in inventory.resources:
-        if r.type.startswith("kubernetes:"):
-            for image in walk(r.inputs):
-                yield r, image
+def _registry_pulls(inventory: InventoryLike) -> list[tuple[ResourceLike, str]]:
+    """Every container image pulled from Artifact Registry, with the object that pulls it."""
+    return [
+        (c.resource, image)
+        for c in containers(inventory)
+        if isinstance(image := c.spec.get("image"), str) and in_artifact_registry(image)
+    ]
 
 
 def apis_enabled(inventory: InventoryLike) -> Iterator[Finding]:
@@ -99,7 +91,7 @@ def apis_enabled(inventory: InventoryLike) -> Iterator[Finding]:
                     f"no {SERVICE} in the stack enables it",
                 )
     registry_api = FEATURE_APIS["artifact_registry"]
-    pulls = [(r, i) for r, i in _images(inventory) if ARTIFACT_REGISTRY_HOST in i.split("/")[0]]
+    pulls = _registry_pulls(inventory)
     if pulls and registry_api not in enabled:
         r, image = pulls[0]
         yield Finding(
@@ -118,7 +110,8 @@ def _kms_grants(inventory: InventoryLike) -> Iterator[Finding]:
     granted = {
         str(g.inputs.get("cryptoKeyId"))
         for g in of_type(inventory, KMS_GRANT)
-        if g.inputs.get("role") == KMS_ROLE and GKE_SERVICE_AGENT in str(g.inputs.get("member"))
+        if g.inputs.get("role") == KMS_ENCRYPTER_ROLE
+        and GKE_SERVICE_AGENT_DOMAIN in str(g.inputs.get("member"))
     }
     for cluster in of_type(inventory, CLUSTER):
         encryption = as_map(cluster.inputs.get("databaseEncryption"))
@@ -129,13 +122,13 @@ def _kms_grants(inventory: InventoryLike) -> Iterator[Finding]:
             yield Finding(
                 cluster,
                 f"encrypts Secrets with {key}, but GKE's service agent "
-                f"(service-<project number>{GKE_SERVICE_AGENT}) is granted no {KMS_ROLE} on it: "
+                f"(service-<project number>@{GKE_SERVICE_AGENT_DOMAIN}) is granted no {KMS_ENCRYPTER_ROLE} on it: "
                 "GKE refuses to create the cluster",
             )
 
 
 def _registry_grants(inventory: InventoryLike) -> Iterator[Finding]:
-    pulls = [i for _, i in _images(inventory) if ARTIFACT_REGISTRY_HOST in i.split("/")[0]]
+    pulls = [image for _, image in _registry_pulls(inventory)]
     if not pulls:
         return
     readers = {
@@ -162,26 +155,17 @@ def _bucket_grants(inventory: InventoryLike) -> Iterator[Finding]:
         if g.inputs.get("role") in BUCKET_READERS
     }
 
-    def buckets(node: Any) -> Iterator[str]:
-        if isinstance(node, dict):
-            csi = node.get("csi")
-            if isinstance(csi, dict) and csi.get("driver") == GCSFUSE_DRIVER:
-                bucket = lookup(csi, "volumeAttributes.bucketName")
-                if isinstance(bucket, str):
-                    yield bucket
-            for value in node.values():
-                yield from buckets(value)
-        elif isinstance(node, list):
-            for item in node:
-                yield from buckets(item)
-
-    for r in inventory.resources:
-        if not r.type.startswith("kubernetes:"):
-            continue
-        for bucket in sorted(set(buckets(r.inputs))):
-            if bucket not in readable:
-                yield Finding(
-                    r,
-                    f"mounts bucket {bucket} with GCS FUSE, but no {BUCKET_GRANT} lets a reader "
-                    "read it: the mount fails and the pod never starts",
-                )
+    mounts: dict[str, tuple[ResourceLike, set[str]]] = {}
+    for r, _, pod in pod_specs(inventory):
+        for volume in as_list(lookup(pod, "volumes")):
+            csi = as_map(lookup(volume, "csi"))
+            bucket = lookup(csi, "volumeAttributes.bucketName")
+            if csi.get("driver") == GCSFUSE_DRIVER and isinstance(bucket, str):
+                mounts.setdefault(r.urn or r.name, (r, set()))[1].add(bucket)
+    for r, buckets in mounts.values():
+        for bucket in sorted(buckets - readable):
+            yield Finding(
+                r,
+                f"mounts bucket {bucket} with GCS FUSE, but no {BUCKET_GRANT} lets a reader "
+                "read it: the mount fails and the pod never starts",
+            )

@@ -11,12 +11,12 @@ import pytest
 from stackfiles import NS, STACKS, cases, edit, mutated
 
 import infra.stack_file
+from components.render.cidr import covers_everything
 from infra.config import StackConfig
 from infra.platform_rules import (
     MIN_HAPROXY,
     check_artifact_registry_path,
     check_project_id,
-    covers_everything,
     haproxy_version,
     node_addresses_needed,
     platform_problems,
@@ -229,9 +229,10 @@ def test_namespaces_that_are_fine(parse, value: str):
 
 # ---------------------------------------------------------------------------------------------- addressing
 SMALL_SUBNETS = [
-    # dev needs 12 addresses, prod 16 (test_node_address_count_follows_gkes_rule)
+    # dev needs 12 addresses, prod 18 (test_node_address_count_follows_gkes_rule)
     ("dev-slash-29", "dev", "10.10.0.0/29", ()),
     ("dev-slash-30", "dev", "10.10.0.0/30", ()),
+    ("prod-surge-in-every-zone", "prod", "10.50.0.0/28", ()),
     ("prod-one-more-node", "prod", "10.50.0.0/28", (edit("cluster", ("systemPool",), maxNodes=7),)),
     (
         "dev-many-system-nodes",
@@ -256,17 +257,18 @@ def test_subnet_must_hold_every_node(parse, stack: str, cidr: str, more: tuple):
 
 def test_node_address_count_follows_gkes_rule():
     dev, prod = load_stack_config("dev"), load_stack_config("prod")
-    # maxNodes of both pools, the system pool's default surge (1), the GPU pool's (0), one
-    # internal load balancer, four addresses Google keeps
-    assert node_addresses_needed(dev) == 4 + 2 + 1 + 0 + 1 + 4
-    assert node_addresses_needed(prod) == 6 + 4 + 1 + 0 + 1 + 4
+    # maxNodes of both pools, the system pool's default surge (1) in each of its zones (dev's
+    # cluster is zonal, prod's regional: 3), the GPU pool's (0), one internal load balancer, four
+    # addresses Google keeps
+    assert node_addresses_needed(dev) == 4 + 2 + 1 * 1 + 0 + 1 + 4
+    assert node_addresses_needed(prod) == 6 + 4 + 1 * 3 + 0 + 1 + 4
 
 
 @pytest.mark.parametrize(
     "stack, cidr, more",
     [
         ("dev", "10.10.0.0/28", ()),
-        ("prod", "10.50.0.0/28", ()),  # exactly 16
+        ("prod", "10.50.0.0/27", ()),  # 32 for 18
         (
             "dev",
             "10.10.0.0/28",

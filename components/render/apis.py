@@ -1,9 +1,11 @@
-"""Which Google APIs a set of GCP resources and cluster features needs enabled.
+"""Which Google APIs and grants a set of GCP resources and cluster features needs.
 
-Owns: the table from a pulumi-gcp resource type to the API that serves it, and the APIs GKE
-features call on their own (image streaming, Managed Prometheus, Cloud Logging, image pulls from
-Artifact Registry). The program enables what `apis_for` returns (components/project_apis.py); the
-policy control RAYGKE-DEP-1 checks every registered resource against the same table. Pure.
+Owns: the table from a pulumi-gcp resource type to the API that serves it, the APIs GKE features
+call on their own (image streaming, Managed Prometheus, Cloud Logging, image pulls from Artifact
+Registry), what an Artifact Registry image is, and the names of the grants features need (GKE's
+service agent on a Secrets key). The program enables and grants them (components/project_apis.py,
+components/cluster.py); the policy controls RAYGKE-DEP-1/2 check the registered resources against
+the same names. Pure.
 """
 
 from __future__ import annotations
@@ -48,3 +50,18 @@ def apis_for(resource_types: Iterable[str], features: Iterable[str] = ()) -> lis
     needed = {api for t in resource_types if (api := api_for(t)) is not None}
     needed |= {FEATURE_APIS[f] for f in features}
     return sorted(needed)
+
+
+# Artifact Registry's Docker hosts are `<location>-docker.pkg.dev`.
+ARTIFACT_REGISTRY_SUFFIX = "-docker.pkg.dev"
+
+
+def in_artifact_registry(image: str) -> bool:
+    """Whether an image (or repository) reference is served by Artifact Registry."""
+    return image.split("/")[0].endswith(ARTIFACT_REGISTRY_SUFFIX)
+
+
+# GKE's service agent (service-<project number>@...) may use a Secrets-encryption key only with this
+# role (GKE docs, "Encrypt Secrets at the application layer").
+KMS_ENCRYPTER_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+GKE_SERVICE_AGENT_DOMAIN = "container-engine-robot.iam.gserviceaccount.com"

@@ -1,6 +1,7 @@
 """What "open to anywhere" means for an address range, once for every rule that asks.
 
-Owns the predicate (`is_anywhere`) the stack config's prod rules and the policy pack's checks share.
+Owns the predicates the stack's rules and the policy pack's checks share: one range open to every
+address (`is_anywhere`), and a set of ranges whose union is (`covers_everything`).
 Does not own which ranges a rule looks at, nor whether an open range is allowed (its rule's).
 """
 
@@ -28,3 +29,17 @@ def open_cidrs(cidrs: Iterable[Any]) -> list[str]:
         except ValueError:
             continue
     return open_ones
+
+
+def covers_everything(cidrs: Iterable[str]) -> str | None:
+    """The family ("IPv4" or "IPv6") whose every address the UNION of `cidrs` admits, or None:
+    0.0.0.0/1 with 128.0.0.0/1 opens as much as 0.0.0.0/0. Raises ValueError for a non-CIDR."""
+    by_family: dict[int, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {4: [], 6: []}
+    for cidr in cidrs:
+        net = ipaddress.ip_network(cidr, strict=False)
+        by_family[net.version].append(net)
+    for version, nets in by_family.items():
+        collapsed = ipaddress.collapse_addresses(nets)  # type: ignore[arg-type]
+        if any(net.prefixlen == 0 for net in collapsed):
+            return f"IPv{version}"
+    return None

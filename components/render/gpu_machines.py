@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 GpuDirect = Literal["none", "tcpx", "tcpxo"]
+# Every A3 H100, Mega included, carries 80 GB of GPU memory ("nvidia-h100-80gb").
+H100_MEMORY_GIB = 80
 
 
 @dataclass(frozen=True)

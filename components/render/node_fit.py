@@ -247,6 +247,12 @@ def node_pod_range_size(max_pods_per_node: int) -> int:
     return 2 ** math.ceil(math.log2(2 * max_pods_per_node))
 
 
+def peak_nodes(pools: Sequence[NodePool]) -> int:
+    """The most nodes the pools may run at once: every pool at maxNodes, plus its surge nodes in
+    every zone while it upgrades."""
+    return sum(p.max_nodes + p.max_surge * p.zones for p in pools)
+
+
 def node_pool_problems(
     pools: Sequence[NodePool],
     pods_cidr: str,
@@ -271,7 +277,7 @@ def node_pool_problems(
     network = ipaddress.ip_network(pods_cidr)
     per_node = node_pod_range_size(max_pods_per_node)
     fits = pods_range_nodes(network.prefixlen, max_pods_per_node)
-    need = sum(p.max_nodes + p.max_surge * p.zones for p in pools)
+    need = peak_nodes(pools)
     if need > fits:
         parts = " + ".join(
             f"{p.key}.maxNodes {p.max_nodes}"
