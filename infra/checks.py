@@ -27,6 +27,7 @@ from app.contracts import (
 )
 from components.render.cidr import is_anywhere
 from components.render.gpu_machines import H100_MACHINES, H100_MEMORY_GIB
+from components.render.haproxy import DNS_HOLD_OBSOLETE_S
 from components.render.ingress_tier import tier_problems
 from components.render.node_fit import TWO_CLUSTER_UPGRADES
 from components.render.quantity import cpu_millis, memory_bytes
@@ -55,7 +56,7 @@ from infra.references import reference_problems
 from infra.rendered import render_stack
 from infra.scheduling import scheduling_problems
 from infra.serve_rules import serve_problems
-from infra.specs import CLUSTER_ENV, tier_spec
+from infra.specs import CLUSTER_ENV, tier_backends, tier_spec
 from policy.controls import binds
 
 # The stack keys of the tier's fields, for its check's messages.
@@ -448,6 +449,7 @@ def _model_bucket_problems(app: AppConfig, bucket: ModelBucketConfig | None):
 
 def _upgrade_problems(c: StackConfig):
     upgrade = c.ray_service.upgrade_strategy
+    yield from _deletion_delay_problems(c)
     demand = sum(app.gpu_demand for app in c.apps)
     pool_gpus = c.gpu_pool.max_nodes * c.gpu_pool.accelerator_count
     if (
@@ -472,3 +474,33 @@ def _upgrade_problems(c: StackConfig):
                 f"rayService.upgradeStrategy NewClusterWithIncrementalUpgrade shifts HTTP traffic only; "
                 f"gRPC-only apps {grpc_only} would not be upgraded incrementally (use NewCluster)"
             )
+
+
+def _deletion_delay_problems(c: StackConfig):
+    """An explicit old-cluster deletion delay must outlast the requests our tier sent the old cluster:
+    new ones for up to its forget time after KubeRay switches its serve Service, each waiting up to
+    its app's deadline (infra/specs.py cluster_deletion_delay_s, which derives the default)."""
+    upgrade = c.ray_service.upgrade_strategy
+    delay = upgrade.old_cluster_deletion_delay_seconds
+    if delay is None or upgrade.type not in TWO_CLUSTER_UPGRADES:
+        return
+    key = "rayService.upgradeStrategy.oldClusterDeletionDelaySeconds"
+    dns = tier_backends(c)
+    forget = dns.forget_s
+    longest = max(c.apps, key=lambda app: app.deadline_s)
+    need = forget + longest.deadline_s
+    allowed = f"allowed: >= {need}, or leave the key out for the derived default"
+    if delay < forget:
+        yield (
+            f"{key} ({delay}) must be at least {forget}: our tier keeps sending new requests to the "
+            f"old cluster's pods for up to {forget} s after KubeRay switches its serve Service (DNS "
+            f"hold valid {dns.hold_valid_s} s + hold obsolete {DNS_HOLD_OBSOLETE_S} s), and the "
+            f"last of them may wait apps[{longest.name}].deadlineS {longest.deadline_s} more; "
+            f"{allowed}"
+        )
+    elif delay < need:
+        yield (
+            f"{key} ({delay}) must be at least {need}: apps[{longest.name}].deadlineS "
+            f"{longest.deadline_s}: a request admitted to the old cluster just before our tier "
+            f"forgets it ({forget} s after KubeRay switches its serve Service) could be cut; {allowed}"
+        )

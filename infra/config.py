@@ -48,6 +48,7 @@ from components.render.quantity import cpu_millis, memory_bytes
 from components.render.rayservice import (
     DEFAULT_DRAIN_DEADLINE_S,
     DEFAULT_TERMINATION_GRACE_S,
+    MAX_CLUSTER_DELETION_DELAY_S,
     SpreadMode,
     check_auth,
     check_bucket_name,
@@ -728,6 +729,12 @@ class UpgradeStrategy(Model):
     gateway_class_name: GatewayClassName | None = None  # incremental upgrades: Gateway API
     step_size_percent: int = Field(default=25, ge=1, le=100)
     interval_seconds: int = Field(default=30, ge=1)
+    # How long KubeRay keeps the old cluster after promoting the new one; unset: derived so requests
+    # our tier sent the old cluster finish (infra/specs.py cluster_deletion_delay_s, which
+    # infra/checks.py holds an explicit value to).
+    old_cluster_deletion_delay_seconds: int | None = Field(
+        default=None, strict=True, ge=0, le=MAX_CLUSTER_DELETION_DELAY_S
+    )
 
 
 class SecretKeyRef(Model):

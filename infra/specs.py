@@ -1,10 +1,11 @@
 """The pure specs the stack config asks for, as the components and renderers take them.
 
-Owns: mapping a validated StackConfig to the RayService spec (components/render/rayservice.py),
-our tier's args (components/render/ingress_tier.py) and the GPU pool's capacity
-(components/render/node_pool.py), for the program, which registers them, and the rendered graph
-(infra/rendered.py), which renders them before anything registers. Imports no Pulumi SDK. Does not
-own the rules of any (the renderers do) nor registering anything (infra/program.py).
+Owns: mapping a validated StackConfig to the RayService spec (components/render/rayservice.py, with
+how long the old cluster stays after an upgrade: `cluster_deletion_delay_s`), our tier's args
+(components/render/ingress_tier.py) and the GPU pool's capacity (components/render/node_pool.py),
+for the program, which registers them, and the rendered graph (infra/rendered.py), which renders
+them before anything registers. Imports no Pulumi SDK. Does not own the rules of any (the renderers
+do) nor registering anything (infra/program.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 from components.render import rayservice as rs
 from components.render.apis import apis_for, in_artifact_registry
-from components.render.haproxy import Timeouts
-from components.render.ingress_tier import TierSpec
+from components.render.haproxy import DnsBackends, Timeouts
+from components.render.ingress_tier import TierSpec, cluster_ingress_spec
+from components.render.node_fit import TWO_CLUSTER_UPGRADES
 from components.render.node_pool import Capacity
 from infra.config import StackConfig
 from infra.serve_config import build_serve_config
@@ -106,6 +108,10 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
             if upgrade.type == "NewClusterWithIncrementalUpgrade"
             else None
         ),
+        # Only an upgrade that starts a new cluster leaves an old one for KubeRay to delete.
+        cluster_deletion_delay_s=(
+            cluster_deletion_delay_s(config) if upgrade.type in TWO_CLUSTER_UPGRADES else None
+        ),
         gcs_fault_tolerance=gcs_fault_tolerance(config),
         enable_in_tree_autoscaling=True,
         termination_grace_s=svc.shutdown.termination_grace_period_seconds,
@@ -153,6 +159,35 @@ def ingress_args(config: StackConfig) -> dict[str, Any]:
 def tier_spec(config: StackConfig) -> TierSpec:
     """The tier the program's HaproxyIngress renders, from the same args."""
     return TierSpec(name=INGRESS_NAME, **ingress_args(config))
+
+
+def tier_backends(config: StackConfig) -> DnsBackends:
+    """How the tier's haproxy.cfg finds the Ray pods (KubeRay's serve Service, through DNS): the
+    backends its renderer builds from `tier_spec`, for what they decide beyond the cfg (`forget_s`)."""
+    tier = tier_spec(config)
+    backends = cluster_ingress_spec(tier.backends_fqdn, slots=tier.backend_slots).backends
+    if not isinstance(backends, DnsBackends):  # the cluster's tier always resolves them
+        raise TypeError(f"the tier's backends are not resolved through DNS: {backends!r}")
+    return backends
+
+
+def cluster_deletion_delay_s(config: StackConfig) -> int:
+    """How long KubeRay keeps the old RayCluster after an upgrade promotes the new one: the stack's
+    `rayService.upgradeStrategy.oldClusterDeletionDelaySeconds`, or KubeRay's 60 s raised to our
+    tier's forget time plus the longest app deadline.
+
+    At promotion KubeRay switches its serve Service to the new cluster, but our tier resolves it
+    through DNS and keeps sending new requests to the old cluster's pods for up to its `forget_s`;
+    a request admitted just before then may wait up to its app's `deadlineS` for its answer (a
+    non-streamed completion arrives whole). Deleting the old cluster earlier cuts such requests
+    (the drain on deletion is best effort: the head goes too). infra/checks.py refuses an explicit
+    value below that floor.
+    """
+    explicit = config.ray_service.upgrade_strategy.old_cluster_deletion_delay_seconds
+    if explicit is not None:
+        return explicit
+    longest = max(app.deadline_s for app in config.apps)
+    return max(rs.KUBERAY_CLUSTER_DELETION_DELAY_S, tier_backends(config).forget_s + longest)
 
 
 def stack_apis(config: StackConfig) -> list[str]:

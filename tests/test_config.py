@@ -50,6 +50,17 @@ def _drop_authorized_anywhere(config: dict) -> None:
     config[f"{NS}:cluster"]["authorizedNetworks"].append({"cidr": "0.0.0.0/0", "name": "all"})
 
 
+def _deletion_delay(seconds: int, *more: Callable[[dict], None]) -> Callable[[dict], None]:
+    """Set rayService.upgradeStrategy.oldClusterDeletionDelaySeconds, then apply `more`."""
+
+    def mutate(config: dict) -> None:
+        edit("rayService", ["upgradeStrategy"], oldClusterDeletionDelaySeconds=seconds)(config)
+        for also in more:
+            also(config)
+
+    return mutate
+
+
 def _grpc_only_app(config: dict) -> None:
     config[f"{NS}:apps"][0]["protocols"] = ["grpc"]
     config[f"{NS}:rayService"]["upgradeStrategy"] = {
@@ -187,6 +198,41 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         "dev",
         _grpc_only_app,
         r"NewClusterWithIncrementalUpgrade shifts HTTP traffic only; gRPC-only apps \['echo'\]",
+    ),
+    *(
+        (
+            f"old cluster deleted while our tier still sends it requests ({stack}, {delay} s)",
+            stack,
+            _deletion_delay(delay),
+            rf"rayService.upgradeStrategy.oldClusterDeletionDelaySeconds \({delay}\) must be at "
+            r"least 35: our tier keeps sending new requests to the old cluster's pods for up to 35 s "
+            r"after KubeRay switches its serve Service \(DNS hold valid 5 s \+ hold obsolete 30 s\), "
+            rf"and the last of them may wait apps\[{app}\].deadlineS {deadline} more; allowed: "
+            rf">= {need}, or leave the key out for the derived default",
+        )
+        for stack, delay, app, deadline, need in [
+            ("dev", 0, "echo", 30, 65),
+            ("staging", 34, "echo", 30, 65),
+            ("prod", 10, "llm", 300, 335),
+        ]
+    ),
+    *(
+        (
+            f"old cluster deleted before its last request's deadline ({stack}, {delay} s)",
+            stack,
+            _deletion_delay(delay, *more),
+            rf"rayService.upgradeStrategy.oldClusterDeletionDelaySeconds \({delay}\) must be at "
+            rf"least {need}: apps\[{app}\].deadlineS {deadline}: a request admitted to the old "
+            r"cluster just before our tier forgets it \(35 s after KubeRay switches its serve "
+            rf"Service\) could be cut; allowed: >= {need}, or leave the key out for the derived default",
+        )
+        for stack, delay, more, app, deadline, need in [
+            ("dev", 35, (), "echo", 30, 65),
+            ("dev", 64, (), "echo", 30, 65),
+            ("staging", 100, (edit("apps", [1], deadlineS=120),), "recsys", 120, 155),
+            ("prod", 60, (), "llm", 300, 335),  # KubeRay's own default
+            ("prod", 334, (), "llm", 300, 335),
+        ]
     ),
     (
         "head fault tolerance without Redis",
@@ -1225,6 +1271,80 @@ def test_shutdown_and_pdb_defaults_fit_together():
 )
 def test_what_deploys_still_plans(stack: str, mutate: Callable[[dict], None]):
     parse_stack_config(stack, mutated(stack, mutate))
+
+
+# --- how long the old cluster stays after an upgrade --------------------------------------------
+
+
+def _longest_deadline(config: dict) -> int:
+    return max(app.get("deadlineS", 30) for app in config[f"{NS}:apps"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_derived_deletion_delay_outlasts_the_tiers_last_request(stack: str):
+    """Unset, the delay is KubeRay's 60 s raised to the tier's forget time (35 s) plus the longest
+    deadline in the stack file (prod's llm app: 300 s -> 335), and every stack renders it."""
+    from components.render.rayservice import KUBERAY_CLUSTER_DELETION_DELAY_S
+    from infra.rendered import render_stack
+    from infra.specs import cluster_deletion_delay_s
+
+    expected = max(KUBERAY_CLUSTER_DELETION_DELAY_S, 35 + _longest_deadline(read_stack_file(stack)))
+    config = load_stack_config(stack)
+    assert config.ray_service.upgrade_strategy.old_cluster_deletion_delay_seconds is None
+    assert cluster_deletion_delay_s(config) == expected
+    assert render_stack(config).rayservice["spec"]["rayClusterDeletionDelaySeconds"] == expected
+    assert expected == {"dev": 65, "staging": 65, "prod": 335}[stack]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_tiers_forget_time_is_what_its_haproxy_cfg_holds(stack: str):
+    """The delay is derived from the same DNS holds the tier's rendered haproxy.cfg carries."""
+    from infra.rendered import render_stack
+    from infra.specs import tier_backends
+
+    config = load_stack_config(stack)
+    text = render_stack(config).tier["config"]["data"]["haproxy.cfg"]
+    holds = re.findall(r"^    hold (valid|obsolete) (\d+)s$", text, re.MULTILINE)
+    assert sorted(holds) == [("obsolete", "30"), ("valid", "5")]
+    assert tier_backends(config).forget_s == sum(int(seconds) for _, seconds in holds) == 35
+
+
+@pytest.mark.parametrize(
+    ("stack", "delay", "more"),
+    [
+        ("dev", 65, {}),  # the floor itself
+        ("staging", 600, {}),
+        ("prod", 335, {}),
+        ("prod", 3600, {}),
+        ("dev", 45, {"deadlines": 10}),  # short deadlines: below KubeRay's 60 s is allowed
+    ],
+    ids=["dev-floor", "staging-longer", "prod-floor", "prod-hour", "dev-short-deadlines"],
+)
+def test_an_explicit_deletion_delay_at_or_above_the_floor_is_rendered(
+    stack: str, delay: int, more: dict[str, int]
+):
+    from infra.rendered import render_stack
+    from infra.specs import cluster_deletion_delay_s
+
+    config = mutated(stack, _deletion_delay(delay))
+    if "deadlines" in more:
+        for app in config[f"{NS}:apps"]:
+            app["deadlineS"] = more["deadlines"]
+    parsed = parse_stack_config(stack, config)
+    assert parsed.ray_service.upgrade_strategy.old_cluster_deletion_delay_seconds == delay
+    assert cluster_deletion_delay_s(parsed) == delay
+    assert render_stack(parsed).rayservice["spec"]["rayClusterDeletionDelaySeconds"] == delay
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_without_upgrades_no_old_cluster_and_no_deletion_delay(stack: str):
+    """`type: None` never starts a second cluster: no old one to delete, so KubeRay gets no delay."""
+    from infra.rendered import render_stack
+
+    parsed = parse_stack_config(
+        stack, mutated(stack, edit("rayService", upgradeStrategy={"type": "None"}))
+    )
+    assert "rayClusterDeletionDelaySeconds" not in render_stack(parsed).rayservice["spec"]
 
 
 def test_a_stack_named_after_its_environment_with_a_suffix_needs_no_override():

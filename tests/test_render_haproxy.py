@@ -241,6 +241,26 @@ def test_dns_discovery() -> None:
     assert "nameserver dns1 10.0.0.10:53" in render_haproxy_cfg(pinned)
 
 
+def _hold_seconds(text: str, status: str) -> int:
+    match = re.search(rf"^    hold {status} (\d+)s$", text, re.MULTILINE)
+    assert match is not None, f"no `hold {status}` line"
+    return int(match[1])
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("hold_valid_s", [1, 5, 10, 60])
+def test_forget_s_is_what_the_resolvers_section_holds(hold_valid_s: int) -> None:
+    """How long the tier keeps a vanished pod (the RayService's deletion delay builds on it) is read
+    from the very lines haproxy gets: `hold valid` plus `hold obsolete`."""
+    dns = DnsBackends("ray.ns.svc.cluster.local", hold_valid_s=hold_valid_s)
+    text = render_haproxy_cfg(IngressSpec(http=Bind("0.0.0.0", 80), backends=dns))
+    assert _hold_seconds(text, "obsolete") == hp.DNS_HOLD_OBSOLETE_S
+    assert _hold_seconds(text, "valid") == hold_valid_s
+    assert dns.forget_s == hold_valid_s + hp.DNS_HOLD_OBSOLETE_S
+    cluster = CLUSTER_SPEC.backends  # the cluster's: hold valid 5 s + hold obsolete 30 s
+    assert isinstance(cluster, DnsBackends) and cluster.forget_s == 35
+
+
 @pytest.mark.pure
 def test_tls_stats_metrics_and_unprivileged_global() -> None:
     text = render_haproxy_cfg(CLUSTER_SPEC)

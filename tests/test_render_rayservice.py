@@ -94,6 +94,8 @@ MODELS = r.ModelBucket(bucket="my-models", mount_path="/gcs/models", service_acc
             termination_grace_s=300,
             drain_deadline_s=240,
         ),
+        make_spec(cluster_deletion_delay_s=335),
+        make_spec(cluster_deletion_delay_s=0),
     ],
     ids=[
         "default",
@@ -103,6 +105,8 @@ MODELS = r.ModelBucket(bucket="my-models", mount_path="/gcs/models", service_acc
         "two-groups",
         "model-bucket",
         "spread-and-shutdown",
+        "deletion-delay",
+        "deletion-delay-zero",
     ],
 )
 def test_rendered_rayservice_validates_against_the_crd(spec: r.RayServiceSpec) -> None:
@@ -601,6 +605,19 @@ def test_check_rayservice_name_accepts_valid_names(name: str) -> None:
             {"model_bucket": dataclasses.replace(MODELS, service_account="Models_SA")},
             "model_bucket: service_account: a ServiceAccount name must be a DNS-1123 subdomain.*got 'Models_SA'",
         ),
+        (
+            {"cluster_deletion_delay_s": -1},
+            r"cluster_deletion_delay_s must be between 0 and 2147483647 seconds \(KubeRay "
+            r"refuses a negative delay\); got -1",
+        ),
+        (
+            {"cluster_deletion_delay_s": -60},
+            r"cluster_deletion_delay_s must be between 0 and 2147483647 .*got -60",
+        ),
+        (
+            {"cluster_deletion_delay_s": 2**31},
+            r"cluster_deletion_delay_s must be between 0 and 2147483647 .*got 2147483648",
+        ),
     ],
 )
 def test_spec_checks_reject_what_kuberay_rejects_after_apply(
@@ -608,6 +625,31 @@ def test_spec_checks_reject_what_kuberay_rejects_after_apply(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         r.render_rayservice(make_spec(**changes))
+
+
+@pytest.mark.schema
+@pytest.mark.parametrize("delay", [0, 60, 335, 3600])
+def test_the_old_cluster_deletion_delay_is_rendered_as_given(delay: int) -> None:
+    manifest = r.render_rayservice(make_spec(cluster_deletion_delay_s=delay))
+    assert manifest["spec"]["rayClusterDeletionDelaySeconds"] == delay
+    validate_rayservice(manifest)
+
+
+@pytest.mark.pure
+def test_no_deletion_delay_leaves_kuberays_default() -> None:
+    assert "rayClusterDeletionDelaySeconds" not in r.render_rayservice(make_spec())["spec"]
+    assert r.KUBERAY_CLUSTER_DELETION_DELAY_S == 60  # rayservice_controller.go L48, v1.7.0
+
+
+@pytest.mark.schema
+@pytest.mark.parametrize("delay", [-1, -335])
+def test_the_crd_refuses_a_negative_deletion_delay_as_the_renderer_does(delay: int) -> None:
+    manifest = r.render_rayservice(make_spec(cluster_deletion_delay_s=60))
+    manifest["spec"]["rayClusterDeletionDelaySeconds"] = delay
+    with pytest.raises(ManifestError, match=r"rayClusterDeletionDelaySeconds: .* less than"):
+        validate_rayservice(manifest)
+    with pytest.raises(ValueError, match="cluster_deletion_delay_s must be between 0"):
+        r.render_rayservice(make_spec(cluster_deletion_delay_s=delay))
 
 
 # --- the validators themselves must be able to fail --------------------------------------------

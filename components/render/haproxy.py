@@ -69,6 +69,11 @@ MIN_DEADLINE_S = 1
 MAX_DEADLINE_S = 300
 GRPC_DEADLINE_EXCEEDED = 4  # grpc-status of DEADLINE_EXCEEDED (grpc/doc/statuscodes.md)
 
+# `hold obsolete` in the resolvers section, HAProxy's "period during which the last name resolution
+# should be kept when an IP address is no longer present in the response": a pod stays a server that
+# long after its record left the headless Service's DNS answer (DnsBackends.forget_s).
+DNS_HOLD_OBSOLETE_S = 30
+
 HTTP_BACKEND = "be_ray_http"
 GRPC_BACKEND = "be_ray_grpc"
 RESOLVERS = "cluster_dns"
@@ -182,6 +187,14 @@ class DnsBackends:
                 raise ValueError(f"nameserver must be 'ipv4:port' such as 10.0.0.10:53; got {ns!r}")
         if self.hold_valid_s < 1:
             raise ValueError(f"hold_valid_s must be at least 1; got {self.hold_valid_s}")
+
+    @property
+    def forget_s(self) -> int:
+        """How long the tier may still send new requests to a pod after its record left DNS (the
+        old cluster's, once KubeRay switches its serve Service at an upgrade): the answer it holds
+        is up to `hold valid` old (HAProxy resolves again that often while answers are valid), and
+        a vanished address stays a server for `hold obsolete` more (DNS_HOLD_OBSOLETE_S)."""
+        return self.hold_valid_s + DNS_HOLD_OBSOLETE_S
 
 
 @dataclass(frozen=True)
@@ -596,7 +609,7 @@ def _resolvers(dns: DnsBackends) -> list[str]:
         "    timeout resolve 1s",
         "    timeout retry 1s",
         f"    hold valid {dns.hold_valid_s}s",
-        "    hold obsolete 30s",
+        f"    hold obsolete {DNS_HOLD_OBSOLETE_S}s",
         "    accepted_payload_size 8192",
         "",
     ]

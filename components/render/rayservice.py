@@ -5,11 +5,13 @@ RayService), the worker PodDisruptionBudget, the NetworkPolicy and the Managed P
 PodMonitoring for the Ray pods, the label selector of the pods that serve, and the checks KubeRay
 itself only makes after apply (`check_rayservice_name`, `check_rayservice_spec`), the GCS FUSE
 model-bucket mount on the workers (`ModelBucket`, `check_bucket_name`, `check_mount_path`), and how
-Ray pods leave and spread: termination grace, the preStop drain (`worker_pre_stop`, `check_shutdown`)
-and the workers' topology spread over nodes, and the pods' hardening: a non-root pod securityContext
-(the rayproject image's UID/GID), no service-account token where nothing uses one, Ray's token
-authentication (`authOptions`), and a NetworkPolicy that admits Ray's control ports only from this
-RayService's own pods and the KubeRay operator. Probes are KubeRay's (see `_container`).
+Ray pods leave and spread: termination grace, the preStop drain (`worker_pre_stop`,
+`check_shutdown`) and the workers' topology spread over nodes, how long KubeRay keeps the old
+cluster after an upgrade (`rayClusterDeletionDelaySeconds`, as the caller derives it), and the pods'
+hardening: a non-root pod securityContext (the rayproject image's UID/GID), no service-account token
+where nothing uses one, Ray's token authentication (`authOptions`), and a NetworkPolicy that admits
+Ray's control ports only from this RayService's own pods and the KubeRay operator. Probes are
+KubeRay's (see `_container`).
 Does not own: the serve config (built in infra/ from the apps and handed in as a dict), the env
 flags' values (the caller's), registering anything with Pulumi (components/ray_serve_app.py), or the
 operator. Pure: no `pulumi` import, so config validation, the CLI and property tests call it
@@ -123,6 +125,14 @@ MODEL_VOLUME = "model-bucket"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
 UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
+# After an upgrade promotes the new RayCluster, KubeRay deletes the old one this long later unless
+# `spec.rayClusterDeletionDelaySeconds` says otherwise (KubeRay v1.7.0:
+# controllers/ray/rayservice_controller.go L48 RayClusterDeletionDelayDuration, used by
+# cleanUpRayClusterInstance L1255-1300). KubeRay refuses a negative delay (utils/validation.go
+# L702-704); the CRD's field is an int32.
+KUBERAY_CLUSTER_DELETION_DELAY_S = 60
+MAX_CLUSTER_DELETION_DELAY_S = 2**31 - 1
+
 # How worker pods of one group spread over nodes: `required` is a scheduling rule (DoNotSchedule),
 # `preferred` a tie-breaker (ScheduleAnyway), `none` leaves placement to the GPU request alone.
 SpreadMode = Literal["none", "preferred", "required"]
@@ -227,6 +237,9 @@ class RayServiceSpec:
     head: HeadGroup = HeadGroup()
     upgrade_type: UpgradeType = "NewCluster"
     incremental_upgrade: IncrementalUpgrade | None = None
+    # spec.rayClusterDeletionDelaySeconds: how long the old RayCluster stays after an upgrade
+    # promotes the new one; None leaves KubeRay's default (KUBERAY_CLUSTER_DELETION_DELAY_S).
+    cluster_deletion_delay_s: int | None = None
     gcs_fault_tolerance: GcsFaultTolerance | None = None
     enable_in_tree_autoscaling: bool = False
     model_bucket: ModelBucket | None = None
@@ -349,6 +362,12 @@ def check_rayservice_spec(spec: RayServiceSpec) -> list[str]:
         errors.append(
             f"incremental_upgrade options are only used with NewClusterWithIncrementalUpgrade; "
             f"upgrade_type is {spec.upgrade_type}"
+        )
+    delay = spec.cluster_deletion_delay_s
+    if delay is not None and not 0 <= delay <= MAX_CLUSTER_DELETION_DELAY_S:
+        errors.append(
+            f"cluster_deletion_delay_s must be between 0 and {MAX_CLUSTER_DELETION_DELAY_S} "
+            f"seconds (KubeRay refuses a negative delay); got {delay}"
         )
     if spec.model_bucket is not None:
         bucket = spec.model_bucket
@@ -687,12 +706,15 @@ def render_rayservice(spec: RayServiceSpec) -> dict[str, Any]:
             "intervalSeconds": opts.interval_seconds,
             "maxSurgePercent": opts.max_surge_percent,
         }
+    body: dict[str, Any] = {"upgradeStrategy": upgrade}
+    if spec.cluster_deletion_delay_s is not None:
+        body["rayClusterDeletionDelaySeconds"] = spec.cluster_deletion_delay_s
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": {"name": spec.name, "namespace": spec.namespace},
         "spec": {
-            "upgradeStrategy": upgrade,
+            **body,
             "serveConfigV2": yaml.safe_dump(dict(spec.serve_config), sort_keys=False),
             "serveService": render_serve_service(spec.name),
             "rayClusterConfig": cluster,
