@@ -38,7 +38,7 @@ redis-server:
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
 test: setup redis-server ## the whole suite, as CI runs it
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-busy: setup redis-server ## the whole suite beside one CPU-bound process per core (nice 10)
 	$(BIN)/pytest -q --busy

@@ -154,9 +154,17 @@ def _local(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.action == "upgrade":
+        from raygke.local_upgrade import upgrade
+
+        if state is None:
+            raise BadInput(
+                f"no local run in {state_dir.resolve()} to upgrade; start one with `raygke local up`"
+            )
+        return upgrade(args.stack or state["stack"], profile=args.profile, state_dir=args.state_dir)
     if args.action == "up":
         return local.up(
-            args.stack,
+            args.stack or "dev",
             profile=args.profile,
             state_dir=args.state_dir,
             http_port=args.port,
@@ -206,9 +214,15 @@ def parser() -> argparse.ArgumentParser:
     plan.set_defaults(run=_plan)
 
     local = commands.add_parser("local", help="run a stack's serving path on this machine")
-    local.add_argument("action", choices=["up", "status", "down"])
     local.add_argument(
-        "--stack", default="dev", help="the stack whose config to run (default: dev)"
+        "action",
+        choices=["up", "status", "upgrade", "down"],
+        help="upgrade: move the running run to the stack's config as it is now, through a second "
+        "Ray cluster, as KubeRay's NewCluster upgrade does",
+    )
+    local.add_argument(
+        "--stack",
+        help="the stack whose config to run (default: dev; for upgrade, the running one's)",
     )
     local.add_argument(
         "--profile",

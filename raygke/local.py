@@ -71,7 +71,7 @@ class LocalError(RuntimeError):
     """A local run that cannot start or stop; the message is one line for the user."""
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[raygke local] {message}", flush=True)
 
 
@@ -86,8 +86,13 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def ray_from_state(state: dict[str, Any]) -> local_ray.LocalRay:
-    ray = dict(state["ray"])
+def ray_state(ray: local_ray.LocalRay) -> dict[str, Any]:
+    """A cluster as the state file keeps it (`ray_from_state` reads it back)."""
+    return _jsonable(asdict(ray))
+
+
+def ray_from_state(state: dict[str, Any], key: str = "ray") -> local_ray.LocalRay:
+    ray = dict(state[key])
     ray["ports"] = local_ray.Ports(**ray["ports"])
     for key in ("run_dir", "temp_dir", "haproxy_dir", "log_path"):
         ray[key] = Path(ray[key])
@@ -154,6 +159,27 @@ def logical_cpus(config: StackConfig, serve_config: dict[str, Any]) -> int:
     return math.ceil(total)
 
 
+def node_servers(
+    config: StackConfig, ray: local_ray.LocalRay, *, cluster: str = "", fallback: bool = False
+) -> tuple[StaticServer, ...]:
+    """One server per Ray node (head first), as the serve Service lists every Ray pod; named after
+    the `cluster` when given, so two clusters' servers can sit in one backend during an upgrade.
+
+    `fallback` adds Ray's fallback proxy (its Python proxy, on its own ports) as one more server, so
+    a one-node run has two Ray ingresses to balance and fail over between; `raygke local up` leaves
+    it out (the proxy is slower than Ray's HAProxy)."""
+    grpc_on = config.ray.grpc
+    nodes = [("ray-head", ray.ports.http, ray.ports.grpc)]
+    nodes += [(w.name, w.ports.http, w.ports.grpc) for w in ray.workers]
+    if fallback:
+        nodes.append(("ray-fallback", ray.ports.fallback_http, ray.ports.fallback_grpc))
+    prefix = f"{cluster}-" if cluster else ""
+    return tuple(
+        StaticServer(prefix + name, "127.0.0.1", http, grpc if grpc_on else None)
+        for name, http, grpc in nodes
+    )
+
+
 def tier_spec(
     config: StackConfig,
     ray: local_ray.LocalRay,
@@ -165,36 +191,17 @@ def tier_spec(
     routes: tuple[str, ...] | None = None,
     fallback: bool = False,
     admin_socket: Path | None = None,
+    cluster: str = "",
 ) -> IngressSpec:
     """Our ingress tier on 127.0.0.1, in front of the local Ray ingresses: the cluster's routes and
-    checks, and one server per Ray node (head first), as the headless Service lists every Ray pod.
-
-    `fallback` adds Ray's fallback proxy (its Python proxy, on its own ports) as one more server, so
-    a one-node run has two Ray ingresses to balance and fail over between; `raygke local up` leaves
-    it out (the proxy is slower than Ray's HAProxy).
-    `admin_socket` lets `tier.reload` replace the tier without refusing a connection."""
-    grpc_on = config.ray.grpc
-    servers = [
-        StaticServer("ray-head", "127.0.0.1", ray.ports.http, ray.ports.grpc if grpc_on else None)
-    ]
-    servers += [
-        StaticServer(w.name, "127.0.0.1", w.ports.http, w.ports.grpc if grpc_on else None)
-        for w in ray.workers
-    ]
-    if fallback:
-        servers.append(
-            StaticServer(
-                "ray-fallback",
-                "127.0.0.1",
-                ray.ports.fallback_http,
-                ray.ports.fallback_grpc if grpc_on else None,
-            )
-        )
+    checks, and one server per Ray node (`node_servers`).
+    `admin_socket` lets `tier.reload` replace the tier without refusing a connection, and
+    `raygke local upgrade` change its servers while it runs."""
     return ingress_spec(
         "127.0.0.1",
-        StaticBackends(tuple(servers)),
+        StaticBackends(node_servers(config, ray, cluster=cluster, fallback=fallback)),
         http=http,
-        grpc=grpc if grpc_on else None,
+        grpc=grpc if config.ray.grpc else None,
         stats=stats,
         routes=routes or tuple(app.route_prefix for app in config.apps),
         deadlines=config.app_deadlines,
@@ -267,7 +274,7 @@ def up(
                 f"a local run of stack {existing['stack']!r} is already up in {state_dir} (PIDs {pids}); "
                 "run `raygke local down` first"
             )
-        _say(f"removing the state of a run that is no longer alive ({state_dir})")
+        say(f"removing the state of a run that is no longer alive ({state_dir})")
         shutil.rmtree(state_dir, ignore_errors=True)
 
     config = load_stack_config(stack)
@@ -278,7 +285,7 @@ def up(
     served = {a["name"] for a in serve_config["applications"]}
     for app in config.apps:
         if app.name not in served:
-            _say(
+            say(
                 f"skipping app {app.name!r} (kind {app.kind}): it needs an H100 "
                 "(give it localArgs with device: cpu to run it on vLLM's CPU build)"
             )
@@ -286,7 +293,7 @@ def up(
     _check_asked_ports(http_port, grpc_port)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    _say(
+    say(
         f"stack {stack}, serveProfile {config.ray.serve_profile}: "
         + (" ".join(f"{k}={v}" for k, v in flags.items()) or "Ray's defaults")
     )
@@ -297,30 +304,33 @@ def up(
         env={**flags, **SERVE_LOG_ENV},
         num_cpus=max(logical_cpus(config, serve_config), os.cpu_count() or 1),
         workers=workers,
-        on_progress=_say,
+        on_progress=say,
     )
     state: dict[str, Any] = {
         "stack": stack,
         "profile": config.ray.serve_profile,
         "pids": [ray.pid, *(w.pid for w in ray.workers)],
-        "ray": _jsonable(asdict(ray)),
+        "ray": ray_state(ray),
     }
-    _write_state(state_dir, state)
+    write_state(state_dir, state)
     try:
-        local_ray.deploy(ray, serve_config, on_progress=_say)
+        local_ray.deploy(ray, serve_config, on_progress=say)
         # Picked only now, just before the tier binds them: a port found free before Ray started
         # may be a Ray process's by then (every connection Ray makes takes a local port from the
         # same range), and a long deploy gives it time to.
         ports = host.plan_ports(TIER_PORTS, asked={"http": http_port, "grpc": grpc_port})
         http, grpc = ports["http"], ports["grpc"]
-        spec = tier_spec(config, ray, http, grpc, ports["stats"], state_dir / "haproxy.pid")
+        socket = state_dir / "tier.sock"
+        spec = tier_spec(
+            config, ray, http, grpc, ports["stats"], state_dir / "haproxy.pid", admin_socket=socket
+        )
         tier_pid = tier.start(spec, state_dir)
         state["pids"].append(tier_pid)
-        state["tier"] = {"pid": tier_pid, **ports}
-        _write_state(state_dir, state)
-        tier.wait_serving(spec, pid=tier_pid, run_dir=state_dir, on_progress=_say)
+        state["tier"] = {"pid": tier_pid, **ports, "admin_socket": str(socket)}
+        write_state(state_dir, state)
+        tier.wait_serving(spec, pid=tier_pid, run_dir=state_dir, on_progress=say)
     except BaseException:
-        _say("start failed: stopping what was started")
+        say("start failed: stopping what was started")
         _stop(state_dir, state)
         raise
 
@@ -338,7 +348,7 @@ def up(
     outputs_path = state_dir / "outputs.json"
     outputs_path.write_text(json.dumps(outputs, indent=2) + "\n")
     (state_dir / "serve-config.json").write_text(json.dumps(serve_config, indent=2) + "\n")
-    _say(f"up in {time.monotonic() - started:.1f} s")
+    say(f"up in {time.monotonic() - started:.1f} s")
     print(f"outputs:     {outputs_path}")
     print(
         f"HTTP:        {outputs['http_url']}   (Ray's own ingress: {outputs['direct']['http_url']})"
@@ -363,7 +373,7 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+def write_state(state_dir: Path, state: dict[str, Any]) -> None:
     _state_path(state_dir).write_text(json.dumps(state, indent=2) + "\n")
 
 
@@ -373,6 +383,8 @@ def _stop(state_dir: Path, state: dict[str, Any]) -> list[int]:
     if tier_state and host.alive(tier_state["pid"]):
         tier.stop(tier_state["pid"])
         stopped.append(tier_state["pid"])
+    if "old_ray" in state:  # an upgrade stopped while the old cluster waited for its deletion
+        stopped += local_ray.stop(ray_from_state(state, "old_ray"))
     stopped += local_ray.stop(ray_from_state(state))
     shutil.rmtree(state_dir, ignore_errors=True)
     return stopped
@@ -382,10 +394,10 @@ def down(*, state_dir: str | Path | None = None) -> int:
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     state = read_state(state_dir)
     if state is None:
-        _say(f"nothing is running ({state_dir} holds no local run)")
+        say(f"nothing is running ({state_dir} holds no local run)")
         return 0
     stopped = _stop(state_dir, state)
-    _say(f"stopped stack {state['stack']}: {len(stopped)} processes; removed {state_dir}")
+    say(f"stopped stack {state['stack']}: {len(stopped)} processes; removed {state_dir}")
     return 0
 
 

@@ -1,13 +1,12 @@
-"""Fault injection on a local run: lose a node, restart the head, run a command inside a node as
-the kubelet would. The fault suite uses it (tests/test_faults_cluster.py); `raygke local` never does.
+"""Fault injection on a local run: lose a node, restart the head. The fault suite uses it
+(tests/test_faults_cluster.py); `raygke local` never does.
 
 Owns: a node's loss (every process of it SIGKILLed at once, as a preempted VM's), the head's
 restart on its old ports (as the kubelet restarts a head container that exited; with GCS fault
-tolerance it reloads the cluster from Redis), a preStop run inside a worker node's namespaces with
-its env and then the node's termination (SIGTERM, SIGKILL after the grace), and the apps' statuses
+tolerance it reloads the cluster from Redis), and the apps' statuses
 as Serve's controller reports them (a child driver: `python -m raygke.local_faults status ADDRESS`).
-Does not own: starting, deploying or stopping a run (raygke/local_ray.py), which fault a drill
-injects or what it measures (the tests).
+Does not own: starting, deploying or stopping a run (raygke/local_ray.py), a pod's deletion
+(raygke/kubelet.py), which fault a drill injects or what it measures (the tests).
 """
 
 import contextlib
@@ -17,10 +16,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from raygke import host, local_ray
-from raygke.local_ray import LocalRay, LocalRayError, Progress, WorkerNode
+from raygke.local_ray import LocalRay, LocalRayError, Progress
 
 # A restarted head's `ray start` exits when its raylet has not registered with the GCS within Ray's
 # fixed 30 s (ray/_private/node.py); a GCS reloading a cluster from Redis while every worker
@@ -61,50 +59,6 @@ def restart_head(
             kill_node(ray.pid)  # whatever that attempt left, as a container restart does
     local_ray.start_head(ray, ray.head_cpus, timeout_s)
     return HEAD_RESTARTS
-
-
-def run_in_node(
-    ray: LocalRay, worker: WorkerNode, script: str, *, timeout_s: float
-) -> subprocess.CompletedProcess[str]:
-    """Runs a bash script inside a worker node's namespaces with its environment: what the kubelet
-    does with a container's preStop hook. Refused without PID namespaces: `ray stop` in a preStop
-    would then stop every Ray process on this machine."""
-    isolation = local_ray.pod_isolation()
-    if not isolation:
-        raise LocalRayError(
-            "running a command inside a node needs PID namespaces (`unshare --pid`, as root or "
-            "through a user namespace), and this machine gives none"
-        )
-    enter = ["nsenter", f"--target={_node_init(worker)}", "--pid", "--mount"]
-    if "--user" in isolation:
-        enter.append("--user")
-    return subprocess.run(
-        [*enter, "bash", "-c", script],
-        env=local_ray.node_env(ray, worker),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-
-
-def _node_init(worker: WorkerNode) -> int:
-    """The node's main process (`ray start --block`, PID 1 of its namespace when it has one)."""
-    if not local_ray.pod_isolation():
-        return worker.pid
-    [init] = [pid for pid, st in local_ray.live_processes().items() if st.ppid == worker.pid]
-    return init
-
-
-def terminate_node(worker: WorkerNode, *, grace_s: float) -> list[int]:
-    """What the kubelet does once a pod's preStop returned: SIGTERM to the container's main
-    process, SIGKILL to whatever of the node is left after `grace_s`. Returns the PIDs left then."""
-    with contextlib.suppress(ProcessLookupError, ValueError):
-        os.kill(_node_init(worker), signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while local_ray.node_processes(worker.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return kill_node(worker.pid)  # what is left, if anything; it also reaps the leader
 
 
 def app_statuses(ray: LocalRay, *, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, str]:

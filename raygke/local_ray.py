@@ -182,8 +182,11 @@ class LocalRay:
     pids: list[int] = field(default_factory=list)  # last snapshot of `processes(self)`
     workers: list[WorkerNode] = field(default_factory=list)
     head_cpus: int = 0  # the head's logical CPUs: 0 with workers, as in the cluster
-    # GCS fault tolerance: the external Redis ("host:port") the head's GCS keeps its state in.
+    # GCS fault tolerance: the external Redis ("host:port") the head's GCS keeps its state in, under
+    # a key prefix of this cluster's own (KubeRay uses the RayCluster's UID: two clusters of one
+    # RayService, during an upgrade, share the Redis and never each other's state).
     redis_address: str | None = None
+    storage_namespace: str = ""
 
     @property
     def address(self) -> str:
@@ -303,6 +306,7 @@ def ray_env(
     *,
     head_address: str | None = None,
     redis_address: str | None = None,
+    storage_namespace: str = "",
 ) -> dict[str, str]:
     """The environment `ray start` and the deploy driver run with: the caller's, minus anything
     that ties it to the user's own Ray (another cluster's address, their token), plus the serve
@@ -311,8 +315,10 @@ def ray_env(
     cluster each pod has its own address; here every node shares 127.0.0.1), and RAY_ADDRESS names
     the head, as KubeRay sets it in worker pods (`ray.init(address="auto")` and `ray drain-node`
     in the preStop rely on it). `redis_address` turns on GCS fault tolerance,
-    as KubeRay's gcsFaultToleranceOptions does: the head keeps the GCS state in that Redis, and
-    workers wait for a restarted head instead of exiting."""
+    as KubeRay's gcsFaultToleranceOptions does: the head keeps the GCS state in that Redis, under
+    `storage_namespace` (KubeRay v1.7.0 common/pod.go configureRedisFT sets
+    RAY_external_storage_namespace to the RayCluster's UID), and workers wait for a restarted head
+    instead of exiting."""
     env = {k: v for k, v in base.items() if k not in _USER_RAY_ENV}
     env.update(flags)
     # Every Python process of the node loads raygke/node_site/sitecustomize.py (see there).
@@ -328,6 +334,8 @@ def ray_env(
     if redis_address:
         env["RAY_REDIS_ADDRESS"] = redis_address
         env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_TIMEOUT_S)
+        if storage_namespace:
+            env["RAY_external_storage_namespace"] = storage_namespace
     h = str(_haproxy_dir(temp_dir))
     env.update(
         {
@@ -511,14 +519,23 @@ def start_head(ray: LocalRay, num_cpus: int, timeout_s: float) -> None:
     """Starts the head's `ray start` on its ports and waits until it says it started."""
     offset = _log_size(ray.log_path)
     cmd = ray_start_command(_find_ray_binary(), ray.temp_dir, ray.ports, num_cpus)
-    env = ray_env(os.environ, ray.env, ray.ports, ray.temp_dir, redis_address=ray.redis_address)
-    proc = _launch(cmd, env, ray.log_path, ray.run_dir)
+    proc = _launch(cmd, node_env(ray, None), ray.log_path, ray.run_dir)
     ray.pid = proc.pid
     _wait_started(proc, ray.log_path, "the Ray head", timeout_s, offset)
 
 
-def node_env(ray: LocalRay, worker: WorkerNode) -> dict[str, str]:
-    """The environment a worker node's processes run with (a pod's container env)."""
+def node_env(ray: LocalRay, worker: WorkerNode | None) -> dict[str, str]:
+    """The environment a node's processes run with (a pod's container env): the head's (None) or
+    a worker's."""
+    if worker is None:
+        return ray_env(
+            os.environ,
+            ray.env,
+            ray.ports,
+            ray.temp_dir,
+            redis_address=ray.redis_address,
+            storage_namespace=ray.storage_namespace,
+        )
     return ray_env(
         os.environ,
         ray.env,
@@ -582,6 +599,7 @@ def start(
         log_path=run_dir / "ray-start.log",
         start_s=0.0,
         redis_address=redis_address,
+        storage_namespace=secrets.token_hex(8) if redis_address else "",
     )
     t0 = time.monotonic()
     say(f"starting Ray head (gcs :{ray.ports.gcs}, temp dir {temp_dir})")
@@ -732,7 +750,8 @@ def _deploy_main(address: str, config_path: str, timeout_s: float) -> int:
             last = summary
         failed = [n for n, s in statuses.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")]
         if failed:
-            detail = " ".join(apps[n].message.replace("\n", " ")[-400:] for n in failed)
+            # Serve puts the whole traceback in the message: its last line says what went wrong.
+            detail = " ".join(host.telling_lines(apps[n].message, 1)[-400:] for n in failed)
             emit("error", message=f"{', '.join(failed)} failed: {detail}")
             return 1
         if all(s == "RUNNING" for s in statuses.values()):

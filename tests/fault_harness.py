@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import math
 import os
 import re
 import socket
@@ -188,10 +189,11 @@ class RayHaproxyLog:
     def received(self) -> int:
         return len(self._raw)
 
-    def lines(self, since: float = 0.0) -> list[LogLine]:
+    def lines(self, since: float = 0.0, until: float = math.inf) -> list[LogLine]:
+        """What was logged from `since` to `until` (monotonic seconds, as the load's samples)."""
         found = []
         for at, text in list(self._raw):
-            if at >= since and (m := _HTTPLOG.search(text)):
+            if since <= at < until and (m := _HTTPLOG.search(text)):
                 conns = m["conns"].rsplit("/", 1)[-1]
                 found.append(LogLine(m["fe"], m["srv"], int(m["status"]), m["ts"], conns, m["req"]))
         return found

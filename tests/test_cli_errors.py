@@ -122,6 +122,11 @@ def _state(tmp_path: Path, text: str) -> Path:
     return state_dir
 
 
+# A run's state whose tier process is gone (PID 0 is never a tier of ours).
+TIER_GONE = json.dumps(
+    {"stack": "dev", "profile": "tuned", "pids": [], "ray": {}, "tier": {"pid": 0}}
+)
+
 LOCAL_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
     (
         "local without an action",
@@ -133,7 +138,8 @@ LOCAL_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
         "local with an unknown action",
         lambda tmp: ["local", "restart"],
         2,
-        r"argument action: invalid choice: 'restart' \(choose from 'up', 'status', 'down'\)",
+        r"argument action: invalid choice: 'restart' \(choose from 'up', 'status', 'upgrade', "
+        r"'down'\)",
     ),
     (
         "port that is not a number",
@@ -202,6 +208,19 @@ LOCAL_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
         1,
         r"is not a local run's state \(missing or bad keys: \['stack', 'profile', 'pids', "
         r"'ray'\]\)",
+    ),
+    (
+        "upgrade with no run",
+        lambda tmp: ["local", "upgrade", "--state-dir", str(tmp / "none")],
+        2,
+        r"^raygke: no local run in .*/none to upgrade; start one with `raygke local up`$",
+    ),
+    (
+        "upgrade of a run whose tier is gone",
+        lambda tmp: ["local", "upgrade", "--state-dir", str(_state(tmp, TIER_GONE))],
+        1,
+        r"^raygke: the run in .*/state has no running tier with an admin socket; `raygke local "
+        r"down` and `raygke local up` it again$",
     ),
     (
         "up over a damaged state file",

@@ -32,11 +32,13 @@ import pytest
 from bounds import CLUSTER_CHANGE_S, PROCESS_EXIT_S, REQUEST_S
 from fault_harness import (
     ECHO,
+    LogLine,
     RayHaproxyLog,
     SteadyLoad,
     fault_serve_config,
     long_stream,
     publish_figures,
+    stream_figures,
     wait_for,
 )
 from procs import alive, cmdline, pids_matching
@@ -45,8 +47,9 @@ from stackfiles import NS, mutated
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND, IngressSpec
 from components.render.rayservice import worker_pre_stop
 from infra.config import StackConfig, hung_replica_bound_s
+from infra.specs import tier_backends
 from infra.stack_file import parse_stack_config
-from raygke import host, local, local_faults, local_ray, tier
+from raygke import host, kubelet, local, local_faults, local_ray, local_upgrade, tier
 from raygke.smoke.contract import AppEndpoint, Endpoints
 
 pytestmark = [pytest.mark.process, pytest.mark.faults]
@@ -80,7 +83,15 @@ def fault_stack() -> StackConfig:
              }},
         ]  # fmt: skip
 
-    return parse_stack_config("dev", mutated("dev", apps))
+    # The old cluster's deletion delay at the least the stack checks allow (our tier's forget time
+    # plus these apps' deadline), which the upgrade case waits out.
+    least = tier_backends(parse_stack_config("dev", mutated("dev", apps))).forget_s + DEADLINE_S
+
+    def apps_and_delay(config: dict[str, Any]) -> None:
+        apps(config)
+        config[f"{NS}:rayService"]["upgradeStrategy"]["oldClusterDeletionDelaySeconds"] = least
+
+    return parse_stack_config("dev", mutated("dev", apps_and_delay))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +153,7 @@ class ClusterRun:
     ports: dict[str, int]  # our tier's, by name (local.TIER_PORTS)
     tier_pids: list[int]
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    upgrades: list[local_ray.LocalRay] = field(default_factory=list)  # clusters an upgrade started
 
     @property
     def tier_pid(self) -> int:
@@ -203,14 +215,16 @@ def cluster(
         run.figures["setup"] = {"seconds": round(time.monotonic() - t0, 1)}
         yield run
     finally:
+        clusters = [ray] if ray is not None else []
         if run is not None:
             started |= set(run.tier_pids)
             for pid in run.tier_pids:
                 tier.stop(pid)
-        if ray is not None:
-            started |= set(ray.pids) | set(local_ray.processes(ray))
-            local_ray.stop(ray)
-            started |= set(pids_matching(str(ray.temp_dir)))
+            clusters += run.upgrades
+        for each in clusters:
+            started |= set(each.pids) | set(local_ray.processes(each))
+            local_ray.stop(each)
+            started |= set(pids_matching(str(each.temp_dir)))
         stop_redis(redis)
         ray_log.close()
         left = [pid for pid in started if alive(pid)]
@@ -507,13 +521,11 @@ def test_drain_with_the_rendered_prestop_fails_nothing(cluster: ClusterRun) -> N
     with SteadyLoad(run, ECHO, users=USERS) as load:
         load.wait_for_requests(50)
         t0 = time.monotonic()
-        result = local_faults.run_in_node(
-            run.ray, victim, script, timeout_s=drain_s + CLUSTER_CHANGE_S
-        )
+        result = kubelet.run_in_node(run.ray, victim, script, timeout_s=drain_s + CLUSTER_CHANGE_S)
         pre_stop_s = time.monotonic() - t0
         # The kubelet's part once the preStop returned: SIGTERM to the container's main process.
         grace = run.config.ray_service.shutdown.termination_grace_period_seconds - pre_stop_s
-        left_for_sigkill = local_faults.terminate_node(victim, grace_s=max(grace, 1))
+        left_for_sigkill = kubelet.terminate_node(run.ray, victim, grace_s=max(grace, 1))
         stopped_s = time.monotonic() - t0 - pre_stop_s
         load.wait_for_requests(MIN_REQUESTS, since=t0)
     run.ray.workers.remove(victim)
@@ -588,3 +600,139 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
     assert figures["failed"] <= 2 * USERS, figures
     assert set(statuses) == {"echo", "solo", "auto"}, statuses
     assert before == after, (before, after)
+
+
+def _app_requests(lines: list[LogLine]) -> list[LogLine]:
+    """The apps' requests among Ray's HAProxy log lines (not its own paths: checks, routes)."""
+    return [ln for ln in lines if not [*ln.request.split(), "", ""][1].startswith("/-/")]
+
+
+def test_upgrade_whose_new_cluster_never_serves_switches_nothing(cluster: ClusterRun) -> None:
+    """A NewCluster upgrade to new code that never deploys (echo's builder is gone): the pending
+    cluster is stopped, our tier never sends to it, the old cluster serves throughout, and the
+    upgrade fails saying why (`raygke local upgrade` exits 1 with that line)."""
+    run = cluster
+    broken = json.loads(json.dumps(run.serve_config))
+    [echo] = [a for a in broken["applications"] if a["name"] == "echo"]
+    echo["import_path"] = "app.echo:no_such_builder"
+    broken["applications"] = [echo]  # the others would only slow the failure down
+    servers_before = node_names(run)
+    with SteadyLoad(run, ECHO, users=USERS) as load:
+        load.wait_for_requests(50)
+        t0 = time.monotonic()
+        with pytest.raises(local_upgrade.UpgradeError) as refused:
+            local_upgrade.upgrade_cluster(
+                run.ray,
+                run.config,
+                broken,
+                spec=run.spec(),
+                tier_dir=run.state_dir,
+                run_dir=run.state_dir / "ray-broken",
+                cluster="broken",
+                env=dict(run.config.ray.serve_flags),
+                num_cpus=12,
+                workers=0,  # the failure is the app's, whatever the shape: the cheapest cluster
+                on_progress=print,
+                on_step=lambda _step, new: run.upgrades.append(new),
+            )
+        failed_after_s = time.monotonic() - t0
+        load.wait_for_requests(MIN_REQUESTS, since=t0)
+    figures = load.figures(since=t0)
+    strays = [p for p in pids_matching("--temp-dir=") if str(run.ray.temp_dir) not in cmdline(p)]
+    run.report(
+        "upgrade_never_healthy",
+        **figures,
+        failed_after_s=round(failed_after_s, 1),
+        message=str(refused.value),
+        pending_processes_left=len(strays),
+    )
+    assert "never served" in str(refused.value) and "no_such_builder" in str(refused.value)
+    assert "nothing was switched, the old cluster serves" in str(refused.value)
+    assert figures["failed"] == 0, figures
+    assert not run.upgrades  # it never got its apps RUNNING
+    assert not strays, [cmdline(p) for p in strays]
+    assert node_names(run) == servers_before == servers_up(run)
+
+
+def test_upgrade_to_a_new_cluster_under_load(cluster: ClusterRun) -> None:
+    """A NewCluster upgrade (echo's version v1 -> v2, a cluster of the same shape on the same
+    Redis) under HTTP and gRPC load, with streams in flight at the switch: the pending cluster gets
+    no request before our tier switches to it, nothing fails, the streams complete on the old
+    cluster, and the old cluster stops with the rendered preStop after the deletion delay. Runs last:
+    the module's cluster is the new one afterwards."""
+    run = cluster
+    new_log = RayHaproxyLog()
+    serve_config = fault_serve_config(run.config, version="v2")
+    chunks, tpot_ms = 20, 500  # 10 s streams, started as the new apps are RUNNING
+    streams: dict[str, Any] = {}
+    switched: dict[str, float] = {}
+
+    def step(name: str, new: local_ray.LocalRay) -> None:
+        switched[name] = time.monotonic()
+        if name == "apps_running":
+            run.upgrades.append(new)
+            for transport in ("http", "grpc"):
+                streams[transport] = load.submit(long_stream(transport, ECHO, chunks, tpot_ms))
+
+    try:
+        with SteadyLoad(run, ECHO, users=USERS) as load:
+            load.wait_for_requests(50)
+            t0 = time.monotonic()
+            old = run.ray
+            new, upgrade = local_upgrade.upgrade_cluster(
+                old,
+                run.config,
+                serve_config,
+                spec=run.spec(),
+                tier_dir=run.state_dir,
+                run_dir=run.state_dir / "ray-c2",
+                cluster="c2",
+                env={**run.config.ray.serve_flags, "RAY_SERVE_HAPROXY_LOG_TARGET": new_log.target},
+                num_cpus=24,
+                workers=WORKERS,
+                on_progress=print,
+                on_step=step,
+            )
+            run.ray = new
+            load.wait_for_requests(50, since=time.monotonic())
+            done = {t: f.result(REQUEST_S) for t, f in streams.items()}
+        new_log.settle()
+        early = _app_requests(new_log.lines(until=switched["switching"]))
+        served_by_new = len(_app_requests(new_log.lines()))
+    finally:
+        new_log.close()
+    mine = [s for s in load.samples if s.at >= t0]
+    versions = {v: [s.at - t0 for s in mine if s.ok and s.version == v] for v in ("v1", "v2")}
+    started = switched["apps_running"]  # when the streams were sent
+    spanned = {t: started < switched["switching"] < started + r.latency_s for t, r in done.items()}
+    figures = load.figures(since=t0)
+    run.report(
+        "upgrade",
+        **figures,
+        requests_to_pending_before_promotion=len(early),
+        requests_served_by_new_cluster=served_by_new,
+        first_v2_sent_s=round(min(versions["v2"]), 1) if versions["v2"] else None,
+        last_v1_sent_s=round(max(versions["v1"]), 1) if versions["v1"] else None,
+        streams_in_flight_at_promotion={
+            t: {**stream_figures(r, chunks), "spanned_promotion": spanned[t]}
+            for t, r in done.items()
+        },
+        **upgrade,
+        failed_http_routes=failed_routes(run, load, t0),
+    )
+    assert not early, [ln.request for ln in early]
+    assert figures["failed"] == 0, figures
+    assert all(r.ok and r.chunks == chunks for r in done.values()), done
+    assert all(spanned.values()), spanned
+    assert versions["v2"] and served_by_new > 0
+    assert upgrade["old_in_flight_at_deletion"] == 0, upgrade
+    assert not local_ray.processes(old)
+    if kubelet.can_run_pre_stop():
+        # Each preStop ran until its `ray stop` ended the node, whose PID 1 then took the preStop's
+        # shell with it (SIGKILL to the whole PID namespace, as in a pod); nothing was left for the
+        # kubelet to kill at the grace period.
+        nodes = upgrade["old_cluster"]["nodes"]
+        assert all(n["rc"] in (0, -signal.SIGKILL) for n in nodes.values()), nodes
+        assert all(n["killed"] == 0 for n in nodes.values()), nodes
+    new_names = {s.name for s in local.node_servers(run.config, new, cluster="c2")}
+    assert servers_up(run) == new_names

@@ -233,3 +233,59 @@ def test_a_config_haproxy_refuses_starts_nothing(tmp_path: Path) -> None:
     with pytest.raises(tier.TierError, match=r"(?s)rejected the configuration.*missing\.pem"):
         tier.start(spec, tmp_path)
     assert not (tmp_path / "haproxy.cfg").exists() and not (tmp_path / "haproxy.log").exists()
+
+
+def served(spec: IngressSpec, n: int) -> dict[str, int]:
+    """How many of `n` requests each server of the HTTP backend got."""
+
+    def totals() -> dict[str, int]:
+        rows = tier.parse_stats(tier.admin(spec, "show stat"))
+        return {r["svname"]: int(r["stot"]) for r in rows if r["pxname"] == "be_ray_http"}
+
+    before = totals()
+    for _ in range(n):
+        get(f"http://127.0.0.1:{spec.http.port}/echo/x")
+    after = totals()
+    return {name: after[name] - before[name] for name in after if name != "BACKEND"}
+
+
+@pytest.mark.process
+def test_servers_change_at_run_time_as_dns_changes_them(tmp_path: Path) -> None:
+    """What `raygke local upgrade` asks of a running tier: a new node's server added in maintenance
+    takes nothing until its checks passed and it is set ready; an old one in maintenance takes
+    nothing new; a server is removed once it holds nothing."""
+    olds, news = (http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Healthy) for _ in range(2))
+    for server in (olds, news):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = local_spec(olds.server_address[1], tmp_path, admin_socket=str(tmp_path / "t.sock"))
+        new = StaticServer("c2-ray", "127.0.0.1", news.server_address[1])
+        with running(spec, tmp_path):
+            tier.wait_serving(spec)
+            tier.add_servers(spec, (new,))
+            end = time.monotonic() + PROCESS_EXIT_S
+            while not tier.checks_pass(spec, {"c2-ray"}) and time.monotonic() < end:
+                time.sleep(0.1)
+            assert tier.checks_pass(spec, {"c2-ray"})
+            states = {
+                r["svname"]: r["status"] for r in tier.parse_stats(tier.admin(spec, "show stat"))
+            }
+            assert states["c2-ray"] == "MAINT" and states["ray"].startswith("UP")
+            assert served(spec, 5) == {"ray": 5, "c2-ray": 0}
+            tier.set_servers_state(spec, {"c2-ray"}, "ready")
+            tier.set_servers_state(spec, {"ray"}, "maint")
+            assert served(spec, 5) == {"ray": 0, "c2-ray": 5}
+            assert tier.in_flight(spec, {"ray"}) == 0
+            tier.delete_servers(spec, {"ray"})
+            rows = tier.parse_stats(tier.admin(spec, "show stat"))
+            assert {r["svname"] for r in rows if r["pxname"] == "be_ray_http"} == {
+                "c2-ray",
+                "BACKEND",
+            }
+            assert get(f"http://127.0.0.1:{spec.http.port}/echo/x") == "/echo/x"
+            with pytest.raises(tier.TierError, match="refused server"):
+                tier.add_servers(spec, (new,))  # the name is taken
+    finally:
+        for server in (olds, news):
+            server.shutdown()
+            server.server_close()

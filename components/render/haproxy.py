@@ -547,16 +547,24 @@ def _frontends(spec: IngressSpec) -> list[str]:
 
 def _check_lines(spec: IngressSpec) -> list[str]:
     h = spec.health
-    observe = (
-        f" observe layer4 error-limit {h.error_limit} on-error mark-down" if h.error_limit else ""
-    )
     return [
         "    option httpchk",
         f"    http-check send meth GET uri {h.path} ver HTTP/1.1 hdr host ray",
         "    http-check expect status 200",
-        f"    default-server inter {h.inter_ms}ms fastinter {h.fastinter_ms}ms "
-        f"downinter {h.downinter_ms}ms fall {h.fall} rise {h.rise}{observe}",
+        f"    default-server {_check_params(spec)}",
     ]
+
+
+def _check_params(spec: IngressSpec) -> str:
+    """Each server's check timing and passive checks (the backends' `default-server`)."""
+    h = spec.health
+    observe = (
+        f" observe layer4 error-limit {h.error_limit} on-error mark-down" if h.error_limit else ""
+    )
+    return (
+        f"inter {h.inter_ms}ms fastinter {h.fastinter_ms}ms downinter {h.downinter_ms}ms "
+        f"fall {h.fall} rise {h.rise}{observe}"
+    )
 
 
 def _http_deadlines(deadlines: Sequence[AppDeadline]) -> list[str]:
@@ -643,17 +651,33 @@ def _backends(spec: IngressSpec) -> list[str]:
             )
     else:
         for s in b.servers:
-            http.append(f"    server {s.name} {s.address}:{s.http_port} check")
-            if s.grpc_port is not None:
-                # The gRPC port cannot answer an HTTP/1 check: probe the same node's HTTP port.
-                grpc.append(
-                    f"    server {s.name} {s.address}:{s.grpc_port} proto h2 check "
-                    f"port {s.http_port} check-proto h1"
-                )
+            for backend, args in _server_args(s):
+                (http if backend == HTTP_BACKEND else grpc).append(f"    server {s.name} {args}")
     lines = [*http, ""]
     if with_grpc:
         lines += [*grpc, ""]
     return lines
+
+
+def _server_args(s: StaticServer) -> list[tuple[str, str]]:
+    """(backend, what follows `server <name>`) for each backend a static server is in."""
+    found = [(HTTP_BACKEND, f"{s.address}:{s.http_port} check")]
+    if s.grpc_port is not None:
+        # The gRPC port cannot answer an HTTP/1 check: probe the same node's HTTP port.
+        found.append(
+            (
+                GRPC_BACKEND,
+                f"{s.address}:{s.grpc_port} proto h2 check port {s.http_port} check-proto h1",
+            )
+        )
+    return found
+
+
+def runtime_server_args(spec: IngressSpec, s: StaticServer) -> list[tuple[str, str]]:
+    """(backend, what follows `add server <backend>/<name>`) to add `s` to a running tier through its
+    runtime API: the same server line with the check settings spelled out, so it is checked exactly
+    as the servers of the file are, whatever a server added at run time takes from `default-server`."""
+    return [(backend, f"{args} {_check_params(spec)}") for backend, args in _server_args(s)]
 
 
 def render_haproxy_cfg(spec: IngressSpec) -> str:
