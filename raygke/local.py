@@ -91,6 +91,12 @@ def ray_state(ray: local_ray.LocalRay) -> dict[str, Any]:
     return _jsonable(asdict(ray))
 
 
+def shutdown_state(config: StackConfig) -> dict[str, Any]:
+    """How the run's Ray pods stop (their preStop and grace), kept for the day an upgrade deletes
+    them: the stack file may say otherwise by then."""
+    return config.ray_service.shutdown.model_dump()
+
+
 def ray_from_state(state: dict[str, Any], key: str = "ray") -> local_ray.LocalRay:
     ray = dict(state[key])
     ray["ports"] = local_ray.Ports(**ray["ports"])
@@ -311,6 +317,7 @@ def up(
         "profile": config.ray.serve_profile,
         "pids": [ray.pid, *(w.pid for w in ray.workers)],
         "ray": ray_state(ray),
+        "shutdown": shutdown_state(config),
     }
     write_state(state_dir, state)
     try:

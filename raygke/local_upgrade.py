@@ -38,7 +38,7 @@ from components.render.haproxy import (
     render_haproxy_cfg,
 )
 from components.render.rayservice import head_pre_stop, worker_pre_stop
-from infra.config import ServeProfile, StackConfig, with_serve_profile
+from infra.config import ServeProfile, ShutdownConfig, StackConfig, with_serve_profile
 from infra.outputs import smoke_contract
 from infra.specs import SERVE_LOG_ENV, cluster_deletion_delay_s
 from infra.stack_file import load_stack_config
@@ -186,11 +186,11 @@ def promote(
     tier.set_servers_state(spec, old, "maint")
 
 
-def delete_cluster(config: StackConfig, ray: LocalRay, say: Progress) -> dict[str, Any]:
+def delete_cluster(shutdown: ShutdownConfig, ray: LocalRay, say: Progress) -> dict[str, Any]:
     """What follows KubeRay's deletion of a RayCluster: every pod at once runs its preStop (the
-    rendered scripts, inside its node), then gets SIGTERM, and SIGKILL at the grace period. Without
-    PID namespaces a preStop's `ray stop` would reach every node here: the nodes are stopped by PID."""
-    shutdown = config.ray_service.shutdown
+    scripts rendered for that cluster's pods, inside its node), then gets SIGTERM, and SIGKILL at
+    the grace period. Without PID namespaces a preStop's `ray stop` would reach every node here:
+    the nodes are stopped by PID."""
     grace = shutdown.termination_grace_period_seconds
     nodes: dict[str, tuple[local_ray.WorkerNode | None, str]] = {
         "ray-head": (None, head_pre_stop()),
@@ -227,6 +227,7 @@ def delete_cluster(config: StackConfig, ray: LocalRay, say: Progress) -> dict[st
 
 def upgrade_cluster(
     old: LocalRay,
+    old_shutdown: ShutdownConfig,
     config: StackConfig,
     serve_config: dict[str, Any],
     *,
@@ -240,8 +241,9 @@ def upgrade_cluster(
     on_progress: Progress | None = None,
     on_step: Callable[[str, LocalRay], None] | None = None,
 ) -> tuple[LocalRay, dict[str, Any]]:
-    """Upgrades the cluster behind our running tier (`spec`, with an admin socket) from `old` to a
-    new one named `cluster`, as the module docstring says; returns the new cluster and the figures.
+    """Upgrades the cluster behind our running tier (`spec`, with an admin socket) from `old` (its
+    pods stop as `old_shutdown` says) to a new one named `cluster` with the stack `config`, as the
+    module docstring says; returns the new cluster and the figures.
     `on_step` hears each step as it is reached (`apps_running`, `switching`: our tier is about to send
     to the new cluster, `promoted`, `old_stopped`) with the new cluster: `raygke local upgrade` records the run's state at `promoted`, so an upgrade stopped
     while the old cluster waits for its deletion leaves a state `raygke local down` can stop."""
@@ -290,7 +292,7 @@ def upgrade_cluster(
         )
         step.figures["old_in_flight_at_deletion"] = tier.in_flight(spec, old_names)
         step.figures["deletion_delay_s"] = delay
-        step.figures["old_cluster"] = delete_cluster(config, old, say)
+        step.figures["old_cluster"] = delete_cluster(old_shutdown, old, say)
         step.mark("old_stopped")
         clusters.remove(old)
         told("old_stopped", new)
@@ -362,6 +364,7 @@ def upgrade(
             generation=generation,
             cluster=cluster,
             pids=[tier_state["pid"], new.pid, *(w.pid for w in new.workers)],
+            shutdown=local.shutdown_state(config),
             ray=local.ray_state(new),
             old_ray=local.ray_state(old),
         )
@@ -369,6 +372,7 @@ def upgrade(
 
     new, figures = upgrade_cluster(
         old,
+        ShutdownConfig.model_validate(state["shutdown"]),
         config,
         serve_config,
         spec=spec,
