@@ -341,20 +341,8 @@ def up(
         _stop(state_dir, state)
         raise
 
-    outputs = smoke_contract(
-        config,
-        source="local",
-        http_url=f"http://127.0.0.1:{http}",
-        grpc_target=f"127.0.0.1:{grpc}",
-        apps=[a["name"] for a in serve_config["applications"]],
-        direct={
-            "http_url": ray.http_url,
-            "grpc_target": ray.grpc_target,
-        },
-    )
+    outputs = write_outputs(state_dir, config, serve_config, ray, http, grpc)
     outputs_path = state_dir / "outputs.json"
-    outputs_path.write_text(json.dumps(outputs, indent=2) + "\n")
-    (state_dir / "serve-config.json").write_text(json.dumps(serve_config, indent=2) + "\n")
     say(f"up in {time.monotonic() - started:.1f} s")
     print(f"outputs:     {outputs_path}")
     print(
@@ -370,6 +358,29 @@ def up(
         + (f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR.resolve() else "")
     )
     return 0
+
+
+def write_outputs(
+    state_dir: Path,
+    config: StackConfig,
+    serve_config: dict[str, Any],
+    ray: local_ray.LocalRay,
+    http: int,
+    grpc: int,
+) -> dict[str, Any]:
+    """The run's `outputs.json` (the `smoke` contract, our tier's endpoints and the serving
+    cluster's own) and `serve-config.json`; returns the outputs."""
+    outputs = smoke_contract(
+        config,
+        source="local",
+        http_url=f"http://127.0.0.1:{http}",
+        grpc_target=f"127.0.0.1:{grpc}",
+        apps=[a["name"] for a in serve_config["applications"]],
+        direct={"http_url": ray.http_url, "grpc_target": ray.grpc_target},
+    )
+    (state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2) + "\n")
+    (state_dir / "serve-config.json").write_text(json.dumps(serve_config, indent=2) + "\n")
+    return outputs
 
 
 def _jsonable(value: Any) -> Any:

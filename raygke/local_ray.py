@@ -526,23 +526,16 @@ def start_head(ray: LocalRay, num_cpus: int, timeout_s: float) -> None:
 
 def node_env(ray: LocalRay, worker: WorkerNode | None) -> dict[str, str]:
     """The environment a node's processes run with (a pod's container env): the head's (None) or
-    a worker's."""
-    if worker is None:
-        return ray_env(
-            os.environ,
-            ray.env,
-            ray.ports,
-            ray.temp_dir,
-            redis_address=ray.redis_address,
-            storage_namespace=ray.storage_namespace,
-        )
+    a worker's. Only the head keeps the GCS state, so only it names its Redis key prefix."""
+    head = worker is None
     return ray_env(
         os.environ,
         ray.env,
-        worker.ports,
+        ray.ports if worker is None else worker.ports,
         ray.temp_dir,
-        head_address=ray.address,
+        head_address=None if head else ray.address,
         redis_address=ray.redis_address,
+        storage_namespace=ray.storage_namespace if head else "",
     )
 
 

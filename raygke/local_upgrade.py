@@ -39,7 +39,6 @@ from components.render.haproxy import (
 )
 from components.render.rayservice import head_pre_stop, worker_pre_stop
 from infra.config import ServeProfile, ShutdownConfig, StackConfig, with_serve_profile
-from infra.outputs import smoke_contract
 from infra.specs import SERVE_LOG_ENV, cluster_deletion_delay_s
 from infra.stack_file import load_stack_config
 from raygke import host, kubelet, local, local_ray, tier
@@ -388,16 +387,9 @@ def upgrade(
     state.pop("old_ray", None)
     local.write_state(state_dir, state)
     shutil.rmtree(old.run_dir, ignore_errors=True)
-    outputs = smoke_contract(
-        config,
-        source="local",
-        http_url=f"http://127.0.0.1:{tier_state['http']}",
-        grpc_target=f"127.0.0.1:{tier_state['grpc']}",
-        apps=[a["name"] for a in serve_config["applications"]],
-        direct={"http_url": new.http_url, "grpc_target": new.grpc_target},
+    local.write_outputs(
+        state_dir, config, serve_config, new, tier_state["http"], tier_state["grpc"]
     )
-    (state_dir / "outputs.json").write_text(json.dumps(outputs, indent=2) + "\n")
-    (state_dir / "serve-config.json").write_text(json.dumps(serve_config, indent=2) + "\n")
     (state_dir / "upgrade.json").write_text(json.dumps(figures, indent=2) + "\n")
     say(
         f"upgraded: serving from {cluster} {figures['promoted_s']} s after the upgrade began; the old "
