@@ -602,6 +602,34 @@ def test_head_restart_with_gcs_fault_tolerance(cluster: ClusterRun) -> None:
     assert before == after, (before, after)
 
 
+def upgrade_run(
+    run: ClusterRun,
+    serve_config: dict[str, Any],
+    cluster: str,
+    *,
+    env: dict[str, str],
+    workers: int,
+    on_step: Callable[[str, local_ray.LocalRay], None],
+) -> tuple[local_ray.LocalRay, dict[str, Any]]:
+    """`raygke local upgrade`'s steps on the module's run: a new cluster `cluster` with this Serve
+    config behind our running tier; the old one's pods stop as the fault stack renders them."""
+    return local_upgrade.upgrade_cluster(
+        run.ray,
+        run.config.ray_service.shutdown,
+        run.config,
+        serve_config,
+        spec=run.spec(),
+        tier_dir=run.state_dir,
+        run_dir=run.state_dir / f"ray-{cluster}",
+        cluster=cluster,
+        env=env,
+        num_cpus=24,
+        workers=workers,
+        on_progress=print,
+        on_step=on_step,
+    )
+
+
 def _app_requests(lines: list[LogLine]) -> list[LogLine]:
     """The apps' requests among Ray's HAProxy log lines (not its own paths: checks, routes)."""
     return [ln for ln in lines if not [*ln.request.split(), "", ""][1].startswith("/-/")]
@@ -621,19 +649,12 @@ def test_upgrade_whose_new_cluster_never_serves_switches_nothing(cluster: Cluste
         load.wait_for_requests(50)
         t0 = time.monotonic()
         with pytest.raises(local_upgrade.UpgradeError) as refused:
-            local_upgrade.upgrade_cluster(
-                run.ray,
-                run.config.ray_service.shutdown,
-                run.config,
+            upgrade_run(
+                run,
                 broken,
-                spec=run.spec(),
-                tier_dir=run.state_dir,
-                run_dir=run.state_dir / "ray-broken",
-                cluster="broken",
+                "broken",
                 env=dict(run.config.ray.serve_flags),
-                num_cpus=12,
                 workers=0,  # the failure is the app's, whatever the shape: the cheapest cluster
-                on_progress=print,
                 on_step=lambda _step, new: run.upgrades.append(new),
             )
         failed_after_s = time.monotonic() - t0
@@ -681,19 +702,12 @@ def test_upgrade_to_a_new_cluster_under_load(cluster: ClusterRun) -> None:
             load.wait_for_requests(50)
             t0 = time.monotonic()
             old = run.ray
-            new, upgrade = local_upgrade.upgrade_cluster(
-                old,
-                run.config.ray_service.shutdown,
-                run.config,
+            new, upgrade = upgrade_run(
+                run,
                 serve_config,
-                spec=run.spec(),
-                tier_dir=run.state_dir,
-                run_dir=run.state_dir / "ray-c2",
-                cluster="c2",
+                "c2",
                 env={**run.config.ray.serve_flags, "RAY_SERVE_HAPROXY_LOG_TARGET": new_log.target},
-                num_cpus=24,
                 workers=WORKERS,
-                on_progress=print,
                 on_step=step,
             )
             run.ray = new
