@@ -362,6 +362,13 @@ def _silent_setting_problems(c: StackConfig) -> Iterator[str]:
             "never apply to it; allowed: NewCluster (blue/green, switched by KubeRay "
             "when the new cluster is ready) or None"
         )
+    if upgrade.type == "None" and upgrade.old_cluster_deletion_delay_seconds is not None:
+        yield (
+            "rayService.upgradeStrategy.oldClusterDeletionDelaySeconds is "
+            f"{upgrade.old_cluster_deletion_delay_seconds} but upgradeStrategy.type is None: KubeRay "
+            "then changes the cluster in place and never has an old cluster to delete; remove the "
+            "key, or use type NewCluster"
+        )
     version = haproxy_version(ingress.image)
     if version is not None and version < MIN_HAPROXY:
         need = ".".join(map(str, MIN_HAPROXY))

@@ -408,6 +408,17 @@ def test_incremental_upgrade_is_bypassed_by_our_tier(parse, stack: str):
     )
 
 
+@pytest.mark.parametrize("stack, delay", [("dev", 90), ("staging", 0), ("prod", 400)])
+def test_a_deletion_delay_without_an_old_cluster_does_nothing(parse, stack: str, delay: int):
+    upgrade = {"type": "None", "oldClusterDeletionDelaySeconds": delay}
+    config = parse(stack, edit("rayService", upgradeStrategy=upgrade))
+    _one(
+        platform_problems(config),
+        f"oldClusterDeletionDelaySeconds is {delay} but upgradeStrategy.type is None",
+        "never has an old cluster",
+    )
+
+
 OLD_HAPROXY = [
     ("2.4-alpine", "haproxy:2.4.22-alpine", (2, 4)),
     ("2.2", "haproxy:2.2", (2, 2)),
