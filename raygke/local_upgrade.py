@@ -311,8 +311,11 @@ def upgrade(
     *,
     profile: ServeProfile | None = None,
     state_dir: str | Path | None = None,
+    config: StackConfig | None = None,
+    on_step: Callable[[str, LocalRay], None] | None = None,
 ) -> int:
-    """`raygke local upgrade`: the running local run to the stack's config as it is now."""
+    """`raygke local upgrade`: the running local run to the stack's config as it is now (or to
+    `config`, already read: bench/upgrade.py). `on_step` hears the steps as `upgrade_cluster`'s."""
     state_dir = Path(state_dir or local.DEFAULT_STATE_DIR).resolve()
     state = local.read_state(state_dir)
     if state is None:
@@ -325,7 +328,8 @@ def upgrade(
             f"the run in {state_dir} has no running tier with an admin socket; "
             "`raygke local down` and `raygke local up` it again"
         )
-    config = load_stack_config(stack)
+    if config is None:
+        config = load_stack_config(stack)
     if profile is not None:
         config = with_serve_profile(config, profile)
     old = local.ray_from_state(state)
@@ -355,6 +359,8 @@ def upgrade(
     say(f"upgrading stack {stack} (serveProfile {config.ray.serve_profile}) to a new cluster")
 
     def record(step: str, new: LocalRay) -> None:
+        if on_step is not None:
+            on_step(step, new)
         if step != "promoted":
             return
         state.update(
