@@ -105,6 +105,9 @@ class RecsysArgs(BaseModel):
 # --------------------------------------------------------------------------------------------- llm
 LLM_INGRESS_DEPLOYMENT = "OpenAiIngress"
 SERVER_DEPLOYMENT_PREFIX = "LLMServer:"
+# Direct streaming's ingress request router (ray/llm/_internal/serve/core/ingress/builder.py
+# _build_openai_ingress_request_router: serve.deployment(LLMRouter), named after its class).
+LLM_ROUTER_DEPLOYMENT = "LLMRouter"
 ACCELERATOR_TYPE = "H100"  # Ray's accelerator label for nvidia-h100-80gb nodes
 HF_TOKEN_ENV = "HF_TOKEN"  # where vLLM and huggingface_hub read the token
 

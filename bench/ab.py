@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,17 +118,21 @@ def lat(pct: str) -> Callable[[Level], float | None]:
 # Subprocesses ---------------------------------------------------------------------------------
 
 
-def start_local_runs(runs: dict[str, list[str]], logs: Path) -> None:
-    """`raygke local up` for every run at once; progress lines until all are up."""
+def start_local_runs(
+    runs: dict[str, list[str]], logs: Path, launchers: Mapping[str, list[str]] | None = None
+) -> None:
+    """`raygke local up` for every run at once; progress lines until all are up. `launchers`: the
+    command that stands for `raygke` for some runs (one taking the CLI's arguments)."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
     began = time.monotonic()
     for label, args in runs.items():
         log = (logs / f"local-up-{label}.log").open("wb")
+        launcher = (launchers or {}).get(label, [str(RAYGKE)])
         # One node per run, as docs/performance.md's figures were measured: the A/B is about the
         # serving path's overhead, and two runs of a head + 2 workers each would put 6 raylets on
         # a 2-core machine.
         procs[label] = subprocess.Popen(
-            [str(RAYGKE), "local", "up", "--workers", "0", *args],
+            [*launcher, "local", "up", "--workers", "0", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -1,18 +1,20 @@
 """`make bench-llm`: our LLM load phase checked against `vllm bench serve`, and (`--ab`) the llm app
-under the package defaults against Ray's defaults.
+under the package defaults against Ray's defaults and against the package profile without Ray Serve
+LLM's direct streaming.
 
-Owns: bringing up local runs of the prod stack (one for the reference check; two at once for the
-A/B) and taking them down whatever happens; driving `vllm bench serve` (the reference LLM serving
-client, in a process of its own) and our LLM phase (raygke/smoke/llm.py) with the same load:
-`--random-input-len` / `--random-output-len` tokens, `--ignore-eos`, greedy, the same number of
-prompts at the same closed-loop concurrency, interleaved (order alternating) and repeated; the
-side-by-side table with ratios and their spread, out/bench-llm/<mode>/figures.json, figures.md and
-figures.png.
+Owns: bringing up local runs of the prod stack (one for the reference check; for the A/B three,
+started one after another, then up together) and taking them down whatever happens; driving `vllm
+bench serve` (the reference LLM serving client, in a process of its own) and our LLM phase
+(raygke/smoke/llm.py) with the same load: `--random-input-len` / `--random-output-len` tokens,
+`--ignore-eos`, greedy, the same number of prompts at the same closed-loop concurrency, interleaved
+(the first side rotating) and repeated; the side-by-side table with ratios and their spread,
+out/bench-llm/<mode>/figures.json, figures.md and figures.png.
 Does not own: any measuring (raygke/smoke/llm.py and vLLM do that) or the local run (raygke local).
 The 10% target is printed, never tuned for.
 
     python bench/llm.py [--levels 1,8,32] [--repeats 3] [--input-len 32] [--output-len 256]
-    python bench/llm.py --ab [same options]   # A: package defaults, B: --profile ray-defaults
+    python bench/llm.py --ab [same options]   # A: package defaults, B: --profile ray-defaults,
+                                              # C: the package profile, llmDirectStreaming: false
 """
 
 from __future__ import annotations
@@ -100,9 +102,32 @@ def prompts_for(concurrency: int, per_user: int) -> int:
     return max(16, per_user * concurrency)
 
 
-def order(sides: tuple[str, str], round_: int, level_index: int) -> tuple[str, str]:
-    """Which side goes first: alternating over rounds and levels, so neither always runs warm."""
-    return sides if (round_ + level_index) % 2 == 0 else (sides[1], sides[0])
+def order(sides: tuple[str, ...], round_: int, level_index: int) -> tuple[str, ...]:
+    """The sides in turn, the first rotating over rounds and levels (two sides alternate), so none
+    always runs warm or last."""
+    first = (round_ + level_index) % len(sides)
+    return sides[first:] + sides[:first]
+
+
+# The A/B's arms: (label, what it runs, `raygke local up` arguments beyond the stack and state dir).
+AB_ARMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("A", "package defaults (tuned: Ray's HAProxy, direct streaming)", ()),
+    ("B", "Ray's defaults (Python proxy, OpenAiIngress)", ("--profile", "ray-defaults")),
+    ("C", "tuned without direct streaming (Ray's HAProxy, OpenAiIngress)", ()),
+)
+# Arm C is the stack file with one tuning key changed, which `raygke local up` has no flag for: the
+# CLI runs in a process whose stack loader applies infra.config.with_tuning (the same validation as
+# the stack file saying `ray.tuning.llmDirectStreaming: false`); `raygke local down` stops it as usual.
+WITHOUT_DIRECT_STREAMING = (
+    "import sys\n"
+    "from infra.config import with_tuning\n"
+    "from raygke import cli, local\n"
+    "load = local.load_stack_config\n"
+    "local.load_stack_config = lambda *a, **k: with_tuning(\n"
+    "    load(*a, **k), llm_direct_streaming=False\n"
+    ")\n"
+)
+AB_LAUNCHERS = {"C": [sys.executable, "-c", WITHOUT_DIRECT_STREAMING + "sys.exit(cli.main())\n"]}
 
 
 # The reference client --------------------------------------------------------------------------
@@ -244,29 +269,34 @@ def agrees(key: str, ratio: Spread, first: Spread, second: Spread) -> bool | Non
 
 
 def compare(
-    runs: list[Run], sides: tuple[str, str], target: bool
+    runs: list[Run], sides: tuple[str, ...], target: bool
 ) -> tuple[list[str], list[list[str]], dict[str, Any]]:
-    """The side-by-side table (median [min .. max] over rounds) and its figures for JSON."""
-    header = ["level", "figure", sides[0], sides[1], f"{sides[0]}/{sides[1]}"]
+    """The side-by-side table (median [min .. max] over rounds), the first side's ratio to each
+    other side, and its figures for JSON (`ratio`: the first two sides')."""
+    pairs = [(sides[0], other) for other in sides[1:]]
+    header = ["level", "figure", *sides, *(f"{a}/{b}" for a, b in pairs)]
     header += ["within 10%"] if target else []
     rows: list[list[str]] = []
     figures: dict[str, Any] = {}
     for c in sorted({r.concurrency for r in runs}):
         at = [r for r in runs if r.concurrency == c]
         for key, label, fmt in MEASURES:
-            first, second = (
+            each = [
                 spread(r.figures.get(key, float("nan")) for r in at if r.side == side)
                 for side in sides
-            )
-            ratio = paired_ratios(at, c, key, sides)
-            row = [f"c={c}", label, first.fmt(fmt), second.fmt(fmt), ratio.fmt(".2f", "x")]
+            ]
+            ratios = [paired_ratios(at, c, key, pair) for pair in pairs]
+            row = [f"c={c}", label, *(s.fmt(fmt) for s in each)]
+            row += [ratio.fmt(".2f", "x") for ratio in ratios]
             figure: dict[str, Any] = {
-                sides[0]: first.as_dict(),
-                sides[1]: second.as_dict(),
-                "ratio": ratio.as_dict(),
+                side: s.as_dict() for side, s in zip(sides, each, strict=True)
+            }
+            figure["ratio"] = ratios[0].as_dict()
+            figure["ratios"] = {
+                f"{a}/{b}": ratio.as_dict() for (a, b), ratio in zip(pairs, ratios, strict=True)
             }
             if target:
-                ok = agrees(key, ratio, first, second)
+                ok = agrees(key, ratios[0], each[0], each[1])
                 row.append("-" if ok is None else ("yes" if ok else "NO"))
                 figure["within_target"] = ok
             rows.append(row)
@@ -274,7 +304,7 @@ def compare(
     return header, rows, figures
 
 
-def plot(runs: list[Run], sides: tuple[str, str], title: str, path: Path) -> Path:
+def plot(runs: list[Run], sides: tuple[str, ...], title: str, path: Path) -> Path:
     """Throughput, TTFT, ITL p99 and TPOT against concurrency, median and range over rounds."""
     import matplotlib
 
@@ -290,7 +320,7 @@ def plot(runs: list[Run], sides: tuple[str, str], title: str, path: Path) -> Pat
     levels = sorted({r.concurrency for r in runs})
     fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.8))
     for ax, (key, label) in zip(axes, panels, strict=True):
-        for side, marker in zip(sides, ("o", "s"), strict=True):
+        for side, marker in zip(sides, ("o", "s", "^", "D")[: len(sides)], strict=True):
             stats = [
                 spread(
                     r.figures.get(key, float("nan"))
@@ -337,13 +367,13 @@ def versions() -> dict[str, str]:
 
 
 def measure(
-    sides: tuple[str, str],
+    sides: tuple[str, ...],
     runners: dict[str, Callable[[Load, int], dict[str, float]]],
     levels: tuple[int, ...],
     loads: Callable[[int], Load],
     repeats: int,
 ) -> list[Run]:
-    """Every level, every round, both sides back to back in alternating order."""
+    """Every level, every round, every side back to back, the first side rotating."""
     runs: list[Run] = []
     for round_ in range(repeats):
         for index, c in enumerate(levels):
@@ -367,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ab",
         action="store_true",
-        help="A/B instead: package defaults (A) vs --profile ray-defaults (B), our client",
+        help="A/B instead, our client: package defaults (A) vs --profile ray-defaults (B) vs the "
+        "package profile without direct streaming (C), three runs up together",
     )
     parser.add_argument("--stack", default="prod", help="a stack whose llm app runs on CPU")
     parser.add_argument(
@@ -415,26 +446,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.running is not None and args.ab:
         parser.error("--running measures one run: the reference check, not --ab")
     work = Path(tempfile.mkdtemp(prefix="raygke-bench-llm-"))
-    state = {"A": args.running or work / "A", "B": work / "B"}
-    started = [] if args.running else ["A", "B"] if args.ab else ["A"]
-    up_args = {"A": ["--stack", args.stack, "--state-dir", str(state["A"])]}
-    if args.ab:
-        up_args["B"] = [
-            *("--stack", args.stack, "--profile", "ray-defaults", "--state-dir", str(state["B"]))
-        ]
+    arms = AB_ARMS if args.ab else AB_ARMS[:1]
+    state = {label: work / label for label, _, _ in arms}
+    if args.running:
+        state["A"] = args.running
+    started = [] if args.running else [label for label, _, _ in arms]
+    up_args = {
+        label: ["--stack", args.stack, *extra, "--state-dir", str(state[label])]
+        for label, _, extra in arms
+    }
     runners: dict[str, Callable[[Load, int], dict[str, float]]]
+    sides: tuple[str, ...]
     try:
-        if started:
-            start_local_runs({label: up_args[label] for label in started}, logs)
+        # One after another: three vLLM engines starting at once on 2 shared cores missed Ray's
+        # deploy wait (240 s) in all three runs; a run up and idle costs the next one little.
+        for label in started:
+            start_local_runs({label: up_args[label]}, logs, AB_LAUNCHERS)
         say(f"  up after {time.monotonic() - began:.0f} s; free memory {free_gib():.1f} GiB")
         if args.ab:
-            sides = ("A", "B")
-            a, b = Target.of(state["A"]), Target.of(state["B"])
+            sides = tuple(label for label, _, _ in arms)
+            targets = {label: Target.of(state[label]) for label in sides}
             runners = {
-                "A": lambda load, _: run_ours(a, load),
-                "B": lambda load, _: run_ours(b, load),
+                label: (lambda load, _, t=targets[label]: run_ours(t, load)) for label in sides
             }
-            title = "llm app: package defaults (A) vs Ray's defaults (B), our LLM phase"
+            title = (
+                "llm app, our LLM phase: A package defaults, B Ray's defaults, "
+                "C tuned without direct streaming"
+            )
+            for label, what, _ in arms:
+                say(f"  {label}: {what}")
         else:
             sides = ("ours", "vLLM")
             target = Target.of(state["A"])

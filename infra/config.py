@@ -545,21 +545,39 @@ class IngressConfig(Model):
 ServeProfile = Literal["tuned", "flags-only", "ray-defaults"]
 
 
+# Ray's HAProxy ingress (ray/serve/_private/constants.py: only "1" turns it on)
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 # Ray's two flags, nothing else: what every user can do from the vendor's blog.
-FLAGS_ONLY = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+FLAGS_ONLY = {HA_PROXY_ENV: "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 HAPROXY_THREADS_ENV = "RAY_SERVE_HAPROXY_NBTHREAD"  # Ray's HAProxy threads; Ray's default: 4
-# Which env var each tuning key sets (RayConfig.serve_flags): extraEnv may not set them too.
-TUNING_ENV_KEYS = {"haproxyThreads": HAPROXY_THREADS_ENV}
+# Ray Serve LLM's high-throughput mode, the other two variables of KubeRay's high-throughput Serve
+# guide: with "1" (ray/llm/_internal/serve/constants.py L65-67: only "1" counts) build_openai_app
+# makes the LLMServer deployment the app's ingress, with an LLMRouter deployment attached to Ray's
+# HAProxy as its ingress request router (ray/llm/_internal/serve/core/ingress/builder.py L240-279):
+# no OpenAiIngress hop between Ray's HAProxy and the engine. vLLM's executor: RayExecutorV2 where the
+# engine runs on Ray workers (vllm/envs.py L916-917; vLLM 0.29's default is already "1": set so an
+# image with another vLLM runs what was measured).
+LLM_DIRECT_STREAMING_ENV = "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"
+VLLM_RAY_V2_EXECUTOR_ENV = "VLLM_USE_RAY_V2_EXECUTOR_BACKEND"
+# Which env vars each tuning key sets (RayConfig.node_flags): extraEnv may not set them too.
+TUNING_ENV_KEYS: dict[str, tuple[str, ...]] = {
+    "haproxyThreads": (HAPROXY_THREADS_ENV,),
+    "llmDirectStreaming": (LLM_DIRECT_STREAMING_ENV, VLLM_RAY_V2_EXECUTOR_ENV),
+}
 
 
 class TuningConfig(Model):
-    """What `serveProfile: tuned` sets beyond Ray's two flags: the levers bench/ablation.py measured
-    a gain for (docs/performance.md has the table, and why the others stay out)."""
+    """What `serveProfile: tuned` sets beyond Ray's two flags: the levers bench/ablation.py and
+    bench/llm.py measured a gain for (docs/performance.md has the tables, and why others stay out)."""
 
     # for every deployment the stack gives none (the llm app's come from Ray Serve LLM)
     max_ongoing_requests: int = Field(default=TUNED_MAX_ONGOING_REQUESTS, ge=1)
     # None: Ray's 4 in the cluster; half the cores (at most 4) on one machine (`raygke local`)
     haproxy_threads: int | None = Field(default=None, ge=1, le=64)
+    # Ray Serve LLM's direct streaming for the llm apps (LLM_DIRECT_STREAMING_ENV); read by nothing
+    # else, so a stack without an llm app runs the same with it. infra/serve_rules.py refuses an app
+    # Ray's builder would refuse under it.
+    llm_direct_streaming: bool = True
 
 
 class RayConfig(Model):
@@ -630,12 +648,35 @@ class RayConfig(Model):
     @property
     def serve_flags(self) -> dict[str, str]:
         """The env flags Ray must see where `ray start` runs (head and every worker): the profile's,
-        tuning's and extraEnv. Where Ray runs adds its own (infra/specs.py, `raygke local`)."""
+        tuning's and extraEnv. Where Ray runs adds its own (infra/specs.py, `raygke local`); vLLM's
+        flags are `engine_flags` (the smoke output reports Ray Serve's only)."""
         flags = {} if self.serve_profile == "ray-defaults" else dict(FLAGS_ONLY)
         tuning = self.effective_tuning
         if tuning is not None and tuning.haproxy_threads is not None:
             flags[HAPROXY_THREADS_ENV] = str(tuning.haproxy_threads)
+        if tuning is not None and tuning.llm_direct_streaming:
+            flags[LLM_DIRECT_STREAMING_ENV] = "1"
         return {**flags, **self.extra_env}
+
+    @property
+    def engine_flags(self) -> dict[str, str]:
+        """vLLM's env flags the tuning sets on every node beside `serve_flags`."""
+        tuning = self.effective_tuning
+        if tuning is not None and tuning.llm_direct_streaming:
+            return {VLLM_RAY_V2_EXECUTOR_ENV: "1"}
+        return {}
+
+    @property
+    def node_flags(self) -> dict[str, str]:
+        """Everything the `ray` section puts in the env of `ray start` on every node: `serve_flags`
+        (extraEnv among them) and `engine_flags`; tuning's keys and extraEnv never overlap."""
+        return {**self.serve_flags, **self.engine_flags}
+
+    @property
+    def llm_direct_streaming(self) -> bool:
+        """Whether Ray Serve LLM builds its apps in direct streaming (the nodes' env says "1"),
+        whoever set it: `tuning.llmDirectStreaming` or extraEnv under another profile."""
+        return self.node_flags.get(LLM_DIRECT_STREAMING_ENV) == "1"
 
     @model_validator(mode="after")
     def _features_need_versions(self) -> RayConfig:
@@ -660,12 +701,13 @@ class RayConfig(Model):
                 f"{self.serve_profile} (remove ray.tuning or use serveProfile: tuned)"
             )
         if self.effective_tuning is not None:
-            for key, env in TUNING_ENV_KEYS.items():
-                if env in self.extra_env:
-                    raise ValueError(  # the value is not shown: extraEnv may hold secrets
-                        f"ray.extraEnv.{env} conflicts with ray.tuning.{key}, which sets it; "
-                        f"set ray.tuning.{key} instead"
-                    )
+            for key, envs in TUNING_ENV_KEYS.items():
+                for env in envs:
+                    if env in self.extra_env:
+                        raise ValueError(  # the value is not shown: extraEnv may hold secrets
+                            f"ray.extraEnv.{env} conflicts with ray.tuning.{key}, which sets it; "
+                            f"set ray.tuning.{key} instead"
+                        )
         return self
 
 
@@ -676,6 +718,24 @@ def with_serve_profile(config: StackConfig, profile: ServeProfile) -> StackConfi
         update={
             "serve_profile": profile,
             "tuning": config.ray.tuning if profile == "tuned" else None,
+        }
+    )
+    return config.model_copy(update={"ray": ray})
+
+
+def with_tuning(config: StackConfig, **changes: Any) -> StackConfig:
+    """The same stack under `serveProfile: tuned` with some tuning keys changed (field names, e.g.
+    llm_direct_streaming=False): an A/B arm one lever away from the package profile. Validated as
+    the stack file would be, so the changed tuning meets the same rules."""
+    tuning = (config.ray.tuning or TuningConfig()).model_dump()
+    unknown = sorted(set(changes) - set(tuning))
+    if unknown:
+        raise ValueError(f"tuning has no key {', '.join(unknown)}; known: {', '.join(tuning)}")
+    ray = RayConfig.model_validate(
+        {
+            **config.ray.model_dump(),
+            "serve_profile": "tuned",
+            "tuning": {**tuning, **changes},
         }
     )
     return config.model_copy(update={"ray": ray})

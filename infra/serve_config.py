@@ -154,10 +154,11 @@ RAY_HAPROXY_THREADS = 4  # RAY_SERVE_HAPROXY_NBTHREAD's default in Ray 2.60
 
 
 def scale_flags_for_local(ray: RayConfig, cores: int) -> dict[str, str]:
-    """The env flags on one machine: under `tuned`, Ray's HAProxy gets half the cores (at most
-    Ray's 4 threads) unless the stack says otherwise, leaving the rest to the replicas. The
-    cluster's pods have 20 CPUs and keep Ray's 4 (docs/performance.md has the measurement)."""
-    flags, tuning = ray.serve_flags, ray.effective_tuning
+    """The env flags on one machine (the `ray` section's, `RayConfig.node_flags`, as on the cluster's
+    pods): under `tuned`, Ray's HAProxy gets half the cores (at most Ray's 4 threads) unless the
+    stack says otherwise, leaving the rest to the replicas. The cluster's pods have 20 CPUs and keep
+    Ray's 4 (docs/performance.md has the measurement)."""
+    flags, tuning = ray.node_flags, ray.effective_tuning
     if tuning is None or tuning.haproxy_threads is not None:
         return flags
     return {**flags, HAPROXY_THREADS_ENV: str(max(1, min(RAY_HAPROXY_THREADS, cores // 2)))}

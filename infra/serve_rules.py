@@ -7,6 +7,8 @@ stack's models already refuse the way Ray does (infra/config.py: `DeploymentConf
 app/contracts.py: `LlmArgs`) is not repeated here; tests/test_serve_rules.py proves the union
 agrees with Ray's models. Imports neither Ray nor vLLM (planning loads no engine): Ray's accelerator
 label and vLLM's limits are restated here and compared with the installed packages by the tests.
+Also Ray Serve LLM's rules for direct streaming (`ray.tuning.llmDirectStreaming`), for every app
+built by its OpenAI builder: the llm app, and a custom app whose importPath is that builder.
 Does not own: the GPU count per replica against a node (infra/checks.py, `_app_problems`), where
 the bucket is mounted (infra/config.py), nor building the serve config (infra/serve_config.py).
 """
@@ -18,9 +20,15 @@ from pathlib import PurePosixPath
 
 from pydantic import ValidationError
 
-from app.contracts import LlmArgs
+from app.contracts import LLM_INGRESS_DEPLOYMENT, SERVER_DEPLOYMENT_PREFIX, LlmArgs
 from app.tiny_llm import MAX_POSITIONS as TINY_LLM_MAX_POSITIONS
-from infra.config import AppConfig, StackConfig, shown_value
+from infra.config import (
+    HA_PROXY_ENV,
+    LLM_DIRECT_STREAMING_ENV,
+    AppConfig,
+    StackConfig,
+    shown_value,
+)
 
 # Ray's accelerator label for each GKE GPU a pool may hold: Ray labels a node by the GPU's NVML
 # name through NVIDIA_GPU_NAME_PATTERN (ray/_private/accelerators/nvidia_gpu.py,
@@ -43,6 +51,22 @@ RAY_RESOURCE_UNIT_SCALING = 10_000
 VLLM_MIN_DEFAULT_BATCHED_TOKENS = 2048
 
 
+# Ray Serve LLM's OpenAI builder, as a custom app's importPath may name it (Serve imports
+# `module:attr` or `module.attr`): the public one (ray/serve/llm/__init__.py) and the one it calls.
+RAY_OPENAI_BUILDERS = frozenset(
+    {
+        "ray.serve.llm:build_openai_app",
+        "ray.llm._internal.serve.core.ingress.builder:build_openai_app",
+    }
+)
+# The one ingress class direct streaming takes (builder.py _validate_direct_streaming_ingress_config
+# compares with this class itself: even ray.serve.llm.ingress.OpenAiIngress, its subclass, is refused).
+RAY_OPENAI_INGRESS_CLASS = "ray.llm._internal.serve.core.ingress.ingress:OpenAiIngress"
+# Ray Serve's test of the body-forwarding flag LoRA needs under direct streaming
+# (ray/serve/_private/constants.py: get_env_bool, only "1" is true).
+FORWARD_BODY_ENV = "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY"
+
+
 def serve_problems(c: StackConfig) -> list[str]:
     """Every deployment option and llm engine argument Ray or vLLM would refuse at deploy."""
     problems: list[str] = []
@@ -50,6 +74,7 @@ def serve_problems(c: StackConfig) -> list[str]:
         problems += _deployment_problems(app)
         if app.kind == "llm":
             problems += _llm_problems(c, app)
+    problems += _direct_streaming_problems(c)
     return problems
 
 
@@ -222,3 +247,128 @@ def _tiny_model_problems(app: AppConfig, args: LlmArgs) -> Iterator[str]:
             f"{TINY_LLM_MAX_POSITIONS} positions of app/tiny_llm.py's model, which the local run "
             f"serves; vLLM refuses to start; allowed: 128..{TINY_LLM_MAX_POSITIONS}"
         )
+
+
+# ------------------------------------------------------------------------------------ direct streaming
+def _import_path(path: str) -> str:
+    """`module.attr` written as `module:attr`, as Serve's import_attr reads both."""
+    return path if ":" in path else ":".join(path.rsplit(".", 1))
+
+
+def builds_openai_app(app: AppConfig) -> bool:
+    """Whether Ray Serve LLM's OpenAI builder builds the app: the llm app (app/llm.py build_app)
+    or a custom app whose importPath is the builder itself."""
+    if app.kind == "llm":
+        return True
+    return app.kind == "custom" and _import_path(app.import_path or "") in RAY_OPENAI_BUILDERS
+
+
+def _direct_streaming_problems(c: StackConfig) -> Iterator[str]:
+    """What Ray refuses at deploy about an app Ray Serve LLM builds in direct streaming: its
+    builder (ray/llm/_internal/serve/core/ingress/builder.py build_openai_app, L240-279) makes the
+    LLMServer deployment the ingress and attaches an LLMRouter as the ingress request router."""
+    if not c.ray.llm_direct_streaming:
+        return
+    apps = [app for app in c.apps if builds_openai_app(app)]
+    if not apps:
+        return
+    tuned = c.ray.effective_tuning is not None
+    on_by = "ray.tuning.llmDirectStreaming" if tuned else f"ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
+    off = (
+        "set ray.tuning.llmDirectStreaming: false"
+        if tuned
+        else f"remove ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
+    )
+    names = ", ".join(f"apps[{app.name}]" for app in apps)
+    if c.ray.node_flags.get(HA_PROXY_ENV) != "1":
+        # ray/serve/_private/build_app.py L145-146: an app with an ingress request router is
+        # refused unless RAY_SERVE_ENABLE_HA_PROXY is "1" (the router answers Ray's HAProxy only).
+        # The value is not shown: extraEnv may hold secrets.
+        why = (
+            f"ray.extraEnv.{HA_PROXY_ENV} turns it off"
+            if HA_PROXY_ENV in c.ray.extra_env
+            else f"serveProfile {c.ray.serve_profile} runs Ray's Python proxy"
+        )
+        yield (
+            f"{on_by} builds {names} in Ray Serve LLM's direct streaming, which needs Ray's "
+            f"HAProxy ingress ({HA_PROXY_ENV}=1), but {why}: Ray Serve refuses the app at deploy; "
+            f"allowed: Ray's HAProxy ingress on (serveProfile tuned or flags-only without "
+            f"ray.extraEnv.{HA_PROXY_ENV}), or {off}"
+        )
+    for app in apps:
+        yield from _direct_streaming_app_problems(c, app, on_by, off)
+
+
+def _direct_streaming_app_problems(
+    c: StackConfig, app: AppConfig, on_by: str, off: str
+) -> Iterator[str]:
+    where = f"apps[{app.name}]"
+    because = f"under {on_by} (Ray Serve LLM's direct streaming)"
+    args = dict(app.args)
+    configs = args.get("llm_configs")
+    models = (
+        [str(m["model_loading_config"]["model_id"]) for m in configs if _model_id(m)]
+        if isinstance(configs, list)
+        else []
+    )
+    if app.kind == "llm":
+        models = [str(args.get("model_id"))]
+    servers = [SERVER_DEPLOYMENT_PREFIX + m.replace("/", "--").replace(".", "_") for m in models]
+    if LLM_INGRESS_DEPLOYMENT in app.deployments:
+        # The app has no OpenAiIngress deployment; Serve refuses an override of a deployment the
+        # app does not have (ray/serve/_private/application_state.py override_deployment_info,
+        # L1887-1892: "Deployment ... does not exist"). The llm app's deployments are refused
+        # before this (AppConfig: Ray Serve LLM names its own).
+        instead = f"configure {' or '.join(servers)} instead" if servers else "remove it"
+        yield (
+            f"{where}.deployments.{LLM_INGRESS_DEPLOYMENT} is set, but {because} the app has no "
+            f"{LLM_INGRESS_DEPLOYMENT} deployment (the LLMServer is its ingress) and Ray Serve "
+            f"refuses the override at deploy; allowed: {instead}, or {off}"
+        )
+    if app.kind != "custom":
+        return  # app/llm.py builds one LLMConfig, no ingress options, no LoRA
+    if isinstance(configs, list) and len(configs) > 1:
+        # builder.py L259-265: exactly one LLM config per app.
+        yield (
+            f"{where}.args.llm_configs has {len(configs)} models, but {because} Ray Serve LLM "
+            f"builds exactly one per app and refuses more at deploy; allowed: one LLM config per "
+            f"app (one app per model), or {off}"
+        )
+    if args.get("ingress_deployment_config"):
+        # builder.py L221-228 (_validate_direct_streaming_ingress_config).
+        yield (
+            f"{where}.args.ingress_deployment_config is set, but {because} the LLMServer is the "
+            "ingress and Ray Serve LLM refuses ingress options at deploy; allowed: the server's "
+            f"options in each LLM config's deployment_config, or {off}"
+        )
+    ingress = args.get("ingress_cls_config")
+    if isinstance(ingress, dict) and (
+        ingress.get("ingress_extra_kwargs")
+        or _import_path(str(ingress.get("ingress_cls") or RAY_OPENAI_INGRESS_CLASS))
+        != RAY_OPENAI_INGRESS_CLASS
+    ):
+        # builder.py L229-238: any ingress class but Ray's own, or extra kwargs for it.
+        yield (
+            f"{where}.args.ingress_cls_config is set, but {because} the LLMServer is the ingress "
+            f"and Ray Serve LLM refuses an ingress class or its kwargs at deploy; allowed: no "
+            f"ingress_cls_config, or {off}"
+        )
+    forward_body = c.ray.node_flags.get(FORWARD_BODY_ENV) == "1"
+    for index, config in enumerate(configs if isinstance(configs, list) else []):
+        if isinstance(config, dict) and config.get("lora_config") and not forward_body:
+            # builder.py L109-116 (_build_openai_ingress_request_router).
+            yield (
+                f"{where}.args.llm_configs[{index}].lora_config is set, but {because} LoRA "
+                f"needs {FORWARD_BODY_ENV}=1 (the router reads the adapter from the body), which "
+                f"ray.extraEnv does not set; Ray Serve LLM refuses the app at deploy; allowed: "
+                f"ray.extraEnv.{FORWARD_BODY_ENV}: '1', or no lora_config, or {off}"
+            )
+
+
+def _model_id(config: object) -> bool:
+    """An LLM config given inline with its model id (a path to a YAML file is read only by Ray)."""
+    return (
+        isinstance(config, dict)
+        and isinstance(config.get("model_loading_config"), dict)
+        and ("model_id" in config["model_loading_config"])
+    )

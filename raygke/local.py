@@ -45,8 +45,12 @@ CPU_KINDS = ("echo", "recsys", "custom")
 # Ray worker nodes of a local run, beside the head (num-cpus 0), as a RayService has worker pods.
 DEFAULT_WORKERS = 2
 MAX_WORKERS = 8  # each node costs this machine a raylet, agents and a Ray HAProxy
-# Logical CPUs an llm app holds besides its engine's bundle: OpenAiIngress and the LLMServer replica.
-LLM_SERVE_CPUS = 2
+# Logical CPUs an llm app holds besides its engine's bundle: the LLMServer replica, and OpenAiIngress
+# unless Ray Serve LLM builds the app in direct streaming (RayConfig.llm_direct_streaming), where the
+# LLMServer is the ingress and its LLMRouter asks for no CPU (ray/llm/_internal/serve/core/ingress/
+# builder.py, _build_openai_ingress_request_router: num_cpus 0).
+LLM_SERVE_CPUS = 1
+LLM_INGRESS_CPUS = 1
 # The first request `up` sends through our tier (an echo unary call, or the health path).
 FIRST_REQUEST_TIMEOUT_S = 30.0
 TIER_PORTS = ("http", "grpc", "stats")  # our tier's ports, by name
@@ -162,6 +166,8 @@ def logical_cpus(config: StackConfig, serve_config: dict[str, Any]) -> int:
             total += dep["ray_actor_options"]["num_cpus"] * most
         if kinds[app["name"]] == "llm":
             total += LLM_SERVE_CPUS + app["args"].get("cpus_per_replica", 1)
+            if not config.ray.llm_direct_streaming:
+                total += LLM_INGRESS_CPUS
     return math.ceil(total)
 
 

@@ -3,6 +3,7 @@ figures. The measuring itself is a benchmark (`make bench-llm`), never a timed t
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -115,3 +116,58 @@ def test_the_ab_table_has_no_target_and_leaves_unmeasured_figures_empty() -> Non
     assert "within 10%" not in header
     assert rows[0][2:] == ["1", "2", "0.50x"]
     assert math.isnan(figures["c=1 ttft_p50_ms"]["A"]["median"])
+
+
+def test_three_sides_take_turns_first() -> None:
+    sides = ("A", "B", "C")
+    turns = [bench.order(sides, r, i) for r in range(2) for i in range(3)]
+    assert [t[0] for t in turns[:3]] == ["A", "B", "C"]
+    assert all(sorted(t) == list(sides) for t in turns)  # every side runs every time
+
+
+def test_the_three_arm_table_gives_a_ratio_to_each_other_arm() -> None:
+    runs = [
+        run(8, 0, "A", output_tok_s=300.0),
+        run(8, 0, "B", output_tok_s=200.0),
+        run(8, 0, "C", output_tok_s=250.0),
+    ]
+    header, rows, figures = bench.compare(runs, ("A", "B", "C"), target=False)
+    assert header == ["level", "figure", "A", "B", "C", "A/B", "A/C"]
+    assert rows[0][2:] == ["300", "200", "250", "1.50x", "1.20x"]
+    figure = figures["c=8 output_tok_s"]
+    assert figure["ratios"]["A/C"]["median"] == pytest.approx(1.2)
+    assert figure["ratio"] == figure["ratios"]["A/B"]
+
+
+def test_the_ab_arms() -> None:
+    """A: the stack as shipped; B: Ray's defaults; C: the stack with ray.tuning.llmDirectStreaming
+    false, through a launcher that takes the CLI's arguments."""
+    arms = {label: extra for label, _, extra in bench.AB_ARMS}
+    assert arms == {"A": (), "B": ("--profile", "ray-defaults"), "C": ()}
+    assert set(bench.AB_LAUNCHERS) == {"C"}
+
+
+def test_arm_c_loads_the_stack_without_direct_streaming() -> None:
+    """Arm C's launcher, run as bench/llm.py runs it (its CLI call replaced by a look at the
+    config `raygke local up` would load): Ray's two flags, OpenAiIngress in front of the engine."""
+    import subprocess
+    import sys
+
+    from infra.config import FLAGS_ONLY
+
+    code = bench.WITHOUT_DIRECT_STREAMING + (
+        "import json\n"
+        "ray = local.load_stack_config('prod').ray\n"
+        "print(json.dumps([ray.serve_profile, ray.node_flags, ray.llm_direct_streaming]))\n"
+    )
+    root = Path(__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == ["tuned", FLAGS_ONLY, False]
+    launcher = bench.AB_LAUNCHERS["C"]
+    assert launcher[-1].startswith(bench.WITHOUT_DIRECT_STREAMING)
+    help_ = subprocess.run(
+        [*launcher, "local", "up", "--help"], cwd=root, capture_output=True, text=True
+    )
+    assert help_.returncode == 0 and "--state-dir" in help_.stdout

@@ -1126,6 +1126,94 @@ MEANING_MISTAKES[4] = (
 BAD_CONFIGS += MEANING_MISTAKES
 
 
+def _ray_llm_app(**app: Any) -> Callable[[dict], None]:
+    """Add a custom app that deploys Ray Serve LLM's OpenAI builder itself (one model, `app` keys
+    over it): the llm app's args cannot reach Ray's direct-streaming refusals, this one's can."""
+
+    def mutate(config: dict) -> None:
+        config[f"{NS}:apps"].append(
+            {
+                "name": "chat",
+                "kind": "custom",
+                "routePrefix": "/chat",
+                "importPath": "ray.serve.llm:build_openai_app",
+                "protocols": ["http"],
+                "args": {
+                    "llm_configs": [
+                        {"model_loading_config": {"model_id": "chat-model", "model_source": "/m"}}
+                    ]
+                },
+                **app,
+            }
+        )
+
+    return mutate
+
+
+# Ray Serve LLM's direct streaming (`serveProfile: tuned`'s ray.tuning.llmDirectStreaming), refused
+# where Ray would refuse the app at deploy (infra/serve_rules.py).
+DIRECT_STREAMING_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
+    (
+        "direct streaming with Ray's HAProxy turned off",
+        "prod",
+        edit("ray", extraEnv={"RAY_SERVE_ENABLE_HA_PROXY": "0"}),
+        r"ray.tuning.llmDirectStreaming builds apps\[llm\] in Ray Serve LLM's direct streaming, "
+        r"which needs Ray's HAProxy ingress \(RAY_SERVE_ENABLE_HA_PROXY=1\), but "
+        r"ray.extraEnv.RAY_SERVE_ENABLE_HA_PROXY turns it off.*allowed: .*or set "
+        r"ray.tuning.llmDirectStreaming: false",
+    ),
+    (
+        "direct streaming by extraEnv under Ray's defaults",
+        "staging",
+        lambda c: (
+            edit(
+                "ray",
+                serveProfile="ray-defaults",
+                grpc=False,
+                extraEnv={"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1"},
+            )(c),
+            _ray_llm_app()(c),
+        ),
+        r"ray.extraEnv.RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING builds apps\[chat\] .* but "
+        r"serveProfile ray-defaults runs Ray's Python proxy.*or remove "
+        r"ray.extraEnv.RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING",
+    ),
+    (
+        "OpenAiIngress overridden under direct streaming",
+        "dev",
+        _ray_llm_app(deployments={"OpenAiIngress": {"numReplicas": 2}}),
+        r"apps\[chat\].deployments.OpenAiIngress is set, but under ray.tuning.llmDirectStreaming "
+        r"\(Ray Serve LLM's direct streaming\) the app has no OpenAiIngress deployment.*allowed: "
+        r"configure LLMServer:chat-model instead, or set ray.tuning.llmDirectStreaming: false",
+    ),
+    (
+        "two models in one app under direct streaming",
+        "prod",
+        _ray_llm_app(
+            args={
+                "llm_configs": [
+                    {"model_loading_config": {"model_id": m, "model_source": "/m"}}
+                    for m in ("a", "b")
+                ]
+            }
+        ),
+        r"apps\[chat\].args.llm_configs has 2 models, but under ray.tuning.llmDirectStreaming.*"
+        r"allowed: one LLM config per app",
+    ),
+]
+BAD_CONFIGS += DIRECT_STREAMING_MISTAKES
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_direct_streaming_takes_rays_builder_apps_it_can_build(stack: str):
+    """The same custom apps are fine with the server's deployment configured, or the mode off."""
+    server = _ray_llm_app(deployments={"LLMServer:chat-model": {"numReplicas": 2}})
+    assert parse_stack_config(stack, mutated(stack, server)).ray.llm_direct_streaming
+    ingress = _ray_llm_app(deployments={"OpenAiIngress": {"numReplicas": 2}})
+    off = edit("ray", tuning={"llmDirectStreaming": False})
+    assert not parse_stack_config(stack, mutated(stack, ingress, off)).ray.llm_direct_streaming
+
+
 @pytest.mark.parametrize(("stack", "mutate", "pattern"), cases(BAD_CONFIGS))
 def test_bad_config_is_rejected_with_key_value_and_allowed(stack, mutate, pattern):
     with pytest.raises(ConfigError, match=pattern):

@@ -5,7 +5,9 @@ One `raygke local up --stack prod` for the module (prod's llm app has localArgs 
 CPU build; the run writes the tiny model into its state dir), torn down by PID at the end. Checks the
 OpenAI API (models, chat and text completions, streaming and not), that bad input gets a 4xx and the
 engine keeps serving, that vLLM's engine runs in the head's process session (which `down` stops),
-and the smoke benchmark's LLM phase: its figures, and its gate against an endpoint that fails.
+that prod's `tuned` profile serves the app in Ray Serve LLM's direct streaming (the LLMServer as
+ingress, no OpenAiIngress), and the smoke benchmark's LLM phase: its figures, and its gate against an
+endpoint that fails.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import pytest
 import requests
 from bounds import SMOKE_S
 from conftest import RAYGKE, LocalRun, local_run_of
-from procs import pids_matching
+from procs import cmdline, environ, pids_matching
 
+from app.contracts import LlmArgs
+from infra.config import LLM_DIRECT_STREAMING_ENV, VLLM_RAY_V2_EXECUTOR_ENV
 from raygke import local, local_ray
 
 pytestmark = pytest.mark.process
@@ -73,6 +77,54 @@ def test_vllms_engine_runs_in_a_worker_nodes_processes(prod_run: LocalRun) -> No
     on = {w.name: engines & set(local_ray.node_processes(w.pid)) for w in ray.workers}
     assert any(on.values()), "no vLLM EngineCore process on this run's worker nodes"
     assert not engines & set(local_ray.node_processes(ray.pid))
+
+
+REPLICA_TITLE = "ray::ServeReplica:"  # how Ray titles a Serve replica's process: <app>:<deployment>
+
+
+def _llm_replicas(run: LocalRun) -> dict[str, list[int]]:
+    """This run's replica processes of the llm app, by deployment name."""
+    ray = local.ray_from_state(run.state)
+    prefix = f"{REPLICA_TITLE}{next(a['name'] for a in run.outputs['apps'] if a['kind'] == 'llm')}:"
+    found: dict[str, list[int]] = {}
+    for leader in (ray.pid, *(w.pid for w in ray.workers)):
+        for pid in local_ray.node_processes(leader):
+            title = cmdline(pid)
+            if title.startswith(prefix):
+                found.setdefault(title.removeprefix(prefix).split()[0], []).append(pid)
+    return found
+
+
+def test_the_llm_app_is_served_in_direct_streaming(prod_run: LocalRun) -> None:
+    """prod's `tuned` profile: the LLMServer deployment is the app's ingress and an LLMRouter picks
+    its replica for Ray's HAProxy; there is no OpenAiIngress replica between them."""
+    from app.llm import deployment_names
+
+    serve_config = json.loads((prod_run.state_dir / "serve-config.json").read_text())
+    [llm] = [a for a in serve_config["applications"] if a["import_path"] == "app.llm:build_app"]
+    args = LlmArgs.model_validate(llm["args"])
+    replicas = _llm_replicas(prod_run)
+    assert set(replicas) == set(deployment_names(args, direct_streaming=True)), replicas
+    assert deployment_names(args)[0] not in replicas  # OpenAiIngress
+    # Ray's HAProxy asks the router before it sends a POST to the llm app's replicas.
+    ray = local.ray_from_state(prod_run.state)
+    configs = list(Path(ray.temp_dir).glob("**/haproxy.cfg"))
+    assert configs and all(
+        "lua.route_via_ingress_request_router" in c.read_text() for c in configs
+    ), configs
+
+
+def test_the_modes_flags_reach_every_node_and_the_replicas(prod_run: LocalRun) -> None:
+    assert prod_run.outputs["serve_flags"][LLM_DIRECT_STREAMING_ENV] == "1"
+    ray = local.ray_from_state(prod_run.state)
+    wanted = {LLM_DIRECT_STREAMING_ENV: "1", VLLM_RAY_V2_EXECUTOR_ENV: "1"}
+    for leader in (ray.pid, *(w.pid for w in ray.workers)):
+        env = environ(leader)
+        assert {k: env.get(k) for k in wanted} == wanted, f"ray start {leader}"
+    for name, pids in _llm_replicas(prod_run).items():
+        for pid in pids:
+            env = environ(pid)
+            assert {k: env.get(k) for k in wanted} == wanted, f"{name} replica {pid}"
 
 
 def _post(run: LlmRun, path: str, body: Any, **kw: Any) -> requests.Response:
@@ -161,9 +213,9 @@ Body = Callable[[LlmRun], str | dict[str, Any]]  # the request body for a run
 BAD_INPUT: list[tuple[str, Body, int, str]] = [
     ("malformed JSON", lambda r: f'{{"model": "{r.model_id}", "messages": [', 400, "openai"),
     ("no messages", lambda r: {"model": r.model_id, "max_tokens": 4}, 400, "openai"),
-    # Ray Serve LLM 2.60's ingress raises FastAPI's HTTPException for a model it does not serve
-    # (OpenAiIngress._get_model_id): {"detail": "..."}, not OpenAI's {"error": {...}}.
-    ("unknown model", lambda r: _chat("no-such-model"), 404, "fastapi"),
+    # In direct streaming vLLM's own OpenAI server answers: OpenAI's {"error": {...}} with a 404
+    # (through OpenAiIngress, Ray Serve LLM 2.60 answered FastAPI's {"detail": "..."}).
+    ("unknown model", lambda r: _chat("no-such-model"), 404, "openai"),
     ("max_tokens beyond the model length",
      lambda r: _chat(r.model_id, max_tokens=r.max_model_len + 1), 400, "openai"),
     ("prompt over the limit", lambda r: _chat(r.model_id, "fox " * r.max_model_len), 400, "openai"),

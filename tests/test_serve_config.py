@@ -16,6 +16,7 @@ from infra.config import (
     TUNED_MAX_ONGOING_REQUESTS,
     TuningConfig,
     with_serve_profile,
+    with_tuning,
 )
 from infra.serve_config import (
     APP_KIND_SPECS,
@@ -270,6 +271,7 @@ def test_on_one_machine_rays_haproxy_gets_half_the_cores(cores: int, threads: st
     ray = load_stack_config("dev").ray
     assert scale_flags_for_local(ray, cores) == {
         **ray.serve_flags,
+        **ray.engine_flags,  # vLLM's, with the LLM mode: every node's env as in the cluster
         "RAY_SERVE_HAPROXY_NBTHREAD": threads,
     }
     assert "RAY_SERVE_HAPROXY_NBTHREAD" not in ray.serve_flags  # the cluster keeps Ray's 4
@@ -277,3 +279,17 @@ def test_on_one_machine_rays_haproxy_gets_half_the_cores(cores: int, threads: st
     assert scale_flags_for_local(flags_only, cores) == FLAGS_ONLY
     pinned = ray.model_copy(update={"tuning": TuningConfig(haproxy_threads=3)})
     assert scale_flags_for_local(pinned, cores)["RAY_SERVE_HAPROXY_NBTHREAD"] == "3"
+
+
+@pytest.mark.parametrize("direct_streaming", [True, False])
+def test_the_llm_apps_entry_lists_no_deployment_in_either_mode(direct_streaming: bool):
+    """Ray Serve LLM names the llm app's deployments (OpenAiIngress only without direct
+    streaming): the serve config overrides none, so nothing names one the app may not have."""
+    config = with_tuning(load_stack_config("prod"), llm_direct_streaming=direct_streaming)
+    assert config.ray.llm_direct_streaming is direct_streaming
+    for document in (
+        build_serve_config(config),
+        scale_for_local(config, build_serve_config(config)),
+    ):
+        [llm] = [a for a in document["applications"] if a["name"] == "llm"]
+        assert llm["deployments"] == []

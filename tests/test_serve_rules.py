@@ -4,7 +4,9 @@ option the stack sets."""
 
 from __future__ import annotations
 
+import copy
 import functools
+import importlib
 import importlib.util
 import math
 import subprocess
@@ -23,7 +25,10 @@ from app.tiny_llm import MAX_POSITIONS
 from infra.config import MAX_SCALE_DELAY_S, StackConfig
 from infra.serve_config import build_serve_config
 from infra.serve_rules import (
+    FORWARD_BODY_ENV,
     RAY_ACCELERATOR_LABELS,
+    RAY_OPENAI_BUILDERS,
+    RAY_OPENAI_INGRESS_CLASS,
     RAY_RESOURCE_UNIT_SCALING,
     VLLM_MIN_DEFAULT_BATCHED_TOKENS,
     serve_problems,
@@ -42,8 +47,6 @@ def _dump(stack: str) -> dict[str, Any]:
 def stack_with(stack: str = "prod", **edits: Any) -> StackConfig:
     """A shipped stack re-validated with edits: `app_<name>={key: value}` replaces keys of that app
     (None removes one), any other keyword replaces a top-level section key the same way."""
-    import copy
-
     data = copy.deepcopy(_dump(stack))
     for name, update in edits.items():
         if name.startswith("app_"):
@@ -541,3 +544,266 @@ def test_llm_args_the_contract_refuses_are_left_to_it():
     with pytest.raises(ValidationError, match="max_model_len"):
         llm_with(args={"max_model_len": 0})
     assert LlmArgs.model_fields["max_model_len"].metadata  # ge=128 lives there
+
+
+# ---------------------------------------------------------------------------------------- direct streaming
+RAY_BUILDER = "ray.serve.llm:build_openai_app"
+
+
+def model(model_id: str, **extra: Any) -> dict[str, Any]:
+    """One LLM config as Ray Serve LLM's builder args take it inline."""
+    return {"model_loading_config": {"model_id": model_id, "model_source": "/srv/m"}, **extra}
+
+
+LORA = {"dynamic_lora_loading_path": "s3://adapters/lora"}
+
+
+def ray_llm_app(name: str, builder: str = RAY_BUILDER, **app: Any) -> dict[str, Any]:
+    """A custom app (stack keys) that deploys Ray Serve LLM's OpenAI builder itself, one model."""
+    args = {"llm_configs": [model(f"{name}-model")], **app.pop("args", {})}
+    return {
+        "name": name,
+        "kind": "custom",
+        "routePrefix": f"/{name}",
+        "importPath": builder,
+        "protocols": ["http"],
+        "args": args,
+        **app,
+    }
+
+
+def stack_plus(stack: str, *apps: dict[str, Any], ray: dict[str, Any] | None = None) -> StackConfig:
+    """A shipped stack with `apps` added and `ray` keys set."""
+    data = _dump(stack)
+    return StackConfig.model_validate(
+        {**data, "apps": [*data["apps"], *apps], "ray": {**data["ray"], **(ray or {})}}
+    )
+
+
+OFF = {"tuning": {"llmDirectStreaming": False}}
+HA_OFF = {"extraEnv": {"RAY_SERVE_ENABLE_HA_PROXY": "0"}}
+EXTRA_ON = {"extraEnv": {"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1"}}
+
+
+@pytest.mark.parametrize(
+    "stack, ray, refused",
+    cases(
+        [
+            ("prod-tuned", "prod", {}, False),
+            ("prod-ha-off", "prod", HA_OFF, True),
+            ("prod-ha-off-mode-off", "prod", {**HA_OFF, **OFF}, False),
+            (
+                "prod-ray-defaults-extra-on",
+                "prod",
+                {"serveProfile": "ray-defaults", **EXTRA_ON},
+                True,
+            ),
+            ("prod-flags-only-extra-on", "prod", {"serveProfile": "flags-only", **EXTRA_ON}, False),
+            ("prod-ray-defaults", "prod", {"serveProfile": "ray-defaults"}, False),
+            ("dev-ha-off-no-llm-app", "dev", HA_OFF, False),
+            ("staging-ha-off-no-llm-app", "staging", HA_OFF, False),
+        ]
+    ),
+)
+def test_direct_streaming_needs_rays_haproxy(stack, ray, refused):
+    """ray/serve/_private/build_app.py: an app with an ingress request router needs HAProxy; only
+    stacks with an app Ray Serve LLM builds are concerned."""
+    c = stack_plus(stack, ray=ray)
+    found = about(serve_problems(c), "which needs Ray's HAProxy ingress")
+    assert bool(found) == refused
+    if refused:
+        assert "apps[llm]" in found[0] and "allowed: Ray's HAProxy ingress on" in found[0]
+        assert found[0].startswith(
+            "ray.tuning.llmDirectStreaming"
+            if "serveProfile" not in ray
+            else "ray.extraEnv.RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"
+        )
+
+
+def test_direct_streaming_without_haproxy_names_every_app_it_builds():
+    c = stack_plus("dev", ray_llm_app("chat"), ray_llm_app("code"), ray=HA_OFF)
+    [found] = about(serve_problems(c), "which needs Ray's HAProxy ingress")
+    assert "apps[chat], apps[code] in Ray Serve LLM's direct streaming" in found
+    assert "ray.extraEnv.RAY_SERVE_ENABLE_HA_PROXY turns it off" in found
+    assert found.endswith("or set ray.tuning.llmDirectStreaming: false")
+
+
+# (id, the custom app's extra keys, the stack key named, a phrase of what is allowed)
+DIRECT_STREAMING_APPS = [
+    (
+        "openai-ingress-override",
+        {"deployments": {"OpenAiIngress": {"numReplicas": 2}}},
+        "apps[chat].deployments.OpenAiIngress",
+        "configure LLMServer:chat-model instead, or set ray.tuning.llmDirectStreaming: false",
+    ),
+    (
+        "two-models",
+        {"args": {"llm_configs": [model("a"), model("b")]}},
+        "apps[chat].args.llm_configs has 2 models",
+        "one LLM config per app (one app per model)",
+    ),
+    (
+        "ingress-options",
+        {"args": {"ingress_deployment_config": {"num_replicas": 2}}},
+        "apps[chat].args.ingress_deployment_config",
+        "the server's options in each LLM config's deployment_config",
+    ),
+    (
+        "public-ingress-class",
+        {"args": {"ingress_cls_config": {"ingress_cls": "ray.serve.llm.ingress:OpenAiIngress"}}},
+        "apps[chat].args.ingress_cls_config",
+        "no ingress_cls_config",
+    ),
+    (
+        "ingress-kwargs",
+        {"args": {"ingress_cls_config": {"ingress_extra_kwargs": {"x": 1}}}},
+        "apps[chat].args.ingress_cls_config",
+        "no ingress_cls_config",
+    ),
+    (
+        "lora",
+        {"args": {"llm_configs": [model("chat-model", lora_config=LORA)]}},
+        "apps[chat].args.llm_configs[0].lora_config",
+        "ray.extraEnv.RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY: '1'",
+    ),
+]
+DIRECT_STREAMING_FINE = [
+    ("one-model", {}),
+    ("server-override", {"deployments": {"LLMServer:chat-model": {"numReplicas": 2}}}),
+    (
+        "rays-own-ingress-class",
+        {"args": {"ingress_cls_config": {"ingress_cls": RAY_OPENAI_INGRESS_CLASS}}},
+    ),
+]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("app, key, allowed", cases(DIRECT_STREAMING_APPS))
+def test_direct_streaming_refuses_what_rays_builder_refuses(stack, app, key, allowed):
+    """Every shipped stack, with a custom app that deploys Ray Serve LLM's builder itself."""
+    c = stack_plus(stack, ray_llm_app("chat", **copy.deepcopy(app)))
+    [found] = about(serve_problems(c), key)
+    assert "under ray.tuning.llmDirectStreaming" in found and allowed in found
+    # Off, the builder takes them all (the llm app of prod stays as shipped).
+    assert (
+        serve_problems(stack_plus(stack, ray_llm_app("chat", **copy.deepcopy(app)), ray=OFF)) == []
+    )
+
+
+@pytest.mark.parametrize("app", cases(DIRECT_STREAMING_FINE))
+def test_direct_streaming_takes_one_model_and_its_server(app):
+    assert serve_problems(stack_plus("prod", ray_llm_app("chat", **app))) == []
+
+
+def test_direct_streaming_problems_are_per_app():
+    """Three apps on Ray's builder, written both ways Serve imports: each named once, the fine one
+    not at all; LoRA's flag set by extraEnv takes LoRA."""
+    two = {"args": {"llm_configs": [model("a"), model("b")]}}
+    lora = {"args": {"llm_configs": [model("c", lora_config=LORA)]}}
+    c = stack_plus(
+        "staging",
+        ray_llm_app("chat", **two),
+        ray_llm_app("code", "ray.serve.llm.build_openai_app", **lora),
+        ray_llm_app("ok"),
+    )
+    problems = serve_problems(c)
+    assert len(problems) == 2
+    assert about(problems, "apps[chat].args.llm_configs has 2")
+    assert about(problems, "apps[code].args.llm_configs[0].lora_config")
+    forward = {"extraEnv": {"RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY": "1"}}
+    c = stack_plus("staging", ray_llm_app("code", **lora), ray=forward)
+    assert serve_problems(c) == []
+
+
+def test_an_llm_apps_openai_ingress_is_refused_before_the_rule():
+    """The llm app's deployments are Ray Serve LLM's to name: the model refuses any override,
+    OpenAiIngress included, in either mode."""
+    app = next(a for a in _dump("prod")["apps"] if a["name"] == "llm")
+    for ray in ({}, OFF):
+        with pytest.raises(ValidationError, match=r"apps\[llm\].deployments: Ray Serve LLM names"):
+            stack_with(app_llm={"deployments": {"OpenAiIngress": {"numReplicas": 2}}}, ray=ray)
+    assert app.get("deployments") in (None, {})
+
+
+def ray_builder_refuses(args: dict[str, Any], forward_body: bool = False) -> bool:
+    """Ray Serve LLM's build_openai_app in direct streaming on these args (Ray's module flags set
+    as the nodes' env would set them); the deployment itself is not built (that needs a cluster)."""
+    import warnings
+    from unittest import mock
+
+    from ray.llm._internal.serve.core.ingress import builder
+
+    class Built:
+        def _with_ingress_request_router(self, router):
+            return router
+
+    with (
+        warnings.catch_warnings(),
+        mock.patch.object(builder, "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING", True),
+        mock.patch.object(builder, "RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY", forward_body),
+        mock.patch.object(builder, "_build_direct_streaming_llm_deployment", lambda c: Built()),
+    ):
+        warnings.simplefilter("ignore")
+        try:
+            builder.build_openai_app(args)
+        except ValueError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "app",
+    cases(
+        [(i, app) for i, app, *_ in DIRECT_STREAMING_APPS if "deployments" not in app]
+        + [(i, app) for i, app in DIRECT_STREAMING_FINE if "deployments" not in app]
+    ),
+)
+def test_direct_streaming_parity_with_rays_builder(app):
+    entry = ray_llm_app("chat", **copy.deepcopy(app))
+    ours = bool(serve_problems(stack_plus("prod", entry)))
+    assert ours == ray_builder_refuses(entry["args"])
+
+
+def test_direct_streaming_parity_for_our_llm_app(tmp_path):
+    """app/llm.py's one LLMConfig (prod's, on the CPU build as the local run has it) goes through
+    Ray's direct-streaming checks, as serve_problems says."""
+    from app.llm import llm_config_kwargs
+
+    args = LlmArgs.model_validate(
+        {
+            **_dump("prod")["apps"][2]["args"],
+            **_dump("prod")["apps"][2]["localArgs"],
+            "model_source": str(tmp_path),
+        }
+    )
+    assert not ray_builder_refuses({"llm_configs": [llm_config_kwargs(args, {})]})
+    assert serve_problems(load_stack_config("prod")) == []
+
+
+def test_direct_streaming_constants_are_rays():
+    """The names and paths serve_rules and infra/config.py restate, against the installed Ray and
+    vLLM (read from source where importing would start an engine)."""
+    from ray.llm._internal.serve.core.ingress import builder, ingress, router
+    from ray.serve._private import build_app, constants
+
+    from app.contracts import LLM_ROUTER_DEPLOYMENT
+    from infra.config import HA_PROXY_ENV, LLM_DIRECT_STREAMING_ENV, VLLM_RAY_V2_EXECUTOR_ENV
+
+    llm_constants = Path(builder.__file__).parents[2] / "constants.py"
+    assert f'os.environ.get("{LLM_DIRECT_STREAMING_ENV}", "0") == "1"' in llm_constants.read_text()
+    assert f'os.environ.get("{HA_PROXY_ENV}", "0") == "1"' in Path(constants.__file__).read_text()
+    assert FORWARD_BODY_ENV in Path(constants.__file__).read_text()
+    assert "if ingress_request_router is not None and not RAY_SERVE_ENABLE_HA_PROXY" in (
+        Path(build_app.__file__).read_text()
+    )
+    assert router.LLMRouter.__name__ == LLM_ROUTER_DEPLOYMENT
+    for path in RAY_OPENAI_BUILDERS:
+        module, attr = path.split(":")
+        assert getattr(importlib.import_module(module), attr).__name__ == "build_openai_app"
+    module, attr = RAY_OPENAI_INGRESS_CLASS.split(":")
+    assert getattr(importlib.import_module(module), attr) is ingress.OpenAiIngress
+    spec = importlib.util.find_spec("vllm")
+    assert spec is not None and spec.origin is not None
+    envs = (Path(spec.origin).parent / "envs.py").read_text()
+    # vLLM 0.29's default is already 1: the profile sets it for an image with another vLLM.
+    assert f'int(os.getenv("{VLLM_RAY_V2_EXECUTOR_ENV}", "1"))' in envs
