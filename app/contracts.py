@@ -111,6 +111,28 @@ LLM_ROUTER_DEPLOYMENT = "LLMRouter"
 ACCELERATOR_TYPE = "H100"  # Ray's accelerator label for nvidia-h100-80gb nodes
 HF_TOKEN_ENV = "HF_TOKEN"  # where vLLM and huggingface_hub read the token
 
+# How Serve picks the LLMServer replica for each request (the deployment's request router; app/llm.py
+# maps each to Ray's class). default: Ray's own (power of two choices between the two replicas with
+# the shorter queues; round robin under direct streaming). prefix-cache-affinity: Ray Serve LLM's
+# PrefixCacheAffinityRouter, which sends a prompt to the replica that already served its longest
+# prefix, so vLLM's prefix cache holds it (docs/decisions.md, "Request routing for llm apps").
+LlmRouter = Literal["default", "prefix-cache-affinity"]
+PREFIX_CACHE_AFFINITY: LlmRouter = "prefix-cache-affinity"
+# Ray leaves the router prefix-first whatever the queues (imbalanced_threshold inf), and Ray Serve LLM
+# lets an LLMServer replica take 1e9 requests: one system prompt shared by all traffic would pin
+# every request to the replica that saw it first. 64 is the absolute queue gap at which vLLM's
+# production-stack router and SGLang's gateway leave their cache_aware policy for load.
+PREFIX_IMBALANCED_THRESHOLD = 64
+# Ray's eviction pair (400_000 chars, down to 360_000) as one bound per replica, off by Ray's default:
+# the prefix tree is a detached actor that lives as long as the app and keeps every prompt it saw.
+PREFIX_EVICTION_CHARS = 400_000
+PREFIX_EVICTION_TARGET = 0.9  # evicted down to this share of the bound, as Ray's own pair
+PREFIX_KNOBS = (
+    "prefix_imbalanced_threshold",
+    "prefix_match_rate_threshold",
+    "prefix_eviction_chars",
+)
+
 
 class LlmArgs(BaseModel):
     """The serve config's `args` for the llm app."""
@@ -160,6 +182,31 @@ class LlmArgs(BaseModel):
         default=ACCELERATOR_TYPE,
         description="gpu only: Ray's accelerator label the replicas need; None: any GPU",
     )
+    router: LlmRouter = Field(
+        default="default",
+        description="how Serve picks the replica for each request: default (Ray's power of two "
+        "choices) or prefix-cache-affinity (the replica that served the prompt's longest prefix)",
+    )
+    prefix_imbalanced_threshold: int = Field(
+        default=PREFIX_IMBALANCED_THRESHOLD,
+        ge=0,
+        le=1_000_000,
+        description="prefix-cache-affinity only: when the replicas' queues differ by more "
+        "requests than this, the replica is picked by load, not by prefix",
+    )
+    prefix_match_rate_threshold: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="prefix-cache-affinity only: the least share of a prompt a replica must "
+        "have seen to be preferred; below it, the replica holding the fewest prompts",
+    )
+    prefix_eviction_chars: int | None = Field(
+        default=PREFIX_EVICTION_CHARS,
+        ge=1000,
+        description="prefix-cache-affinity only: prompt characters the router remembers per "
+        "replica before it forgets the least recently used (down to 90%); None: never forget",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LlmArgs:
@@ -180,6 +227,14 @@ class LlmArgs(BaseModel):
                 "model_source must be an absolute directory on the replica's machine when source "
                 f"is 'local'; got {self.model_source!r}"
             )
+        if self.router != PREFIX_CACHE_AFFINITY:
+            for knob in PREFIX_KNOBS:
+                if knob in self.model_fields_set:
+                    raise ValueError(
+                        f"{knob} applies only with router {PREFIX_CACHE_AFFINITY!r}; got router "
+                        f"{self.router!r} and {knob} {getattr(self, knob)!r}; allowed: router: "
+                        f"{PREFIX_CACHE_AFFINITY}, or no {knob}"
+                    )
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"

@@ -26,11 +26,17 @@ from app.contracts import (
     HF_TOKEN_ENV,
     LLM_INGRESS_DEPLOYMENT,
     LLM_ROUTER_DEPLOYMENT,
+    PREFIX_CACHE_AFFINITY,
+    PREFIX_EVICTION_TARGET,
     SERVER_DEPLOYMENT_PREFIX,
     LlmArgs,
 )
 
 INGRESS_DEPLOYMENT = LLM_INGRESS_DEPLOYMENT
+# Ray Serve LLM's prefix-aware router by its public import path (ray/serve/llm/request_router.py), a
+# string as Serve's RequestRouterConfig.request_router_class takes it: the mapping imports nothing
+# (Serve imports the class when it validates the deployment config, with vllm at hand).
+PREFIX_CACHE_AFFINITY_ROUTER = "ray.serve.llm.request_router.PrefixCacheAffinityRouter"
 
 
 def deployment_names(args: LlmArgs, *, direct_streaming: bool = False) -> tuple[str, ...]:
@@ -64,6 +70,8 @@ def llm_config_kwargs(args: LlmArgs, env: Mapping[str, str]) -> dict[str, Any]:
             }
         },
     }
+    if args.router == PREFIX_CACHE_AFFINITY:
+        kwargs["deployment_config"]["request_router_config"] = prefix_router_config(args)
     if args.device == "gpu":
         kwargs["accelerator_type"] = args.accelerator_type
         engine["gpu_memory_utilization"] = args.gpu_memory_utilization
@@ -83,6 +91,24 @@ def llm_config_kwargs(args: LlmArgs, env: Mapping[str, str]) -> dict[str, Any]:
             # vLLM reads HF_TOKEN only; pods inherit other names, so map it for the replica.
             kwargs["runtime_env"] = {"env_vars": {HF_TOKEN_ENV: token}}
     return kwargs
+
+
+def prefix_router_config(args: LlmArgs) -> dict[str, Any]:
+    """Serve's `request_router_config` for the prefix-aware router: its class and the keyword
+    arguments of its `initialize_state` (ray/llm/_internal/serve/routing_policies/prefix_aware/
+    prefix_aware_router.py). Ray's defaults stay Ray's except the queue gap (always finite here) and
+    eviction (on unless the stack says `prefix_eviction_chars: null`); see app/contracts.py."""
+    kwargs: dict[str, Any] = {
+        "imbalanced_threshold": args.prefix_imbalanced_threshold,
+        "match_rate_threshold": args.prefix_match_rate_threshold,
+    }
+    if args.prefix_eviction_chars is not None:
+        kwargs |= {
+            "do_eviction": True,
+            "eviction_threshold_chars": args.prefix_eviction_chars,
+            "eviction_target_chars": int(args.prefix_eviction_chars * PREFIX_EVICTION_TARGET),
+        }
+    return {"request_router_class": PREFIX_CACHE_AFFINITY_ROUTER, "request_router_kwargs": kwargs}
 
 
 # No `from __future__ import annotations` here: Serve reads the builder's annotation at runtime

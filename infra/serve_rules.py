@@ -20,7 +20,12 @@ from pathlib import PurePosixPath
 
 from pydantic import ValidationError
 
-from app.contracts import LLM_INGRESS_DEPLOYMENT, SERVER_DEPLOYMENT_PREFIX, LlmArgs
+from app.contracts import (
+    LLM_INGRESS_DEPLOYMENT,
+    PREFIX_CACHE_AFFINITY,
+    SERVER_DEPLOYMENT_PREFIX,
+    LlmArgs,
+)
 from app.tiny_llm import MAX_POSITIONS as TINY_LLM_MAX_POSITIONS
 from infra.config import (
     HA_PROXY_ENV,
@@ -75,6 +80,7 @@ def serve_problems(c: StackConfig) -> list[str]:
         if app.kind == "llm":
             problems += _llm_problems(c, app)
     problems += _direct_streaming_problems(c)
+    problems += _prefix_router_problems(c)
     return problems
 
 
@@ -372,3 +378,80 @@ def _model_id(config: object) -> bool:
         and isinstance(config.get("model_loading_config"), dict)
         and ("model_id" in config["model_loading_config"])
     )
+
+
+# ------------------------------------------------------------------------------------ request routers
+# Ray Serve LLM's prefix-aware router under each import path a custom app may give it (Serve imports
+# `module:attr` or `module.attr`): the public class (ray/serve/llm/request_router.py, the one the llm
+# app's `router: prefix-cache-affinity` names, app/llm.py) and the one it subclasses.
+PREFIX_ROUTER_CLASSES = frozenset(
+    {
+        "ray.serve.llm.request_router:PrefixCacheAffinityRouter",
+        "ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router:"
+        "PrefixCacheAffinityRouter",
+    }
+)
+
+
+def _prefix_router_keys(app: AppConfig) -> Iterator[str]:
+    """The stack keys that give an app Ray Serve LLM's prefix-aware router."""
+    if app.kind == "llm":
+        if app.args.get("router") == PREFIX_CACHE_AFFINITY:
+            yield f"apps[{app.name}].args.router"
+        elif app.local_args.get("router") == PREFIX_CACHE_AFFINITY:
+            yield f"apps[{app.name}].localArgs.router"
+        return
+    configs = app.args.get("llm_configs")
+    for index, config in enumerate(configs if isinstance(configs, list) else []):
+        deployment = config.get("deployment_config") if isinstance(config, dict) else None
+        router = deployment.get("request_router_config") if isinstance(deployment, dict) else None
+        cls = router.get("request_router_class") if isinstance(router, dict) else None
+        if isinstance(cls, str) and _import_path(cls) in PREFIX_ROUTER_CLASSES:
+            yield (
+                f"apps[{app.name}].args.llm_configs[{index}].deployment_config."
+                "request_router_config.request_router_class"
+            )
+
+
+def _prefix_router_problems(c: StackConfig) -> Iterator[str]:
+    """The prefix-aware router routes by what it has recorded, and it records a prompt only in
+    on_request_routed (prefix_aware_router.py L394-418), which Serve calls once a handle has sent the
+    request to the replica it picked (ray/serve/_private/router.py L1072). In direct streaming no
+    handle sends it: Ray's HAProxy asks LLMRouter for a replica, which only picks one
+    (router.py L361-363: handle.choose_replica(_reserve=False); ray/serve/_private/router.py
+    L1289-1317), and forwards the request itself. The router's prefix tree stays empty: without the
+    request body (RAY_SERVE_INGRESS_REQUEST_ROUTER_FORWARD_BODY unset, Ray's default) it sees no prompt
+    and falls back to a random pick (prefix_aware_router.py L357-391); with the body, every match rate
+    is 0, every replica ties as the "smallest tenant" (prefix_tree.py L546-562) and LLMRouter takes the
+    first of them (ray/serve/_private/router.py L1309-1316): one replica gets every request until the
+    queues differ by more than the router's imbalanced threshold."""
+    if not c.ray.llm_direct_streaming:
+        return
+    tuned = c.ray.effective_tuning is not None
+    on_by = "ray.tuning.llmDirectStreaming" if tuned else f"ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
+    off = (
+        "set ray.tuning.llmDirectStreaming: false"
+        if tuned
+        else f"remove ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
+    )
+    if c.ray.node_flags.get(FORWARD_BODY_ENV) == "1":
+        effect = (
+            "with the request body it finds no prefix in an empty tree and sends every request to "
+            "the same replica until the queues differ by more than its imbalanced threshold"
+        )
+    else:
+        effect = (
+            f"without the request body ({FORWARD_BODY_ENV} is not '1') it sees no prompt and "
+            "picks a replica at random"
+        )
+    for app in c.apps:
+        if not builds_openai_app(app):
+            continue
+        for key in _prefix_router_keys(app):
+            instead = "router: default" if app.kind == "llm" else "another request_router_class"
+            yield (
+                f"{key} selects Ray Serve LLM's PrefixCacheAffinityRouter, which cannot route by "
+                f"prefix under {on_by} (Ray Serve LLM's direct streaming): Ray's HAProxy sends each "
+                "request straight to the replica LLMRouter picks, no handle sends it, so the router "
+                f"never records a prompt; {effect}; allowed: {instead}, or {off}"
+            )

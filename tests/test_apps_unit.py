@@ -276,14 +276,28 @@ def test_llm_config_kwargs_cpu() -> None:
     json.dumps(kw)
 
 
-@pytest.mark.parametrize("args", [_tiny_cpu, _llm], ids=["cpu", "gpu"])
+def _tiny_cpu_prefix_router() -> llm.LlmArgs:
+    return _tiny_cpu(router="prefix-cache-affinity", min_replicas=2, max_replicas=2)
+
+
+@pytest.mark.parametrize(
+    "args", [_tiny_cpu, _llm, _tiny_cpu_prefix_router], ids=["cpu", "gpu", "cpu-prefix-router"]
+)
 def test_llm_config_kwargs_pass_ray_serve_llms_own_validation(
     args: Callable[[], llm.LlmArgs],
 ) -> None:
     from ray.serve.llm import LLMConfig
 
     config = LLMConfig(**llm.llm_config_kwargs(args(), env={}))
-    assert config.accelerator_config.kind == ("cpu" if args is _tiny_cpu else "gpu")
+    assert config.accelerator_config.kind == ("gpu" if args is _llm else "cpu")
+    if args is _tiny_cpu_prefix_router:
+        # LLMConfig validates deployment_config as Serve's DeploymentConfig, which imports the
+        # router class from its path: the path resolves to Ray Serve LLM's router.
+        from ray.serve._private.config import DeploymentConfig
+        from ray.serve.llm.request_router import PrefixCacheAffinityRouter
+
+        router = DeploymentConfig(**config.deployment_config).request_router_config
+        assert router.get_request_router_class() is PrefixCacheAffinityRouter
 
 
 def test_llm_cpu_args_validation() -> None:
@@ -323,3 +337,152 @@ def test_llm_build_app_when_ray_serve_llm_imports() -> None:
         pytest.skip(f"ray.serve.llm does not import here (needs vllm/pyarrow): {e}")
     app = llm.build_app(_llm())
     assert app is not None
+
+
+# --- llm: request routing -------------------------------------------------------------------------
+
+
+def _prefix(**kw: object) -> llm.LlmArgs:
+    return _llm(router="prefix-cache-affinity", **kw)
+
+
+def test_llm_default_router_leaves_rays_own() -> None:
+    """No request_router_config: Ray picks its default for the mode (power of two choices through
+    OpenAiIngress; round robin under direct streaming, builder.py _get_direct_streaming_serve_options),
+    which an explicit class would override."""
+    for args in (_llm(), _llm(router="default"), _tiny_cpu()):
+        assert (
+            "request_router_config" not in llm.llm_config_kwargs(args, env={})["deployment_config"]
+        )
+
+
+@pytest.mark.parametrize(
+    "args, router_kwargs",
+    [
+        pytest.param(
+            _prefix(),
+            {
+                "imbalanced_threshold": 64,
+                "match_rate_threshold": 0.1,
+                "do_eviction": True,
+                "eviction_threshold_chars": 400_000,
+                "eviction_target_chars": 360_000,
+            },
+            id="defaults",
+        ),
+        pytest.param(
+            _prefix(
+                prefix_imbalanced_threshold=0,
+                prefix_match_rate_threshold=0.5,
+                prefix_eviction_chars=10_000,
+            ),
+            {
+                "imbalanced_threshold": 0,
+                "match_rate_threshold": 0.5,
+                "do_eviction": True,
+                "eviction_threshold_chars": 10_000,
+                "eviction_target_chars": 9_000,
+            },
+            id="set",
+        ),
+        pytest.param(
+            _prefix(prefix_eviction_chars=None, prefix_match_rate_threshold=1),
+            {"imbalanced_threshold": 64, "match_rate_threshold": 1.0},
+            id="no-eviction",
+        ),
+        pytest.param(
+            _tiny_cpu(router="prefix-cache-affinity", min_replicas=2, max_replicas=2),
+            {
+                "imbalanced_threshold": 64,
+                "match_rate_threshold": 0.1,
+                "do_eviction": True,
+                "eviction_threshold_chars": 400_000,
+                "eviction_target_chars": 360_000,
+            },
+            id="cpu",
+        ),
+    ],
+)
+def test_llm_prefix_router_reaches_the_deployment_config(
+    args: llm.LlmArgs, router_kwargs: dict[str, object]
+) -> None:
+    deployment = llm.llm_config_kwargs(args, env={})["deployment_config"]
+    assert deployment["request_router_config"] == {
+        "request_router_class": "ray.serve.llm.request_router.PrefixCacheAffinityRouter",
+        "request_router_kwargs": router_kwargs,
+    }
+    assert deployment["autoscaling_config"] == {
+        "min_replicas": args.min_replicas,
+        "max_replicas": args.max_replicas,
+    }
+    json.dumps(deployment)  # Serve refuses request_router_kwargs that are not JSON
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        pytest.param({"router": "prefix"}, "router", id="unknown-router"),
+        pytest.param({"router": "power-of-two"}, "router", id="power-of-two-is-default"),
+        pytest.param(
+            {"prefix_imbalanced_threshold": 8},
+            r"prefix_imbalanced_threshold applies only with router 'prefix-cache-affinity'; got "
+            r"router 'default' and prefix_imbalanced_threshold 8; allowed: router: "
+            r"prefix-cache-affinity, or no prefix_imbalanced_threshold",
+            id="knob-without-router",
+        ),
+        pytest.param(
+            {"router": "default", "prefix_eviction_chars": None},
+            "prefix_eviction_chars applies only with router 'prefix-cache-affinity'",
+            id="eviction-off-without-router",
+        ),
+        pytest.param(
+            {"router": "prefix-cache-affinity", "prefix_match_rate_threshold": 1.5},
+            "prefix_match_rate_threshold",
+            id="match-rate-above-1",
+        ),
+        pytest.param(
+            {"router": "prefix-cache-affinity", "prefix_imbalanced_threshold": -1},
+            "prefix_imbalanced_threshold",
+            id="negative-gap",
+        ),
+        pytest.param(
+            {"router": "prefix-cache-affinity", "prefix_eviction_chars": 10},
+            "prefix_eviction_chars",
+            id="eviction-bound-too-small",
+        ),
+    ],
+)
+def test_llm_router_args_validation(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=match):
+        _llm(**kw)
+
+
+def test_llm_prefix_router_is_rays_by_source() -> None:
+    """The class path and keyword names, against Ray's source (importing ray.serve.llm loads vllm):
+    the public class exists where app/llm.py names it, and every keyword is an argument of the
+    router's initialize_state."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("ray")
+    assert spec is not None and spec.origin is not None
+    ray_dir = Path(spec.origin).parent
+    module, _, cls = llm.PREFIX_CACHE_AFFINITY_ROUTER.rpartition(".")
+    public = ast.parse((ray_dir.parent / (module.replace(".", "/") + ".py")).read_text())
+    assert cls in {n.name for n in public.body if isinstance(n, ast.ClassDef)}
+    impl = ray_dir / "llm/_internal/serve/routing_policies/prefix_aware/prefix_aware_router.py"
+    [router] = [
+        n for n in ast.parse(impl.read_text()).body if isinstance(n, ast.ClassDef) and n.name == cls
+    ]
+    [init] = [
+        n for n in router.body if isinstance(n, ast.FunctionDef) and n.name == "initialize_state"
+    ]
+    accepted = {a.arg for a in init.args.args} - {"self"}
+    kwargs = llm.prefix_router_config(_prefix())["request_router_kwargs"]
+    assert set(kwargs) <= accepted
+    # Ray's own default is no bound on the queue gap: the stack always gives one (app/contracts.py).
+    defaults = dict(zip(reversed(init.args.args), reversed(init.args.defaults), strict=False))
+    assert {a.arg: ast.unparse(d) for a, d in defaults.items()}["imbalanced_threshold"] == (
+        "float('inf')"
+    )

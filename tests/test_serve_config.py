@@ -3,6 +3,7 @@ the same config (and Ray's env flags) scaled to one machine for `raygke local`."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,6 +280,119 @@ def test_on_one_machine_rays_haproxy_gets_half_the_cores(cores: int, threads: st
     assert scale_flags_for_local(flags_only, cores) == FLAGS_ONLY
     pinned = ray.model_copy(update={"tuning": TuningConfig(haproxy_threads=3)})
     assert scale_flags_for_local(pinned, cores)["RAY_SERVE_HAPROXY_NBTHREAD"] == "3"
+
+
+# --- the llm app's request router ---------------------------------------------------------------
+
+
+def _llm_app(**keys: Any) -> Any:
+    """A mutation of prod's llm app: its `args` and `localArgs` updated with `keys`' dicts."""
+
+    def mutate(config: dict[str, Any]) -> None:
+        app = next(a for a in config[f"{NS}:apps"] if a["kind"] == "llm")
+        for key, values in keys.items():
+            app[key] = {**app.get(key, {}), **values}
+
+    return mutate
+
+
+# prod under a profile without Ray Serve LLM's direct streaming, where the router applies (under
+# it, infra/serve_rules.py refuses the router: tests/test_serve_rules.py).
+NO_DIRECT_STREAMING = edit("ray", serveProfile="flags-only")
+PREFIX = {"router": "prefix-cache-affinity", "prefix_match_rate_threshold": 0.3}
+
+
+@pytest.mark.parametrize(
+    "keys, cluster_kwargs, local_kwargs",
+    [
+        pytest.param(
+            {"args": PREFIX},
+            {"imbalanced_threshold": 64, "match_rate_threshold": 0.3},
+            {"imbalanced_threshold": 64, "match_rate_threshold": 0.3},
+            id="args",
+        ),
+        pytest.param(
+            {"localArgs": {**PREFIX, "min_replicas": 2, "max_replicas": 2}},
+            None,
+            {"imbalanced_threshold": 64, "match_rate_threshold": 0.3},
+            id="local-only",
+        ),
+        pytest.param(
+            {"args": PREFIX, "localArgs": {"prefix_imbalanced_threshold": 2}},
+            {"imbalanced_threshold": 64, "match_rate_threshold": 0.3},
+            {"imbalanced_threshold": 2, "match_rate_threshold": 0.3},
+            id="local-knob-over-args",
+        ),
+        pytest.param({"args": {"router": "default"}}, None, None, id="default"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic models
+def test_the_llm_router_option_reaches_the_llmserver_deployment(
+    keys: dict[str, Any],
+    cluster_kwargs: dict[str, Any] | None,
+    local_kwargs: dict[str, Any] | None,
+    tmp_path: Path,
+) -> None:
+    """The stack's args travel in the rendered RayService's serveConfigV2 (and the local run's
+    scaled copy), and app/llm.py turns them into LLMConfig's deployment_config.request_router_config
+    for the LLMServer deployment, with the router's import path."""
+    import yaml
+
+    from app.contracts import LlmArgs
+    from app.llm import llm_config_kwargs
+    from infra.rendered import render_stack
+
+    config = parse_stack_config("prod", mutated("prod", NO_DIRECT_STREAMING, _llm_app(**keys)))
+    serve_config = yaml.safe_load(render_stack(config).rayservice["spec"]["serveConfigV2"])
+    assert serve_config == build_serve_config(config)
+    local = scale_for_local(config, serve_config)
+    for document, expected in ((serve_config, cluster_kwargs), (local, local_kwargs)):
+        [app] = [a for a in document["applications"] if a["import_path"] == "app.llm:build_app"]
+        args = LlmArgs.model_validate(
+            {**app["args"], "model_source": str(tmp_path)}
+            if app["args"]["source"] == "local"
+            else app["args"]
+        )
+        deployment = llm_config_kwargs(args, env={})["deployment_config"]
+        if expected is None:
+            assert "request_router_config" not in deployment
+            continue
+        router = deployment["request_router_config"]
+        assert router["request_router_class"] == (
+            "ray.serve.llm.request_router.PrefixCacheAffinityRouter"
+        )
+        assert {k: router["request_router_kwargs"][k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        pytest.param(
+            {"args": {"router": "prefix"}},
+            r"apps\[llm\]\.args\.router: Input should be 'default' or 'prefix-cache-affinity'; "
+            r"got 'prefix'",
+            id="unknown-router",
+        ),
+        pytest.param(
+            {"localArgs": {"prefix_match_rate_threshold": 0.5}},
+            r"apps\[llm\]\.localArgs: prefix_match_rate_threshold applies only with router "
+            r"'prefix-cache-affinity'; got router 'default' and prefix_match_rate_threshold 0\.5; "
+            r"allowed: router: prefix-cache-affinity, or no prefix_match_rate_threshold",
+            id="knob-without-router",
+        ),
+        pytest.param(
+            {"args": {**PREFIX, "prefix_match_rate_threshold": 2}},
+            r"apps\[llm\]\.args\.prefix_match_rate_threshold: Input should be less than or equal "
+            r"to 1; got 2",
+            id="match-rate-out-of-range",
+        ),
+    ],
+)
+def test_a_bad_llm_router_option_names_the_key_the_value_and_what_is_allowed(
+    keys: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_stack_config("prod", mutated("prod", NO_DIRECT_STREAMING, _llm_app(**keys)))
 
 
 @pytest.mark.parametrize("direct_streaming", [True, False])

@@ -26,6 +26,7 @@ from infra.config import MAX_SCALE_DELAY_S, StackConfig
 from infra.serve_config import build_serve_config
 from infra.serve_rules import (
     FORWARD_BODY_ENV,
+    PREFIX_ROUTER_CLASSES,
     RAY_ACCELERATOR_LABELS,
     RAY_OPENAI_BUILDERS,
     RAY_OPENAI_INGRESS_CLASS,
@@ -807,3 +808,146 @@ def test_direct_streaming_constants_are_rays():
     envs = (Path(spec.origin).parent / "envs.py").read_text()
     # vLLM 0.29's default is already 1: the profile sets it for an image with another vLLM.
     assert f'int(os.getenv("{VLLM_RAY_V2_EXECUTOR_ENV}", "1"))' in envs
+
+
+# ---------------------------------------------------------------------------------------- request routers
+PREFIX = {"router": "prefix-cache-affinity"}
+FORWARD_BODY = {"extraEnv": {FORWARD_BODY_ENV: "1"}}
+PUBLIC_ROUTER = "ray.serve.llm.request_router.PrefixCacheAffinityRouter"
+INTERNAL_ROUTER = (
+    "ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router:"
+    "PrefixCacheAffinityRouter"
+)
+
+
+def routed_app(name: str, router_class: str) -> dict[str, Any]:
+    """A custom app on Ray's builder whose one model names a request router class."""
+    config = model(
+        f"{name}-model",
+        deployment_config={"request_router_config": {"request_router_class": router_class}},
+    )
+    return ray_llm_app(name, args={"llm_configs": [config]})
+
+
+# (id, the stack, the key named or None, a phrase of the effect)
+PREFIX_ROUTER_CASES = [
+    (
+        "args-direct-streaming",
+        lambda: llm_with(args=PREFIX),
+        "apps[llm].args.router selects Ray Serve LLM's PrefixCacheAffinityRouter",
+        "picks a replica at random",
+    ),
+    (
+        "local-args-direct-streaming",
+        lambda: llm_with(local=PREFIX),
+        "apps[llm].localArgs.router selects",
+        "picks a replica at random",
+    ),
+    (
+        "args-direct-streaming-with-body",
+        lambda: llm_with(args=PREFIX, ray={**_dump("prod")["ray"], **FORWARD_BODY}),
+        "apps[llm].args.router selects",
+        "sends every request to the same replica",
+    ),
+    (
+        "custom-public-path",
+        lambda: stack_plus("dev", routed_app("chat", PUBLIC_ROUTER)),
+        "apps[chat].args.llm_configs[0].deployment_config.request_router_config."
+        "request_router_class selects",
+        "allowed: another request_router_class, or set ray.tuning.llmDirectStreaming: false",
+    ),
+    (
+        "custom-internal-path",
+        lambda: stack_plus("staging", routed_app("chat", INTERNAL_ROUTER)),
+        "apps[chat].args.llm_configs[0]",
+        "picks a replica at random",
+    ),
+    (
+        "extra-env-turns-it-on",
+        lambda: llm_with(
+            args=PREFIX,
+            ray={**_dump("prod")["ray"], "serveProfile": "flags-only", **EXTRA_ON},
+        ),
+        "apps[llm].args.router selects",
+        "under ray.extraEnv.RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING (Ray Serve LLM's direct "
+        "streaming)",
+    ),
+    ("off", lambda: llm_with(args=PREFIX, ray={**_dump("prod")["ray"], **OFF}), None, ""),
+    (
+        "flags-only",
+        lambda: llm_with(args=PREFIX, ray={**_dump("prod")["ray"], "serveProfile": "flags-only"}),
+        None,
+        "",
+    ),
+    ("default-router", lambda: llm_with(args={"router": "default"}), None, ""),
+    (
+        "custom-other-router",
+        lambda: stack_plus(
+            "dev", routed_app("chat", "ray.serve.experimental.round_robin_router:RoundRobinRouter")
+        ),
+        None,
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize("stack, key, effect", cases(PREFIX_ROUTER_CASES))
+def test_prefix_router_is_refused_under_direct_streaming(stack, key, effect):
+    found = about(serve_problems(stack()), "PrefixCacheAffinityRouter")
+    if key is None:
+        assert found == []
+        return
+    [problem] = found
+    assert problem.startswith(key) and effect in problem
+    assert "allowed: " in problem and ("router: default" in problem) == ("apps[llm]" in key)
+
+
+def test_prefix_router_is_named_once_per_app():
+    """args and localArgs both set: the args key, once; two apps: each named."""
+    c = stack_plus("prod", routed_app("chat", PUBLIC_ROUTER))
+    c = StackConfig.model_validate(
+        {
+            **c.model_dump(by_alias=True),
+            "apps": [
+                {**a, "args": {**a["args"], **PREFIX}, "localArgs": {**a["localArgs"], **PREFIX}}
+                if a["name"] == "llm"
+                else a
+                for a in c.model_dump(by_alias=True)["apps"]
+            ],
+        }
+    )
+    found = about(serve_problems(c), "PrefixCacheAffinityRouter")
+    assert [p.split(" ")[0] for p in found] == [
+        "apps[llm].args.router",
+        "apps[chat].args.llm_configs[0].deployment_config.request_router_config."
+        "request_router_class",
+    ]
+
+
+def test_prefix_router_refusal_rests_on_rays_source():
+    """What the refusal reads in Ray 2.60, pinned (read from source: importing ray.serve.llm loads
+    vllm): the prefix router records prompts only in on_request_routed; Serve calls that only after
+    a handle sends a request; LLMRouter only picks (`_reserve=False`), taking the first replica of
+    the first rank; the router's classes are where the rule names them."""
+    spec = importlib.util.find_spec("ray")
+    assert spec is not None and spec.origin is not None
+    ray_dir = Path(spec.origin).parent
+    prefix = (
+        ray_dir / "llm/_internal/serve/routing_policies/prefix_aware/prefix_aware_router.py"
+    ).read_text()
+    assert prefix.count("self._tree_actor.insert.remote(") == 1
+    assert prefix.index("def on_request_routed") < prefix.index("self._tree_actor.insert.remote(")
+    serve_router = (ray_dir / "serve/_private/router.py").read_text()
+    assert serve_router.count(".on_request_routed(") == 1  # the handle's send path only
+    assert 'reserve = request_kwargs.pop("_reserve", True)' in serve_router
+    assert "replica = (await candidates.__anext__())[0]" in serve_router
+    llm_router = (ray_dir / "llm/_internal/serve/core/ingress/router.py").read_text()
+    assert 'choose_replica_kwargs = {"_reserve": False}' in llm_router
+    for path in PREFIX_ROUTER_CLASSES:
+        module, attr = path.split(":")
+        text = (ray_dir.parent / (module.replace(".", "/") + ".py")).read_text()
+        assert f"class {attr}(" in text
+    from app.llm import PREFIX_CACHE_AFFINITY_ROUTER
+
+    module, _, attr = PREFIX_CACHE_AFFINITY_ROUTER.rpartition(".")
+    assert f"{module}:{attr}" in PREFIX_ROUTER_CLASSES
