@@ -1173,6 +1173,80 @@ class LlmSmokeConfig(Model):
     output_tokens: int = Field(default=128, ge=2)  # TPOT needs two tokens
 
 
+def _keys(model: type[BaseModel]) -> dict[str, str]:
+    """A block's keys as the stack file writes them -> field names."""
+    return {f.alias or name: name for name, f in model.model_fields.items()}
+
+
+def _local_slo_keys(model: type[BaseModel], where: str, data: Any) -> Any:
+    """Unknown keys named with the keys this block allows (infra/stack_file.py would list the
+    parent block's keys for a camelCase block nested this deep)."""
+    if isinstance(data, Mapping):
+        allowed = _keys(model)
+        for key in data:
+            if key not in allowed and key not in allowed.values():
+                raise ValueError(
+                    f"{where}.{key}: unknown key (value {shown_value(data[key])}); allowed keys: "
+                    + ", ".join(allowed)
+                )
+    return data
+
+
+def _sets_nothing(block: BaseModel, where: str) -> None:
+    if all(getattr(block, name) is None for name in type(block).model_fields):
+        raise ValueError(
+            f"{where} sets nothing; remove it, or set one of {', '.join(_keys(type(block)))}"
+        )
+
+
+class LocalLlmSloConfig(Model):
+    """`smoke.localSlo.llm`: the llm objectives for a local run; each key unset keeps `smoke.llm`'s.
+    Not the request's lengths: the local app's context is checked against `smoke.llm`'s
+    (infra/serve_rules.py), and the same request keeps local and cluster figures comparable."""
+
+    concurrency: int | None = Field(default=None, ge=1)
+    ttft_ms: float | None = Field(default=None, ge=MIN_SLO_MS, le=MAX_SLO_MS)
+    tpot_ms: float | None = Field(default=None, ge=MIN_SLO_MS, le=MAX_SLO_MS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        for key in ("inputTokens", "outputTokens", "input_tokens", "output_tokens"):
+            if isinstance(data, Mapping) and key in data:
+                raise ValueError(
+                    f"smoke.localSlo.llm.{to_camel(key)}: a local run sends the cluster's "
+                    f"request (smoke.llm.{to_camel(key)}), so its figures compare and its "
+                    "context check holds; allowed keys: " + ", ".join(_keys(cls))
+                )
+        return _local_slo_keys(cls, "smoke.localSlo.llm", data)
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> LocalLlmSloConfig:
+        _sets_nothing(self, "smoke.localSlo.llm")
+        return self
+
+
+class LocalSloConfig(Model):
+    """`smoke.localSlo`: the objectives `raygke smoke` gates a local run (`raygke local up`) on,
+    as `localArgs` is to `args`: the `smoke` section's shape, every key optional, each key unset
+    keeping the cluster's. The cluster's own outputs never carry it (infra/outputs.py)."""
+
+    concurrency: int | None = Field(default=None, ge=1)
+    p99_ms: float | None = Field(default=None, ge=MIN_SLO_MS, le=MAX_SLO_MS)
+    max_error_rate: float | None = Field(default=None, ge=0, lt=1)
+    llm: LocalLlmSloConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        return _local_slo_keys(cls, "smoke.localSlo", data)
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> LocalSloConfig:
+        _sets_nothing(self, "smoke.localSlo")
+        return self
+
+
 class SmokeConfig(Model):
     """Service-level objectives that `raygke smoke` gates on after each deploy."""
 
@@ -1181,6 +1255,8 @@ class SmokeConfig(Model):
     # A fraction of requests (0.01 is 1%): below 1, since a gate of 1 or more can never fail.
     max_error_rate: float = Field(default=0.0, ge=0, lt=1)
     llm: LlmSmokeConfig = LlmSmokeConfig()
+    # The local run's objectives (None: a local run is gated on the ones above, and says so).
+    local_slo: LocalSloConfig | None = None
 
 
 # ---------------------------------------------------------------------------------------------- stack

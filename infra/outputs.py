@@ -3,7 +3,10 @@
 Versioned: a change of shape bumps SMOKE_SCHEMA_VERSION, and `raygke smoke` refuses versions it does not know.
 Owns what each field means, for both producers: `serve_flags` is the Ray Serve part (`RAY_SERVE_*`)
 of the stack's `RayConfig.serve_flags` (what its `ray` section sets), never what one place adds for
-itself, so a cluster and a local run of the same stack report the same flags; `slo` is the stack's `smoke` section (SmokeConfig's defaults).
+itself, so a cluster and a local run of the same stack report the same flags; `slo` is the stack's `smoke` section (SmokeConfig's defaults),
+the cluster's objectives in every contract; `local_slo`, only in a local run's and only where the stack
+sets `smoke.localSlo`, is that block as written (each key optional, an absent one keeping `slo`'s):
+what `raygke smoke` gates a local run on instead.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from components.render.haproxy import HEALTH_PATH
-from infra.config import SmokeConfig, StackConfig
+from infra.config import LocalSloConfig, SmokeConfig, StackConfig
 from infra.serve_config import app_kind
 
-SMOKE_SCHEMA_VERSION = 2  # 2: `apps[].model` and `slo.llm`, for the LLM phase
+# 2: `apps[].model` and `slo.llm`, for the LLM phase; 3: `local_slo`, a local run's objectives
+SMOKE_SCHEMA_VERSION = 3
 
 
 def slo_output(smoke: SmokeConfig) -> dict[str, Any]:
@@ -32,6 +36,31 @@ def slo_output(smoke: SmokeConfig) -> dict[str, Any]:
             "output_tokens": llm.output_tokens,
         },
     }
+
+
+def local_slo_output(local: LocalSloConfig) -> dict[str, Any]:
+    """The `local_slo` object: `smoke.localSlo` in `slo`'s names, only the keys it sets."""
+    document: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("concurrency", local.concurrency),
+            ("p99_ms", local.p99_ms),
+            ("max_error_rate", local.max_error_rate),
+        )
+        if value is not None
+    }
+    if local.llm is not None:
+        llm = local.llm
+        document["llm"] = {
+            key: value
+            for key, value in (
+                ("concurrency", llm.concurrency),
+                ("ttft_ms", llm.ttft_ms),
+                ("tpot_ms", llm.tpot_ms),
+            )
+            if value is not None
+        }
+    return document
 
 
 # A stack that sets no `smoke`, and any other producer of the contract (bench/reference_server.py).
@@ -89,6 +118,8 @@ def smoke_contract(
         },
         "slo": slo_output(config.smoke),
     }
+    if source == "local" and config.smoke.local_slo is not None:
+        document["local_slo"] = local_slo_output(config.smoke.local_slo)
     if direct is not None:
         document["direct"] = direct
     return document

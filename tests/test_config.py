@@ -1089,6 +1089,64 @@ MEANING_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"smoke.llm.ttftMs: Input should be greater than or equal to 1; got 0.2",
     ),
     (
+        "a local p99 gate in seconds",
+        "prod",
+        edit("smoke", ["localSlo"], p99Ms=0.6),
+        r"smoke.localSlo.p99Ms: Input should be greater than or equal to 1; got 0.6",
+    ),
+    (
+        "a local error-rate gate as a percentage",
+        "dev",
+        edit("smoke", localSlo={"maxErrorRate": 2}),
+        r"smoke.localSlo.maxErrorRate: Input should be less than 1; got 2",
+    ),
+    (
+        "a local TTFT gate in seconds",
+        "prod",
+        edit("smoke", ["localSlo", "llm"], ttftMs=0.5),
+        r"smoke.localSlo.llm.ttftMs: Input should be greater than or equal to 1; got 0.5",
+    ),
+    (
+        "a local request length",
+        "prod",
+        edit("smoke", ["localSlo", "llm"], inputTokens=64),
+        r"smoke.localSlo.llm.inputTokens: a local run sends the cluster's request "
+        r"\(smoke.llm.inputTokens\).*allowed keys: concurrency, ttftMs, tpotMs",
+    ),
+    (
+        "an unknown local SLO key",
+        "staging",
+        edit("smoke", localSlo={"p99ms": 900}),
+        r"smoke.localSlo.p99ms: unknown key \(value 900\); allowed keys: concurrency, p99Ms, "
+        r"maxErrorRate, llm",
+    ),
+    (
+        "an unknown local llm SLO key",
+        "prod",
+        edit("smoke", ["localSlo", "llm"], itlMs=10),
+        r"smoke.localSlo.llm.itlMs: unknown key \(value 10\); allowed keys: concurrency, ttftMs, "
+        r"tpotMs",
+    ),
+    (
+        "an empty local SLO",
+        "dev",
+        edit("smoke", localSlo={}),
+        r"smoke.localSlo sets nothing; remove it, or set one of concurrency, p99Ms, maxErrorRate, "
+        r"llm",
+    ),
+    (
+        "an empty local llm SLO",
+        "prod",
+        edit("smoke", ["localSlo"], llm={}),
+        r"smoke.localSlo.llm sets nothing; remove it, or set one of concurrency, ttftMs, tpotMs",
+    ),
+    (
+        "a local concurrency of 0",
+        "staging",
+        edit("smoke", localSlo={"concurrency": 0}),
+        r"smoke.localSlo.concurrency: Input should be greater than or equal to 1; got 0",
+    ),
+    (
         "worker CPUs in millicores",
         "dev",
         edit("rayService", ["workers"], cpu="500m"),
@@ -1228,6 +1286,24 @@ def test_bad_config_registers_nothing(stack, mutate, pattern):
     with pytest.raises(ConfigError, match=pattern):
         run_with_mocks(run_program, stack=stack, config=mutated(stack, mutate), inventory=inventory)
     assert inventory.resources == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_local_slo_keeps_the_clusters_objectives_it_does_not_set(stack: str):
+    smoke = load_stack_config(stack).smoke
+    local = smoke.local_slo
+    if local is None:
+        return
+    assert local.p99_ms is None or local.p99_ms >= 1
+    # lengths are never the local block's: the local context check reads smoke.llm's
+    assert not hasattr(local.llm, "input_tokens") and not hasattr(local.llm, "output_tokens")
+
+
+def test_prod_ships_a_local_slo_and_other_stacks_may_leave_it_out():
+    assert load_stack_config("prod").smoke.local_slo is not None
+    dev = parse_stack_config("dev", mutated("dev", edit("smoke", localSlo={"p99Ms": 1500})))
+    assert dev.smoke.local_slo is not None and dev.smoke.local_slo.p99_ms == 1500
+    assert dev.smoke.p99_ms == 1000 and dev.smoke.local_slo.llm is None
 
 
 def test_at_least_twenty_distinct_validators():

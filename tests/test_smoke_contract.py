@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
-from raygke.smoke.cli import direct_view, main
+from infra.outputs import smoke_contract
+from infra.stack_file import load_stack_config
+from raygke.smoke.cli import direct_view, main, slo_warnings
 from raygke.smoke.contract import (
     EXAMPLE,
+    STACK_KEYS,
     ContractError,
     contract_from_stack,
     load_contract,
@@ -92,7 +95,7 @@ def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
 
 BROKEN = [
     (_drop("schema_version"), "smoke.schema_version"),
-    (_set(["schema_version"], 3), "smoke.schema_version"),
+    (_set(["schema_version"], 4), "smoke.schema_version"),
     (_drop("http_url"), "smoke.http_url"),
     (_set(["http_url"], "203.0.113.20:80"), "smoke.http_url"),
     (_drop("grpc_target"), "smoke.grpc_target"),
@@ -195,6 +198,11 @@ def test_cli_exits_2_on_unreadable_or_non_json_file(
         ["--llm-range-ratio", "1.5"],
         ["--direct"],  # the example has no `direct` endpoints
         ["--compare-direct"],
+        ["--llm-rates", "0.5,fast"],
+        ["--llm-rates", "0,1"],
+        ["--llm-rates", "50"],  # a fraction of the peak, not a rate
+        ["--llm-workloads", "chat"],
+        ["--llm-workloads", "synthetic"],  # always runs: not a workload to add
     ],
 )
 def test_cli_exits_2_on_bad_arguments(tmp_path: Path, extra: list[str]) -> None:
@@ -276,3 +284,108 @@ def test_direct_view_aims_at_rays_own_ingress() -> None:
     assert direct.stack == "dev (direct)"
     with pytest.raises(ContractError, match=r"smoke\.direct: missing"):
         direct_view(parse_contract(VALID))
+
+
+# ------------------------------------------------------------------------------- a local run's SLO
+def _local(local_slo: Any = None, **changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(VALID) | {"source": "local", **changes}
+    if local_slo is not None:
+        doc["local_slo"] = local_slo
+    return doc
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("local_slo", "expected", "keys"),
+    [
+        ({"p99_ms": 900}, {"p99_ms": 900.0}, ["p99_ms"]),
+        ({"concurrency": 4, "max_error_rate": 0.01}, {"concurrency": 4}, ["concurrency", "max_error_rate"]),
+        ({"llm": {"ttft_ms": 3000}}, {"llm.ttft_ms": 3000.0, "llm.tpot_ms": 100.0}, ["llm.ttft_ms"]),
+        (
+            {"p99_ms": 700, "llm": {"tpot_ms": 250, "concurrency": 2}},
+            {"p99_ms": 700.0, "llm.tpot_ms": 250.0, "llm.concurrency": 2, "llm.input_tokens": 128},
+            ["llm.concurrency", "llm.tpot_ms", "p99_ms"],
+        ),
+    ],
+)  # fmt: skip
+def test_a_local_runs_slo_overrides_only_what_it_sets(
+    local_slo: dict[str, Any], expected: dict[str, Any], keys: list[str]
+) -> None:
+    contract = parse_contract(_local(local_slo))
+    slo, cluster = contract.slo, contract.cluster_slo
+    assert cluster is not None and cluster.origin == "slo" and cluster.p99_ms == 500.0
+    assert (slo.origin, slo.source, list(slo.local_keys)) == ("localSlo", "local SLO", keys)
+    for field, value in expected.items():
+        holder = slo.llm if field.startswith("llm.") else slo
+        assert getattr(holder, field.removeprefix("llm.")) == value
+    # a gate names the key the user wrote: the local block's, and the cluster's for the rest
+    for field in ("concurrency", "p99_ms", "max_error_rate", "llm.ttft_ms", "llm.tpot_ms"):
+        prefix = "smoke.localSlo." if field in keys else "smoke."
+        assert slo.key(field) == prefix + STACK_KEYS[field]
+
+
+@pytest.mark.pure
+def test_without_a_local_slo_a_local_run_is_gated_on_the_cluster_slo_and_says_so() -> None:
+    contract = parse_contract(_local())
+    assert (contract.slo.origin, contract.slo.source, contract.cluster_slo) == (
+        "slo",
+        "cluster SLO",
+        None,
+    )
+    assert contract.slo.cite("p99_ms") == "cluster SLO smoke.p99Ms"
+    [warning] = slo_warnings(contract)
+    assert "gated on the cluster SLO" in warning and "nvidia-h100-80gb" in warning
+    assert "smoke.localSlo" in warning
+    assert slo_warnings(parse_contract(_local({"p99_ms": 900}))) == []
+    assert slo_warnings(parse_contract(copy.deepcopy(VALID))) == []  # a cluster: nothing to say
+
+
+@pytest.mark.pure
+def test_a_version_2_contract_reads_as_before() -> None:
+    doc = _local({"p99_ms": 900}, schema_version=2)
+    contract = parse_contract(doc)
+    assert contract.slo.origin == "slo" and contract.slo.p99_ms == 500.0
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        (_local({}), "smoke.local_slo: must be a non-empty object"),
+        (_local(["p99_ms"]), "smoke.local_slo: must be a non-empty object"),
+        (_local({"p99": 3}), r"smoke.local_slo.p99: unknown key; allowed keys: concurrency"),
+        (_local({"p99_ms": -1}), r"smoke.local_slo.p99_ms: must be > 0"),
+        (_local({"concurrency": 0}), r"smoke.local_slo.concurrency: must be an integer >= 1"),
+        (_local({"max_error_rate": 2}), r"smoke.local_slo.max_error_rate: must be in \[0, 1\]"),
+        (_local({"llm": {}}), r"smoke.local_slo.llm: must be a non-empty object"),
+        (_local({"llm": {"ttft_ms": "slow"}}), r"smoke.local_slo.llm.ttft_ms: must be a finite"),
+        (_local({"llm": {"input_tokens": 64}}), r"local_slo.llm.input_tokens: unknown key \(a local"),
+        (_local({"p99_ms": 900}, source="pulumi"), r"smoke.local_slo: only a local run's outputs"),
+    ],
+)  # fmt: skip
+def test_a_broken_local_slo_names_its_field(doc: dict[str, Any], field: str) -> None:
+    with pytest.raises(ContractError, match=field):
+        parse_contract(doc)
+
+
+@pytest.mark.pure
+def test_the_local_slo_travels_from_the_stack_file_to_the_local_contract_only() -> None:
+    config = load_stack_config("prod")
+    local_slo = config.smoke.local_slo
+    assert local_slo is not None  # prod's objectives are written for H100s
+    urls = ("http://127.0.0.1:1", "127.0.0.1:2")
+    cluster = smoke_contract(config, source="pulumi", http_url=urls[0], grpc_target=urls[1])
+    local = smoke_contract(config, source="local", http_url=urls[0], grpc_target=urls[1])
+    assert "local_slo" not in cluster and cluster["slo"] == local["slo"]
+    assert set(local["local_slo"]) <= {"concurrency", "p99_ms", "max_error_rate", "llm"}
+    parsed = parse_contract(local)
+    assert parsed.slo.origin == "localSlo" and parsed.cluster_slo is not None
+    assert parsed.slo.p99_ms == (local_slo.p99_ms or config.smoke.p99_ms)
+    assert parsed.cluster_slo.p99_ms == config.smoke.p99_ms
+    assert parse_contract(cluster).slo.origin == "slo"
+    # the request a local run sends is the cluster's: its lengths are never the local block's
+    assert parsed.slo.llm is not None and parsed.cluster_slo.llm is not None
+    assert (parsed.slo.llm.input_tokens, parsed.slo.llm.output_tokens) == (
+        parsed.cluster_slo.llm.input_tokens,
+        parsed.cluster_slo.llm.output_tokens,
+    )

@@ -9,8 +9,9 @@ import pytest
 from smoke_levels import CONTRACT, closed_spec, level_result, passing_checks
 
 from raygke.smoke.checks import CheckOutcome
-from raygke.smoke.contract import AppEndpoint
+from raygke.smoke.contract import EXAMPLE, AppEndpoint, parse_contract
 from raygke.smoke.gates import (
+    NOT_GATED,
     Gate,
     Ratio,
     Spread,
@@ -18,6 +19,8 @@ from raygke.smoke.gates import (
     compare_ratios,
     evaluate,
     evaluate_llm,
+    llm_gating,
+    load_gating,
     slo_p99,
     spread,
 )
@@ -218,7 +221,9 @@ def test_llm_gates_hold_ttft_and_tpot_p99_at_the_slo_concurrency() -> None:
     }
     gates = evaluate_llm(CONTRACT.slo, [slow_first], {})
     assert not _gate(gates, "TTFT p99").passed and _gate(gates, "TPOT p99").passed
-    assert f"(max {llm.ttft_ms:g} ms)" in _gate(gates, "TTFT p99").detail
+    assert (
+        f"(max {llm.ttft_ms:g} ms, cluster SLO smoke.llm.ttftMs)" in _gate(gates, "TTFT p99").detail
+    )
 
 
 def test_llm_errors_and_an_unusable_endpoint_fail_their_gates() -> None:
@@ -236,3 +241,97 @@ def test_a_baseline_is_not_gated() -> None:
     assert (
         evaluate_llm(CONTRACT.slo, [llm_level(10.0, 10.0, 8, errors=3, deployment="B")], {}) == []
     )
+
+
+# --- which SLO, and which levels it gates ---------------------------------------------------------
+LOCAL = parse_contract(
+    EXAMPLE | {"source": "local", "local_slo": {"p99_ms": 900, "llm": {"ttft_ms": 3000}}}
+)
+
+
+def test_a_gate_cites_the_slo_and_the_stack_key_it_held() -> None:
+    stream = level_result(closed_spec(mode="stream"), [50.0] * 20, ttft_ms=[950.0] * 20)
+    gates = evaluate(LOCAL.slo, passing_checks(), [stream])
+    ttft = _gate(gates, "TTFT p99 echo/http/stream")
+    assert not ttft.passed
+    assert ttft.detail == "950.0 ms (max 900 ms, local SLO smoke.localSlo.p99Ms)"
+    # the local block sets no maxErrorRate: the cluster's applies, named as the cluster's key
+    assert "(local SLO smoke.maxErrorRate)" in _gate(gates, "error rate").detail
+    llm = LOCAL.slo.llm
+    assert llm is not None and llm.ttft_ms == 3000
+    level = llm_level(2.5, llm.tpot_ms / 500, llm.concurrency)
+    llm_gates = evaluate_llm(LOCAL.slo, [level], {})
+    assert _gate(llm_gates, "TTFT p99").passed  # 2.5 s: within the local 3 s, not the cluster's 2 s
+    assert "local SLO smoke.localSlo.llm.ttftMs" in _gate(llm_gates, "TTFT p99").detail
+    assert "local SLO smoke.llm.tpotMs" in _gate(llm_gates, "TPOT p99").detail
+    cluster = evaluate_llm(CONTRACT.slo, [level], {})
+    assert not _gate(cluster, "TTFT p99").passed
+    assert "cluster SLO smoke.llm.ttftMs" in _gate(cluster, "TTFT p99").detail
+
+
+def test_each_load_level_says_whether_it_is_gated_and_why_not() -> None:
+    slo = LOCAL.slo
+    at_slo = level_result(closed_spec(mode="stream"), [5.0] * 10, ttft_ms=[1.0] * 10)
+    elsewhere = level_result(closed_spec(c=1), [5.0] * 10)
+    opened = level_result(replace(closed_spec(), loop="open", rate=40.0), [5.0] * 10)
+    baseline = level_result(closed_spec(), [5.0] * 10, deployment="B")
+    gates = {g.name for g in evaluate(slo, passing_checks(), [at_slo, elsewhere, opened])}
+    gated = load_gating(at_slo, slo)
+    assert (gated["slo"], gated["slo_source"], gated["latency"], gated["reason"]) == (
+        "localSlo",
+        "local SLO",
+        "gated",
+        None,
+    )
+    assert gated["gates"] == [
+        "error rate echo/http/stream closed c=8",
+        "TTFT p99 echo/http/stream c=8",
+    ]
+    for level, where in ((elsewhere, "c=1: its p99"), (opened, "open loop at 40/s: its p99")):
+        info = load_gating(level, slo)
+        assert info["latency"] == NOT_GATED and info["gates"] == [f"error rate {level.spec.label}"]
+        assert info["reason"].startswith(f"{where} is reported, not gated")
+        assert "holds it at c=8, closed loop (smoke.concurrency)" in info["reason"]
+    for level in (at_slo, elsewhere, opened):  # every gate a level names is one evaluate made
+        assert set(load_gating(level, slo)["gates"]) <= gates
+    base = load_gating(baseline, slo)
+    assert (base["slo"], base["gates"]) == (None, []) and "baseline" in base["reason"]
+
+
+def _llm_variant(level: LlmLevelResult, **changes: object) -> LlmLevelResult:
+    return LlmLevelResult(replace(level.spec, **changes), 1.0, level.results, 0.1, level.slo)
+
+
+def test_each_llm_level_says_whether_it_is_gated_and_why_not() -> None:
+    slo = LOCAL.slo
+    assert slo.llm is not None
+    c = slo.llm.concurrency
+    base = llm_level(0.1, 0.01, c)
+    levels = {
+        "closed": base,
+        "other c": _llm_variant(base, concurrency=c * 4),
+        "sweep": _llm_variant(base, loop="open", rate=2.0, fraction=0.5),
+        "overload": _llm_variant(base, loop="open", rate=5.0, fraction=1.25),
+        "shared-prefix": _llm_variant(base, workload="shared-prefix"),
+        "multi-turn": _llm_variant(base, workload="multi-turn"),
+    }
+    info = {name: llm_gating(level, slo) for name, level in levels.items()}
+    assert info["closed"]["latency"] == "gated" and info["closed"]["gates"][1:] == [
+        f"TTFT p99 llm llm c={c}",
+        f"TPOT p99 llm llm c={c}",
+    ]
+    for name in ("other c", "sweep", "overload", "shared-prefix", "multi-turn"):
+        assert info[name]["latency"] == NOT_GATED and info[name]["slo"] == "localSlo"
+        assert "reported, not gated" in info[name]["reason"]
+    assert info["sweep"]["gates"] == [f"error rate llm {levels['sweep'].label}"]
+    assert "50% of the closed-loop peak" in info["sweep"]["reason"]
+    assert info["overload"]["gates"] == []  # past the peak on purpose: errors not gated either
+    assert "125% of the closed-loop peak" in info["overload"]["reason"]
+    assert "the multi-turn workload" in info["multi-turn"]["reason"]
+    assert f"synthetic prompts at c={c}, closed loop" in info["shared-prefix"]["reason"]
+    gates = evaluate_llm(slo, list(levels.values()), {})
+    names = [g.name for g in gates]
+    # the workloads at the SLO's concurrency never join its latency gates, each read once
+    assert names.count(f"TTFT p99 llm llm c={c}") == 1
+    assert all(set(i["gates"]) <= set(names) for i in info.values())
+    assert not any("open 5/s" in n for n in names)

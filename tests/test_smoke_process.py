@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -207,7 +208,9 @@ def test_compare_interleaves_and_reports_ratios(healthy: Any, tmp_path: Path) ->
     assert "### A/B" in (out / "report.md").read_text()
 
 
-def test_tight_slo_fails_the_p99_gate(healthy: Any, tmp_path: Path) -> None:
+def test_tight_slo_fails_the_p99_gate(
+    healthy: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     doc = json.loads(healthy.outputs_path.read_text())
     doc["slo"]["p99_ms"] = 0.001
     outputs = tmp_path / "outputs.json"
@@ -216,6 +219,27 @@ def test_tight_slo_fails_the_p99_gate(healthy: Any, tmp_path: Path) -> None:
     failed = {g["name"] for g in _report(tmp_path / "r")["gates"] if not g["passed"]}
     assert "p99 echo/http/unary c=8" in failed
     assert "functional checks" not in failed
+    # the failing gate's line names the objective: its SLO and the key to change
+    out = capsys.readouterr().out
+    assert re.search(
+        r"  p99 echo/http/unary c=8: [\d.]+ ms \(max 0.001 ms, cluster SLO smoke.p99Ms\)", out
+    )
+
+
+def test_a_local_slo_gates_a_local_run_and_the_report_says_so(
+    healthy: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = json.loads(healthy.outputs_path.read_text())
+    doc |= {"schema_version": 3, "source": "local", "local_slo": {"p99_ms": 0.001}}
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(doc))
+    assert main(["--outputs", str(outputs), "--out", str(tmp_path / "r"), *FAST]) == 1
+    assert "local SLO smoke.localSlo.p99Ms)" in capsys.readouterr().out
+    report = _report(tmp_path / "r")
+    assert report["deployments"]["A"]["slo"]["source"] == "local SLO"
+    opened = [lv for lv in report["load"] if lv["loop"] == "open"]
+    assert opened and all(lv["gating"]["latency"] == "reported, not gated" for lv in opened)
+    assert "Gated on the **local SLO**" in (tmp_path / "r" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -331,3 +355,170 @@ def test_the_ceiling_runs_behind_our_haproxy_tier(tmp_path: Path) -> None:
     finally:
         ref.stop()
     assert all(_gone(pid) for pid in ref.pids)
+
+
+# --- the LLM phase's workloads, sweep and records against a server that keeps time -------------
+PACED_TTFT_MS, PACED_TPOT_MS = 20.0, 2.0
+
+
+@pytest.fixture(scope="module")
+def paced() -> Iterator[str]:
+    """bench/llm_paced.py's server (first token after PACED_TTFT_MS, then one every
+    PACED_TPOT_MS; usage counts a prompt's words); yields its base URL, stopped by PID."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from raygke.host import free_ports
+
+    port = free_ports(1)[0]
+    script = Path(__file__).resolve().parents[1] / "bench" / "llm_paced.py"
+    server = subprocess.Popen(
+        [sys.executable, str(script), "--serve", str(port), "--ttft-ms", str(PACED_TTFT_MS),
+         "--tpot-ms", str(PACED_TPOT_MS)],
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + REQUEST_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/llm/v1/models", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=REQUEST_S)
+
+
+def test_the_llm_workloads_sweep_and_records_against_a_paced_server(
+    paced: str, tmp_path: Path
+) -> None:
+    """Shapes and bookkeeping, never timing thresholds: every workload's requests succeed, a
+    conversation's prompts grow as its turns resend it, the sweep gets a knee verdict, and the
+    report carries each level's vLLM records and the trade-off plot."""
+    import datetime as dt
+
+    from raygke.smoke.checks import CheckOutcome
+    from raygke.smoke.contract import parse_contract
+    from raygke.smoke.gates import evaluate_llm
+    from raygke.smoke.llm import calibrate, run_llm_level
+    from raygke.smoke.plot import plot_llm_tradeoff
+    from raygke.smoke.profiles import (
+        QUICK,
+        llm_open_specs,
+        llm_specs,
+        llm_workload_specs,
+        with_overrides,
+    )
+    from raygke.smoke.report import build_report, render_markdown
+
+    doc = {
+        "schema_version": 3, "source": "local", "stack": "paced", "http_url": paced,
+        "grpc_target": "127.0.0.1:1",
+        "apps": [{"name": "llm", "kind": "llm", "route_prefix": "/llm", "grpc_service": None,
+                  "model": "paced"}],
+        "slo": {"concurrency": 4, "p99_ms": 100, "max_error_rate": 0.0,
+                "llm": {"concurrency": 4, "ttft_ms": 60_000, "tpot_ms": 1_000,
+                        "input_tokens": 24, "output_tokens": 8}},
+        "local_slo": {"llm": {"tpot_ms": 500}},
+    }  # fmt: skip
+    contract = parse_contract(doc)
+    app = contract.apps[0]
+    assert contract.slo.llm is not None
+    profile = with_overrides(
+        QUICK, llm_rate_fractions=(0.5, 2.0), llm_workloads=("shared-prefix", "multi-turn")
+    )
+    words_per_token = calibrate(contract.endpoints, app, "paced")
+    assert words_per_token == 1.0  # the paced server counts words
+    closed = llm_specs(contract, profile, {"llm": "paced"})
+    levels = [run_llm_level(s, contract.endpoints, 1.0, contract.slo.llm) for s in closed]
+    workloads = llm_workload_specs(closed, profile, contract.slo.llm.concurrency)
+    levels += [run_llm_level(s, contract.endpoints, 1.0, contract.slo.llm) for s in workloads]
+    peak = levels[0].requests_per_s  # the synthetic closed level's
+    opened = llm_open_specs(closed, profile, {"llm": peak})
+    levels += [run_llm_level(s, contract.endpoints, 1.0, contract.slo.llm) for s in opened]
+    assert [lv.spec.workload for lv in levels] == [
+        "synthetic", "shared-prefix", "multi-turn", "synthetic", "synthetic"
+    ]  # fmt: skip
+    for level in levels:
+        assert level.errors == {}, level.label
+        assert all(r.output_tokens == 8 for r in level.results if r.turn is None)
+    multi = levels[2]
+    turns = max(r.turn or 0 for r in multi.results) + 1
+    by_turn = [sorted({r.input_tokens for r in multi.results if r.turn == t}) for t in range(turns)]
+    assert all(len(lengths) == 1 for lengths in by_turn)  # every conversation alike
+    assert [lengths[0] for lengths in by_turn] == sorted(lengths[0] for lengths in by_turn)
+    assert by_turn[-1][0] <= 24 < by_turn[-1][0] + 8  # the last turn's prompt: the synthetic one
+    assert all(r.input_tokens == 24 for r in levels[1].results)  # shared prefix, same length
+    gates = evaluate_llm(contract.slo, levels, {})
+    assert any("local SLO smoke.localSlo.llm.tpotMs" in g.detail for g in gates)
+    report = build_report(
+        profile=profile,
+        contracts={"A": contract},
+        checks={"A": [CheckOutcome("health", None, "http", True, "ok", 1.0)]},
+        levels=[],
+        llm_levels=levels,
+        gates=gates,
+        warnings=[],
+        ratios=None,
+        plots=[str(plot_llm_tradeoff(levels, tmp_path / "llm_tradeoff.png"))],
+        started=dt.datetime.now(dt.UTC),
+        exit_code=0,
+    )
+    report = json.loads(json.dumps(report))
+    jsonschema.validate(report, REPORT_SCHEMA)
+    [sweep] = report["llm_sweeps"]
+    assert [p["fraction"] for p in sweep["points"]] == [0.5, 2.0]
+    for row in report["llm"]:
+        record = row["vllm"]
+        n = record["completed"] + record["failed"]
+        assert len(record["ttfts"]) == len(record["itls"]) == len(record["start_times"]) == n
+        if row["workload"] != "multi-turn":  # a turn asks for its share of the tokens
+            assert record["output_lens"] == [8] * n
+        if row["loop"] == "open":  # arrivals in the order they were due
+            assert record["start_times"] == sorted(record["start_times"])
+    assert "#### Request-rate sweep: A llm" in render_markdown(report)
+    assert (tmp_path / "llm_tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_cold_start_reads_a_local_up_and_times_the_first_token(
+    paced: str, tmp_path: Path
+) -> None:
+    """A stand-in for `raygke local up`: its progress lines, 0.2 s apart, then the outputs of a
+    run whose llm app is the paced server; and a `down` that leaves a mark."""
+    import sys
+
+    from raygke.smoke.coldstart import measure
+
+    outputs, marker = tmp_path / "outputs.json", tmp_path / "down"
+    contract = {
+        "schema_version": 3, "source": "local", "stack": "paced", "http_url": paced,
+        "grpc_target": "127.0.0.1:1",
+        "apps": [{"name": "llm", "kind": "llm", "route_prefix": "/llm", "grpc_service": None,
+                  "model": "paced"}],
+        "slo": {"concurrency": 1, "p99_ms": 100, "max_error_rate": 0.0},
+    }  # fmt: skip
+    up = (
+        "import json, sys, time\n"
+        "for line in ('Ray up in 0.1s', 'connected to x; submitting 1 apps', 'llm=DEPLOYING',\n"
+        "             'llm=RUNNING', 'up in 0.5 s'):\n"
+        "    print('[raygke local]', line, flush=True); time.sleep(0.2)\n"
+        f"open({str(outputs)!r}, 'w').write(json.dumps({contract!r}))\n"
+    )
+    down = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('down')"]
+    seen: list[str] = []
+    figures = measure([sys.executable, "-c", up], down, outputs, "paced", echo=seen.append)
+    assert marker.read_text() == "down" and len(seen) == 5
+    assert figures.first_request["ok"] and figures.first_request["output_tokens"] == 16
+    assert figures.first_ttft_s is not None and figures.cold_start_s is not None
+    assert figures.submit_to_running_s is not None and figures.running_to_serving_s is not None
+    # the parts add up: submit -> RUNNING -> serving -> the first request's first token
+    assert figures.cold_start_s >= (
+        figures.submit_to_running_s + figures.running_to_serving_s + figures.first_ttft_s
+    )

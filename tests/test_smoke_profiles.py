@@ -9,6 +9,7 @@ import pytest
 from smoke_levels import CONTRACT
 
 from raygke.smoke.contract import EXAMPLE, SmokeContract, parse_contract
+from raygke.smoke.llm import WORKLOADS, turn_lengths
 from raygke.smoke.profiles import (
     FULL,
     MIN_LLM_PROMPTS,
@@ -18,6 +19,7 @@ from raygke.smoke.profiles import (
     closed_specs,
     llm_open_specs,
     llm_specs,
+    llm_workload_specs,
     open_specs,
     targets,
     with_overrides,
@@ -140,6 +142,41 @@ def test_llm_open_loop_runs_at_fractions_of_the_peak_shaped_like_the_widest_leve
     full = llm_specs(_with_llm(), FULL, {"llm": "tiny"})
     opened = llm_open_specs(full, FULL, {"llm": 10.0})
     widest = max(s.concurrency for s in full)
-    assert [s.rate for s in opened] == [10.0 * f for f in FULL.open_fractions]
+    assert [s.rate for s in opened] == [10.0 * f for f in FULL.llm_rate_fractions]
+    assert [s.fraction for s in opened] == list(FULL.llm_rate_fractions)
     assert {(s.loop, s.concurrency) for s in opened} == {("open", 4 * widest)}
     assert llm_open_specs(full, FULL, {"llm": 0.0}) == []
+
+
+def test_the_workloads_run_beside_the_synthetic_level_at_the_slos_concurrency() -> None:
+    contract = _with_llm()
+    llm = contract.slo.llm
+    assert llm is not None
+    assert llm_workload_specs(llm_specs(contract, QUICK, {"llm": "tiny"}), QUICK, 8) == []
+    full = llm_specs(contract, FULL, {"llm": "tiny"})
+    extra = llm_workload_specs(full, FULL, llm.concurrency)
+    assert [s.workload for s in extra] == ["shared-prefix", "multi-turn"]
+    [synthetic] = [s for s in full if s.concurrency == llm.concurrency]
+    for spec in extra:
+        assert (spec.loop, spec.concurrency, spec.input_tokens, spec.output_tokens) == (
+            "closed",
+            llm.concurrency,
+            llm.input_tokens,
+            llm.output_tokens,
+        )
+    shared, multi = extra
+    assert shared.num_prompts == synthetic.num_prompts
+    turns = turn_lengths(multi)[0]
+    assert multi.num_prompts % turns == 0 and multi.num_prompts >= synthetic.num_prompts
+    # the sweep is shaped by the synthetic levels only
+    opened = llm_open_specs([*full, *extra], FULL, {"llm": 4.0})
+    assert {s.workload for s in opened} == {"synthetic"}
+
+
+def test_quick_sweeps_one_rate_and_full_reaches_past_the_peak() -> None:
+    assert QUICK.llm_rate_fractions == (0.5,) and QUICK.llm_workloads == ()
+    assert max(FULL.llm_rate_fractions) > 1.0 > min(FULL.llm_rate_fractions)
+    assert set(FULL.llm_workloads) == set(WORKLOADS[1:])
+    changed = with_overrides(QUICK, llm_rate_fractions=(0.5, 1.0), llm_workloads=("multi-turn",))
+    assert (changed.llm_rate_fractions, changed.llm_workloads) == ((0.5, 1.0), ("multi-turn",))
+    assert with_overrides(FULL, llm_workloads=()).llm_workloads == ()

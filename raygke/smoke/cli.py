@@ -32,7 +32,15 @@ from raygke.smoke.contract import (
     load_contract,
 )
 from raygke.smoke.gates import client_warnings, compare_ratios, evaluate, evaluate_llm
-from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, run_llm_level, served_model
+from raygke.smoke.llm import (
+    WORKLOADS,
+    LlmLevelResult,
+    LlmLoadSpec,
+    Workload,
+    calibrate,
+    run_llm_level,
+    served_model,
+)
 from raygke.smoke.load import LevelResult, LoadSpec, run_level
 from raygke.smoke.profiles import (
     PROFILES,
@@ -40,6 +48,7 @@ from raygke.smoke.profiles import (
     closed_specs,
     llm_open_specs,
     llm_specs,
+    llm_workload_specs,
     open_specs,
     with_overrides,
 )
@@ -121,6 +130,16 @@ def _parser() -> argparse.ArgumentParser:
         help="LLM phase: draw input and output lengths uniformly within +-this fraction of "
         "slo.llm's (default 0: every request the same)",
     )
+    p.add_argument(
+        "--llm-rates",
+        help="LLM phase: the request-rate sweep's Poisson rates, as fractions of the measured "
+        "closed-loop peak, comma-separated (quick: 0.5; full: 0.25,0.5,0.75,1,1.25)",
+    )
+    p.add_argument(
+        "--llm-workloads",
+        help="LLM phase: workloads beside the synthetic one, comma-separated: "
+        f"{', '.join(WORKLOADS[1:])} (quick: none; full: both), or none",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
@@ -135,6 +154,35 @@ def _levels(text: str | None) -> tuple[int, ...] | None:
     if not levels or min(levels) < 1:
         raise ContractError(f"--levels must be integers >= 1; got {text!r}")
     return levels
+
+
+def _fractions(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        fractions = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise ContractError(
+            f"--llm-rates must be numbers separated by commas; got {text!r}"
+        ) from exc
+    if not fractions or min(fractions) <= 0 or max(fractions) > 10:
+        raise ContractError(f"--llm-rates must be fractions in (0, 10] of the peak; got {text!r}")
+    return fractions
+
+
+def _workloads(text: str | None) -> tuple[Workload, ...] | None:
+    if text is None:
+        return None
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if names == ["none"]:
+        return ()
+    extra = WORKLOADS[1:]
+    unknown = [n for n in names if n not in extra]
+    if not names or unknown:
+        raise ContractError(
+            f"--llm-workloads must name {', '.join(extra)} or none, comma-separated; got {text!r}"
+        )
+    return tuple(w for w in extra if w in names)
 
 
 def _for_deployment(spec: LoadSpec, contract: SmokeContract) -> LoadSpec | None:
@@ -214,7 +262,8 @@ def _run_llm(
     load could not run (an endpoint that fails its calibration prompt)."""
     primary = contracts["A"]
     llm_apps = [a for a in primary.apps if a.kind == "llm"]
-    if not llm_apps or primary.slo.llm is None:
+    llm_slo = primary.slo.llm
+    if not llm_apps or llm_slo is None:
         return [], {}
     # Per deployment and app: (the app there, its model id, its tokenizer's words per token).
     targets: dict[str, dict[str, tuple[AppEndpoint, str, float]]] = {}
@@ -243,9 +292,7 @@ def _run_llm(
                         continue
                     app, model, words_per_token = there
                     aimed = replace(spec, app=app, model=model)
-                    level = run_llm_level(
-                        aimed, contract.endpoints, words_per_token, primary.slo.llm
-                    )
+                    level = run_llm_level(aimed, contract.endpoints, words_per_token, llm_slo)
                     level.deployment, level.repeat = label, repeat
                     results.append(level)
                     ttft, tpot = level.summary_ms("ttft"), level.summary_ms("tpot")
@@ -259,6 +306,7 @@ def _run_llm(
     progress.total += len(closed) * profile.repeats * len(contracts)
     run_round(closed)
     # Open loop at fractions of the slowest deployment's peak, so A and B face the same arrivals.
+    # The peak: the synthetic closed levels' best (the only levels run so far).
     peaks = {
         name: min(
             max(
@@ -273,6 +321,9 @@ def _run_llm(
         )
         for name in models
     }
+    workloads = llm_workload_specs(closed, profile, llm_slo.concurrency)
+    progress.total += len(workloads) * profile.repeats * len(contracts)
+    run_round(workloads)
     opened = llm_open_specs(closed, profile, peaks)
     progress.total += len(opened) * profile.repeats * len(contracts)
     run_round(opened)
@@ -282,7 +333,12 @@ def _run_llm(
 def _write_plots(
     levels: list[LevelResult], llm_levels: list[LlmLevelResult], slo: Slo, out: Path
 ) -> list[str]:
-    from raygke.smoke.plot import plot_latency_distribution, plot_llm, plot_throughput_vs_p99
+    from raygke.smoke.plot import (
+        plot_latency_distribution,
+        plot_llm,
+        plot_llm_tradeoff,
+        plot_throughput_vs_p99,
+    )
 
     plots = []
     if levels:
@@ -290,7 +346,33 @@ def _write_plots(
         plots.append(plot_latency_distribution(levels, slo.concurrency, out / "latency_cdf.png"))
     if llm_levels and slo.llm is not None:
         plots.append(plot_llm(llm_levels, slo.llm.concurrency, out / "llm.png"))
+        plots.append(plot_llm_tradeoff(llm_levels, out / "llm_tradeoff.png"))
     return [str(p) for p in plots]
+
+
+BUSY_LOAD_PER_CORE = 4.0  # a 1-minute load average past this many per core: the machine was busy
+
+
+def busy_warnings(load_1m: float, cores: int) -> list[str]:
+    """A machine much busier than the run itself makes it says so: its latency is the machine's."""
+    if load_1m <= BUSY_LOAD_PER_CORE * cores:
+        return []
+    return [
+        f"the machine was busy: load average {load_1m:.1f} over the last minute on {cores} cores; "
+        "the latency figures may be the machine's, not the deployment's"
+    ]
+
+
+def slo_warnings(contract: SmokeContract) -> list[str]:
+    """A local run gated on the cluster's objectives says so: a miss may be this machine."""
+    if not contract.local or contract.slo.origin != "slo":
+        return []
+    gpu = (contract.gpu or {}).get("type") or "the cluster's machines"
+    return [
+        f"this local run is gated on the cluster SLO (the stack's `smoke`, written for {gpu}): "
+        "the stack sets no smoke.localSlo, so a missed latency gate may be this machine rather "
+        "than a regression (docs/smoke.md, 'Local runs')"
+    ]
 
 
 def unreachable(url: str, timeout_s: float) -> str | None:
@@ -345,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             repeats=args.repeats,
             processes=args.processes,
             llm_range_ratio=args.llm_range_ratio,
+            llm_rate_fractions=_fractions(args.llm_rates),
+            llm_workloads=_workloads(args.llm_workloads),
         )
         if profile.duration_s <= 0 or profile.warmup_s < 0 or profile.repeats < 1:
             raise ContractError("--duration must be > 0, --warmup >= 0 and --repeats >= 1")
@@ -390,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         passed = sum(o.passed for o in checks[label])
         progress.step(f"{label} functional checks: {passed}/{len(checks[label])} passed")
 
-    warnings: list[str] = []
+    warnings: list[str] = slo_warnings(primary)
+    for line in warnings:
+        progress.note(line)
     health_down = [
         label
         for label, outs in checks.items()
@@ -413,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     gates = evaluate(primary.slo, checks["A"], levels)
     gates += evaluate_llm(primary.slo, llm_levels, llm_problems)
     warnings += client_warnings(levels)
+    warnings += busy_warnings(os.getloadavg()[0], os.cpu_count() or 1)
     exit_code = EXIT_PASS if all(g.passed for g in gates) else EXIT_GATE_FAILED
     plots = [] if args.no_plots else _write_plots(levels, llm_levels, primary.slo, out)
     report = build_report(
@@ -451,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [g.name for g in gates if not g.passed]
     verdict = "PASS" if not failed else f"FAIL ({len(failed)} gate(s): {'; '.join(failed[:5])})"
     print(f"raygke smoke: {verdict}")
+    for gate in [g for g in gates if not g.passed][:5]:  # each names the objective it held
+        print(f"  {gate.name}: {gate.detail}")
     print(f"report: {out / 'report.md'} {out / 'report.json'}" + "".join(f" {p}" for p in plots))
     return exit_code
 

@@ -1,8 +1,9 @@
-"""Reads and validates the `smoke` outputs contract (schema_version 2, and 1; docs/architecture.md).
+"""Reads and validates the `smoke` outputs contract (schema_version 3, 2 and 1; docs/architecture.md).
 
 Owns: parsing a local run's file, a whole `pulumi stack output --json` document, or the Pulumi CLI's
-output for `--stack`, into a typed `SmokeContract`; errors that name the offending field.
-Does not own: producing the contract (infra/outputs.py and `raygke local up` do that).
+output for `--stack`, into a typed `SmokeContract`; errors that name the offending field; which
+objectives a deployment is gated on (a local run's `local_slo` over `slo`) and the stack key behind
+each of them. Does not own: producing the contract (infra/outputs.py and `raygke local up` do that).
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import json
 import math
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from infra.config import AppKind
 from infra.outputs import DEFAULT_SLO
 from infra.outputs import SMOKE_SCHEMA_VERSION as SCHEMA_VERSION
 
-# Version 1 lacks what the LLM phase reads (`apps[].model`, `slo.llm`); both still read.
-KNOWN_VERSIONS = (1, SCHEMA_VERSION)
+# Version 1 lacks what the LLM phase reads (`apps[].model`, `slo.llm`), version 2 a local run's
+# `local_slo`; all still read.
+KNOWN_VERSIONS = (1, 2, SCHEMA_VERSION)
 APP_KINDS: tuple[str, ...] = get_args(AppKind)  # a custom app gets the health gate only
 
 # The contract as docs/architecture.md shows it: documentation, and the base of tests' variations.
@@ -89,12 +91,59 @@ class LlmSlo:
     output_tokens: int
 
 
+SloOrigin = Literal["slo", "localSlo"]
+# How a report names each: the stack's `smoke` section, or its `smoke.localSlo` block.
+SLO_SOURCES: dict[str, str] = {"slo": "cluster SLO", "localSlo": "local SLO"}
+# An objective's field (dotted below `slo`) -> its key below `smoke` in the stack file.
+STACK_KEYS = {
+    "concurrency": "concurrency",
+    "p99_ms": "p99Ms",
+    "max_error_rate": "maxErrorRate",
+    "llm.concurrency": "llm.concurrency",
+    "llm.ttft_ms": "llm.ttftMs",
+    "llm.tpot_ms": "llm.tpotMs",
+    "llm.input_tokens": "llm.inputTokens",
+    "llm.output_tokens": "llm.outputTokens",
+}
+
+
 @dataclass(frozen=True)
 class Slo:
+    """The objectives a deployment is gated on, and where each came from: `origin` "slo" (the
+    stack's `smoke` section) or "localSlo" (a local run's, with `local_keys` the fields its
+    `smoke.localSlo` set; the others are the cluster's)."""
+
     concurrency: int
     p99_ms: float
     max_error_rate: float
     llm: LlmSlo | None = None  # None: a version 1 contract (no LLM objectives)
+    origin: SloOrigin = "slo"
+    local_keys: tuple[str, ...] = ()
+
+    @property
+    def source(self) -> str:
+        """The SLO's name in reports: "cluster SLO" or "local SLO"."""
+        return SLO_SOURCES[self.origin]
+
+    def key(self, field: str) -> str:
+        """The stack key that set `field` ("p99_ms", "llm.ttft_ms"), e.g. smoke.localSlo.p99Ms."""
+        below = STACK_KEYS[field]
+        return f"smoke.localSlo.{below}" if field in self.local_keys else f"smoke.{below}"
+
+    def cite(self, field: str) -> str:
+        """Which objective a gate held: "local SLO smoke.localSlo.p99Ms"."""
+        return f"{self.source} {self.key(field)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "p99_ms": self.p99_ms,
+            "max_error_rate": self.max_error_rate,
+            "llm": None if self.llm is None else asdict(self.llm),
+            "origin": self.origin,
+            "source": self.source,
+            "local_keys": list(self.local_keys),
+        }
 
 
 @dataclass(frozen=True)
@@ -112,13 +161,18 @@ class SmokeContract:
     grpc_target: str
     health_path: str
     apps: tuple[AppEndpoint, ...]
-    slo: Slo
+    slo: Slo  # what the gates hold: `local_slo` over `slo` for a local run that has one
     ray_version: str | None = None
     image: str | None = None
     serve_flags: dict[str, str] = field(default_factory=dict)
     kuberay_version: str | None = None
     gpu: dict[str, Any] | None = None
     direct: Endpoints | None = None
+    cluster_slo: Slo | None = None  # the contract's `slo` (the cluster's), when `slo` is not it
+
+    @property
+    def local(self) -> bool:
+        return self.source == "local"
 
     @property
     def endpoints(self) -> Endpoints:
@@ -209,6 +263,47 @@ def _parse_llm_slo(doc: Any) -> LlmSlo:
     )
 
 
+def _parse_local_slo(doc: Any, cluster: Slo) -> Slo:
+    """`local_slo` over `slo`: each key it sets replaces the cluster's (every key optional)."""
+    if not isinstance(doc, dict) or not doc:
+        raise _fail("local_slo", f"must be a non-empty object; got {doc!r}")
+    unknown = sorted(set(doc) - {"concurrency", "p99_ms", "max_error_rate", "llm"})
+    if unknown:
+        raise _fail(
+            f"local_slo.{unknown[0]}",
+            "unknown key; allowed keys: concurrency, p99_ms, max_error_rate, llm",
+        )
+    merged: dict[str, Any] = {
+        "concurrency": cluster.concurrency,
+        "p99_ms": cluster.p99_ms,
+        "max_error_rate": cluster.max_error_rate,
+        **{k: v for k, v in doc.items() if k != "llm"},
+    }
+    keys = [k for k in doc if k != "llm"]
+    if "llm" in doc:
+        llm = doc["llm"]
+        if not isinstance(llm, dict) or not llm:
+            raise _fail("local_slo.llm", f"must be a non-empty object; got {llm!r}")
+        unknown = sorted(set(llm) - {"concurrency", "ttft_ms", "tpot_ms"})
+        if unknown:
+            raise _fail(
+                f"local_slo.llm.{unknown[0]}",
+                "unknown key (a local run sends the cluster's request lengths); allowed keys: "
+                "concurrency, ttft_ms, tpot_ms",
+            )
+        if cluster.llm is None:
+            raise _fail("local_slo.llm", "needs slo.llm to apply over")
+        merged["llm"] = {**asdict(cluster.llm), **llm}
+        keys += [f"llm.{k}" for k in llm]
+    elif cluster.llm is not None:
+        merged["llm"] = asdict(cluster.llm)
+    try:
+        slo = _parse_slo(merged)
+    except ContractError as exc:  # name the key the user wrote: local_slo, not slo
+        raise ContractError(str(exc).replace("smoke.slo", "smoke.local_slo", 1)) from exc
+    return replace(slo, origin="localSlo", local_keys=tuple(sorted(keys)))
+
+
 def _parse_app(doc: Any, index: int) -> AppEndpoint:
     path = f"apps[{index}]"
     if not isinstance(doc, dict):
@@ -283,6 +378,12 @@ def parse_contract(document: Any) -> SmokeContract:
     if gpu is not None and not isinstance(gpu, dict):
         raise _fail("gpu", f"must be an object or null; got {gpu!r}")
     direct = document.get("direct")
+    cluster_slo = _parse_slo(document.get("slo"))
+    slo = cluster_slo
+    if "local_slo" in document and version >= 3:
+        if document.get("source") != "local":
+            raise _fail("local_slo", "only a local run's outputs carry it (source: local)")
+        slo = _parse_local_slo(document["local_slo"], cluster_slo)
     return SmokeContract(
         schema_version=version,
         source=_str(document, "source", "source", default="unknown"),
@@ -291,13 +392,14 @@ def parse_contract(document: Any) -> SmokeContract:
         grpc_target=_grpc_target(_str(document, "grpc_target", "grpc_target"), "grpc_target"),
         health_path=_str(document, "health_path", "health_path", default="/-/healthz"),
         apps=apps,
-        slo=_parse_slo(document.get("slo")),
+        slo=slo,
         ray_version=_opt_str(document, "ray_version", "ray_version"),
         image=_opt_str(document, "image", "image"),
         serve_flags={str(k): str(v) for k, v in flags.items()},
         kuberay_version=_opt_str(document, "kuberay_version", "kuberay_version"),
         gpu=gpu,
         direct=None if direct is None else _parse_endpoints(direct, "direct"),
+        cluster_slo=None if slo is cluster_slo else cluster_slo,
     )
 
 

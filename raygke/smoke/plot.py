@@ -1,7 +1,8 @@
 """PNG plots: throughput vs p99 per configuration, and latency distributions (CDF).
 
 Owns: the two figures in every report, and the LLM phase's (TTFT and ITL CDFs, tokens/s against
-concurrency). Does not own: the numbers. matplotlib is imported lazily
+concurrency; output tokens/s per user against total output tokens/s, the throughput/interactivity
+trade-off). Does not own: the numbers. matplotlib is imported lazily
 (with the Agg backend: CI runners have no display) because it is slow to import.
 """
 
@@ -92,14 +93,14 @@ def plot_latency_distribution(levels: list[LevelResult], concurrency: int, path:
 
 def plot_llm(levels: list[LlmLevelResult], concurrency: int, path: Path) -> Path:
     """Three panels: TTFT and ITL CDFs at the SLO's concurrency (repeats pooled), and output
-    tokens/s against concurrency, per deployment and app."""
+    tokens/s against concurrency, per deployment and app, of the synthetic closed levels."""
     plt = _pyplot()
     fig, (ttft_ax, itl_ax, tput_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
     pooled: dict[str, dict[str, list[float]]] = {}
     throughput: dict[str, list[tuple[int, float]]] = {}
     for level in levels:
-        if level.spec.loop != "closed":
-            continue
+        if level.spec.loop != "closed" or level.spec.workload != "synthetic":
+            continue  # the workloads have their own rows and the trade-off plot's points
         name = f"{level.deployment}: {level.spec.app.name}"
         throughput.setdefault(name, []).append((level.spec.concurrency, level.output_tok_s))
         if level.spec.concurrency == concurrency:
@@ -129,4 +130,50 @@ def plot_llm(levels: list[LlmLevelResult], concurrency: int, path: Path) -> Path
     tput_ax.grid(True, which="both", alpha=0.3)
     if throughput:
         tput_ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def _tradeoff_series(level: LlmLevelResult) -> str:
+    spec = level.spec
+    kind = "closed loop" if spec.loop == "closed" else "rate sweep"
+    if spec.workload != "synthetic":
+        kind = spec.workload
+    return f"{level.deployment}: {spec.app.name}, {kind}"
+
+
+def _tradeoff_tag(level: LlmLevelResult) -> str:
+    spec = level.spec
+    return f"c={spec.concurrency}" if spec.loop == "closed" else f"{spec.rate:g}/s"
+
+
+def plot_llm_tradeoff(levels: list[LlmLevelResult], path: Path) -> Path:
+    """Output tokens/s per user (1000 / median TPOT) against total output tokens/s, one point
+    per level (median over repeats), a line per deployment, app and kind of level."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    points: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for level in levels:
+        per_user = level.output_tok_s_per_user
+        if per_user is None:
+            continue
+        tags = points.setdefault(_tradeoff_series(level), {})
+        tags.setdefault(_tradeoff_tag(level), []).append((level.output_tok_s, per_user))
+    for name, tags in sorted(points.items()):
+        merged = sorted(
+            (
+                statistics.median(x for x, _ in runs),
+                statistics.median(y for _, y in runs),
+                tag,
+            )
+            for tag, runs in tags.items()
+        )
+        ax.plot([p[0] for p in merged], [p[1] for p in merged], marker="o", label=name)
+        for x, y, tag in merged:
+            ax.annotate(tag, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("total output tokens/s")
+    ax.set_ylabel("output tokens/s per user (1000 / median TPOT ms)")
+    ax.set_title("Throughput against interactivity, one point per level")
+    ax.grid(True, alpha=0.3)
+    if points:
+        ax.legend(fontsize=7)
     return _save(plt, fig, path)

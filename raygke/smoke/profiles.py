@@ -1,7 +1,8 @@
 """Profiles (`quick`, `full`) and the load plan they produce for a deployment.
 
-Owns: which targets and levels run, for how long, with how many client processes, and the open-loop
-rates derived from measured closed-loop peaks. Does not own: running them (load.py).
+Owns: which targets and levels run, for how long, with how many client processes, the open-loop
+rates derived from measured closed-loop peaks (the LLM's request-rate sweep among them) and the LLM
+workloads beside the synthetic one. Does not own: running them (load.py, llm.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from dataclasses import dataclass, replace
 
 from raygke.smoke.contract import SmokeContract
-from raygke.smoke.llm import LlmLoadSpec
+from raygke.smoke.llm import LlmLoadSpec, Workload, turn_lengths
 from raygke.smoke.load import LoadSpec, Mode, Transport
 
 
@@ -34,6 +35,10 @@ class Profile:
     llm_prompts_per_user: int = 4
     # LLM lengths drawn uniformly within +-this fraction of slo.llm's (vLLM's --random-range-ratio).
     llm_range_ratio: float = 0.0
+    # The LLM's request-rate sweep: Poisson arrivals at these fractions of the closed-loop peak.
+    llm_rate_fractions: tuple[float, ...] = (0.5,)
+    # LLM workloads beside the synthetic one, at the SLO's concurrency (llm.WORKLOADS).
+    llm_workloads: tuple[Workload, ...] = ()
 
 
 # quick: the CI gate; seconds per level, so it fits in 2 minutes on 2 cores with Ray beside it.
@@ -58,6 +63,9 @@ FULL = Profile(
     repeats=3,
     llm_levels=(1, 8, 32),
     llm_prompts_per_user=8,
+    # up to a quarter past the peak: the knee is the highest rate still within the SLO
+    llm_rate_fractions=(0.25, 0.5, 0.75, 1.0, 1.25),
+    llm_workloads=("shared-prefix", "multi-turn"),
 )
 PROFILES = {p.name: p for p in (QUICK, FULL)}
 
@@ -194,23 +202,47 @@ def llm_specs(
 def llm_open_specs(
     closed: list[LlmLoadSpec], profile: Profile, peaks: dict[str, float]
 ) -> list[LlmLoadSpec]:
-    """Poisson arrivals at fractions of each app's closed-loop peak (req/s, `peaks` by app name),
-    shaped like its largest closed level; at most 4x that level's streams in flight."""
+    """The request-rate sweep: Poisson arrivals at `llm_rate_fractions` of each app's closed-loop
+    peak (req/s, `peaks` by app name), shaped like its largest closed level; at most 4x that
+    level's streams in flight. Rates ascending, each at least 0.01/s."""
     widest: dict[str, LlmLoadSpec] = {}
     for spec in closed:
-        if spec.concurrency >= widest.get(spec.app.name, spec).concurrency:
+        if (
+            spec.workload == "synthetic"
+            and spec.concurrency >= widest.get(spec.app.name, spec).concurrency
+        ):
             widest[spec.app.name] = spec
     return [
         replace(
             spec,
             loop="open",
-            rate=round(peaks[name] * fraction, 2),
+            rate=max(0.01, round(peaks[name] * fraction, 2)),
+            fraction=fraction,
             concurrency=4 * spec.concurrency,
         )
         for name, spec in widest.items()
         if peaks.get(name, 0.0) > 0
-        for fraction in profile.open_fractions
+        for fraction in sorted(profile.llm_rate_fractions)
     ]
+
+
+def llm_workload_specs(
+    closed: list[LlmLoadSpec], profile: Profile, concurrency: int
+) -> list[LlmLoadSpec]:
+    """The profile's workloads beside the synthetic one, each shaped like the app's synthetic
+    level at the SLO's `concurrency` (so their TTFT and TPOT read against it). Multi-turn sends
+    whole conversations: its prompts are rounded up to a multiple of its turns."""
+    specs = []
+    for spec in closed:
+        if spec.workload != "synthetic" or spec.concurrency != concurrency:
+            continue
+        for workload in profile.llm_workloads:
+            shaped = replace(spec, workload=workload)
+            if workload == "multi-turn":
+                turns = turn_lengths(shaped)[0]
+                shaped = replace(shaped, num_prompts=-(-spec.num_prompts // turns) * turns)
+            specs.append(shaped)
+    return specs
 
 
 def with_overrides(
@@ -221,6 +253,8 @@ def with_overrides(
     repeats: int | None = None,
     processes: int | None = None,
     llm_range_ratio: float | None = None,
+    llm_rate_fractions: tuple[float, ...] | None = None,
+    llm_workloads: tuple[Workload, ...] | None = None,
 ) -> Profile:
     """The profile with command-line overrides applied (None keeps the profile's value)."""
     changes = {
@@ -230,5 +264,7 @@ def with_overrides(
         "repeats": repeats,
         "processes": processes,
         "llm_range_ratio": llm_range_ratio,
+        "llm_rate_fractions": llm_rate_fractions,
+        "llm_workloads": llm_workloads,
     }
     return replace(profile, **{k: v for k, v in changes.items() if v is not None})
