@@ -230,12 +230,16 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
 def render(figures: ColdStart) -> str:
     return (
         f"cold start of {figures.stack}'s {figures.app} app: {_s(figures.cold_start_s)} from the "
         f"deploy's submit to its first token (submit to RUNNING {_s(figures.submit_to_running_s)}, "
         f"RUNNING to serving {_s(figures.running_to_serving_s)}, first request's TTFT "
-        f"{_s(figures.first_ttft_s)}); Ray's start before it {_s(figures.ray_start_s)}"
+        f"{_ms(figures.first_ttft_s)}); Ray's start before it {_s(figures.ray_start_s)}"
     )
 
 

@@ -19,11 +19,13 @@ Definitions (the ones `vllm bench serve` uses, so figures compare one to one):
   (the interactivity axis of the throughput/interactivity trade-off; `vllm bench sweep
   plot_pareto` divides output tokens/s by the user count instead, from the same result keys).
 - SLO attainment: the fraction of a level's requests that succeeded within both objectives, i.e.
-  goodput over the rate the level offered, over the same window (DistServe's measure, which
-  `vllm bench serve --goodput` cites).
+  goodput over the level's request throughput (DistServe's measure, which `vllm bench serve
+  --goodput` cites). Not goodput over the offered rate: a level sends a fixed number of prompts,
+  so its wall time includes the drain of its last requests, and goodput reads below the offered
+  rate even where every request meets the SLO (75% of it at a quarter of prod's local peak).
 - The knee of a rate sweep: the highest offered rate at which it and every lower rate swept meet
-  the SLO: attainment >= KNEE_ATTAINMENT (goodput >= 90% of the offered rate) and the p99 of
-  TTFT and of TPOT within their objectives (median over repeats, as the gates read them).
+  the SLO: attainment >= KNEE_ATTAINMENT and the p99 of TTFT and of TPOT within their objectives
+  (median over repeats, as the gates read them); queueing past the peak shows in the TTFT p99.
 """
 
 from __future__ import annotations

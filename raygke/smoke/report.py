@@ -118,8 +118,9 @@ def sweep_dict(sweep: Sweep) -> dict[str, Any]:
         "bounded": sweep.bounded,
         "definition": (
             "the highest offered rate at which it and every lower rate swept meet the SLO: "
-            f"at least {KNEE_ATTAINMENT:.0%} of requests within both objectives (goodput >= "
-            f"{KNEE_ATTAINMENT:.0%} of the offered rate) and the p99 of TTFT and TPOT within them"
+            f"at least {KNEE_ATTAINMENT:.0%} of its requests within both objectives (goodput >= "
+            f"{KNEE_ATTAINMENT:.0%} of its request throughput) and the p99 of TTFT and TPOT within "
+            "them"
         ),
         "points": [asdict(p) for p in sweep.points],
     }
