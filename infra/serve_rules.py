@@ -269,6 +269,14 @@ def builds_openai_app(app: AppConfig) -> bool:
     return app.kind == "custom" and _import_path(app.import_path or "") in RAY_OPENAI_BUILDERS
 
 
+def _direct_streaming_keys(c: StackConfig) -> tuple[str, str]:
+    """The stack key that turned Ray Serve LLM's direct streaming on, and how to turn it off."""
+    if c.ray.effective_tuning is not None:
+        return "ray.tuning.llmDirectStreaming", "set ray.tuning.llmDirectStreaming: false"
+    env = f"ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
+    return env, f"remove {env}"
+
+
 def _direct_streaming_problems(c: StackConfig) -> Iterator[str]:
     """What Ray refuses at deploy about an app Ray Serve LLM builds in direct streaming: its
     builder (ray/llm/_internal/serve/core/ingress/builder.py build_openai_app, L240-279) makes the
@@ -278,13 +286,7 @@ def _direct_streaming_problems(c: StackConfig) -> Iterator[str]:
     apps = [app for app in c.apps if builds_openai_app(app)]
     if not apps:
         return
-    tuned = c.ray.effective_tuning is not None
-    on_by = "ray.tuning.llmDirectStreaming" if tuned else f"ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
-    off = (
-        "set ray.tuning.llmDirectStreaming: false"
-        if tuned
-        else f"remove ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
-    )
+    on_by, off = _direct_streaming_keys(c)
     names = ", ".join(f"apps[{app.name}]" for app in apps)
     if c.ray.node_flags.get(HA_PROXY_ENV) != "1":
         # ray/serve/_private/build_app.py L145-146: an app with an ingress request router is
@@ -427,13 +429,7 @@ def _prefix_router_problems(c: StackConfig) -> Iterator[str]:
     queues differ by more than the router's imbalanced threshold."""
     if not c.ray.llm_direct_streaming:
         return
-    tuned = c.ray.effective_tuning is not None
-    on_by = "ray.tuning.llmDirectStreaming" if tuned else f"ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
-    off = (
-        "set ray.tuning.llmDirectStreaming: false"
-        if tuned
-        else f"remove ray.extraEnv.{LLM_DIRECT_STREAMING_ENV}"
-    )
+    on_by, off = _direct_streaming_keys(c)
     if c.ray.node_flags.get(FORWARD_BODY_ENV) == "1":
         effect = (
             "with the request body it finds no prefix in an empty tree and sends every request to "
