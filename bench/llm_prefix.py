@@ -55,7 +55,7 @@ import aiohttp
 
 # bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
 from ab import stop_local_run
-from common import REPO, Spread, machine, render, say, spread
+from common import REPO, Spread, machine, render, say, spread, write_figures
 
 from infra.stack_file import NAMESPACE as NS
 from infra.stack_file import parse_stack_config, read_stack_file
@@ -622,11 +622,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"min": min(loads), "max": max(loads)} if loads else None,
         "seconds": round(took, 1),
     }
-    (OUT / "figures.json").write_text(json.dumps(document, indent=2) + "\n")
-    (OUT / "figures.md").write_text(
-        f"# {title}\n\nMachine: {host['cores']} cores, {host['cpu_model']}, Python "
-        f"{host['python']}; load average at start {host['loadavg_at_start']}, at each round "
-        f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f}.\n\n{md}\n"
+    write_figures(
+        OUT,
+        document,
+        title,
+        f"{host['cores']} cores, {host['cpu_model']}, Python {host['python']}; load average at "
+        f"start {host['loadavg_at_start']}, at each round "
+        f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f}",
+        md,
     )
     say(f"\ntotal {took:.0f} s; figures in {OUT.relative_to(REPO)} ({png.name}, figures.json)")
     whole = all(h % BLOCK_TOKENS == 0 for r in rows for h in r.hits_by_replica.values())

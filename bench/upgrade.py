@@ -10,7 +10,7 @@ the new cluster it sends an echo stream over HTTP and over gRPC (20 chunks, 500 
 streamed chat completion of the llm app, and waits for their first bytes, so all three are on the old
 cluster when the switch comes. The upgrade then waits prod's deletion delay (335 s: our tier's 35 s
 plus the llm app's 300 s deadline) and the old pods' preStop (160 s drain), so a run takes about 10
-minutes. It prints and writes (out/bench/upgrade/): failed requests, when the replies turned v2,
+minutes. It prints and writes (out/bench/upgrade/figures.json and figures.md): failed requests, when the replies turned v2,
 each stream's end, and the upgrade's own figures (`upgrade.json`: the switch, the old cluster's end,
 peak memory with two clusters). Stops the run at the end, whatever happened.
 """
@@ -28,15 +28,15 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from common import OUT, machine, render, say
+from common import OUT, machine, render, say, write_figures
 from fault_harness import ECHO, SteadyLoad, long_stream, stream_figures
 
+from infra.stack_file import NAMESPACE as NS
 from infra.stack_file import parse_stack_config, read_stack_file
 from raygke import local, local_upgrade
 from raygke.local_ray import LocalRay
 from raygke.smoke.contract import Endpoints
 
-NS = "ray-serve-gke"
 CHUNKS, TPOT_MS = 20, 500  # each echo stream: 10 s
 LLM_TOKENS = 480  # the local llm app's max_model_len is 512: a short prompt and this many tokens
 FIRST_BYTES_S = 60.0  # each stream's first bytes, on a loaded machine
@@ -170,7 +170,6 @@ def main() -> int:
         )
     finally:
         local.down(state_dir=state_dir)
-    (out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     up = figures["upgrade"]
     rows = [
         ["requests (HTTP + gRPC)", f"{figures['requests_http']:,} + {figures['requests_grpc']:,}"],
@@ -194,8 +193,16 @@ def main() -> int:
     ]
     text, markdown = render(["figure", "value"], rows)
     say(text)
-    (out / "upgrade.md").write_text(markdown)
-    say(f"machine: {figures['machine']}")
+    host = figures["machine"]
+    write_figures(
+        out,
+        figures,
+        "raygke local upgrade of prod's local run under load",
+        f"{host['cores']} cores, {host['cpu_model']}, Python {host['python']}; load average at "
+        f"start {host['loadavg_at_start']}",
+        markdown,
+    )
+    say(f"figures in {out} (figures.json, figures.md)")
     return 0 if figures["failed"] == 0 and all(f["ok"] for f in figures["streams"].values()) else 1
 
 
