@@ -73,9 +73,9 @@ class PeakUsage:
             self._stop.wait(SAMPLE_EVERY_S)
 
     def sample(self) -> None:
-        pids = self._pids()
-        self.pss_bytes = max(self.pss_bytes, sum(host.pss_bytes(p) for p in pids))
-        self.processes = max(self.processes, len(pids))
+        now = usage(self._pids())
+        self.pss_bytes = max(self.pss_bytes, now["pss_bytes"])
+        self.processes = max(self.processes, now["processes"])
 
     def __enter__(self) -> PeakUsage:
         self._thread.start()
@@ -86,20 +86,16 @@ class PeakUsage:
         self._thread.join()
 
     def figures(self) -> dict[str, Any]:
-        return {"pss_gib": round(self.pss_bytes / 2**30, 2), "processes": self.processes}
+        return figures_of({"pss_bytes": self.pss_bytes, "processes": self.processes})
 
 
-@dataclasses.dataclass
-class Upgrade:
-    """One upgrade's steps and figures; seconds are counted from its start."""
+def usage(pids: list[int]) -> dict[str, int]:
+    """Memory (PSS, each shared page counted once) and the count of `pids`."""
+    return {"pss_bytes": sum(host.pss_bytes(p) for p in pids), "processes": len(pids)}
 
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def mark(self, step: str) -> float:
-        seconds = round(time.monotonic() - self.started, 1)
-        self.figures[f"{step}_s"] = seconds
-        return seconds
+def figures_of(used: dict[str, int]) -> dict[str, Any]:
+    return {"pss_gib": round(used["pss_bytes"] / 2**30, 2), "processes": used["processes"]}
 
 
 def _wait(what: str, done: Callable[[], bool], limit_s: float, say: Progress) -> bool:
@@ -243,12 +239,20 @@ def upgrade_cluster(
     """Upgrades the cluster behind our running tier (`spec`, with an admin socket) from `old` (its
     pods stop as `old_shutdown` says) to a new one named `cluster` with the stack `config`, as the
     module docstring says; returns the new cluster and the figures.
-    `on_step` hears each step as it is reached (`apps_running`, `switching`: our tier is about to send
-    to the new cluster, `promoted`, `old_stopped`) with the new cluster: `raygke local upgrade` records the run's state at `promoted`, so an upgrade stopped
-    while the old cluster waits for its deletion leaves a state `raygke local down` can stop."""
+    `on_step` hears each step as it is reached (`apps_running`, `switching`: our tier is about to
+    send to the new cluster, `promoted`, `old_stopped`) with the new cluster: `raygke local upgrade`
+    records the run's state at `promoted`, so an upgrade stopped while the old cluster waits for its
+    deletion leaves a state `raygke local down` can stop."""
     say = on_progress or (lambda _msg: None)
     told = on_step or (lambda _step, _ray: None)
-    step = Upgrade()
+    started = time.monotonic()
+    figures: dict[str, Any] = {}
+
+    def mark(step: str) -> float:
+        """Seconds from the upgrade's start to `step`, kept as the figure `<step>_s`."""
+        figures[f"{step}_s"] = seconds = round(time.monotonic() - started, 1)
+        return seconds
+
     clusters: list[LocalRay] = [old]
 
     def pids() -> list[int]:
@@ -256,15 +260,13 @@ def upgrade_cluster(
 
     old_names = {s.name for s in spec.backends.servers}  # type: ignore[union-attr]
     with PeakUsage(pids) as peak:
-        before = PeakUsage(pids)
-        before.sample()
-        step.figures["before"] = before.figures()
+        figures["before"] = figures_of(usage(pids()))
         say(f"starting the new cluster {cluster} beside the one serving")
         new = start_pending(
             old, serve_config, env=env, num_cpus=num_cpus, workers=workers, run_dir=run_dir, say=say
         )
         clusters.append(new)
-        step.mark("apps_running")
+        mark("apps_running")
         told("apps_running", new)
         new_servers = local.node_servers(config, new, cluster=cluster)
         try:
@@ -272,11 +274,11 @@ def upgrade_cluster(
         except BaseException:
             local_ray.stop(new, check=False)
             raise
-        promoted = step.mark("promoted")
+        promoted = mark("promoted")
         new_spec = dataclasses.replace(spec, backends=StaticBackends(new_servers))
         tier.write_config(new_spec, tier_dir)
         told("promoted", new)
-        step.figures["old_in_flight_at_promotion"] = tier.in_flight(spec, old_names)
+        figures["old_in_flight_at_promotion"] = tier.in_flight(spec, old_names)
         delay = cluster_deletion_delay_s(config)
         say(
             f"our tier sends to {cluster} ({promoted:.1f} s after the upgrade began); the old "
@@ -289,10 +291,10 @@ def upgrade_cluster(
             delay + 1,
             lambda msg: say(f"{msg}; in flight on it: {tier.in_flight(spec, old_names)}"),
         )
-        step.figures["old_in_flight_at_deletion"] = tier.in_flight(spec, old_names)
-        step.figures["deletion_delay_s"] = delay
-        step.figures["old_cluster"] = delete_cluster(old_shutdown, old, say)
-        step.mark("old_stopped")
+        figures["old_in_flight_at_deletion"] = tier.in_flight(spec, old_names)
+        figures["deletion_delay_s"] = delay
+        figures["old_cluster"] = delete_cluster(old_shutdown, old, say)
+        mark("old_stopped")
         clusters.remove(old)
         told("old_stopped", new)
         _wait(
@@ -302,8 +304,8 @@ def upgrade_cluster(
             say,
         )
         tier.delete_servers(spec, old_names)
-    step.figures["peak"] = peak.figures()
-    return new, step.figures
+    figures["peak"] = peak.figures()
+    return new, figures
 
 
 def upgrade(
