@@ -109,13 +109,20 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int) or part.isdigit():
             continue
-        field = model.model_fields.get(part)
+        field = _field(model, part)
         if field is not None:
             model = _model_in(field.annotation)
         elif part in _CAPACITY_MODELS:  # pydantic's discriminator tag names the union member
             model = _CAPACITY_MODELS[part]
         # otherwise `part` is a key of a dict of models (a deployment name): same model
     return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _field(model: Any, key: str) -> Any:
+    """The field of `model` that `key` names: its YAML alias (camelCase) or its Python name."""
+    return next(
+        (f for n, f in model.model_fields.items() if key in (f.alias, n)), None
+    )
 
 
 def _model_in(annotation: Any) -> Any:

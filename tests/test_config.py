@@ -290,6 +290,19 @@ BAD_CONFIGS: list[tuple[str, str, Callable[[dict], None], str]] = [
         r"gpuPool.minNode: unknown key \(value 1\); allowed keys: acceleratorCount, .*minNodes",
     ),
     (
+        "unknown key under a camelCase section",
+        "prod",
+        edit("rayService", ["upgradeStrategy"], deletionDelay=90),
+        r"rayService.upgradeStrategy.deletionDelay: unknown key \(value 90\); allowed keys: "
+        r"acknowledgeNoGpuHeadroom, gatewayClassName, .*oldClusterDeletionDelaySeconds, .*type",
+    ),
+    (
+        "unknown key two camelCase sections down",
+        "prod",
+        edit("ray", tuning={"llmDirectStream": False}),
+        r"ray.tuning.llmDirectStream: unknown key \(value False\); allowed keys: .*llmDirectStreaming",
+    ),
+    (
         "unknown top-level key",
         "dev",
         lambda c: c.update({f"{NS}:gpuPools": {}}),
