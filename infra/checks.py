@@ -151,6 +151,7 @@ def _cross_problems(c: StackConfig):
     yield from _upgrade_problems(c)
     yield from _shutdown_problems(c)
     yield from _health_check_problems(c)
+    yield from _local_slo_problems(c)
 
 
 def _policy_rules(c: StackConfig):
@@ -208,6 +209,24 @@ def reliability_lines(c: StackConfig) -> list[str]:
             f"{app.hung_replica_bound_s():g} s ({how})"
         )
     return lines
+
+
+def _local_slo_problems(c: StackConfig):
+    """`smoke.localSlo.llm` gates a local run's llm app: a stack whose llm apps all need a GPU
+    (`raygke local` leaves them out) would carry an objective nothing is measured against."""
+    local = c.smoke.local_slo
+    if local is None or local.llm is None or any(a.kind == "llm" and a.runs_locally for a in c.apps):
+        return
+    llm_apps = [a.name for a in c.apps if a.kind == "llm"]
+    why = (
+        f"its llm apps ({', '.join(llm_apps)}) need a GPU; give one localArgs device: cpu"
+        if llm_apps
+        else "it has no llm app"
+    )
+    yield (
+        "smoke.localSlo.llm sets the llm objectives of a local run, but no llm app runs on one: "
+        f"{why}, or remove smoke.localSlo.llm"
+    )
 
 
 def _health_check_problems(c: StackConfig):

@@ -1013,6 +1013,13 @@ class AppConfig(Model):
     replica_start_s: int | None = Field(default=None, strict=True, ge=1, le=MAX_REPLICA_START_S)
 
     @property
+    def runs_locally(self) -> bool:
+        """Whether `raygke local` runs this app: every kind but llm, and an llm app whose args with
+        localArgs merged put it on vLLM's CPU build (`device: cpu`)."""
+        device = {**self.args, **self.local_args}.get("device")
+        return self.kind != "llm" or device == "cpu"
+
+    @property
     def replica_start_bound_s(self) -> int:
         """replicaStartS, or its kind's default (DEFAULT_REPLICA_START_S)."""
         return self.replica_start_s or DEFAULT_REPLICA_START_S[self.kind]
@@ -1178,20 +1185,6 @@ def _keys(model: type[BaseModel]) -> dict[str, str]:
     return {f.alias or name: name for name, f in model.model_fields.items()}
 
 
-def _local_slo_keys(model: type[BaseModel], where: str, data: Any) -> Any:
-    """Unknown keys named with the keys this block allows (infra/stack_file.py would list the
-    parent block's keys for a camelCase block nested this deep)."""
-    if isinstance(data, Mapping):
-        allowed = _keys(model)
-        for key in data:
-            if key not in allowed and key not in allowed.values():
-                raise ValueError(
-                    f"{where}.{key}: unknown key (value {shown_value(data[key])}); allowed keys: "
-                    + ", ".join(allowed)
-                )
-    return data
-
-
 def _sets_nothing(block: BaseModel, where: str) -> None:
     if all(getattr(block, name) is None for name in type(block).model_fields):
         raise ValueError(
@@ -1218,7 +1211,7 @@ class LocalLlmSloConfig(Model):
                     f"request (smoke.llm.{to_camel(key)}), so its figures compare and its "
                     "context check holds; allowed keys: " + ", ".join(_keys(cls))
                 )
-        return _local_slo_keys(cls, "smoke.localSlo.llm", data)
+        return data
 
     @model_validator(mode="after")
     def _sets_something(self) -> LocalLlmSloConfig:
@@ -1235,11 +1228,6 @@ class LocalSloConfig(Model):
     p99_ms: float | None = Field(default=None, ge=MIN_SLO_MS, le=MAX_SLO_MS)
     max_error_rate: float | None = Field(default=None, ge=0, lt=1)
     llm: LocalLlmSloConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        return _local_slo_keys(cls, "smoke.localSlo", data)
 
     @model_validator(mode="after")
     def _sets_something(self) -> LocalSloConfig:

@@ -139,7 +139,7 @@ def _llm_problems(c: StackConfig, app: AppConfig) -> Iterator[str]:
         local = LlmArgs.model_validate({**app.args, **app.local_args})
     except ValidationError:
         return
-    if local.device != "cpu":  # `raygke local` leaves it out (raygke/local.py runs_here)
+    if not app.runs_locally:  # `raygke local` leaves it out
         return
     yield from _tiny_model_problems(app, local)
     yield from _hub_token_problems(c, f"{where}.localArgs", local)

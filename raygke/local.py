@@ -41,7 +41,6 @@ from infra.stack_file import load_stack_config
 from raygke import host, local_ray, tier
 
 DEFAULT_STATE_DIR = Path(".raygke/local")
-CPU_KINDS = ("echo", "recsys", "custom")
 # Ray worker nodes of a local run, beside the head (num-cpus 0), as a RayService has worker pods.
 DEFAULT_WORKERS = 2
 MAX_WORKERS = 8  # each node costs this machine a raylet, agents and a Ray HAProxy
@@ -120,12 +119,6 @@ def local_flags(config: StackConfig) -> dict[str, str]:
     return scale_flags_for_local(config.ray, os.cpu_count() or 1)
 
 
-def runs_here(kind: str, args: dict[str, Any]) -> bool:
-    """Whether an app (its kind, its args with localArgs merged) runs on this machine: an llm app
-    does where its localArgs put it on vLLM's CPU build (`device: cpu`)."""
-    return kind in CPU_KINDS or (kind == "llm" and args.get("device") == "cpu")
-
-
 def local_serve_config(config: StackConfig, models_dir: Path | None = None) -> dict[str, Any]:
     """The RayService's Serve config, scaled to this machine, without apps that need a GPU.
 
@@ -137,7 +130,7 @@ def local_serve_config(config: StackConfig, models_dir: Path | None = None) -> d
     apps = []
     for entry in scaled["applications"]:
         app = by_name[entry["name"]]
-        if not runs_here(app.kind, entry["args"]):
+        if not app.runs_locally:
             continue
         tiny = entry["args"].get("source") == "local" and "model_source" not in app.local_args
         if app.kind == "llm" and tiny:
@@ -149,8 +142,8 @@ def local_serve_config(config: StackConfig, models_dir: Path | None = None) -> d
         apps.append(entry)
     if not apps:
         raise LocalError(
-            f"stack {config.stack!r} has no app that runs without a GPU ({', '.join(CPU_KINDS)}, "
-            "or llm with localArgs device: cpu)"
+            f"stack {config.stack!r} has no app that runs without a GPU (every kind but llm, "
+            "and llm with localArgs device: cpu)"
         )
     return {**scaled, "applications": apps}
 

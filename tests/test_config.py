@@ -1130,15 +1130,35 @@ MEANING_MISTAKES: list[tuple[str, str, Callable[[dict], None], str]] = [
         "an unknown local SLO key",
         "staging",
         edit("smoke", localSlo={"p99ms": 900}),
-        r"smoke.localSlo.p99ms: unknown key \(value 900\); allowed keys: concurrency, p99Ms, "
-        r"maxErrorRate, llm",
+        r"smoke.localSlo.p99ms: unknown key \(value 900\); allowed keys: concurrency, llm, "
+        r"maxErrorRate, p99Ms",
     ),
     (
         "an unknown local llm SLO key",
         "prod",
         edit("smoke", ["localSlo", "llm"], itlMs=10),
-        r"smoke.localSlo.llm.itlMs: unknown key \(value 10\); allowed keys: concurrency, ttftMs, "
-        r"tpotMs",
+        r"smoke.localSlo.llm.itlMs: unknown key \(value 10\); allowed keys: concurrency, tpotMs, "
+        r"ttftMs",
+    ),
+    (
+        "a local llm SLO where the llm app needs a GPU",
+        "prod",
+        lambda c: c[f"{NS}:apps"][-1].update(localArgs={}),
+        r"smoke.localSlo.llm sets the llm objectives of a local run, but no llm app runs on one: "
+        r"its llm apps \(llm\) need a GPU; give one localArgs device: cpu, or remove",
+    ),
+    (
+        "a local llm SLO on a stack without an llm app",
+        "staging",
+        edit("smoke", localSlo={"llm": {"ttftMs": 3000}}),
+        r"smoke.localSlo.llm sets the llm objectives of a local run, but no llm app runs on one: "
+        r"it has no llm app",
+    ),
+    (
+        "a local llm SLO where the llm app stays on the GPU locally",
+        "prod",
+        lambda c: c[f"{NS}:apps"][-1]["localArgs"].update(device="gpu"),
+        r"smoke.localSlo.llm sets the llm objectives.*its llm apps \(llm\) need a GPU",
     ),
     (
         "an empty local SLO",

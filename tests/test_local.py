@@ -38,6 +38,8 @@ def test_an_llm_app_without_device_cpu_is_skipped_and_a_model_source_given_is_ke
             apps = doc[f"{NS}:apps"]
             assert isinstance(apps, list)
             next(a for a in apps if a["kind"] == "llm")["localArgs"] = local_args
+            if not local_args:  # an llm app left out has no local objectives
+                del doc[f"{NS}:smoke"]["localSlo"]["llm"]
 
         return parse_stack_config("prod", mutated("prod", mutate))
 
@@ -61,6 +63,7 @@ def test_a_stack_with_nothing_that_runs_here_is_refused() -> None:
         apps = doc[f"{NS}:apps"]
         assert isinstance(apps, list)
         doc[f"{NS}:apps"] = [{**a, "localArgs": {}} for a in apps if a["kind"] == "llm"]
+        del doc[f"{NS}:smoke"]["localSlo"]["llm"]
 
     config = parse_stack_config("prod", mutated("prod", only_llm))
     with pytest.raises(LocalError, match="has no app that runs without a GPU"):
