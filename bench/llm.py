@@ -29,14 +29,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 # bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
 from ab import start_local_runs, stop_local_run
 from common import REPO, Spread, machine, render, say, spread, write_figures
+from cpu_profile import (
+    SERVING_PATH,
+    Snapshot,
+    cpu_by_role,
+    leaf_functions,
+    sampled,
+    serving_pids,
+)
 
 from raygke.smoke.contract import AppEndpoint, SmokeContract, load_contract
 from raygke.smoke.llm import LlmLevelResult, LlmLoadSpec, calibrate, run_llm_level
@@ -44,6 +53,8 @@ from raygke.smoke.transport import app_url
 
 OUT = REPO / "out" / "bench-llm"
 LEVELS = (1, 8, 32)
+AB_MORE_LEVELS = (64,)  # the A/B also goes past the engine's max_num_seqs (16) by 4x
+PROFILE_LEVEL = 32
 TOLERANCE = 0.10  # ours and vLLM's within 10% of each other
 # Below this the two clients agree whatever their ratio: both are a Python asyncio loop timing SSE
 # messages that arrive in one read (the ITL median of a server that sends tokens in bursts is ~0).
@@ -95,6 +106,7 @@ class Run:
     figures: dict[str, float]
     load_average: float  # 1-minute load average as the run began: the machine is shared
     seconds: float
+    cpu_s: dict[str, float] = field(default_factory=dict)  # by role, at the profiled level
 
 
 def prompts_for(concurrency: int, per_user: int) -> int:
@@ -353,6 +365,126 @@ def plot(runs: list[Run], sides: tuple[str, ...], title: str, path: Path) -> Pat
     return path
 
 
+# Where the time goes -------------------------------------------------------------------------
+
+SPY_RATE = 50  # py-spy samples per second per process
+SPY_TOP = 5  # functions shown per role
+
+
+def cpu_per_token(runs: list[Run], side: str, output_len: int) -> dict[str, Spread]:
+    """CPU ms per output token by role over the rounds of one side's profiled runs, with `total`
+    and `machine busy %` (all roles' CPU over the run's seconds x cores)."""
+    per_round: dict[str, list[float]] = {}
+    for r in runs:
+        tokens = r.figures["ok"] * output_len
+        if r.side != side or not r.cpu_s or not tokens:
+            continue
+        for role, seconds in r.cpu_s.items():
+            per_round.setdefault(role, []).append(1000 * seconds / tokens)
+        total = sum(r.cpu_s.values())
+        per_round.setdefault("total", []).append(1000 * total / tokens)
+        busy = 100 * total / (r.seconds * (os.cpu_count() or 1))
+        per_round.setdefault("machine busy %", []).append(busy)
+    return {role: spread(values) for role, values in per_round.items()}
+
+
+def cpu_table(
+    runs: list[Run], sides: tuple[str, ...], output_len: int
+) -> tuple[list[str], list[list[str]], dict[str, Any]]:
+    """Roles by the first side's CPU per token, each side's median [range] and share of its total."""
+    each = {side: cpu_per_token(runs, side, output_len) for side in sides}
+    roles = sorted(
+        {role for figures in each.values() for role in figures} - {"total", "machine busy %"},
+        key=lambda role: -max(f[role].median for f in each.values() if role in f),
+    )
+    header = ["role", *(f"{side}: CPU ms per output token (share)" for side in sides)]
+    rows = []
+    for role in [*roles, "total", "machine busy %"]:
+        row = [role]
+        for side in sides:
+            figure = each[side].get(role)
+            if figure is None or not figure.n:
+                row.append("-")
+                continue
+            if role in ("total", "machine busy %"):
+                row.append(figure.fmt(".0f" if role.endswith("%") else ".3f"))
+                continue
+            share = 100 * figure.median / each[side]["total"].median
+            row.append(f"{figure.fmt('.3f')} ({share:.0f}%)")
+        rows.append(row)
+    figures = {
+        side: {role: spread_.as_dict() for role, spread_ in each[side].items()} for side in sides
+    }
+    return header, rows, figures
+
+
+def plot_cpu(runs: list[Run], sides: tuple[str, ...], output_len: int, title: str, path: Path):
+    """One stacked bar per side: CPU ms per output token by role (medians over rounds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    each = {side: cpu_per_token(runs, side, output_len) for side in sides}
+    roles = sorted(
+        {role for f in each.values() for role in f} - {"total", "machine busy %"},
+        key=lambda role: -max(f[role].median for f in each.values() if role in f),
+    )
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.7 * len(sides)))
+    left = [0.0] * len(sides)
+    colors = plt.get_cmap("tab20").colors
+    for i, role in enumerate(roles):
+        widths = [each[side][role].median if role in each[side] else 0.0 for side in sides]
+        ax.barh(sides, widths, left=left, label=role, color=colors[i % len(colors)])
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("CPU ms per output token (median over rounds)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def spy_pass(
+    sides: tuple[str, ...],
+    states: dict[str, Path],
+    targets: dict[str, Target],
+    load: Load,
+    out: Path,
+) -> dict[str, dict[str, Any]]:
+    """One more run per side at `load` (not among the figures: py-spy costs CPU) with py-spy on
+    the serving path's Python processes; per side and role: seconds holding the GIL and the
+    innermost functions they were in."""
+    found: dict[str, dict[str, Any]] = {}
+    for side in sides:
+        pids = serving_pids(states[side])
+        began = time.monotonic()
+        with sampled(pids, out / side, SPY_RATE) as files:
+            run_ours(targets[side], load)
+        took = time.monotonic() - began
+        by_role: dict[str, Any] = {}
+        for role in SERVING_PATH:
+            counts = sum(
+                (leaf_functions(files[pid]) for pid, r in pids.items() if r == role), Counter()
+            )
+            samples = sum(counts.values())
+            if not samples:
+                continue
+            by_role[role] = {
+                "gil_s": round(samples / SPY_RATE, 1),
+                "of_run_s": round(took, 1),
+                "top": [(fn, round(100 * n / samples, 1)) for fn, n in counts.most_common(SPY_TOP)],
+            }
+            top = "; ".join(f"{fn} {share:.0f}%" for fn, share in by_role[role]["top"])
+            say(
+                f"  {side} {role}: {samples / SPY_RATE:.1f} s holding the GIL in {took:.0f} s: {top}"
+            )
+        found[side] = by_role
+    return found
+
+
 # Main -----------------------------------------------------------------------------------------
 
 
@@ -372,17 +504,23 @@ def measure(
     levels: tuple[int, ...],
     loads: Callable[[int], Load],
     repeats: int,
+    profiled: tuple[int, dict[str, Path]] | None = None,
 ) -> list[Run]:
-    """Every level, every round, every side back to back, the first side rotating."""
+    """Every level, every round, every side back to back, the first side rotating. `profiled`
+    (a level, each side's local run): each run at that level also records the CPU seconds every
+    role of that side's local run (and the client) used."""
     runs: list[Run] = []
     for round_ in range(repeats):
         for index, c in enumerate(levels):
             for side in order(sides, round_, index):
+                state_dir = profiled[1][side] if profiled and profiled[0] == c else None
+                before = Snapshot.of(state_dir) if state_dir else None
                 load_average = os.getloadavg()[0]
                 began = time.monotonic()
                 figures = runners[side](loads(c), round_)
                 took = time.monotonic() - began
-                runs.append(Run(c, round_, side, figures, load_average, took))
+                cpu_s = cpu_by_role(before, Snapshot.of(state_dir)) if before and state_dir else {}
+                runs.append(Run(c, round_, side, figures, load_average, took, cpu_s))
                 say(
                     f"  round {round_} c={c} {side}: {figures['output_tok_s']:.0f} tok/s, TTFT "
                     f"p50 {figures['ttft_p50_ms']:.1f} ms, ITL p99 {figures['itl_p99_ms']:.1f} "
@@ -402,7 +540,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stack", default="prod", help="a stack whose llm app runs on CPU")
     parser.add_argument(
-        "--levels", default=",".join(map(str, LEVELS)), help="closed-loop concurrencies"
+        "--levels",
+        help="closed-loop concurrencies (default: 1,8,32; with --ab also 64, past the engine's "
+        "16 sequences)",
+    )
+    parser.add_argument(
+        "--profile-level",
+        type=int,
+        default=PROFILE_LEVEL,
+        help="--ab: at this level, each run's CPU seconds by process role, and one more run per "
+        "arm with py-spy on the serving processes (0: neither)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--input-len", type=int, default=32, help="prompt tokens")
@@ -418,7 +565,13 @@ def main(argv: list[str] | None = None) -> int:
         help="reference check only: measure this local run, already up (left running)",
     )
     args = parser.parse_args(argv)
-    levels = tuple(int(c) for c in args.levels.split(","))
+    levels = (
+        tuple(int(c) for c in args.levels.split(","))
+        if args.levels
+        else (*LEVELS, *AB_MORE_LEVELS)
+        if args.ab
+        else LEVELS
+    )
     # `kill` (not only Ctrl-C) must also reach the finally below that stops the local runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -457,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     runners: dict[str, Callable[[Load, int], dict[str, float]]]
     sides: tuple[str, ...]
+    profiled = args.ab and args.profile_level in levels
+    spied: dict[str, dict[str, Any]] = {}
     try:
         # One after another: three vLLM engines starting at once on 2 shared cores missed Ray's
         # deploy wait (240 s) in all three runs; a run up and idle costs the next one little.
@@ -489,7 +644,17 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             }
             title = "Our LLM phase vs vllm bench serve, same endpoint and load (package defaults)"
-        runs = measure(sides, runners, levels, loads, args.repeats)
+        runs = measure(
+            sides,
+            runners,
+            levels,
+            loads,
+            args.repeats,
+            (args.profile_level, state) if profiled else None,
+        )
+        if profiled:
+            say(f"py-spy on the serving processes, one more run per arm at c={args.profile_level}")
+            spied = spy_pass(sides, state, targets, loads(args.profile_level), out / "py-spy")
     finally:
         for label in started:
             try:
@@ -505,6 +670,15 @@ def main(argv: list[str] | None = None) -> int:
     say(text)
     took = time.monotonic() - began
     png = plot(runs, sides, title, out / "figures.png")
+    cpu_figures: dict[str, Any] = {}
+    if profiled:
+        cpu_header, cpu_rows, cpu_figures = cpu_table(runs, sides, args.output_len)
+        cpu_text, cpu_md = render(cpu_header, cpu_rows)
+        cpu_title = f"Where the CPU went at c={args.profile_level}"
+        say(f"\n== {cpu_title} (median [min .. max] over {args.repeats} rounds)")
+        say(cpu_text)
+        md += f"\n\n## {cpu_title}\n\n{cpu_md}"
+        plot_cpu(runs, sides, args.output_len, cpu_title, out / "cpu.png")
     document = {
         "machine": host,
         "plan": {
@@ -516,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
         },
         "figures": figures,
+        "cpu_ms_per_output_token": cpu_figures,
+        "py_spy": spied,
         "runs": [asdict(r) for r in runs],
         "seconds": round(took, 1),
     }

@@ -10,6 +10,7 @@ raygke/local.py).
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts CPU time in these
+
+
 @dataclass(frozen=True)
 class ProcStat:
     """The fields of /proc/<pid>/stat that starting and stopping by PID need."""
@@ -72,6 +76,7 @@ class ProcStat:
     state: str  # R, S, D, Z (zombie: exited, not yet reaped), ...
     ppid: int
     session: int
+    cpu_s: float  # user + system CPU time so far, its own threads (not its children)
 
 
 def proc_stat(pid: int) -> ProcStat | None:
@@ -82,7 +87,10 @@ def proc_stat(pid: int) -> ProcStat | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ")".
     fields = raw[raw.rindex(")") + 2 :].split()
-    return ProcStat(state=fields[0], ppid=int(fields[1]), session=int(fields[3]))
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ProcStat(
+        state=fields[0], ppid=int(fields[1]), session=int(fields[3]), cpu_s=ticks / CLOCK_TICKS
+    )
 
 
 def alive(pid: int) -> bool:

@@ -422,6 +422,15 @@ def _gib(pids: list[int]) -> str:
     return f"{sum(host.pss_bytes(p) for p in pids) / 2**30:.2f}"
 
 
+def run_processes(state: dict[str, Any]) -> list[int]:
+    """PIDs of a local run's live processes (from its state): its Ray cluster's and our tier's."""
+    tier_state = state.get("tier", {})
+    return [
+        *local_ray.processes(ray_from_state(state)),
+        *([tier_state["pid"]] if tier_state else []),
+    ]
+
+
 def status(*, state_dir: str | Path | None = None) -> int:
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     state = read_state(state_dir)
@@ -450,7 +459,7 @@ def status(*, state_dir: str | Path | None = None) -> int:
     if tier_state:
         up_ = alive.get(tier_state["pid"])
         print(f"  tier (pid {tier_state['pid']}): {'running' if up_ else 'gone'}")
-    everything = [*local_ray.processes(ray), *([tier_state["pid"]] if tier_state else [])]
+    everything = run_processes(state)
     print(f"  memory: {_gib(everything)} GiB (PSS) in {len(everything)} processes")
     print(
         f"  HTTP 127.0.0.1:{tier_state.get('http')} {'healthy' if healthy else 'not answering'}; "
