@@ -8,13 +8,15 @@ bench serve` (the reference LLM serving client, in a process of its own) and our
 (raygke/smoke/llm.py) with the same load: `--random-input-len` / `--random-output-len` tokens,
 `--ignore-eos`, greedy, the same number of prompts at the same closed-loop concurrency, interleaved
 (the first side rotating) and repeated; the side-by-side table with ratios and their spread,
-out/bench-llm/<mode>/figures.json, figures.md and figures.png.
-Does not own: any measuring (raygke/smoke/llm.py and vLLM do that) or the local run (raygke local).
-The 10% target is printed, never tuned for.
+out/bench-llm/<mode>/figures.json, figures.md and figures.png; with `--ab`, where the CPU went at
+`--profile-level` (cpu.png, and py-spy's samples of the serving processes under py-spy/).
+Does not own: any measuring (raygke/smoke/llm.py and vLLM do that), the local run (raygke local) or
+naming a process's role (bench/cpu_profile.py). The 10% target is printed, never tuned for.
 
     python bench/llm.py [--levels 1,8,32] [--repeats 3] [--input-len 32] [--output-len 256]
-    python bench/llm.py --ab [same options]   # A: package defaults, B: --profile ray-defaults,
-                                              # C: the package profile, llmDirectStreaming: false
+    python bench/llm.py --ab [same options] [--profile-level 32]
+        # A: package defaults, B: --profile ray-defaults, C: the package profile with
+        # llmDirectStreaming: false; levels 1,8,32,64 unless given
 """
 
 from __future__ import annotations
