@@ -64,7 +64,7 @@ bench-ray-defaults: setup ## the same A/B against Ray's defaults (no flags)
 bench-llm: setup ## our LLM phase against `vllm bench serve`, same endpoint and load (a local run of prod)
 	$(BIN)/python bench/llm.py
 
-bench-llm-ab: setup ## the llm app: package defaults vs Ray's defaults (two local runs of prod at once)
+bench-llm-ab: setup ## the llm app: package defaults vs Ray's defaults vs no direct streaming, and where the CPU goes (3 local runs of prod, ~15 min)
 	$(BIN)/python bench/llm.py --ab
 
 bench-llm-paced: setup ## both LLM clients against a server whose TTFT and TPOT are known
