@@ -19,6 +19,7 @@ from typing import Any, get_args
 from infra.config import ServeProfile
 from infra.stack_file import ConfigError, redact
 from raygke.local import LocalError
+from raygke.local_prometheus import PrometheusError
 from raygke.local_ray import LocalRayError
 from raygke.tier import TierError
 
@@ -147,6 +148,10 @@ def _local(args: argparse.Namespace) -> int:
         raise BadInput(f"--state-dir {state_dir} is a file, not a directory")
     if args.port is not None and args.port == args.grpc_port:
         raise BadInput(f"--port and --grpc-port must differ; both are {args.port}")
+    if args.prometheus and args.action != "up":
+        raise BadInput(
+            f"--prometheus starts with the run: `raygke local up --prometheus`, not {args.action}"
+        )
     state = _local_state(state_dir)  # a damaged state file fails here, before anything starts
     if args.action == "status" and state is None:
         print(
@@ -170,6 +175,7 @@ def _local(args: argparse.Namespace) -> int:
             http_port=args.port,
             grpc_port=args.grpc_port,
             workers=args.workers,
+            prometheus=args.prometheus,
         )
     if args.action == "status":
         return local.status(state_dir=args.state_dir)
@@ -242,6 +248,12 @@ def parser() -> argparse.ArgumentParser:
         "(default: 2; 0: one node holds everything)",
     )
     local.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="up: also start a Prometheus on 127.0.0.1 (Debian's `prometheus`) that scrapes the run "
+        "as the stack's PodMonitorings scrape the cluster; `down` stops it",
+    )
+    local.add_argument(
         "--state-dir",
         default=None,
         help="where the run keeps its state (default: .raygke/local in this directory)",
@@ -267,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raygke: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     # A local run that could not start or stop.
-    except (LocalError, LocalRayError, TierError) as exc:
+    except (LocalError, LocalRayError, TierError, PrometheusError) as exc:
         print(f"raygke: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -35,10 +35,11 @@ from components.render.haproxy import (
 )
 from infra.config import ServeProfile, StackConfig, with_serve_profile
 from infra.outputs import smoke_contract
+from infra.rendered import render_stack
 from infra.serve_config import build_serve_config, scale_flags_for_local, scale_for_local
 from infra.specs import SERVE_LOG_ENV
 from infra.stack_file import load_stack_config
-from raygke import host, local_ray, tier
+from raygke import host, local_prometheus, local_ray, tier
 
 DEFAULT_STATE_DIR = Path(".raygke/local")
 # Ray worker nodes of a local run, beside the head (num-cpus 0), as a RayService has worker pods.
@@ -52,22 +53,32 @@ LLM_SERVE_CPUS = 1
 LLM_INGRESS_CPUS = 1
 # The first request `up` sends through our tier (an echo unary call, or the health path).
 FIRST_REQUEST_TIMEOUT_S = 30.0
-TIER_PORTS = ("http", "grpc", "stats")  # our tier's ports, by name
+# Our tier's ports, by name: its pods' container port names (the metrics port is what its
+# PodMonitoring scrapes, as in the cluster).
+TIER_PORTS = ("http", "grpc", "stats", "metrics")
 
 
-def up_bound_s(workers: int = DEFAULT_WORKERS) -> float:
+def up_bound_s(workers: int = DEFAULT_WORKERS, prometheus: bool = False) -> float:
     """The longest `raygke local up` may take before one of its own waits gives up: each node's
-    start, the deploy, our tier's first check passes and the first request."""
+    start, the deploy, our tier's first check passes, Prometheus's start (`--prometheus`) and the
+    first request."""
     return (
         local_ray.NODE_START_TIMEOUT_S * (1 + workers)
         + local_ray.DEPLOY_TIMEOUT_S
         + tier.SERVING_TIMEOUT_S
+        + (local_prometheus.START_BOUND_S if prometheus else 0.0)
         + FIRST_REQUEST_TIMEOUT_S
     )
 
 
-# The longest `raygke local down` may take: our tier's stop, then every node's at once.
-DOWN_BOUND_S = tier.STOP_TIMEOUT_S + local_ray.STOP_GRACE_S + local_ray.KILLED_WAIT_S
+# The longest `raygke local down` may take: Prometheus's and our tier's stops, then every node's
+# at once.
+DOWN_BOUND_S = (
+    local_prometheus.STOP_TIMEOUT_S
+    + tier.STOP_TIMEOUT_S
+    + local_ray.STOP_GRACE_S
+    + local_ray.KILLED_WAIT_S
+)
 
 
 class LocalError(RuntimeError):
@@ -197,9 +208,11 @@ def tier_spec(
     fallback: bool = False,
     admin_socket: Path | None = None,
     cluster: str = "",
+    metrics: int | None = None,
 ) -> IngressSpec:
     """Our ingress tier on 127.0.0.1, in front of the local Ray ingresses: the cluster's routes and
-    checks, and one server per Ray node (`node_servers`).
+    checks, and one server per Ray node (`node_servers`); HAProxy's Prometheus exporter on
+    `metrics`, as the cluster's tier pods serve it.
     `admin_socket` lets `tier.reload` replace the tier without refusing a connection, and
     `raygke local upgrade` change its servers while it runs."""
     return ingress_spec(
@@ -208,6 +221,7 @@ def tier_spec(
         http=http,
         grpc=grpc if config.ray.grpc else None,
         stats=stats,
+        metrics=metrics,
         routes=routes or tuple(app.route_prefix for app in config.apps),
         deadlines=config.app_deadlines,
         nbthread=None,  # one thread per usable core of this machine
@@ -268,6 +282,7 @@ def up(
     http_port: int | None = None,
     grpc_port: int | None = None,
     workers: int | None = None,
+    prometheus: bool = False,
 ) -> int:
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     workers = DEFAULT_WORKERS if workers is None else workers
@@ -295,6 +310,8 @@ def up(
                 "(give it localArgs with device: cpu to run it on vLLM's CPU build)"
             )
     tier.find_haproxy()  # fail before starting anything
+    if prometheus:
+        local_prometheus.find_prometheus()
     _check_asked_ports(http_port, grpc_port)
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -328,13 +345,27 @@ def up(
         http, grpc = ports["http"], ports["grpc"]
         socket = state_dir / "tier.sock"
         spec = tier_spec(
-            config, ray, http, grpc, ports["stats"], state_dir / "haproxy.pid", admin_socket=socket
+            config,
+            ray,
+            http,
+            grpc,
+            ports["stats"],
+            state_dir / "haproxy.pid",
+            admin_socket=socket,
+            metrics=ports["metrics"],
         )
         tier_pid = tier.start(spec, state_dir)
         state["pids"].append(tier_pid)
         state["tier"] = {"pid": tier_pid, **ports, "admin_socket": str(socket)}
         write_state(state_dir, state)
         tier.wait_serving(spec, pid=tier_pid, run_dir=state_dir, on_progress=say)
+        if prometheus:  # scraping the run as the stack's rendered PodMonitorings say
+            say("starting Prometheus")
+            state["prometheus"] = local_prometheus.start_for_run(
+                render_stack(config), ray, state["tier"], state_dir / "prometheus"
+            )
+            state["pids"].append(state["prometheus"]["pid"])
+            write_state(state_dir, state)
     except BaseException:
         say("start failed: stopping what was started")
         _stop(state_dir, state)
@@ -348,6 +379,10 @@ def up(
         f"HTTP:        {outputs['http_url']}   (Ray's own ingress: {outputs['direct']['http_url']})"
     )
     print(f"gRPC:        {outputs['grpc_target']}   (send metadata application=<app name>)")
+    if prometheus:
+        print(
+            f"Prometheus:  {state['prometheus']['url']}   (scrapes as the stack's PodMonitorings)"
+        )
     print(_first_request(outputs))
     print("try:")
     for line in _sample_requests(outputs):
@@ -396,6 +431,10 @@ def write_state(state_dir: Path, state: dict[str, Any]) -> None:
 
 def _stop(state_dir: Path, state: dict[str, Any]) -> list[int]:
     stopped: list[int] = []
+    prometheus = state.get("prometheus")
+    if prometheus and host.alive(prometheus["pid"]):
+        local_prometheus.stop(prometheus["pid"])
+        stopped.append(prometheus["pid"])
     tier_state = state.get("tier")
     if tier_state and host.alive(tier_state["pid"]):
         tier.stop(tier_state["pid"])
@@ -431,6 +470,20 @@ def run_processes(state: dict[str, Any]) -> list[int]:
     ]
 
 
+def _prometheus_status(prometheus: dict[str, Any]) -> str:
+    """'running at <url>, N of M targets up', or why not."""
+    if not host.alive(prometheus["pid"]):
+        return "gone"
+    try:
+        health = [t["health"] for t in local_prometheus.targets(prometheus["url"])]
+    except local_prometheus.PrometheusError as exc:
+        return f"running, not answering ({exc})"
+    return (
+        f"running at {prometheus['url']}, {health.count('up')} of {len(health)} targets up, "
+        f"{_gib([prometheus['pid']])} GiB"
+    )
+
+
 def status(*, state_dir: str | Path | None = None) -> int:
     state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     state = read_state(state_dir)
@@ -459,6 +512,8 @@ def status(*, state_dir: str | Path | None = None) -> int:
     if tier_state:
         up_ = alive.get(tier_state["pid"])
         print(f"  tier (pid {tier_state['pid']}): {'running' if up_ else 'gone'}")
+    if prometheus := state.get("prometheus"):
+        print(f"  prometheus (pid {prometheus['pid']}): {_prometheus_status(prometheus)}")
     everything = run_processes(state)
     print(f"  memory: {_gib(everything)} GiB (PSS) in {len(everything)} processes")
     print(

@@ -346,6 +346,7 @@ def upgrade(
         state_dir / "haproxy.pid",
         admin_socket=Path(tier_state["admin_socket"]),
         cluster=state.get("cluster", ""),
+        metrics=tier_state.get("metrics"),
     )
     running = (state_dir / "haproxy.cfg").read_text()
     if render_haproxy_cfg(spec) != running:

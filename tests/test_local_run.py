@@ -20,14 +20,15 @@ from typing import Any
 
 import pytest
 import yaml
-from bounds import CLI_START_S, REQUEST_S
+from bounds import CLI_START_S, CLUSTER_CHANGE_S, PROCESS_EXIT_S, REQUEST_S
 from conftest import RAYGKE, LocalRun
-from procs import cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
+from procs import alive, cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
 
+from infra.rendered import render_stack
 from infra.serve_config import scale_for_local
 from infra.specs import CLUSTER_ENV
 from infra.stack_file import load_stack_config
-from raygke import local, local_faults, local_ray, tier
+from raygke import local, local_faults, local_prometheus, local_ray, tier
 from raygke.plan import plan_stack
 
 pytestmark = pytest.mark.process
@@ -231,6 +232,49 @@ def test_under_the_flags_alone_replica_logs_stay_off_stderr(tmp_path: Path):
             assert line.format(id=request_id) not in stderr.read_text(errors="replace"), stderr
     finally:
         local_ray.stop(ray)
+
+
+def test_prometheus_scrapes_the_run_as_the_podmonitorings_say(local_run: LocalRun, tmp_path: Path):
+    """A real Prometheus on this run, as `raygke local up --prometheus` starts it from the dev
+    stack's rendered PodMonitorings: every target UP under GMP's labels, and after requests the
+    families the dashboards read: Serve's (`ray_serve_*`), Ray's HAProxy's on every node and our
+    tier's (`haproxy_*`)."""
+    rendered = render_stack(load_stack_config("dev"))
+    ray = local.ray_from_state(local_run.state)
+    tier_ports = local_run.state["tier"]
+    prometheus = local_prometheus.start_for_run(rendered, ray, tier_ports, tmp_path / "prometheus")
+    url = prometheus["url"]
+    try:
+        for _ in range(5):
+            _echo_unary(local_run.http_url)
+        scraped = yaml.safe_load((tmp_path / "prometheus" / "prometheus.yml").read_text())
+        targets = [t["labels"] for job in scraped["scrape_configs"] for t in job["static_configs"]]
+        local_prometheus.wait_for_series(url, f"count(up == 1) == {len(targets)}", CLUSTER_CHANGE_S)
+        up = local_prometheus.query(url, "up")
+        # One `up` series per target, labelled as GMP labels it (namespace, job, pod, container,
+        # instance) and nothing else.
+        assert sorted(sorted(s["metric"].items()) for s in up) == sorted(
+            sorted({**t, "__name__": "up"}.items()) for t in targets
+        )
+        ray_job = rendered.ray_pod_monitoring["metadata"]["name"]
+        # Serve's family, with the requests above counted by the echo app's replicas.
+        served = (
+            f'ray_serve_deployment_request_counter_total{{job="{ray_job}", application="echo"}}'
+        )
+        local_prometheus.wait_for_series(url, served, CLUSTER_CHANGE_S)
+        on_nodes = local_prometheus.query(
+            url, f'count by (pod) ({{__name__=~"haproxy_.+", job="{ray_job}"}})'
+        )
+        nodes = {"ray-head", *(w.name for w in ray.workers)}
+        assert {s["metric"]["pod"] for s in on_nodes} == nodes
+        tier_pod = rendered.tier["deployment"]["metadata"]["name"]
+        assert local_prometheus.query(url, f'{{__name__=~"haproxy_.+", pod="{tier_pod}"}}')
+        assert local._prometheus_status(prometheus).startswith(
+            f"running at {url}, {len(targets)} of {len(targets)} targets up"
+        )
+    finally:
+        local_prometheus.stop(prometheus["pid"], timeout_s=PROCESS_EXIT_S)
+    assert not alive(prometheus["pid"])
 
 
 def test_ray_defaults_run_the_python_proxy_and_no_grpc_transport(local_run_ray_defaults: LocalRun):
