@@ -462,12 +462,10 @@ def _gib(pids: list[int]) -> str:
 
 
 def run_processes(state: dict[str, Any]) -> list[int]:
-    """PIDs of a local run's live processes (from its state): its Ray cluster's and our tier's."""
-    tier_state = state.get("tier", {})
-    return [
-        *local_ray.processes(ray_from_state(state)),
-        *([tier_state["pid"]] if tier_state else []),
-    ]
+    """PIDs of a local run's live processes (from its state): its Ray cluster's, our tier's and
+    its Prometheus's (`--prometheus`)."""
+    own = [state[name]["pid"] for name in ("tier", "prometheus") if state.get(name)]
+    return [*local_ray.processes(ray_from_state(state)), *(pid for pid in own if host.alive(pid))]
 
 
 def _prometheus_status(prometheus: dict[str, Any]) -> str:
