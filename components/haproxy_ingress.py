@@ -2,7 +2,8 @@
 
 Owns: registering the tier's objects, each rendered by components/render/ingress_tier.py from the
 args once their Outputs are known (the ConfigMap holding haproxy.cfg, the HAProxy Deployment, the LoadBalancer Service clients reach, the tier's
-NetworkPolicy, its PodDisruptionBudget and HorizontalPodAutoscaler), and the tier's outputs.
+NetworkPolicy, its PodDisruptionBudget, HorizontalPodAutoscaler and PodMonitoring), and the tier's
+outputs.
 Does not own: what any object holds (the renderer: a stack's scheduling check reads the same
 objects), the Kubernetes provider (the program passes it in `opts`), the Ray pods and the headless
 Service listing those that serve (KubeRay's serve Service, asked for by components/ray_serve_app.py;
@@ -115,6 +116,9 @@ class HaproxyIngressArgs(TypedDict):
     """Default: 4, Ray's own HAProxy default."""
     cluster_domain: NotRequired[str]
     """The cluster's DNS domain. Default: cluster.local."""
+    pod_monitoring: NotRequired[bool]
+    """Register the Managed Prometheus PodMonitoring scraping HAProxy's exporter (needs GKE Managed
+    Service for Prometheus). Default: True."""
 
 
 class HaproxyIngress(pulumi.ComponentResource):
@@ -142,7 +146,11 @@ class HaproxyIngress(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("raygke:haproxy_ingress:HaproxyIngress", name, None, opts)
-        plain = {k: v for k, v in args.items() if k not in _OUTPUT_ARGS and k not in _TLS_DATA_ARGS}
+        plain = {
+            k: v
+            for k, v in args.items()
+            if k not in _OUTPUT_ARGS and k not in _TLS_DATA_ARGS and k != "pod_monitoring"
+        }
         known = {k: v for k, v in args.items() if k in _OUTPUT_ARGS and _is_plain(v)}
         spec = TierSpec(name=name, **{**_OUTPUT_ARGS, **known, **plain})
         # Rendered here, in the constructor: anything the renderer refuses raises before a child
@@ -189,6 +197,16 @@ class HaproxyIngress(pulumi.ComponentResource):
             "hpa",
             depends_on=[deployment],
         )
+        if args.get("pod_monitoring", True):
+            monitor = objects["pod_monitoring"]
+            k8s.apiextensions.CustomResource(
+                f"{name}-podmonitoring",
+                api_version=rendered["pod_monitoring"]["apiVersion"],
+                kind=rendered["pod_monitoring"]["kind"],
+                metadata=monitor["metadata"],
+                spec=monitor["spec"],
+                opts=child,
+            )
 
         address = service.status.apply(_lb_address)
         self.service_name = service.metadata.name

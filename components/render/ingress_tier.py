@@ -1,7 +1,7 @@
 """Our HAProxy ingress tier as Kubernetes objects: one frozen `TierSpec` in, plain manifests out.
 
 Owns: every object of the tier (the ConfigMap holding haproxy.cfg, the HAProxy Deployment, the LoadBalancer Service clients reach, the tier's
-NetworkPolicy, its PodDisruptionBudget and HorizontalPodAutoscaler), the tier's defaults and the
+NetworkPolicy, its PodDisruptionBudget, HorizontalPodAutoscaler and PodMonitoring), the tier's defaults and the
 one check of its counts and ports (`tier_problems`, which names the keys its caller gives), the tier
 pods' hardening (securityContexts, `TIER_UID`) and its pods' ports.
 Does not own: the haproxy.cfg text (components/render/haproxy.py), Ray's serve ports, the Ray
@@ -57,6 +57,8 @@ POD_HTTPS_PORT = 8443
 POD_GRPC_PORT = 9000
 POD_STATS_PORT = 8404
 POD_METRICS_PORT = 8405
+METRICS_PORT_NAME = "metrics"  # HAProxy's Prometheus exporter, by name for the PodMonitoring
+METRICS_INTERVAL = "30s"  # as Ray's pods are scraped (rayservice.py render_pod_monitoring)
 # Pods a rollout starts above the current count (none stopped first): the scheduling check budgets
 # the system pool for it.
 ROLLOUT_MAX_SURGE = 1
@@ -224,7 +226,7 @@ def render_tier_config(spec: TierSpec) -> str:
 
 def render_tier(spec: TierSpec) -> dict[str, dict[str, Any]]:
     """Every object of the tier by role (config, deployment, load_balancer, network_policy, pdb,
-    hpa); raises ValueError naming what is wrong before building any."""
+    hpa, pod_monitoring); raises ValueError naming what is wrong before building any."""
     if problems := tier_problems(spec):
         raise ValueError("haproxy ingress " + "; ".join(problems))
     config_text = render_tier_config(spec)
@@ -288,6 +290,17 @@ def render_tier(spec: TierSpec) -> dict[str, dict[str, Any]]:
                 ],
             },
         },
+        # Managed Prometheus scrapes each pod's exporter; the PodMonitoring's name is the series'
+        # `job` (components/render/observability.py reads the backends' metrics).
+        "pod_monitoring": {
+            "apiVersion": "monitoring.googleapis.com/v1",
+            "kind": "PodMonitoring",
+            "metadata": meta(spec.name),
+            "spec": {
+                "selector": {"matchLabels": spec.selector},
+                "endpoints": [{"port": METRICS_PORT_NAME, "interval": METRICS_INTERVAL}],
+            },
+        },
     }
 
 
@@ -318,7 +331,7 @@ def _deployment(
         {"name": "http", "containerPort": POD_HTTP_PORT},
         {"name": "grpc", "containerPort": POD_GRPC_PORT},
         {"name": "stats", "containerPort": POD_STATS_PORT},
-        {"name": "metrics", "containerPort": POD_METRICS_PORT},
+        {"name": METRICS_PORT_NAME, "containerPort": POD_METRICS_PORT},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": f"{spec.name}-config"}}
