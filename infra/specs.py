@@ -10,7 +10,7 @@ do) nor registering anything (infra/program.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from components.render import rayservice as rs
 from components.render.apis import apis_for, in_artifact_registry
@@ -18,7 +18,9 @@ from components.render.haproxy import DnsBackends, Timeouts
 from components.render.ingress_tier import TierSpec, cluster_ingress_spec
 from components.render.node_fit import TWO_CLUSTER_UPGRADES
 from components.render.node_pool import Capacity
+from components.render.observability import Objectives, ObservabilitySpec, ObservedApp
 from infra.config import StackConfig
+from infra.cost import Mode, load_price_table, mode_price
 from infra.serve_config import build_serve_config
 
 # Serve's logs on the container's stderr, which GKE's logging agent ships to Cloud Logging (Serve's
@@ -211,3 +213,34 @@ def stack_apis(config: StackConfig) -> list[str]:
     if in_artifact_registry(config.ray.image_repository):
         features.append("artifact_registry")
     return apis_for(types, features)
+
+
+def observability_spec(config: StackConfig) -> ObservabilitySpec:
+    """The stack's dashboards' and alerts' inputs: its apps, its smoke objectives (what the alerts
+    hold it to) and one GPU node's list price for the pool's capacity mode (infra/cost.py)."""
+    prices, _ = load_price_table().lookup(config.region, config.gpu_pool.machine_type)
+    node_hourly, _ = mode_price(prices, cast(Mode, config.gpu_pool.capacity.mode))
+    smoke = config.smoke
+    return ObservabilitySpec(
+        stack=config.stack,
+        namespace=config.ray_service.namespace,
+        rayservice=config.ray_service.name,
+        tier=INGRESS_NAME,
+        apps=tuple(
+            ObservedApp(
+                name=app.name,
+                kind=app.kind,
+                protocols=tuple(app.protocols),
+                model=app.args.get("model_id") if app.kind == "llm" else None,
+            )
+            for app in config.apps
+        ),
+        objectives=Objectives(
+            p99_ms=smoke.p99_ms,
+            max_error_rate=smoke.max_error_rate,
+            ttft_ms=smoke.llm.ttft_ms,
+            tpot_ms=smoke.llm.tpot_ms,
+        ),
+        gpus=True,  # every stack has a GPU pool (StackConfig.gpu_pool)
+        gpu_node_hourly_usd=node_hourly,
+    )

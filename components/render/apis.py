@@ -22,6 +22,7 @@ RESOURCE_APIS: dict[str, str] = {
     "gcp:kms/": "cloudkms.googleapis.com",
     "gcp:redis/": "redis.googleapis.com",
     "gcp:servicenetworking/": "servicenetworking.googleapis.com",
+    "gcp:monitoring/": "monitoring.googleapis.com",
 }
 # What GKE features call besides the resources' own APIs (GKE docs: image streaming needs the
 # Container File System API; Managed Service for Prometheus writes to Cloud Monitoring; node and
