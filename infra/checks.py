@@ -215,7 +215,11 @@ def _local_slo_problems(c: StackConfig):
     """`smoke.localSlo.llm` gates a local run's llm app: a stack whose llm apps all need a GPU
     (`raygke local` leaves them out) would carry an objective nothing is measured against."""
     local = c.smoke.local_slo
-    if local is None or local.llm is None or any(a.kind == "llm" and a.runs_locally for a in c.apps):
+    if (
+        local is None
+        or local.llm is None
+        or any(a.kind == "llm" and a.runs_locally for a in c.apps)
+    ):
         return
     llm_apps = [a.name for a in c.apps if a.kind == "llm"]
     why = (

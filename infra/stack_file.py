@@ -120,9 +120,7 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
 
 def _field(model: Any, key: str) -> Any:
     """The field of `model` that `key` names: its YAML alias (camelCase) or its Python name."""
-    return next(
-        (f for n, f in model.model_fields.items() if key in (f.alias, n)), None
-    )
+    return next((f for n, f in model.model_fields.items() if key in (f.alias, n)), None)
 
 
 def _model_in(annotation: Any) -> Any:
