@@ -392,6 +392,16 @@ def query(base_url: str, promql: str) -> list[dict[str, Any]]:
     return data["result"]
 
 
+def query_range(
+    base_url: str, promql: str, start: float, end: float, step: float
+) -> list[dict[str, Any]]:
+    """A range query (/api/v1/query_range) from `start` to `end` (Unix seconds) every `step`
+    seconds: its series, each {"metric": {labels}, "values": [[t, "v"], ...]} (a range query
+    always answers a matrix)."""
+    params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+    return _api(base_url, "/api/v1/query_range", params)["result"]
+
+
 def targets(base_url: str) -> list[dict[str, Any]]:
     """The active scrape targets (/api/v1/targets): labels, `health` (up, down, unknown) and the
     last scrape's error."""
