@@ -21,6 +21,8 @@ _EXPORTS = {
     "KubeRayOperatorArgs": "components.kuberay_operator",
     "Network": "components.network",
     "NetworkArgs": "components.network",
+    "Observability": "components.observability",
+    "ObservabilityArgs": "components.observability",
     "RayServeApp": "components.ray_serve_app",
     "RayServeAppArgs": "components.ray_serve_app",
 }
@@ -35,6 +37,8 @@ __all__ = [
     "KubeRayOperatorArgs",
     "Network",
     "NetworkArgs",
+    "Observability",
+    "ObservabilityArgs",
     "RayServeApp",
     "RayServeAppArgs",
 ]
@@ -62,6 +66,8 @@ if TYPE_CHECKING:
     )
     from components.network import Network as Network
     from components.network import NetworkArgs as NetworkArgs
+    from components.observability import Observability as Observability
+    from components.observability import ObservabilityArgs as ObservabilityArgs
     from components.ray_serve_app import (
         RayServeApp as RayServeApp,
     )
