@@ -134,6 +134,69 @@ PREFIX_KNOBS = (
 )
 
 
+# What the LLMServer autoscales on (app/autoscaling.py; docs/observability.md, "LLM autoscaling on a
+# serving signal"): ttft: vLLM's time to first token, p90 over `window_s`; queue: requests waiting in
+# the engines per replica. Unset: Ray's default, ongoing requests per replica.
+AutoscaleSignal = Literal["ttft", "queue"]
+# The signal's target field per signal, and the fields only the other signal takes.
+SIGNAL_TARGETS: dict[str, str] = {"ttft": "target_ms", "queue": "target_per_replica"}
+
+
+class AutoscaleOn(BaseModel):
+    """`args.autoscale_on` of the llm app: the serving signal its replicas follow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signal: AutoscaleSignal
+    # Milliseconds, at most 10 minutes: more is microseconds written as milliseconds.
+    target_ms: float | None = Field(
+        default=None, gt=0, le=600_000, description="ttft only: the TTFT p90 to hold, ms"
+    )
+    target_per_replica: float | None = Field(
+        default=None, gt=0, le=100_000, description="queue only: waiting requests per replica"
+    )
+    # A rate needs two scrapes in its window: 10 s covers the local run's 5 s scrapes; the
+    # cluster's 30 s scrapes need 60 (infra/serve_rules.py).
+    window_s: int = Field(
+        default=60, ge=10, le=3600, description="ttft only: the rate window of the p90, s"
+    )
+    hold_s: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="how long the highest recommendation holds before replicas come down, s",
+    )
+
+    @model_validator(mode="after")
+    def _target(self) -> AutoscaleOn:
+        wanted = SIGNAL_TARGETS[self.signal]
+        if getattr(self, wanted) is None:
+            raise ValueError(
+                f"signal {self.signal} needs {wanted}; e.g. "
+                + ("target_ms: 500" if self.signal == "ttft" else "target_per_replica: 4")
+            )
+        for other in set(SIGNAL_TARGETS.values()) - {wanted}:
+            if getattr(self, other) is not None:
+                raise ValueError(
+                    f"{other} applies only to signal "
+                    f"{next(s for s, f in SIGNAL_TARGETS.items() if f == other)}; got signal "
+                    f"{self.signal} and {other} {getattr(self, other)!r}; allowed: {wanted}"
+                )
+        if self.signal == "queue" and "window_s" in self.model_fields_set:
+            raise ValueError(
+                f"window_s applies only to signal ttft (the queue is read as it is now); got "
+                f"signal queue and window_s {self.window_s}"
+            )
+        return self
+
+    @property
+    def target(self) -> float:
+        """The policy's target: seconds of TTFT p90, or waiting requests per replica."""
+        if self.signal == "ttft":
+            return (self.target_ms or 0) / 1000
+        return self.target_per_replica or 0
+
+
 class LlmArgs(BaseModel):
     """The serve config's `args` for the llm app."""
 
@@ -187,6 +250,11 @@ class LlmArgs(BaseModel):
         description="how Serve picks the replica for each request: default (Ray's power of two "
         "choices) or prefix-cache-affinity (the replica that served the prompt's longest prefix)",
     )
+    autoscale_on: AutoscaleOn | None = Field(
+        default=None,
+        description="the serving signal the LLMServer's replicas follow (TTFT or queue depth, "
+        "read from Prometheus); None: Ray's default, ongoing requests",
+    )
     prefix_imbalanced_threshold: int = Field(
         default=PREFIX_IMBALANCED_THRESHOLD,
         ge=0,
@@ -238,6 +306,11 @@ class LlmArgs(BaseModel):
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        if self.autoscale_on is not None and self.min_replicas == self.max_replicas:
+            raise ValueError(
+                f"autoscale_on needs room to scale: min_replicas and max_replicas are both "
+                f"{self.min_replicas}; allowed: max_replicas > min_replicas, or no autoscale_on"
             )
         if self.device == "cpu":
             # Ray Serve LLM refuses an accelerator label on CPU; only a label the stack set is

@@ -22,6 +22,7 @@ from typing import Any
 
 from ray import serve
 
+from app.autoscaling import policy_config
 from app.contracts import (
     HF_TOKEN_ENV,
     LLM_INGRESS_DEPLOYMENT,
@@ -70,6 +71,8 @@ def llm_config_kwargs(args: LlmArgs, env: Mapping[str, str]) -> dict[str, Any]:
             }
         },
     }
+    if args.autoscale_on is not None:
+        kwargs["deployment_config"]["autoscaling_config"] |= autoscaling_config(args)
     if args.router == PREFIX_CACHE_AFFINITY:
         kwargs["deployment_config"]["request_router_config"] = prefix_router_config(args)
     if args.device == "gpu":
@@ -91,6 +94,24 @@ def llm_config_kwargs(args: LlmArgs, env: Mapping[str, str]) -> dict[str, Any]:
             # vLLM reads HF_TOKEN only; pods inherit other names, so map it for the replica.
             kwargs["runtime_env"] = {"env_vars": {HF_TOKEN_ENV: token}}
     return kwargs
+
+
+def autoscaling_config(args: LlmArgs) -> dict[str, Any]:
+    """The LLMServer's `autoscaling_config` keys for `autoscale_on`: the policy (app/autoscaling.py)
+    and no delays of Ray's own, so the policy's hold is the one place a scale-down waits (Ray
+    would otherwise add its 30 s / 600 s defaults around it: autoscaling_policy.py
+    _apply_delay_logic). Ray Serve LLM deep-merges this over its defaults
+    (ray/llm/_internal/common/dict_utils.py maybe_apply_llm_deployment_config_defaults)."""
+    on = args.autoscale_on
+    assert on is not None
+    policy = policy_config(
+        model_id=args.model_id,
+        signal=on.signal,
+        target=on.target,
+        window_s=on.window_s,
+        hold_s=on.hold_s,
+    )
+    return {"policy": policy, "upscale_delay_s": 0, "downscale_delay_s": 0}
 
 
 def prefix_router_config(args: LlmArgs) -> dict[str, Any]:

@@ -559,6 +559,11 @@ HAPROXY_THREADS_ENV = "RAY_SERVE_HAPROXY_NBTHREAD"  # Ray's HAProxy threads; Ray
 # image with another vLLM runs what was measured).
 LLM_DIRECT_STREAMING_ENV = "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"
 VLLM_RAY_V2_EXECUTOR_ENV = "VLLM_USE_RAY_V2_EXECUTOR_BACKEND"
+# Where Ray's Prometheus-backed autoscaling policies ask (ray/serve/autoscaling_policy.py
+# PrometheusQueryMixin reads it; so does Ray's dashboard): `ray.prometheusUrl` on the cluster's
+# pods (infra/specs.py), the local Prometheus on a local run's nodes (raygke/local.py).
+PROMETHEUS_HOST_ENV = "RAY_PROMETHEUS_HOST"
+PROMETHEUS_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 # Which env vars each tuning key sets (RayConfig.node_flags): extraEnv may not set them too.
 TUNING_ENV_KEYS: dict[str, tuple[str, ...]] = {
     "haproxyThreads": (HAPROXY_THREADS_ENV,),
@@ -593,6 +598,20 @@ class RayConfig(Model):
     # The digest CI pushed for <imageRepository>:<version>-py311-gpu (`sha256:<64 hex>`); the pods
     # then pull exactly that image. The deploy workflow sets it from the build; None: the tag.
     image_digest: str | None = None
+    # The Prometheus-compatible query API the pods reach (RAY_PROMETHEUS_HOST): in the cluster, GMP's
+    # query frontend Service (docs/decisions.md, "LLM autoscaling on a serving signal").
+    # Required by an llm app's `autoscale_on` (infra/serve_rules.py); None: no env var.
+    prometheus_url: str | None = None
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str | None) -> str | None:
+        if value is not None and not PROMETHEUS_URL.match(value):
+            raise ValueError(
+                f"ray.prometheusUrl must be an http(s) base URL of a Prometheus query API, without "
+                f"a query string, e.g. http://frontend.gmp-public.svc:9090; got {value!r}"
+            )
+        return value
 
     @field_validator("image_repository")
     @classmethod
@@ -673,6 +692,11 @@ class RayConfig(Model):
         return {**self.serve_flags, **self.engine_flags}
 
     @property
+    def prometheus_env(self) -> dict[str, str]:
+        """RAY_PROMETHEUS_HOST for the cluster's pods, where `prometheusUrl` is set."""
+        return {PROMETHEUS_HOST_ENV: self.prometheus_url} if self.prometheus_url else {}
+
+    @property
     def llm_direct_streaming(self) -> bool:
         """Whether Ray Serve LLM builds its apps in direct streaming (the nodes' env says "1"),
         whoever set it: `tuning.llmDirectStreaming` or extraEnv under another profile."""
@@ -694,6 +718,11 @@ class RayConfig(Model):
             raise ValueError(
                 f"ray.grpc needs Ray 2.57+ for gRPC through the HAProxy ingress; got ray.version "
                 f"{self.version} (set ray.grpc: false or use 2.60.0)"
+            )
+        if PROMETHEUS_HOST_ENV in self.extra_env:  # the value is not shown (extraEnv)
+            raise ValueError(
+                f"ray.extraEnv.{PROMETHEUS_HOST_ENV} is set; set ray.prometheusUrl instead, which "
+                "renders it and which the llm app's autoscale_on is checked against"
             )
         if self.tuning is not None and self.serve_profile != "tuned":
             raise ValueError(

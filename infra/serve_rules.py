@@ -133,6 +133,7 @@ def _llm_problems(c: StackConfig, app: AppConfig) -> Iterator[str]:
     yield from _hub_token_problems(c, f"{where}.args", cluster)
     yield from _context_problems(c, app, cluster, local=False)
     yield from _batch_problems(app, cluster, local=False)
+    yield from _autoscale_problems(c, app, cluster)
     if not app.local_args:
         return
     try:
@@ -231,6 +232,34 @@ def _batch_problems(app: AppConfig, args: LlmArgs, *, local: bool) -> Iterator[s
             f"OpenAI server ({VLLM_MIN_DEFAULT_BATCHED_TOKENS} on CPU and where the engine cannot "
             "query the GPU) must be >= max_num_seqs, or the engine refuses to start; got "
             f"{args.max_num_seqs}"
+        )
+
+
+# How often the cluster's PodMonitorings scrape Ray's pods (components/render/rayservice.py
+# render_pod_monitoring's default; tests/test_serve_rules.py compares): a rate needs two samples.
+RAY_SCRAPE_INTERVAL_S = 30
+
+
+def _autoscale_problems(c: StackConfig, app: AppConfig, args: LlmArgs) -> Iterator[str]:
+    """The cluster's half of `autoscale_on` (app/contracts.py refuses what needs no other key).
+    Without RAY_PROMETHEUS_HOST Ray's mixin never asks (autoscaling_policy.py
+    PrometheusQueryMixin._ensure_refreshing) and the policy would silently be Ray's default."""
+    on = args.autoscale_on
+    if on is None:
+        return
+    key = f"apps[{app.name}].args.autoscale_on"
+    if c.ray.prometheus_url is None:
+        yield (
+            f"{key} reads {on.signal} from Prometheus, but ray.prometheusUrl is unset, so the "
+            "pods have no RAY_PROMETHEUS_HOST and the policy would only ever fall back to Ray's "
+            "default; allowed: ray.prometheusUrl set to the GMP query frontend (e.g. "
+            "http://frontend.gmp-public.svc:9090), or no autoscale_on"
+        )
+    if on.signal == "ttft" and on.window_s < 2 * RAY_SCRAPE_INTERVAL_S:
+        yield (
+            f"{key}.window_s ({on.window_s}) holds fewer than two of the cluster's "
+            f"{RAY_SCRAPE_INTERVAL_S} s scrapes, so the TTFT rate has no value and the policy "
+            f"falls back to Ray's default; allowed: {2 * RAY_SCRAPE_INTERVAL_S}..3600"
         )
 
 

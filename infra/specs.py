@@ -98,7 +98,7 @@ def rayservice_spec(config: StackConfig) -> rs.RayServiceSpec:
             ),
         ),
         serve_config=build_serve_config(config),
-        env={**config.ray.node_flags, **CLUSTER_ENV},
+        env={**config.ray.node_flags, **config.ray.prometheus_env, **CLUSTER_ENV},
         head=rs.HeadGroup(resources=rs.Resources(cpu=svc.head.cpu, memory=svc.head.memory)),
         upgrade_type=upgrade.type,
         incremental_upgrade=(

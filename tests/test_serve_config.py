@@ -395,6 +395,237 @@ def test_a_bad_llm_router_option_names_the_key_the_value_and_what_is_allowed(
         parse_stack_config("prod", mutated("prod", NO_DIRECT_STREAMING, _llm_app(**keys)))
 
 
+# --- the llm app's autoscale_on ------------------------------------------------------------------
+
+FRONTEND = edit("ray", prometheusUrl="http://frontend.gmp-public.svc:9090")
+TTFT_ON = {"signal": "ttft", "target_ms": 500, "window_s": 120}
+LOCAL_TTFT_ON = {"signal": "ttft", "target_ms": 2000, "window_s": 20, "hold_s": 60}
+
+
+@pytest.mark.parametrize(
+    "keys, cluster_kwargs, local_kwargs",
+    [
+        pytest.param(
+            {"args": {"autoscale_on": TTFT_ON}, "localArgs": {"max_replicas": 2}},
+            {"signal": "ttft", "target": 0.5, "hold_s": 300, "window": "[120s]"},
+            {"signal": "ttft", "target": 0.5, "hold_s": 300, "window": "[120s]"},
+            id="args",
+        ),
+        pytest.param(
+            {"localArgs": {"max_replicas": 2, "autoscale_on": LOCAL_TTFT_ON}},
+            None,
+            {"signal": "ttft", "target": 2.0, "hold_s": 60, "window": "[20s]"},
+            id="local-only",
+        ),
+        pytest.param(
+            {
+                "args": {"autoscale_on": {"signal": "queue", "target_per_replica": 4}},
+                "localArgs": {"max_replicas": 2, "autoscale_on": None},
+            },
+            {"signal": "queue", "target": 4, "hold_s": 300, "window": "ray_vllm_num_requests"},
+            None,
+            id="queue-cluster-only",
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own pydantic models
+def test_autoscale_on_reaches_the_llmserver_deployment(
+    keys: dict[str, Any],
+    cluster_kwargs: dict[str, Any] | None,
+    local_kwargs: dict[str, Any] | None,
+    tmp_path: Path,
+) -> None:
+    """From the stack's args through serveConfigV2 (and the local run's copy) to LLMConfig's
+    deployment_config: the policy by import path with its kwargs, no delays of Ray's own, the
+    replica bounds kept; Ray's own DeploymentConfig takes it (it imports and pickles the class)."""
+    import yaml
+    from ray.serve._private.config import DeploymentConfig
+
+    from app.contracts import LlmArgs
+    from app.llm import llm_config_kwargs
+    from infra.rendered import render_stack
+
+    config = parse_stack_config("prod", mutated("prod", FRONTEND, _llm_app(**keys)))
+    rayservice = render_stack(config).rayservice
+    serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    local = scale_for_local(config, serve_config)
+    for document, expected in ((serve_config, cluster_kwargs), (local, local_kwargs)):
+        [app] = [a for a in document["applications"] if a["import_path"] == "app.llm:build_app"]
+        args = LlmArgs.model_validate(
+            {**app["args"], "model_source": str(tmp_path)}
+            if app["args"]["source"] == "local"
+            else app["args"]
+        )
+        deployment = llm_config_kwargs(args, env={})["deployment_config"]
+        auto = deployment["autoscaling_config"]
+        assert (auto["min_replicas"], auto["max_replicas"]) == (
+            args.min_replicas,
+            args.max_replicas,
+        )
+        if expected is None:
+            assert "policy" not in auto
+            continue
+        policy = auto["policy"]
+        assert policy["policy_function"] == "app.autoscaling:ServingSignalPolicy"
+        kwargs = policy["policy_kwargs"]
+        assert {k: kwargs[k] for k in ("signal", "target", "hold_s")} == {
+            k: expected[k] for k in ("signal", "target", "hold_s")
+        }
+        assert expected["window"] in kwargs["query"]
+        assert f'model_name="{args.model_id}"' in kwargs["query"]
+        assert (auto["upscale_delay_s"], auto["downscale_delay_s"]) == (0, 0)
+        DeploymentConfig(**deployment)
+
+
+def test_prometheus_url_reaches_every_ray_container():
+    from infra.rendered import render_stack
+
+    config = parse_stack_config("prod", mutated("prod", FRONTEND))
+    pod_specs = [
+        group["template"]["spec"]
+        for group in (
+            render_stack(config).rayservice["spec"]["rayClusterConfig"]["headGroupSpec"],
+            *render_stack(config).rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"],
+        )
+    ]
+    for pod in pod_specs:
+        for container in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env["RAY_PROMETHEUS_HOST"] == "http://frontend.gmp-public.svc:9090"
+    shipped = render_stack(load_stack_config("prod")).rayservice
+    assert "RAY_PROMETHEUS_HOST" not in str(shipped)
+
+
+@pytest.mark.parametrize(
+    "keys, ray, message",
+    [
+        pytest.param(
+            {"args": {"autoscale_on": {"signal": "p99"}}},
+            {},
+            r"apps\[llm\]\.args\.autoscale_on\.signal: Input should be 'ttft' or 'queue'; got 'p99'",
+            id="unknown-signal",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": {"signal": "latency", "target_ms": 5}}},
+            {},
+            r"autoscale_on\.signal: Input should be 'ttft' or 'queue'; got 'latency'",
+            id="another-unknown-signal",
+        ),
+        pytest.param(
+            {"localArgs": {"max_replicas": 2, "autoscale_on": {"signal": "ttft"}}},
+            {},
+            r"apps\[llm\]\.localArgs\.autoscale_on: signal ttft needs target_ms; e\.g\. target_ms: 500",
+            id="ttft-without-target",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": {"signal": "queue", "target_ms": 500}}},
+            {},
+            r"apps\[llm\]\.args\.autoscale_on: signal queue needs target_per_replica",
+            id="queue-without-target",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": {**TTFT_ON, "target_per_replica": 4}}},
+            {},
+            r"autoscale_on: target_per_replica applies only to signal queue; got signal ttft and "
+            r"target_per_replica 4\.0; allowed: target_ms",
+            id="both-targets",
+        ),
+        pytest.param(
+            {
+                "args": {
+                    "autoscale_on": {"signal": "queue", "target_per_replica": 4, "window_s": 60}
+                }
+            },
+            {},
+            r"window_s applies only to signal ttft .*got signal queue and window_s 60",
+            id="window-on-queue",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": {**TTFT_ON, "target_ms": 0}}},
+            {},
+            r"apps\[llm\]\.args\.autoscale_on\.target_ms: Input should be greater than 0; got 0",
+            id="zero-target",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": {**TTFT_ON, "target_ms": 500_000_000}}},
+            {},
+            r"autoscale_on\.target_ms: Input should be less than or equal to 600000",
+            id="target-in-microseconds",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": {**TTFT_ON, "window_s": 5}}},
+            {},
+            r"autoscale_on\.window_s: Input should be greater than or equal to 10; got 5",
+            id="window-under-two-local-scrapes",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": TTFT_ON}},
+            {},
+            r"apps\[llm\]\.localArgs: autoscale_on needs room to scale: min_replicas and "
+            r"max_replicas are both 1; allowed: max_replicas > min_replicas, or no autoscale_on",
+            id="local-min-equals-max",
+        ),
+        pytest.param(
+            {
+                "args": {"autoscale_on": TTFT_ON, "min_replicas": 8},
+                "localArgs": {"max_replicas": 2},
+            },
+            {},
+            r"apps\[llm\]\.args: autoscale_on needs room to scale: min_replicas and "
+            r"max_replicas are both 8",
+            id="cluster-min-equals-max",
+        ),
+        pytest.param(
+            {"args": {"autoscale_on": TTFT_ON}, "localArgs": {"max_replicas": 2}},
+            {"prometheusUrl": None},
+            r"apps\[llm\]\.args\.autoscale_on reads ttft from Prometheus, but "
+            r"ray\.prometheusUrl is unset",
+            id="no-prometheus",
+        ),
+        pytest.param(
+            {},
+            {"prometheusUrl": "frontend:9090"},
+            r"ray\.prometheusUrl must be an http\(s\) base URL .*got 'frontend:9090'",
+            id="url-without-scheme",
+        ),
+        pytest.param(
+            {},
+            {"prometheusUrl": "http://frontend:9090/api/v1/query?query=up"},
+            r"ray\.prometheusUrl must be an http\(s\) base URL of a Prometheus query API, "
+            r"without a query string",
+            id="url-with-query",
+        ),
+        pytest.param(
+            {},
+            {"extraEnv": {"RAY_PROMETHEUS_HOST": "http://x:9090"}},
+            r"ray\.extraEnv\.RAY_PROMETHEUS_HOST is set; set ray\.prometheusUrl instead",
+            id="env-by-extra-env",
+        ),
+    ],
+)
+def test_a_bad_autoscale_on_names_the_key_the_value_and_what_is_allowed(
+    keys: dict[str, Any], ray: dict[str, Any], message: str
+) -> None:
+    ray = {"prometheusUrl": "http://frontend.gmp-public.svc:9090", **ray}
+    data = mutated("prod", edit("ray", **ray), _llm_app(**keys))
+    if data[f"{NS}:ray"].get("prometheusUrl") is None:
+        data[f"{NS}:ray"].pop("prometheusUrl")
+    with pytest.raises(ConfigError, match=message):
+        parse_stack_config("prod", data)
+
+
+def test_autoscale_on_is_the_llm_apps_only():
+    for kind in ("echo", "recsys"):
+        data = mutated("prod")
+        app = next(a for a in data[f"{NS}:apps"] if a["kind"] == kind)
+        app.setdefault("args", {})["autoscale_on"] = TTFT_ON
+        with pytest.raises(
+            ConfigError,
+            match=rf"apps\[{app['name']}\]\.args\.autoscale_on: unknown key for the {kind} app",
+        ):
+            parse_stack_config("prod", data)
+
+
 @pytest.mark.parametrize("direct_streaming", [True, False])
 def test_the_llm_apps_entry_lists_no_deployment_in_either_mode(direct_streaming: bool):
     """Ray Serve LLM names the llm app's deployments (OpenAiIngress only without direct

@@ -951,3 +951,86 @@ def test_prefix_router_refusal_rests_on_rays_source():
 
     module, _, attr = PREFIX_CACHE_AFFINITY_ROUTER.rpartition(".")
     assert f"{module}:{attr}" in PREFIX_ROUTER_CLASSES
+
+
+# ---------------------------------------------------------------------------------------- autoscale_on
+TTFT = {"signal": "ttft", "target_ms": 500}
+QUEUE = {"signal": "queue", "target_per_replica": 4}
+FRONTEND = "http://frontend.gmp-public.svc:9090"
+# The local run's replicas stay 1..1 in prod: autoscale_on needs room there too, or none.
+LOCAL_ROOM = {"max_replicas": 2}
+
+
+def with_prometheus(url: str | None = FRONTEND) -> dict[str, Any]:
+    return {"ray": {**_dump("prod")["ray"], "prometheusUrl": url}}
+
+
+# (id, the stack, the phrases of the one problem, or None)
+AUTOSCALE_CASES = [
+    (
+        "ttft-without-prometheus",
+        lambda: llm_with(args={"autoscale_on": TTFT}, local=LOCAL_ROOM),
+        (
+            "apps[llm].args.autoscale_on reads ttft from Prometheus, but ray.prometheusUrl is unset",
+            "allowed: ray.prometheusUrl set to the GMP query frontend",
+        ),
+    ),
+    (
+        "queue-without-prometheus",
+        lambda: llm_with(args={"autoscale_on": QUEUE}, local=LOCAL_ROOM),
+        ("apps[llm].args.autoscale_on reads queue from Prometheus", "or no autoscale_on"),
+    ),
+    (
+        "window-of-one-scrape",
+        lambda: llm_with(
+            args={"autoscale_on": {**TTFT, "window_s": 30}}, local=LOCAL_ROOM, **with_prometheus()
+        ),
+        (
+            "apps[llm].args.autoscale_on.window_s (30) holds fewer than two of the cluster's 30 s",
+            "allowed: 60..3600",
+        ),
+    ),
+    (
+        "window-just-short",
+        lambda: llm_with(
+            args={"autoscale_on": {**TTFT, "window_s": 59}}, local=LOCAL_ROOM, **with_prometheus()
+        ),
+        ("window_s (59)", "allowed: 60..3600"),
+    ),
+    (
+        "ttft-with-prometheus",
+        lambda: llm_with(args={"autoscale_on": TTFT}, local=LOCAL_ROOM, **with_prometheus()),
+        None,
+    ),
+    (
+        "queue-with-prometheus",
+        lambda: llm_with(args={"autoscale_on": QUEUE}, local=LOCAL_ROOM, **with_prometheus()),
+        None,
+    ),
+    (
+        # the local run has its own Prometheus (raygke/local.py): no cluster key needed
+        "local-only",
+        lambda: llm_with(local={**LOCAL_ROOM, "autoscale_on": {**TTFT, "window_s": 10}}),
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("stack, phrases", cases(AUTOSCALE_CASES))
+def test_autoscale_on_needs_prometheus_and_a_window_of_two_scrapes(stack, phrases):
+    found = about(serve_problems(stack()), "autoscale_on")
+    if phrases is None:
+        assert found == []
+        return
+    [problem] = found
+    for phrase in phrases:
+        assert phrase in problem
+
+
+def test_the_scrape_interval_is_the_pod_monitorings():
+    from infra.rendered import render_stack
+    from infra.serve_rules import RAY_SCRAPE_INTERVAL_S
+
+    monitoring = render_stack(load_stack_config("prod")).ray_pod_monitoring
+    intervals = {e["interval"] for e in monitoring["spec"]["endpoints"]}
+    assert intervals == {f"{RAY_SCRAPE_INTERVAL_S}s"}
