@@ -33,7 +33,7 @@ from components.render.haproxy import (
     StaticServer,
     ingress_spec,
 )
-from infra.config import ServeProfile, StackConfig, with_serve_profile
+from infra.config import PROMETHEUS_HOST_ENV, ServeProfile, StackConfig, with_serve_profile
 from infra.outputs import smoke_contract
 from infra.rendered import render_stack
 from infra.serve_config import build_serve_config, scale_flags_for_local, scale_for_local
@@ -313,6 +313,14 @@ def up(
     if prometheus:
         local_prometheus.find_prometheus()
     _check_asked_ports(http_port, grpc_port)
+    # Picked before Ray starts, unlike the others: the nodes' RAY_PROMETHEUS_HOST must name it, for
+    # the llm app's `autoscale_on` policy (app/autoscaling.py), which Serve's controller runs. Ray's
+    # mixin answers None until Prometheus is up (a refused query is only logged), so the policy
+    # decides as Ray's default does meanwhile.
+    prometheus_port = host.plan_ports(["prometheus"])["prometheus"] if prometheus else None
+    prometheus_env = (
+        {PROMETHEUS_HOST_ENV: local_prometheus.url(prometheus_port)} if prometheus_port else {}
+    )
     state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     say(
@@ -323,7 +331,7 @@ def up(
         state_dir / "ray",
         # Logged as the cluster's pods log (infra/specs.py), whatever the profile turns off: an A/B
         # then compares what the cluster would run, and each replica's stderr file holds its lines.
-        env={**flags, **SERVE_LOG_ENV},
+        env={**flags, **SERVE_LOG_ENV, **prometheus_env},
         num_cpus=max(logical_cpus(config, serve_config), os.cpu_count() or 1),
         workers=workers,
         on_progress=say,
@@ -361,8 +369,8 @@ def up(
         tier.wait_serving(spec, pid=tier_pid, run_dir=state_dir, on_progress=say)
         if prometheus:  # scraping the run as the stack's rendered PodMonitorings say
             say("starting Prometheus")
-            state["prometheus"] = local_prometheus.start_for_run(
-                render_stack(config), ray, state["tier"], state_dir / "prometheus"
+            state["prometheus"] = _start_prometheus(
+                config, ray, state["tier"], state_dir / "prometheus", prometheus_port
             )
             state["pids"].append(state["prometheus"]["pid"])
             write_state(state_dir, state)
@@ -392,6 +400,25 @@ def up(
         + (f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR.resolve() else "")
     )
     return 0
+
+
+def _start_prometheus(
+    config: StackConfig,
+    ray: local_ray.LocalRay,
+    tier_ports: dict[str, Any],
+    run_dir: Path,
+    port: int | None,
+) -> dict[str, Any]:
+    """local_prometheus.start_for_run, on the port the nodes' RAY_PROMETHEUS_HOST already names."""
+    assert port is not None
+    scrape = local_prometheus.scrape_config_for_run(render_stack(config), ray, tier_ports)
+    pid = local_prometheus.start(scrape, run_dir, port)
+    try:
+        local_prometheus.wait_ready(local_prometheus.url(port), pid=pid, run_dir=run_dir)
+    except BaseException:
+        local_prometheus.stop(pid)
+        raise
+    return {"pid": pid, "port": port, "url": local_prometheus.url(port)}
 
 
 def write_outputs(

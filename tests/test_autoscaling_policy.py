@@ -189,3 +189,24 @@ def test_refuses_a_bad_signal_or_target():
         ServingSignalPolicy(signal="p99", query="x", target=1, hold_s=1)
     with pytest.raises(ValueError, match="target must be > 0; got 0"):
         ServingSignalPolicy(signal="ttft", query="x", target=0, hold_s=1)
+
+
+def test_prometheus_arriving_later_is_no_answer_until_then():
+    """The local run starts Ray before its Prometheus (raygke/local.py): until it answers, Ray's
+    mixin logs the refused query and reads None, so Ray's default decides; no exception."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    kwargs = policy_config(model_id=MODEL, signal="ttft", target=0.5, window_s=60, hold_s=HOLD_S)
+    policy = ServingSignalPolicy(
+        **kwargs["policy_kwargs"], prometheus_address=f"http://127.0.0.1:{port}"
+    )
+    try:
+        for _ in range(3):
+            desired, state = policy(context(current=1, ongoing=4))
+            assert (desired, state["value"]) == (2, None)
+            time.sleep(0.2)
+    finally:
+        policy._cache.stop.set()  # the refresh thread Ray started
