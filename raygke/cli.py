@@ -179,6 +179,14 @@ def _local(args: argparse.Namespace) -> int:
         )
     if args.action == "status":
         return local.status(state_dir=args.state_dir)
+    if args.action == "check-queries":
+        from raygke.observe import check_run
+
+        if state is None:
+            raise BadInput(
+                f"no local run in {state_dir.resolve()}; start one with `raygke local up --prometheus`"
+            )
+        return check_run(state)
     return local.down(state_dir=args.state_dir)
 
 
@@ -222,9 +230,11 @@ def parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="run a stack's serving path on this machine")
     local.add_argument(
         "action",
-        choices=["up", "status", "upgrade", "down"],
+        choices=["up", "status", "upgrade", "check-queries", "down"],
         help="upgrade: move the running run to the stack's config as it is now, through a second "
-        "Ray cluster, as KubeRay's NewCluster upgrade does",
+        "Ray cluster, as KubeRay's NewCluster upgrade does; check-queries: evaluate every "
+        "dashboard query and alert of the stack against the run's Prometheus (`up --prometheus`), "
+        "exit 1 naming each panel or alert that returned nothing",
     )
     local.add_argument(
         "--stack",

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from components.render.rayservice import GROUP_LABEL, NODE_TYPE_LABEL
 from infra.rendered import RenderedStack
 from raygke import host
 from raygke.local_ray import LocalRay, Ports
@@ -43,6 +44,11 @@ DEFAULT_METRICS_PATH = "/metrics"
 # The pod metadata GMP puts on every target of a PodMonitoring by default (targetLabels.metadata:
 # [pod, container]), besides the namespace and job it always sets.
 GMP_METADATA_LABELS = ("pod", "container")
+# The labels GMP sets itself, which targetLabels.fromPod may not write (prometheus-engine
+# pod_types.go isPrometheusTargetLabel / protectedLabels).
+GMP_PROTECTED_LABELS = ("project_id", "location", "cluster", "namespace", "job", "instance")
+# KubeRay's name of the head's group (ray-operator utils.RayNodeHeadGroupLabelValue).
+HEAD_GROUP = "headgroup"
 
 # Which local port stands for each named container port of a Ray pod: the Ports field of the
 # node's own port (each local node has its own; the cluster's pods share the numbers).
@@ -90,14 +96,26 @@ class LocalPod:
 
 
 def _template_pod(
-    name: str, namespace: str, template: Mapping[str, Any], local: Mapping[str, int]
+    name: str,
+    namespace: str,
+    template: Mapping[str, Any],
+    local: Mapping[str, int],
+    added: Mapping[str, str] | None = None,
 ) -> LocalPod:
-    """A local pod from a pod template: every named container port that has a local port."""
+    """A local pod from a pod template: its labels (with `added`, the ones a controller puts on the
+    pod), every named container port that has a local port."""
     ports = {
         c["name"]: {p["name"]: local[p["name"]] for p in c.get("ports", []) if p["name"] in local}
         for c in template["spec"]["containers"]
     }
-    return LocalPod(name, namespace, dict(template["metadata"].get("labels", {})), ports)
+    labels = {**template["metadata"].get("labels", {}), **(added or {})}
+    return LocalPod(name, namespace, labels, ports)
+
+
+def kuberay_labels(node_type: str, group: str) -> dict[str, str]:
+    """The labels KubeRay puts on a Ray pod besides its template's, that a PodMonitoring may read:
+    its node type (head | worker) and group (ray-operator common/pod.go labelPod)."""
+    return {NODE_TYPE_LABEL: node_type, GROUP_LABEL: group}
 
 
 def ray_node_ports(ports: Ports) -> dict[str, int]:
@@ -113,9 +131,26 @@ def local_pods(
     cluster = rendered.rayservice["spec"]["rayClusterConfig"]
     namespace = rendered.rayservice["metadata"]["namespace"]
     head = cluster["headGroupSpec"]["template"]
-    worker = cluster["workerGroupSpecs"][0]["template"]
-    pods = [_template_pod("ray-head", namespace, head, ray_node_ports(ray.ports))]
-    pods += [_template_pod(w.name, namespace, worker, ray_node_ports(w.ports)) for w in ray.workers]
+    group = cluster["workerGroupSpecs"][0]
+    pods = [
+        _template_pod(
+            "ray-head",
+            namespace,
+            head,
+            ray_node_ports(ray.ports),
+            kuberay_labels("head", HEAD_GROUP),
+        )
+    ]
+    pods += [
+        _template_pod(
+            w.name,
+            namespace,
+            group["template"],
+            ray_node_ports(w.ports),
+            kuberay_labels("worker", group["groupName"]),
+        )
+        for w in ray.workers
+    ]
     deployment = rendered.tier["deployment"]
     pods.append(
         _template_pod(
@@ -179,10 +214,12 @@ def scrape_config(
     name `PodMonitoring/<namespace>/<name>/<port>`, metrics path (default /metrics), the endpoint's
     interval (or `interval`, for the local run) and timeout, and one target per selected pod at the
     local port standing in for the named port, labelled as GMP labels it (namespace, job = the
-    PodMonitoring's name, pod, container, instance = <pod>:<port name>)."""
+    PodMonitoring's name, pod, container, instance = <pod>:<port name>, and each
+    targetLabels.fromPod label the pod has)."""
     jobs = []
     for m in monitorings:
         name, namespace = m["metadata"]["name"], m["metadata"]["namespace"]
+        from_pod = _from_pod(m)
         selected = [p for p in pods if _selects(m, p.namespace, p.labels)]
         if not selected:
             raise PrometheusError(
@@ -212,6 +249,8 @@ def scrape_config(
                     "pod": pod.name,
                     "container": container,
                     "instance": f"{pod.name}:{port}",
+                    # GMP's replace from a label the pod lacks sets nothing.
+                    **{to: pod.labels[key] for key, to in from_pod.items() if key in pod.labels},
                 }
                 targets.append({"targets": [f"127.0.0.1:{local_port}"], "labels": labels})
             # GMP scrapes with the endpoint's timeout, else its interval; a local interval
@@ -227,6 +266,21 @@ def scrape_config(
                 }
             )
     return {"scrape_configs": jobs}
+
+
+def _from_pod(monitoring: Mapping[str, Any]) -> dict[str, str]:
+    """targetLabels.fromPod as {pod label: metric label} (`to` defaults to `from`, as in GMP)."""
+    name = monitoring["metadata"]["name"]
+    mapping = {}
+    for m in monitoring["spec"].get("targetLabels", {}).get("fromPod", []):
+        to = m.get("to") or m["from"]
+        if to in GMP_PROTECTED_LABELS:
+            raise PrometheusError(
+                f"PodMonitoring {name} maps pod label {m['from']!r} to {to!r}, a label Managed "
+                f"Prometheus sets itself ({', '.join(GMP_PROTECTED_LABELS)}); pick another name"
+            )
+        mapping[m["from"]] = to
+    return mapping
 
 
 def scrape_config_for_run(

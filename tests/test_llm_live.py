@@ -6,8 +6,9 @@ CPU build; the run writes the tiny model into its state dir), torn down by PID a
 OpenAI API (models, chat and text completions, streaming and not), that bad input gets a 4xx and the
 engine keeps serving, that vLLM's engine runs in the head's process session (which `down` stops),
 that prod's `tuned` profile serves the app in Ray Serve LLM's direct streaming (the LLMServer as
-ingress, no OpenAiIngress), and the smoke benchmark's LLM phase: its figures, and its gate against an
-endpoint that fails.
+ingress, no OpenAiIngress), the smoke benchmark's LLM phase: its figures, and its gate against an
+endpoint that fails, and that every dashboard query and alert of prod returns series from a real
+Prometheus on the run.
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import requests
 from bounds import SMOKE_S
 from conftest import RAYGKE, LocalRun, local_run_of
-from procs import cmdline, environ, pids_matching
+from procs import alive, cmdline, environ, pids_matching
 
 from app.contracts import LlmArgs
+from app.protos import echo_pb2, echo_pb2_grpc, recsys_pb2, recsys_pb2_grpc
 from infra.config import LLM_DIRECT_STREAMING_ENV, VLLM_RAY_V2_EXECUTOR_ENV
-from raygke import local, local_ray
+from infra.rendered import render_stack
+from infra.specs import observability_spec
+from infra.stack_file import load_stack_config
+from raygke import local, local_prometheus, local_ray, observe
 
 pytestmark = pytest.mark.process
 
@@ -296,3 +302,50 @@ def test_smokes_llm_phase_fails_its_gate_naming_what_failed(
     failed = {g["name"]: g["detail"] for g in report["gates"] if not g["passed"]}
     assert "http_404" in failed["llm load llm"], failed
     assert "llm models llm/http" in failed["functional checks"]
+
+
+def test_every_dashboard_query_and_alert_returns_series_on_prods_run(
+    prod_run: LocalRun, tmp_path: Path
+) -> None:
+    """`raygke local check-queries`' proof on prod, whose llm app runs here: a Prometheus on this
+    run (stopped by PID), a short burst to every app (echo and recsys over HTTP and gRPC, the llm
+    app streamed and not), then every serving, tier and LLM panel query and every alert's inputs
+    return series (the quiet ones excepted, by name, with their metrics present), and no alert
+    fires. No GPU dashboard: no DCGM here."""
+    config = load_stack_config("prod")
+    spec, keys = observability_spec(config), observe.local_dashboards(config)
+    assert keys == ("serving", "tier", "llm")
+    ray = local.ray_from_state(prod_run.state)
+    rendered = render_stack(config)
+    prometheus = local_prometheus.start_for_run(
+        rendered, ray, prod_run.state["tier"], tmp_path / "prometheus"
+    )
+    url = prometheus["url"]
+    try:
+        scraped = local_prometheus.scrape_config_for_run(rendered, ray, prod_run.state["tier"])
+        targets = sum(len(job["static_configs"]) for job in scraped["scrape_configs"])
+        local_prometheus.wait_for_series(url, f"count(up == 1) == {targets}", TIMEOUT_S)
+        http = prod_run.http_url
+        [llm] = [a for a in prod_run.outputs["apps"] if a["kind"] == "llm"]
+        chat = _chat(llm["model"], max_tokens=8, ignore_eos=True)
+        with grpc.insecure_channel(prod_run.grpc_target) as channel:
+            echo = echo_pb2_grpc.EchoServiceStub(channel)
+            recsys = recsys_pb2_grpc.RecsysServiceStub(channel)
+            for _ in range(3):
+                assert requests.get(f"{http}/echo/unary?size=8", timeout=TIMEOUT_S).ok
+                assert requests.get(f"{http}/recsys/rank", timeout=TIMEOUT_S).ok
+                echo.Unary(echo_pb2.EchoRequest(size=8), metadata=(("application", "echo"),))
+                recsys.Rank(recsys_pb2.RankRequest(), metadata=(("application", "recsys"),))
+                url_llm = f"{http}{llm['route_prefix']}/v1/chat/completions"
+                assert requests.post(url_llm, json=chat, timeout=TIMEOUT_S).ok
+                with requests.post(
+                    url_llm, json={**chat, "stream": True}, stream=True, timeout=TIMEOUT_S
+                ) as r:
+                    assert r.ok and _events(r)
+        problems = observe.check_queries(url, spec, keys, bound_s=TIMEOUT_S)
+        results = observe.evaluate(url, observe.checks(spec, keys))
+        print(observe.report(spec, keys, results))
+        assert not problems, "\n".join(problems)
+    finally:
+        local_prometheus.stop(prometheus["pid"])
+    assert not alive(prometheus["pid"])

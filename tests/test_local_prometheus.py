@@ -23,6 +23,7 @@ from conftest import RAYGKE
 from procs import alive
 from stackfiles import STACKS
 
+from components.render.rayservice import NODE_TYPE_LABEL, NODE_TYPE_TARGET_LABEL
 from infra.rendered import RenderedStack, render_stack
 from infra.stack_file import load_stack_config
 from raygke import host, local_prometheus
@@ -114,6 +115,11 @@ def test_every_podmonitoring_endpoint_is_a_job_on_the_local_ports(stack: str, wo
         }
         containers = {t["labels"]["pod"]: t["labels"]["container"] for t in job["static_configs"]}
         assert containers == {n: "ray-head" if n == "ray-head" else "ray-worker" for n in got}
+        # targetLabels.fromPod: each pod's KubeRay node type, as the cluster's pods carry it.
+        types = {
+            t["labels"]["pod"]: t["labels"][NODE_TYPE_TARGET_LABEL] for t in job["static_configs"]
+        }
+        assert types == {n: "head" if n == "ray-head" else "worker" for n in got}
 
     # Our tier: its metrics port, whichever PodMonitoring selects its pods.
     tier_targets = [
@@ -187,6 +193,29 @@ def test_what_the_local_run_cannot_map_is_refused_naming_it():
         )
     with pytest.raises(PrometheusError, match=r"port 8080 by number"):
         scrape_config([monitoring(endpoints=[{"port": 8080, "interval": "30s"}])], pods)
+    with pytest.raises(PrometheusError, match=r"maps pod label 'ray.io/node-type' to 'job'"):
+        scrape_config(
+            [monitoring(targetLabels={"fromPod": [{"from": NODE_TYPE_LABEL, "to": "job"}]})], pods
+        )
+
+
+@pytest.mark.pure
+def test_from_pod_copies_a_pod_label_or_sets_nothing_as_gmp_does():
+    """`to` defaults to `from`; a pod without the label gets no such target label (our tier's pod
+    has no KubeRay node type)."""
+    rendered = render_stack(load_stack_config("dev"))
+    pods = local_pods(rendered, fake_run(1), TIER_PORTS)
+    tier = next(p for p in pods if p.name == rendered.tier["deployment"]["metadata"]["name"])
+    assert NODE_TYPE_LABEL not in tier.labels
+    ray_monitoring = rendered.ray_pod_monitoring
+    monitoring = {
+        **ray_monitoring,
+        "spec": {**ray_monitoring["spec"], "targetLabels": {"fromPod": [{"from": "ray.io/group"}]}},
+    }
+    [job, _] = scrape_config([monitoring], pods)["scrape_configs"]
+    groups = {t["labels"]["pod"]: t["labels"]["ray.io/group"] for t in job["static_configs"]}
+    worker_group = rendered.rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert groups == {"ray-head": "headgroup", "ray-worker-1": worker_group["groupName"]}
 
 
 @pytest.mark.pure
@@ -309,6 +338,7 @@ def test_prometheus_scrapes_a_podmonitorings_targets_and_stops_by_pid(
             "pod": "ray-head",
             "container": "ray-head",
             "instance": "ray-head:metrics",
+            NODE_TYPE_TARGET_LABEL: "head",
         }
         assert series["value"][1] == "7"
         assert {t["health"] for t in local_prometheus.targets(url)} == {"up"}

@@ -30,6 +30,7 @@ SITE = Path(o.__file__).parents[2] / ".venv/lib/python3.11/site-packages"
 DOC = Path(__file__).parents[1] / "docs/observability.md"
 DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
 RULES = "kubernetes:monitoring.googleapis.com/v1:Rules"
+NODE = o.NODE_TYPE_TARGET_LABEL
 
 
 def spec_of(stack: str) -> o.ObservabilitySpec:
@@ -37,7 +38,7 @@ def spec_of(stack: str) -> o.ObservabilitySpec:
 
 
 def all_queries(spec: o.ObservabilitySpec) -> list[tuple[str, str]]:
-    return o.dashboard_queries(spec) + o.alert_expressions(spec)
+    return o.dashboard_queries(spec) + o.alert_expressions(spec) + o.alert_inputs(spec)
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -67,6 +68,27 @@ def test_every_query_reads_catalog_metrics_by_their_labels(stack: str) -> None:
                 title,
                 name,
             )
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_alert_compares_its_inputs(stack: str) -> None:
+    """An alert's inputs are its expression's values without the comparison: each is in the
+    expression verbatim, and together they read every metric it reads (the head's `absent`
+    reads the same `up`)."""
+    for alert in o.alerts(spec_of(stack)):
+        assert alert.inputs, alert.name
+        for value in alert.inputs:
+            assert value in alert.expr, alert.name
+        read = set().union(*(o.metric_names(v) for v in alert.inputs))
+        assert read == o.metric_names(alert.expr), alert.name
+
+
+@pytest.mark.pure
+def test_the_head_is_told_by_its_node_type_not_its_pod_name() -> None:
+    spec = spec_of("prod")
+    head = o.ray_head_selector(spec)
+    assert head == f'job="{spec.rayservice}-ray", {NODE}="head", instance=~".+:metrics"'
 
 
 @pytest.mark.pure
@@ -463,12 +485,10 @@ def _inputs(healthy: bool, spec: o.ObservabilitySpec) -> list[dict[str, str]]:
         _series("ray_serve_deployment_status", {"application": "recsys", "deployment": "Ranker"}, _gauge(6)),
         _series("haproxy_backend_active_servers", {"proxy": "be_ray_http", "instance": "ingress-1:metrics"}, _gauge(2 if healthy else 0)),
         _series("haproxy_backend_active_servers", {"proxy": "be_ray_grpc", "instance": "ingress-1:metrics"}, _gauge(2)),
-        _series("up", {"job": f"{spec.rayservice}-ray", "instance": f"{spec.rayservice}-ab1cd-worker-x:metrics"}, _gauge(1)),
-        *(
-            [_series("up", {"job": f"{spec.rayservice}-ray", "instance": f"{spec.rayservice}-ab1cd-head-y:metrics"}, _gauge(1))]
-            if healthy
-            else []
-        ),
+        _series("up", {"job": f"{spec.rayservice}-ray", NODE: "worker", "instance": f"{spec.rayservice}-ab1cd-worker-x:metrics"}, _gauge(1)),
+        # The head's Ray HAProxy answers; its metrics agent does not (or it is not scraped at all).
+        _series("up", {"job": f"{spec.rayservice}-ray", NODE: "head", "instance": f"{spec.rayservice}-ab1cd-head-y:haproxy-metrics"}, _gauge(1)),
+        _series("up", {"job": f"{spec.rayservice}-ray", NODE: "head", "instance": f"{spec.rayservice}-ab1cd-head-y:metrics"}, _gauge(1 if healthy else 0)),
     ]  # fmt: skip
 
 
@@ -488,7 +508,7 @@ def _expected(spec: o.ObservabilitySpec) -> dict[str, list[dict[str, str]]]:
         "ServeApplicationNotRunning": [{"application": "echo"}],
         "ServeDeploymentUnhealthy": [{"application": "echo", "deployment": "Echo"}],
         "IngressTierNoBackendUp": [{"proxy": "be_ray_http", "instance": "ingress-1:metrics"}],
-        "RayHeadDown": [{"job": f"{spec.rayservice}-ray"}],  # absent() keeps its `=` matchers
+        "RayHeadDown": [{}],  # sum() keeps no label
     }
 
 

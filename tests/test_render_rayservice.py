@@ -882,6 +882,10 @@ def test_pod_monitoring_scrapes_ray_metrics_and_haproxy_on_named_ports() -> None
     assert monitor["spec"]["selector"] == {"matchLabels": {"raygke.io/rayservice": "echo"}}
     named = {e["port"] for e in monitor["spec"]["endpoints"]}
     assert named == {"metrics", "haproxy-metrics"}
+    # Each series carries its pod's KubeRay node type: the head's alert selects on it.
+    assert monitor["spec"]["targetLabels"] == {
+        "fromPod": [{"from": "ray.io/node-type", "to": r.NODE_TYPE_TARGET_LABEL}]
+    }
     # The named ports exist on every Ray container with the right numbers.
     for pod in pods(r.render_rayservice(spec)):
         ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}

@@ -4,8 +4,8 @@ Owns: the catalog of every metric a panel or alert reads (`CATALOG`: its exporte
 and where the name was read), each dashboard's panels and each alert as PromQL, the alerts'
 objectives and burn rates, the dashboards' JSON body (REST `projects.dashboards`) and the `Rules`
 custom resource, and the checks of both shapes (`dashboard_problems`, `rules_problems`), run on
-everything rendered here. `dashboard_queries` and `alert_expressions` list every query, for
-anything that evaluates them against a real Prometheus.
+everything rendered here. `dashboard_queries`, `alert_expressions` and `alert_inputs` list every
+query, for anything that evaluates them against a real Prometheus (raygke/observe.py).
 Does not own: the stack's objectives (infra/config.py `SmokeConfig`), the price table
 (infra/cost.py), scraping (the PodMonitorings: components/render/rayservice.py, ingress_tier.py),
 registering (components/observability.py). Pure: no pulumi.
@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from components.render.haproxy import GRPC_BACKEND, HTTP_BACKEND
-from components.render.rayservice import serve_service_name
+from components.render.rayservice import (
+    NODE_TYPE_TARGET_LABEL,
+    ray_pod_monitoring_name,
+    serve_service_name,
+)
 
 Protocol = Literal["http", "grpc"]
 
@@ -189,8 +193,9 @@ CATALOG: dict[str, Metric] = {
         Metric("DCGM_FI_DEV_POWER_USAGE", "gauge", ("Hostname", "gpu"), _DCGM),
         Metric("DCGM_FI_DEV_GPU_TEMP", "gauge", ("Hostname", "gpu"), _DCGM),
         # Prometheus' own per-target series (job = the PodMonitoring's name, instance =
-        # <pod>:<port name>: GoogleCloudPlatform/prometheus-engine pod_config.go).
-        Metric("up", "gauge", ("job", "instance"), "Prometheus scrape"),
+        # <pod>:<port name>: GoogleCloudPlatform/prometheus-engine pod_config.go; a Ray pod's
+        # node type from the PodMonitoring's targetLabels.fromPod).
+        Metric("up", "gauge", ("job", "instance", NODE_TYPE_TARGET_LABEL), "Prometheus scrape"),
     )
 }
 
@@ -700,6 +705,9 @@ class Alert:
     severity: str
     summary: str
     runbook: str  # one line: what to check first
+    # What the alert compares, without the comparison: these return series on a healthy stack
+    # where `expr` returns none, so a live check can tell a quiet alert from a wrong query.
+    inputs: tuple[str, ...]
 
 
 def _burn_alerts(
@@ -718,6 +726,7 @@ def _burn_alerts(
                 severity,
                 f"{summary}: over {burn:g}x the budget ({budget:g}) for {long} and {short}",
                 runbook,
+                (ratio(long), ratio(short)),
             )
         )
     return alerts
@@ -817,36 +826,40 @@ def alerts(spec: ObservabilitySpec) -> tuple[Alert, ...]:
                 "model_name",
             )
 
+    # The highest status over the clusters: during an upgrade the serving one is RUNNING.
+    app_status = f"max by (application) (ray_serve_application_status{{{apps}}})"
+    deployment_status = f"max by (application, deployment) (ray_serve_deployment_status{{{apps}}})"
+    tier_up = f'haproxy_backend_active_servers{{proxy=~"{TIER_BACKENDS}"}}'
+    head = ray_head_selector(spec)
     result += [
         Alert(
             "ServeApplicationNotRunning",
-            # The highest status over the clusters: during an upgrade the serving one is RUNNING.
-            f"max by (application) (ray_serve_application_status{{{apps}}}) != {RUNNING}",
+            f"{app_status} != {RUNNING}",
             "10m",
             "critical",
             "A Serve application has not been RUNNING for 10 minutes",
             f"{describe} (status.activeServiceStatus.applicationStatuses)",
+            (app_status,),
         ),
         Alert(
             "ServeDeploymentUnhealthy",
-            f"max by (application, deployment) (ray_serve_deployment_status{{{apps}}}) <= 2",
+            f"{deployment_status} <= 2",
             "5m",
             "critical",
             "A Serve deployment is UNHEALTHY or DEPLOY_FAILED",
             f"{describe}; then kubectl -n {ns} logs -l ray.io/node-type=head --tail=200",
+            (deployment_status,),
         ),
         Alert(
             "IngressTierNoBackendUp",
-            f'haproxy_backend_active_servers{{proxy=~"{TIER_BACKENDS}"}} == 0',
+            f"{tier_up} == 0",
             "2m",
             "critical",
             "A tier pod has no UP Ray server in a backend: its clients get 503",
             f"kubectl -n {ns} get endpoints {serve_service_name(spec.rayservice)}; "
             f"dashboard '{tier_board}', panel 'Tier servers by state'",
+            (tier_up,),
         ),
-    ]
-    head = ray_head_selector(spec)
-    result.append(
         Alert(
             "RayHeadDown",
             f"sum(up{{{head}}}) < 1 or absent(up{{{head}}})",
@@ -854,21 +867,29 @@ def alerts(spec: ObservabilitySpec) -> tuple[Alert, ...]:
             "critical",
             "No Ray head answers its metrics scrape: the Serve controller and GCS are down",
             f"kubectl -n {ns} get pods -l ray.io/node-type=head -o wide",
-        )
-    )
+            (f"sum(up{{{head}}})",),
+        ),
+    ]
     return tuple(result)
 
 
 def ray_head_selector(spec: ObservabilitySpec) -> str:
-    """The Ray heads' metrics targets: the RayService's PodMonitoring (its name is the `job`) and
-    KubeRay's head pod name, <rayservice>-<suffix>-head-<suffix> (the `instance`, with the port)."""
-    job = f"{spec.rayservice}-ray"  # components/render/rayservice.py render_pod_monitoring
-    return f'job="{job}", instance=~"{promql_regex([spec.rayservice])}-.*-head-.*:metrics"'
+    """The Ray heads' metrics targets: the RayService's PodMonitoring (its name is the `job`), the
+    pod's KubeRay node type (which the PodMonitoring copies onto its targets, in the cluster as on
+    the local run) and Ray's metrics port (`instance` is <pod>:<port name>)."""
+    job = ray_pod_monitoring_name(spec.rayservice)
+    return f'job="{job}", {NODE_TYPE_TARGET_LABEL}="head", instance=~".+:metrics"'
 
 
 def alert_expressions(spec: ObservabilitySpec) -> list[tuple[str, str]]:
     """(alert name, PromQL) for every alert of the stack."""
     return [(a.name, a.expr) for a in alerts(spec)]
+
+
+def alert_inputs(spec: ObservabilitySpec) -> list[tuple[str, str]]:
+    """(alert name, PromQL) for each value an alert compares (a burn alert: its ratio over each
+    window), in the order of `alerts`."""
+    return [(a.name, value) for a in alerts(spec) for value in a.inputs]
 
 
 def rule_groups(spec: ObservabilitySpec) -> list[dict[str, Any]]:

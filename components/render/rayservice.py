@@ -857,17 +857,33 @@ def render_network_policy(
     }
 
 
+# The metric label a Ray pod's scrape carries its KubeRay node type in (head | worker), copied from
+# the pod's `ray.io/node-type` by the PodMonitoring's targetLabels.fromPod (prometheus-engine
+# pod_types.go labelMappingRelabelConfigs: a replace from __meta_kubernetes_pod_label_<from> to
+# `to`); the local run's Prometheus derives it the same way (raygke/local_prometheus.py).
+NODE_TYPE_TARGET_LABEL = "ray_node_type"
+
+
+def ray_pod_monitoring_name(name: str) -> str:
+    """The PodMonitoring of RayService `name`'s pods: also the `job` label of their series."""
+    return f"{name}-ray"
+
+
 def render_pod_monitoring(spec: RayServiceSpec, interval: str = "30s") -> dict[str, Any]:
-    """Managed Prometheus scraping Ray metrics (8080) and Ray's HAProxy (9101) on each Ray pod."""
+    """Managed Prometheus scraping Ray metrics (8080) and Ray's HAProxy (9101) on each Ray pod,
+    each series labelled with its pod's node type (an alert tells the head by it)."""
     return {
         "apiVersion": "monitoring.googleapis.com/v1",
         "kind": "PodMonitoring",
-        "metadata": {"name": f"{spec.name}-ray", "namespace": spec.namespace},
+        "metadata": {"name": ray_pod_monitoring_name(spec.name), "namespace": spec.namespace},
         "spec": {
             "selector": {"matchLabels": ray_pod_labels(spec.name)},
             "endpoints": [
                 {"port": "metrics", "interval": interval},
                 {"port": "haproxy-metrics", "interval": interval},
             ],
+            "targetLabels": {
+                "fromPod": [{"from": NODE_TYPE_LABEL, "to": NODE_TYPE_TARGET_LABEL}],
+            },
         },
     }
