@@ -17,11 +17,12 @@ import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from infra.stack_file import load_stack_config
 from raygke.smoke.checks import CheckOutcome, run_checks
 from raygke.smoke.contract import (
     AppEndpoint,
@@ -350,6 +351,56 @@ def _write_plots(
     return [str(p) for p in plots]
 
 
+def _draw_dashboards(
+    contract: SmokeContract,
+    outputs: Path | None,
+    started: dt.datetime,
+    out: Path,
+    progress: Progress,
+    warnings: list[str],
+) -> dict[str, Any] | None:
+    """The stack's cloud dashboards over this run, drawn from a local run's Prometheus (report's
+    `dashboards`); for a local run without one, the line saying how to get them; None for a
+    cluster (its dashboards are in Cloud Monitoring)."""
+    from raygke import local_prometheus
+    from raygke.smoke import panels
+
+    source, note = panels.run_prometheus(contract, outputs)
+    if source is None:
+        if note is None:
+            return None
+        progress.note(note)
+        return {"prometheus": None, "note": note}
+    end = dt.datetime.now(dt.UTC)
+    start_s, end_s = started.timestamp(), end.timestamp()
+    drawn: dict[str, Any] = {
+        "prometheus": source.url,
+        "note": None,
+        "start": started.isoformat(),
+        "end": end.isoformat(),
+        "step_s": panels.step_s(start_s, end_s),
+        "files": [],
+        "boards": [],
+        "skipped": {},
+    }
+    try:
+        boards, drawn["skipped"] = panels.local_dashboards(load_stack_config(source.stack))
+        progress.total += len(boards)
+        for board in boards:
+            entry = panels.draw(source.url, board, start_s, end_s, out)
+            drawn["boards"].append(entry)
+            drawn["files"].append(entry["file"])
+            filled = sum(p["series"] > 0 for p in entry["panels"])
+            progress.step(
+                f"A dashboard {board.key}: {filled}/{len(entry['panels'])} panels with series"
+            )
+    # A Prometheus gone or a stack file changed since `up` costs the pictures, not the verdict.
+    except (local_prometheus.PrometheusError, ValueError, OSError) as exc:
+        warnings.append(f"dashboards not drawn from {source.url}: {exc}")
+        progress.note(warnings[-1])
+    return drawn
+
+
 # A 1-minute load average past this many per core: busy beyond what a local run of prod and the
 # smoke make on their own (quiet runs on 2 cores ended at 5-14; beside another benchmark, 17-39).
 BUSY_LOAD_PER_CORE = 8.0
@@ -499,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
             "LLM load skipped: a version 1 contract has no slo.llm (export it again: pulumi up)"
         )
 
+    # The run's window ends here: the dashboards are drawn over the checks and the load.
+    dashboards = (
+        None
+        if args.no_plots
+        else _draw_dashboards(primary, args.outputs, started, out, progress, warnings)
+    )
     gates = evaluate(primary.slo, checks["A"], levels)
     gates += evaluate_llm(primary.slo, llm_levels, llm_problems)
     warnings += client_warnings(levels)
@@ -515,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings=warnings,
         ratios=compare_ratios(levels) if len(contracts) > 1 else None,
         plots=plots,
+        dashboards=dashboards,
         started=started,
         exit_code=exit_code,
     )
@@ -543,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raygke smoke: {verdict}")
     for gate in [g for g in gates if not g.passed][:5]:  # each names the objective it held
         print(f"  {gate.name}: {gate.detail}")
-    print(f"report: {out / 'report.md'} {out / 'report.json'}" + "".join(f" {p}" for p in plots))
+    pictures = plots + (dashboards or {}).get("files", [])
+    print(f"report: {out / 'report.md'} {out / 'report.json'}" + "".join(f" {p}" for p in pictures))
     return exit_code
 
 

@@ -4,7 +4,7 @@ Owns: the report's shape (`REPORT_SCHEMA_VERSION`), what the fingerprint records
 PR comment or CI step summary shows: which SLO gated the run, and for every level whether it is
 gated and by what, or why it is reported, not gated. Markdown is rendered from the JSON document
 alone, so a stored report can be re-rendered. Does not own: the numbers (load.py, llm.py, gates.py)
-or plots (plot.py).
+or plots (plot.py, and the dashboards' pictures: panels.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 import sys
 from dataclasses import asdict
 from importlib import metadata
+from pathlib import PurePath
 from typing import Any
 
 from raygke.smoke.checks import CheckOutcome
@@ -139,6 +140,7 @@ def build_report(
     plots: list[str],
     started: dt.datetime,
     exit_code: int,
+    dashboards: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     slo = contracts["A"].slo
     return {
@@ -159,6 +161,9 @@ def build_report(
         "warnings": warnings,
         "compare": None if ratios is None else [asdict(r) for r in ratios],
         "plots": plots,
+        # A local run's: the cloud dashboards drawn from its Prometheus (cli._draw_dashboards),
+        # or the line saying how to get them; None for a cluster.
+        "dashboards": dashboards,
     }
 
 
@@ -374,6 +379,35 @@ REPORT_SCHEMA: dict[str, Any] = {
             },
         },
         "plots": {"type": "array", "items": {"type": "string"}},
+        # Not required: reports written before it still validate.
+        "dashboards": {
+            "type": ["object", "null"],
+            "required": ["prometheus", "note"],
+            "properties": {
+                "prometheus": {"type": ["string", "null"]},
+                "note": {"type": ["string", "null"]},
+                "step_s": {"type": "number", "exclusiveMinimum": 0},
+                "files": {"type": "array", "items": {"type": "string"}},
+                "boards": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["key", "title", "file", "panels"],
+                        "properties": {
+                            "panels": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["title", "series"],
+                                    "properties": {"series": {"type": "integer", "minimum": 0}},
+                                },
+                            }
+                        },
+                    },
+                },
+                "skipped": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
     },
 }
 
@@ -535,8 +569,31 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["plots"]:
         lines.append("")
         lines.append("Plots: " + ", ".join(f"`{p}`" for p in report["plots"]))
+    if report.get("dashboards"):
+        lines += _dashboards_markdown(report["dashboards"])
     lines.append("")
     return "\n".join(lines)
+
+
+def _dashboards_markdown(drawn: dict[str, Any]) -> list[str]:
+    lines = ["", "### The dashboards, drawn from the local Prometheus"]
+    if drawn["prometheus"] is None:
+        return [*lines, drawn["note"]]
+    lines.append(
+        f"The cloud dashboards' panels over this run, from {drawn['prometheus']} every "
+        f"{drawn['step_s']:g} s ({drawn['start']} to {drawn['end']}; x: seconds since the start):"
+    )
+    for board in drawn["boards"]:
+        panels = board["panels"]
+        empty = [p["title"] for p in panels if not p["series"]]
+        # A link relative to report.md, which the PNGs sit beside.
+        lines.append(
+            f"- [{board['title']}]({PurePath(board['file']).name}): "
+            f"{len(panels) - len(empty)} of {len(panels)} panels with series"
+            + (f"; no series: {'; '.join(empty)}" if empty else "")
+        )
+    lines += [f"- `{key}` not drawn: {why}" for key, why in drawn["skipped"].items()]
+    return lines
 
 
 def _llm_markdown(report: dict[str, Any]) -> list[str]:
