@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -304,6 +305,14 @@ def test_smokes_llm_phase_fails_its_gate_naming_what_failed(
     assert "llm models llm/http" in failed["functional checks"]
 
 
+# The LLM histograms' and gRPC's series, which exist only once a request has been counted.
+SCRAPED_TWICE = (
+    "ray_vllm_time_to_first_token_seconds_count",
+    "ray_serve_grpc_request_latency_ms_count",
+)
+GAUGE_PANELS = ("Running and waiting requests", "KV-cache usage (highest replica, 1 is full)")
+
+
 def test_every_dashboard_query_and_alert_returns_series_on_prods_run(
     prod_run: LocalRun, tmp_path: Path
 ) -> None:
@@ -327,25 +336,53 @@ def test_every_dashboard_query_and_alert_returns_series_on_prods_run(
         local_prometheus.wait_for_series(url, f"count(up == 1) == {targets}", TIMEOUT_S)
         http = prod_run.http_url
         [llm] = [a for a in prod_run.outputs["apps"] if a["kind"] == "llm"]
+        chat_url = f"{http}{llm['route_prefix']}/v1/chat/completions"
         chat = _chat(llm["model"], max_tokens=8, ignore_eos=True)
-        with grpc.insecure_channel(prod_run.grpc_target) as channel:
-            echo = echo_pb2_grpc.EchoServiceStub(channel)
-            recsys = recsys_pb2_grpc.RecsysServiceStub(channel)
-            for _ in range(3):
+
+        def burst() -> None:
+            with grpc.insecure_channel(prod_run.grpc_target) as channel:
+                echo = echo_pb2_grpc.EchoServiceStub(channel)
+                recsys = recsys_pb2_grpc.RecsysServiceStub(channel)
                 assert requests.get(f"{http}/echo/unary?size=8", timeout=TIMEOUT_S).ok
                 assert requests.get(f"{http}/recsys/rank", timeout=TIMEOUT_S).ok
                 echo.Unary(echo_pb2.EchoRequest(size=8), metadata=(("application", "echo"),))
                 recsys.Rank(recsys_pb2.RankRequest(), metadata=(("application", "recsys"),))
-                url_llm = f"{http}{llm['route_prefix']}/v1/chat/completions"
-                assert requests.post(url_llm, json=chat, timeout=TIMEOUT_S).ok
+                assert requests.post(chat_url, json=chat, timeout=TIMEOUT_S).ok
                 with requests.post(
-                    url_llm, json={**chat, "stream": True}, stream=True, timeout=TIMEOUT_S
+                    chat_url, json={**chat, "stream": True}, stream=True, timeout=TIMEOUT_S
                 ) as r:
                     assert r.ok and _events(r)
-        problems = observe.check_queries(url, spec, keys, bound_s=TIMEOUT_S)
-        results = observe.evaluate(url, observe.checks(spec, keys))
+
+        # Each series scraped twice before the burst: rate() never counts a series' first
+        # sample as an increase, and vLLM's and gRPC's series start with their first request.
+        burst()
+        for metric in SCRAPED_TWICE:
+            twice = f"count_over_time({metric}[1m]) >= 2"
+            local_prometheus.wait_for_series(url, twice, TIMEOUT_S)
+        for _ in range(3):
+            burst()
+        # vLLM's gauges exist only while requests run: one stream after another during the check.
+        stop = threading.Event()
+
+        def streams() -> None:
+            body = {**chat, "max_tokens": 64, "stream": True}
+            while not stop.is_set():
+                with requests.post(chat_url, json=body, stream=True, timeout=TIMEOUT_S) as r:
+                    _events(r)
+
+        under_load = threading.Thread(target=streams, daemon=True)
+        under_load.start()
+        try:
+            problems = observe.check_queries(url, spec, keys, bound_s=TIMEOUT_S)
+            results = observe.evaluate(url, observe.checks(spec, keys))
+        finally:
+            stop.set()
+            under_load.join(TIMEOUT_S)
         print(observe.report(spec, keys, results))
         assert not problems, "\n".join(problems)
+        # Under load the gauge panels quiet on an idle engine return series too.
+        gauges = [r for r in results if r.check.name in GAUGE_PANELS]
+        assert len(gauges) == 3 and all(r.series for r in gauges), gauges
     finally:
         local_prometheus.stop(prometheus["pid"])
     assert not alive(prometheus["pid"])

@@ -293,6 +293,9 @@ def _serving_traffic(run: LocalRun, calls: int = 5) -> None:
             recsys.Rank(recsys_pb2.RankRequest(), metadata=(("application", "recsys"),))
 
 
+SCRAPED_TWICE = "count_over_time(ray_serve_grpc_request_latency_ms_count[1m]) >= 2"
+
+
 def test_every_dashboard_query_and_alert_returns_series_on_the_run(
     local_run: LocalRun, tmp_path: Path
 ):
@@ -312,6 +315,10 @@ def test_every_dashboard_query_and_alert_returns_series_on_the_run(
         scraped = local_prometheus.scrape_config_for_run(rendered, ray, local_run.state["tier"])
         targets = sum(len(job["static_configs"]) for job in scraped["scrape_configs"])
         local_prometheus.wait_for_series(url, f"count(up == 1) == {targets}", CLUSTER_CHANGE_S)
+        # Each series scraped twice before the burst: rate() never counts a series' first sample
+        # as an increase, and gRPC's series start with the first gRPC request.
+        _serving_traffic(local_run, calls=1)
+        local_prometheus.wait_for_series(url, SCRAPED_TWICE, CLUSTER_CHANGE_S)
         _serving_traffic(local_run)
         problems = observe.check_queries(url, spec, keys, bound_s=CLUSTER_CHANGE_S)
         results = observe.evaluate(url, observe.checks(spec, keys))

@@ -144,6 +144,7 @@ def test_each_verdict_from_a_real_prometheus(prometheus: str) -> None:
             [
                 Check("panel", "right name", f"sum by (application) (rate({requests}[5m]))"),
                 Check("panel", "wrong name", "sum(rate(ray_serve_num_http_request_total[5m]))"),
+                Check("panel", "wrong label", f'sum({requests}{{application="nope"}})'),
                 Check("panel", "refused", "sum("),
                 Check(
                     "panel",
@@ -160,7 +161,8 @@ def test_each_verdict_from_a_real_prometheus(prometheus: str) -> None:
         )
     }
     assert verdicts["right name"] is None
-    assert verdicts["wrong name"] == "no series"
+    assert verdicts["wrong name"] == ("no series: none of ray_serve_num_http_request_total at all")
+    assert verdicts["wrong label"].startswith("no series, though its metrics have some")
     assert verdicts["refused"] and verdicts["refused"].startswith("refused: ")
     assert verdicts["no requests moved"] == "NaN only: no samples moved in its window"
     assert verdicts["quiet"] is None
