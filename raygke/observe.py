@@ -121,6 +121,8 @@ def _evaluate_one(url: str, check: Check) -> Result:
         missing = [] if series else _metrics_without_series(url, check.promql)
         problem = f"its metrics have no series: {', '.join(missing)}" if missing else None
         return Result(check, len(series), problem)
+    if not metric_names(check.promql):
+        return Result(check, 0, "no series")
     missing = _metrics_without_series(url, check.promql)
     if missing:
         return Result(check, 0, f"no series: none of {', '.join(missing)} at all")

@@ -143,7 +143,11 @@ def test_each_verdict_from_a_real_prometheus(prometheus: str) -> None:
             prometheus,
             [
                 Check("panel", "right name", f"sum by (application) (rate({requests}[5m]))"),
-                Check("panel", "wrong name", "sum(rate(ray_serve_num_http_request_total[5m]))"),
+                Check(
+                    "panel",
+                    "wrong name",
+                    'sum(rate(ray_serve_num_http_request_total{application=~".+"}[5m]))',
+                ),
                 Check("panel", "wrong label", f'sum({requests}{{application="nope"}})'),
                 Check("panel", "refused", "sum("),
                 Check(
