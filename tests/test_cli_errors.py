@@ -139,7 +139,7 @@ LOCAL_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
         lambda tmp: ["local", "restart"],
         2,
         r"argument action: invalid choice: 'restart' \(choose from 'up', 'status', 'upgrade', "
-        r"'down'\)",
+        r"'check-queries', 'down'\)",
     ),
     (
         "port that is not a number",

@@ -8,6 +8,7 @@ The live proof on real local runs is in tests/test_local_run.py (dev) and tests/
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -77,6 +78,18 @@ def test_check_queries_needs_a_run_with_prometheus(capsys: pytest.CaptureFixture
     assert "start one with `raygke local up --prometheus`" in capsys.readouterr().err
     with pytest.raises(local_prometheus.PrometheusError, match=r"up --prometheus"):
         observe.check_run({"stack": "dev"})
+
+
+@pytest.mark.pure
+def test_check_queries_on_a_run_without_prometheus_says_how_to_start_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raygke.cli import main
+
+    state = {"stack": "dev", "profile": "tuned", "pids": [], "ray": {}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert main(["local", "check-queries", "--state-dir", str(tmp_path)]) == 1
+    assert "start it with `raygke local up --prometheus`" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
