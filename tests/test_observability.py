@@ -551,3 +551,34 @@ def test_promtool_unit_tests_each_alert_firing_and_not_firing(tmp_path: Path) ->
         yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
     )
     assert "SUCCESS" in _run_promtool("test", "rules", "tests.yaml", cwd=tmp_path)
+
+
+@pytest.mark.process
+def test_the_head_alert_fires_when_no_head_is_scraped_at_all(tmp_path: Path) -> None:
+    """RayHeadDown's other branch: the workers are scraped, the head is not (its pod gone, or its
+    PodMonitoring no longer selecting it), so `absent()` fires, with the selector's equality labels."""
+    spec = spec_of("prod")
+    [head] = [a for a in o.alerts(spec) if a.name == "RayHeadDown"]
+    job = f"{spec.rayservice}-ray"
+    worker = {"job": job, NODE: "worker", "instance": f"{spec.rayservice}-ab1cd-worker-x:metrics"}
+    test = {
+        "interval": "1m",
+        "input_series": [_series("up", worker, _gauge(1))],
+        "alert_rule_test": [
+            {
+                "eval_time": "10m",
+                "alertname": "RayHeadDown",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"job": job, NODE: "head", "severity": head.severity},
+                        "exp_annotations": {"summary": head.summary, "runbook": head.runbook},
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": o.rule_groups(spec)}))
+    (tmp_path / "tests.yaml").write_text(
+        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [test]})
+    )
+    assert "SUCCESS" in _run_promtool("test", "rules", "tests.yaml", cwd=tmp_path)
