@@ -515,18 +515,30 @@ def _gpu(spec: ObservabilitySpec) -> Dashboard:
     if spec.gpu_node_hourly_usd is not None:
         # GPU nodes reporting now x the price table's node price for the pool's capacity mode
         # (infra/cost.py): what the pool costs at this moment, at list prices.
-        panels.append(
+        usd_per_hour = f"(count(count by (Hostname) (DCGM_FI_DEV_GPU_UTIL{{}})) * {spec.gpu_node_hourly_usd:g})"
+        apps = f'application=~"{_apps_re(spec.apps)}"'
+        # Every protocol's requests in one vector: `or` keeps both sides, whose routes differ.
+        requests = " or ".join(f"rate({REQUESTS[p]}{{{apps}}}[{WINDOW}])" for p in spec.protocols)
+        panels += [
+            Panel("GPU nodes' list cost", (Query(usd_per_hour, "USD/h"),), "USD/hour"),
+            # USD/h over requests/h in thousands (requests/s x 3.6).
             Panel(
-                "GPU nodes' list cost",
-                (
-                    Query(
-                        f"count(count by (Hostname) (DCGM_FI_DEV_GPU_UTIL{{}})) * {spec.gpu_node_hourly_usd:g}",
-                        "USD/h",
-                    ),
-                ),
-                "USD/hour",
+                "List cost per 1k requests",
+                (Query(f"{usd_per_hour} / (3.6 * sum({requests}))", "USD per 1k"),),
+                "USD",
+            ),
+        ]
+        if spec.llm_apps:
+            models = f'model_name=~"{_models_re(spec.llm_apps)}"'
+            # USD/h over output tokens/h in millions (tokens/s x 0.0036).
+            tokens = f"sum(rate(ray_vllm_generation_tokens_total{{{models}}}[{WINDOW}]))"
+            panels.append(
+                Panel(
+                    "List cost per million output tokens",
+                    (Query(f"{usd_per_hour} / (0.0036 * {tokens})", "USD per 1M"),),
+                    "USD",
+                )
             )
-        )
     return Dashboard("gpu", f"{spec.stack}: GPUs (DCGM)", tuple(panels))
 
 
