@@ -10,8 +10,11 @@ raygke/local.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +101,23 @@ def alive(pid: int) -> bool:
     yet still answers `kill(pid, 0)`)."""
     stat = proc_stat(pid)
     return stat is not None and stat.state != "Z"
+
+
+def stop(pid: int, timeout_s: float) -> None:
+    """Stops one process by PID: SIGTERM, then SIGKILL if it is still there after `timeout_s`;
+    reaped when it is our child (a zombie still answers kill(pid, 0))."""
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def pss_bytes(pid: int) -> int:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -387,18 +385,7 @@ def wait_ready(
 
 def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Stops Prometheus by PID: SIGTERM, then SIGKILL if it is still there after `timeout_s`."""
-    if not host.alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while host.alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    if host.alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):  # reap it when it is our child
-        os.waitpid(pid, 0)
+    host.stop(pid, timeout_s)
 
 
 def start_for_run(

@@ -12,12 +12,10 @@ run uses (its caller), Ray's own HAProxy processes (Ray starts and stops those).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import importlib.util
 import io
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -284,16 +282,4 @@ STOP_TIMEOUT_S = 10.0  # haproxy exits on SIGTERM at once; past this it gets SIG
 
 def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Stops one tier process by PID: SIGTERM, then SIGKILL if it is still there."""
-    if not host.alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while host.alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    if host.alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    # When the tier is our own child, reap it: a zombie still answers kill(pid, 0).
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    host.stop(pid, timeout_s)

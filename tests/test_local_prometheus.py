@@ -7,12 +7,10 @@ The live check on a real local run is in tests/test_local_run.py."""
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import os
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import pytest
 from bounds import CLI_START_S, CLUSTER_CHANGE_S, PROCESS_EXIT_S
 from conftest import RAYGKE
+from exporter import exporter
 from procs import alive
 from stackfiles import STACKS
 
@@ -247,48 +246,24 @@ def _prometheus_installed() -> None:
     )
 
 
-class _Exporter(http.server.BaseHTTPRequestHandler):
-    """A fixed /metrics page, as an exporter serves it."""
-
-    body = b""
-
-    def do_GET(self) -> None:
-        found = self.path == "/metrics"
-        body = self.body if found else b"not found\n"
-        self.send_response(200 if found else 404)
-        self.send_header("content-type", "text/plain; version=0.0.4")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _exporter(text: str) -> Iterator[int]:
-    handler = type("Exporter", (_Exporter,), {"body": text.encode()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def ray_exporter() -> Iterator[int]:
     """Stands in for a Ray node's metrics agent."""
-    yield from _exporter(
+    page = (
         "# TYPE ray_serve_num_http_requests_total counter\n"
         'ray_serve_num_http_requests_total{application="echo"} 7\n'
     )
+    with exporter(lambda _: page) as port:
+        yield port
 
 
 @pytest.fixture
 def haproxy_exporter() -> Iterator[int]:
     """Stands in for Ray's HAProxy's Prometheus exporter."""
-    yield from _exporter("# TYPE haproxy_process_nbthread gauge\nhaproxy_process_nbthread 2\n")
+    with exporter(
+        lambda _: "# TYPE haproxy_process_nbthread gauge\nhaproxy_process_nbthread 2\n"
+    ) as port:
+        yield port
 
 
 @pytest.mark.process

@@ -7,16 +7,14 @@ The live proof on real local runs is in tests/test_local_run.py (dev) and tests/
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bounds import CLUSTER_CHANGE_S, PROCESS_EXIT_S
+from exporter import exporter
 
 from components.render import observability as o
 from infra.specs import observability_spec
@@ -103,48 +101,32 @@ EXPORTED = (
 )
 
 
-class _Exporter(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = EXPORTED.encode()
-        self.send_response(200)
-        self.send_header("content-type", "text/plain; version=0.0.4")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[str]:
     """A Prometheus scraping the stand-in exporter every second, its URL once it holds a sample."""
     assert shutil.which("prometheus"), "`make prometheus` installs Debian's package"
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = {
-        "scrape_configs": [
-            {
-                "job_name": "stand-in",
-                "scrape_interval": "1s",
-                "static_configs": [{"targets": [f"127.0.0.1:{server.server_address[1]}"]}],
-            }
-        ]
-    }
-    port = host.plan_ports(["prometheus"])["prometheus"]
-    pid = local_prometheus.start(config, tmp_path, port)
-    url = local_prometheus.url(port)
-    try:
-        local_prometheus.wait_ready(url, pid=pid, run_dir=tmp_path)
-        # Three samples: a rate over them exists (and is 0: the counter does not move).
-        local_prometheus.wait_for_series(
-            url, "count_over_time(ray_serve_application_status[1m]) >= 3", CLUSTER_CHANGE_S
-        )
-        yield url
-    finally:
-        local_prometheus.stop(pid, timeout_s=PROCESS_EXIT_S)
-        server.shutdown()
-        server.server_close()
+    with exporter(lambda _: EXPORTED) as stand_in:
+        config = {
+            "scrape_configs": [
+                {
+                    "job_name": "stand-in",
+                    "scrape_interval": "1s",
+                    "static_configs": [{"targets": [f"127.0.0.1:{stand_in}"]}],
+                }
+            ]
+        }
+        port = host.plan_ports(["prometheus"])["prometheus"]
+        pid = local_prometheus.start(config, tmp_path, port)
+        url = local_prometheus.url(port)
+        try:
+            local_prometheus.wait_ready(url, pid=pid, run_dir=tmp_path)
+            # Three samples: a rate over them exists (and is 0: the counter does not move).
+            local_prometheus.wait_for_series(
+                url, "count_over_time(ray_serve_application_status[1m]) >= 3", CLUSTER_CHANGE_S
+            )
+            yield url
+        finally:
+            local_prometheus.stop(pid, timeout_s=PROCESS_EXIT_S)
 
 
 @pytest.mark.process

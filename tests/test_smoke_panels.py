@@ -8,19 +8,19 @@ No Ray, no vLLM: the stand-ins are plain HTTP servers on free 127.0.0.1 ports.""
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import json
 import shutil
 import socket
-import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
 import pytest
 from bounds import CLUSTER_CHANGE_S, PROCESS_EXIT_S
+from exporter import exporter
 from PIL import Image
 
 from components.render.haproxy import HTTP_BACKEND
@@ -197,38 +197,15 @@ SERIES = {
 }
 
 
-def _exporter(page: Any) -> Generator[int, None, None]:
-    scrapes = iter(range(1, 1_000_000))
-
-    class Exporter(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = page(next(scrapes)).encode()
-            self.send_response(200)
-            self.send_header("content-type", "text/plain; version=0.0.4")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
     """A Prometheus scraping both stand-ins every second, once both rates have two samples; its
     URL and the Unix time just before anything started (the window's start)."""
     _prometheus_installed()
     start = time.time()
-    ray_gen, tier_gen = _exporter(_ray_page), _exporter(_tier_page)
-    ray_port, tier_port = next(ray_gen), next(tier_gen)
+    stand_ins = contextlib.ExitStack()
+    ray_port = stand_ins.enter_context(exporter(_ray_page))
+    tier_port = stand_ins.enter_context(exporter(_tier_page))
     config = {
         "scrape_configs": [
             {
@@ -258,8 +235,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield url, start
     finally:
         local_prometheus.stop(pid, timeout_s=PROCESS_EXIT_S)
-        for gen in (ray_gen, tier_gen):
-            gen.close()
+        stand_ins.close()
 
 
 def _valid_png(path: Path) -> None:

@@ -1,0 +1,37 @@
+"""A stand-in Prometheus exporter: a /metrics page served on a free 127.0.0.1 port from a thread,
+for the tests that run a real Prometheus without Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def exporter(page: Callable[[int], str]) -> Iterator[int]:
+    """Serves `page(n)` at /metrics on the n-th scrape (from 1); yields the port, stops on exit."""
+    scrapes = iter(range(1, 1_000_000))
+
+    class Exporter(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/metrics"
+            body = page(next(scrapes)).encode() if found else b"not found\n"
+            self.send_response(200 if found else 404)
+            self.send_header("content-type", "text/plain; version=0.0.4")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
