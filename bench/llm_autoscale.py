@@ -11,7 +11,9 @@ Prometheus; out/bench-llm-autoscale/timeline.json, figures.md and timeline.png.
 Does not own: the policy or its rules (app/autoscaling.py, infra/), any measuring of requests
 (raygke/smoke/llm.py), the local run (raygke/local.py). Not a test: figures only.
 
-    python bench/llm_autoscale.py [--target-ms 1000] [--low-rate 1] [--high-rate 30]
+    python bench/llm_autoscale.py [--target-ms 100] [--low-rate 1] [--high-rate 60]
+        # defaults: the recorded run (docs/performance.md); at 30 req/s this machine keeps the
+        # p90 under 170 ms and nothing scales
 """
 
 from __future__ import annotations
@@ -207,9 +209,9 @@ def plot(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target-ms", type=float, default=1000.0, help="the TTFT p90 to hold")
+    parser.add_argument("--target-ms", type=float, default=100.0, help="the TTFT p90 to hold")
     parser.add_argument("--low-rate", type=float, default=1.0, help="requests/s before the step")
-    parser.add_argument("--high-rate", type=float, default=30.0, help="requests/s after it")
+    parser.add_argument("--high-rate", type=float, default=60.0, help="requests/s after it")
     args = parser.parse_args(argv)
     raw = bench_stack(args.target_ms)
     OUT.mkdir(parents=True, exist_ok=True)
