@@ -369,8 +369,12 @@ def up(
         tier.wait_serving(spec, pid=tier_pid, run_dir=state_dir, on_progress=say)
         if prometheus:  # scraping the run as the stack's rendered PodMonitorings say
             say("starting Prometheus")
-            state["prometheus"] = _start_prometheus(
-                config, ray, state["tier"], state_dir / "prometheus", prometheus_port
+            state["prometheus"] = local_prometheus.start_for_run(
+                render_stack(config),
+                ray,
+                state["tier"],
+                state_dir / "prometheus",
+                port=prometheus_port,  # the one the nodes' RAY_PROMETHEUS_HOST names
             )
             state["pids"].append(state["prometheus"]["pid"])
             write_state(state_dir, state)
@@ -400,25 +404,6 @@ def up(
         + (f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR.resolve() else "")
     )
     return 0
-
-
-def _start_prometheus(
-    config: StackConfig,
-    ray: local_ray.LocalRay,
-    tier_ports: dict[str, Any],
-    run_dir: Path,
-    port: int | None,
-) -> dict[str, Any]:
-    """local_prometheus.start_for_run, on the port the nodes' RAY_PROMETHEUS_HOST already names."""
-    assert port is not None
-    scrape = local_prometheus.scrape_config_for_run(render_stack(config), ray, tier_ports)
-    pid = local_prometheus.start(scrape, run_dir, port)
-    try:
-        local_prometheus.wait_ready(local_prometheus.url(port), pid=pid, run_dir=run_dir)
-    except BaseException:
-        local_prometheus.stop(pid)
-        raise
-    return {"pid": pid, "port": port, "url": local_prometheus.url(port)}
 
 
 def write_outputs(

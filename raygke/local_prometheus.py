@@ -389,13 +389,18 @@ def stop(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
 
 
 def start_for_run(
-    rendered: RenderedStack, ray: LocalRay, tier_ports: Mapping[str, int], run_dir: Path
+    rendered: RenderedStack,
+    ray: LocalRay,
+    tier_ports: Mapping[str, int],
+    run_dir: Path,
+    port: int | None = None,
 ) -> dict[str, Any]:
     """Prometheus beside a local run, scraping it as the stack's rendered PodMonitorings say (at
-    LOCAL_SCRAPE_INTERVAL), on a free port of 127.0.0.1, its files in `run_dir`; returns what a
-    run's state keeps of it ({"pid", "port", "url"}) once it is ready, and stops it if it is not."""
+    LOCAL_SCRAPE_INTERVAL), on `port` (default: a free one) of 127.0.0.1, its files in `run_dir`;
+    returns what a run's state keeps of it ({"pid", "port", "url"}) once it is ready, and stops it
+    if it is not."""
     config = scrape_config_for_run(rendered, ray, tier_ports)
-    port = host.plan_ports(["prometheus"])["prometheus"]
+    port = port or host.plan_ports(["prometheus"])["prometheus"]
     pid = start(config, run_dir, port)
     try:
         wait_ready(url(port), pid=pid, run_dir=run_dir)

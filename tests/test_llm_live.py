@@ -27,11 +27,11 @@ import pytest
 import requests
 from bounds import SMOKE_S
 from conftest import RAYGKE, LocalRun, local_run_of
-from procs import alive, cmdline, environ, pids_matching
+from procs import cmdline, environ, pids_matching
 
 from app.contracts import LlmArgs
 from app.protos import echo_pb2, echo_pb2_grpc, recsys_pb2, recsys_pb2_grpc
-from infra.config import LLM_DIRECT_STREAMING_ENV, VLLM_RAY_V2_EXECUTOR_ENV
+from infra.config import LLM_DIRECT_STREAMING_ENV, PROMETHEUS_HOST_ENV, VLLM_RAY_V2_EXECUTOR_ENV
 from infra.rendered import render_stack
 from infra.specs import observability_spec
 from infra.stack_file import load_stack_config
@@ -44,7 +44,9 @@ TIMEOUT_S = 120  # per request: a hung engine fails the test instead of stalling
 
 @pytest.fixture(scope="module")
 def prod_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
-    yield from local_run_of(tmp_path_factory.mktemp("prod") / "state", stack="prod")
+    # With its Prometheus: the dashboards' proof below reads it, and its Ray nodes are told where
+    # it is, as an llm app's serving-signal autoscaler needs.
+    yield from local_run_of(tmp_path_factory.mktemp("prod") / "state", "--prometheus", stack="prod")
 
 
 @dataclass(frozen=True)
@@ -319,11 +321,9 @@ SCRAPED_TWICE = (
 GAUGE_PANELS = ("Running and waiting requests", "KV-cache usage (highest replica, 1 is full)")
 
 
-def test_every_dashboard_query_and_alert_returns_series_on_prods_run(
-    prod_run: LocalRun, tmp_path: Path
-) -> None:
-    """`raygke local check-queries`' proof on prod, whose llm app runs here: a Prometheus on this
-    run (stopped by PID), a short burst to every app (echo and recsys over HTTP and gRPC, the llm
+def test_every_dashboard_query_and_alert_returns_series_on_prods_run(prod_run: LocalRun) -> None:
+    """`raygke local check-queries`' proof on prod, whose llm app runs here: the run's own
+    Prometheus (`raygke local up --prometheus`, named to every Ray node), a short burst to every app (echo and recsys over HTTP and gRPC, the llm
     app streamed and not), then every serving, tier and LLM panel query and every alert's inputs
     return series (the quiet ones excepted, by name, with their metrics present), and no alert
     fires. No GPU dashboard: no DCGM here."""
@@ -332,63 +332,59 @@ def test_every_dashboard_query_and_alert_returns_series_on_prods_run(
     assert keys == ("serving", "tier", "llm")
     ray = local.ray_from_state(prod_run.state)
     rendered = render_stack(config)
-    prometheus = local_prometheus.start_for_run(
-        rendered, ray, prod_run.state["tier"], tmp_path / "prometheus"
-    )
-    url = prometheus["url"]
-    try:
-        scraped = local_prometheus.scrape_config_for_run(rendered, ray, prod_run.state["tier"])
-        targets = sum(len(job["static_configs"]) for job in scraped["scrape_configs"])
-        local_prometheus.wait_for_series(url, f"count(up == 1) == {targets}", TIMEOUT_S)
-        http = prod_run.http_url
-        [llm] = [a for a in prod_run.outputs["apps"] if a["kind"] == "llm"]
-        chat_url = f"{http}{llm['route_prefix']}/v1/chat/completions"
-        chat = _chat(llm["model"], max_tokens=8, ignore_eos=True)
+    url = prod_run.state["prometheus"]["url"]
+    for node in (ray.pid, *(w.pid for w in ray.workers)):  # each node's `ray start`
+        environ = Path(f"/proc/{node}/environ").read_bytes().split(b"\0")
+        assert f"{PROMETHEUS_HOST_ENV}={url}".encode() in environ
+    scraped = local_prometheus.scrape_config_for_run(rendered, ray, prod_run.state["tier"])
+    targets = sum(len(job["static_configs"]) for job in scraped["scrape_configs"])
+    local_prometheus.wait_for_series(url, f"count(up == 1) == {targets}", TIMEOUT_S)
+    http = prod_run.http_url
+    [llm] = [a for a in prod_run.outputs["apps"] if a["kind"] == "llm"]
+    chat_url = f"{http}{llm['route_prefix']}/v1/chat/completions"
+    chat = _chat(llm["model"], max_tokens=8, ignore_eos=True)
 
-        def burst() -> None:
-            with grpc.insecure_channel(prod_run.grpc_target) as channel:
-                echo = echo_pb2_grpc.EchoServiceStub(channel)
-                recsys = recsys_pb2_grpc.RecsysServiceStub(channel)
-                assert requests.get(f"{http}/echo/unary?size=8", timeout=TIMEOUT_S).ok
-                assert requests.get(f"{http}/recsys/rank", timeout=TIMEOUT_S).ok
-                echo.Unary(echo_pb2.EchoRequest(size=8), metadata=(("application", "echo"),))
-                recsys.Rank(recsys_pb2.RankRequest(), metadata=(("application", "recsys"),))
-                assert requests.post(chat_url, json=chat, timeout=TIMEOUT_S).ok
-                with requests.post(
-                    chat_url, json={**chat, "stream": True}, stream=True, timeout=TIMEOUT_S
-                ) as r:
-                    assert r.ok and _events(r)
+    def burst() -> None:
+        with grpc.insecure_channel(prod_run.grpc_target) as channel:
+            echo = echo_pb2_grpc.EchoServiceStub(channel)
+            recsys = recsys_pb2_grpc.RecsysServiceStub(channel)
+            assert requests.get(f"{http}/echo/unary?size=8", timeout=TIMEOUT_S).ok
+            assert requests.get(f"{http}/recsys/rank", timeout=TIMEOUT_S).ok
+            echo.Unary(echo_pb2.EchoRequest(size=8), metadata=(("application", "echo"),))
+            recsys.Rank(recsys_pb2.RankRequest(), metadata=(("application", "recsys"),))
+            assert requests.post(chat_url, json=chat, timeout=TIMEOUT_S).ok
+            with requests.post(
+                chat_url, json={**chat, "stream": True}, stream=True, timeout=TIMEOUT_S
+            ) as r:
+                assert r.ok and _events(r)
 
-        # Each series scraped twice before the burst: rate() never counts a series' first
-        # sample as an increase, and vLLM's and gRPC's series start with their first request.
+    # Each series scraped twice before the burst: rate() never counts a series' first
+    # sample as an increase, and vLLM's and gRPC's series start with their first request.
+    burst()
+    for metric in SCRAPED_TWICE:
+        twice = f"count_over_time({metric}[1m]) >= 2"
+        local_prometheus.wait_for_series(url, twice, TIMEOUT_S)
+    for _ in range(3):
         burst()
-        for metric in SCRAPED_TWICE:
-            twice = f"count_over_time({metric}[1m]) >= 2"
-            local_prometheus.wait_for_series(url, twice, TIMEOUT_S)
-        for _ in range(3):
-            burst()
-        # vLLM's gauges exist only while requests run: one stream after another during the check.
-        stop = threading.Event()
+    # vLLM's gauges exist only while requests run: one stream after another during the check.
+    stop = threading.Event()
 
-        def streams() -> None:
-            body = {**chat, "max_tokens": 64, "stream": True}
-            while not stop.is_set():
-                with requests.post(chat_url, json=body, stream=True, timeout=TIMEOUT_S) as r:
-                    _events(r)
+    def streams() -> None:
+        body = {**chat, "max_tokens": 64, "stream": True}
+        while not stop.is_set():
+            with requests.post(chat_url, json=body, stream=True, timeout=TIMEOUT_S) as r:
+                _events(r)
 
-        under_load = threading.Thread(target=streams, daemon=True)
-        under_load.start()
-        try:
-            problems = observe.check_queries(url, spec, keys, bound_s=TIMEOUT_S)
-            results = observe.evaluate(url, observe.checks(spec, keys))
-        finally:
-            stop.set()
-            under_load.join(TIMEOUT_S)
-        print(observe.report(spec, keys, results))
-        assert not problems, "\n".join(problems)
-        # Under load the gauge panels quiet on an idle engine return series too.
-        gauges = [r for r in results if r.check.name in GAUGE_PANELS]
-        assert len(gauges) == 3 and all(r.series for r in gauges), gauges
+    under_load = threading.Thread(target=streams, daemon=True)
+    under_load.start()
+    try:
+        problems = observe.check_queries(url, spec, keys, bound_s=TIMEOUT_S)
+        results = observe.evaluate(url, observe.checks(spec, keys))
     finally:
-        local_prometheus.stop(prometheus["pid"])
-    assert not alive(prometheus["pid"])
+        stop.set()
+        under_load.join(TIMEOUT_S)
+    print(observe.report(spec, keys, results))
+    assert not problems, "\n".join(problems)
+    # Under load the gauge panels quiet on an idle engine return series too.
+    gauges = [r for r in results if r.check.name in GAUGE_PANELS]
+    assert len(gauges) == 3 and all(r.series for r in gauges), gauges
