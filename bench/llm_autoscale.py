@@ -191,13 +191,14 @@ def plot(
     bottom.set_ylabel("ms")
     bottom.set_xlabel("seconds since the first sample")
     bottom.legend(loc="upper left")
-    for phase in phases:
+    for i, phase in enumerate(phases):
         for ax in (top, bottom):
             shade = 0.1 if phase["rate"] > 0 else 0.03
             ax.axvspan(phase["began"] - t0, phase["ended"] - t0, alpha=shade)
-        top.text(
-            phase["began"] - t0,
-            MAX_REPLICAS + 0.2,
+            ax.axvline(phase["began"] - t0, color="grey", linewidth=0.5)
+        top.text(  # staggered: a short phase's label would run into the next one's
+            phase["began"] - t0 + 2,
+            MAX_REPLICAS + 0.15 + 0.2 * (i % 2),
             f"{phase['name']} {phase['rate']:g}/s",
             fontsize=8,
         )
