@@ -138,6 +138,24 @@ def prerequisites(c: StackConfig) -> list[Prerequisite]:
                 ("Secret", ns, c.ingress.tls_secret),
             )
         )
+    if c.ray.prometheus_url:
+        # An llm app's serving-signal autoscaler reads it (app/autoscaling.py): Managed Service for
+        # Prometheus's query frontend (GoogleCloudPlatform/prometheus-engine `frontend`), which
+        # proxies the Prometheus HTTP API to the project's Cloud Monitoring as a service account
+        # with roles/monitoring.viewer (cloud.google.com/stackdriver/docs/managed-prometheus/query-api-ui).
+        items.append(
+            Prerequisite(
+                f"a Prometheus query API at {c.ray.prometheus_url} the Ray pods reach: Managed "
+                "Service for Prometheus's query frontend for this project, its Kubernetes "
+                "service account bound through Workload Identity to a Google service account "
+                "with roles/monitoring.viewer",
+                "ray.prometheusUrl",
+                "apply prometheus-engine's frontend manifest (examples/frontend.yaml, with "
+                f"--query.project-id={c.project}) and grant its service account: gcloud projects "
+                f"add-iam-policy-binding {c.project} --member serviceAccount:<frontend GSA> "
+                "--role roles/monitoring.viewer",
+            )
+        )
     return items
 
 

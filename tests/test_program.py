@@ -599,3 +599,18 @@ def test_the_quota_named_is_the_one_the_capacity_mode_consumes(stack, capacity, 
     config = parse_stack_config(stack, mutated(stack, edit("gpuPool", capacity=capacity)))
     (item,) = [p for p in prerequisites(config) if p.key == "gpuPool.maxNodes"]
     assert quota in item.what
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_prometheus_url_is_a_prerequisite_the_plan_lists(stack: str) -> None:
+    """The query API an llm app's autoscaler reads is not created by the program: the plan lists
+    it, with the project the frontend must query; without the key nothing is listed."""
+    from infra.prerequisites import prerequisites
+    from infra.stack_file import parse_stack_config
+
+    url = "http://frontend.gmp-public.svc:9090"
+    config = parse_stack_config(stack, mutated(stack, edit("ray", prometheusUrl=url)))
+    (item,) = [p for p in prerequisites(config) if p.key == "ray.prometheusUrl"]
+    assert url in item.what and f"--query.project-id={config.project}" in item.how
+    shipped = parse_stack_config(stack, mutated(stack))
+    assert not [p for p in prerequisites(shipped) if p.key == "ray.prometheusUrl"]
