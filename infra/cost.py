@@ -9,6 +9,7 @@ system pool, disks, network, load balancers): those are left out on purpose and 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -137,9 +138,15 @@ def _figures(node_hourly: float, min_nodes: int, max_nodes: int, hours: int) -> 
     }
 
 
+@functools.cache
+def shipped_price_table() -> PriceTable:
+    """The table this package ships, read and checked once per process (frozen: safe to share)."""
+    return load_price_table()
+
+
 def estimate_cost(config: StackConfig, table: PriceTable | None = None) -> dict[str, Any]:
     """The `cost` stack output: the stack's capacity mode, then every mode side by side (JSON-ready)."""
-    table = table or load_price_table()
+    table = table or shipped_price_table()
     pool = config.gpu_pool
     prices, listed_region = table.lookup(config.region, pool.machine_type)
     shape = H100_MACHINES[pool.machine_type]

@@ -20,7 +20,7 @@ from components.render.node_fit import TWO_CLUSTER_UPGRADES
 from components.render.node_pool import Capacity
 from components.render.observability import Objectives, ObservabilitySpec, ObservedApp
 from infra.config import StackConfig
-from infra.cost import Mode, load_price_table, mode_price
+from infra.cost import Mode, mode_price, shipped_price_table
 from infra.serve_config import build_serve_config
 
 # Serve's logs on the container's stderr, which GKE's logging agent ships to Cloud Logging (Serve's
@@ -218,7 +218,7 @@ def stack_apis(config: StackConfig) -> list[str]:
 def observability_spec(config: StackConfig) -> ObservabilitySpec:
     """The stack's dashboards' and alerts' inputs: its apps, its smoke objectives (what the alerts
     hold it to) and one GPU node's list price for the pool's capacity mode (infra/cost.py)."""
-    prices, _ = load_price_table().lookup(config.region, config.gpu_pool.machine_type)
+    prices, _ = shipped_price_table().lookup(config.region, config.gpu_pool.machine_type)
     node_hourly, _ = mode_price(prices, cast(Mode, config.gpu_pool.capacity.mode))
     smoke = config.smoke
     return ObservabilitySpec(
