@@ -322,9 +322,10 @@ GAUGE_PANELS = ("Running and waiting requests", "KV-cache usage (highest replica
 
 
 def test_every_dashboard_query_and_alert_returns_series_on_prods_run(prod_run: LocalRun) -> None:
-    """`raygke local check-queries`' proof on prod, whose llm app runs here: the run's own
-    Prometheus (`raygke local up --prometheus`, named to every Ray node), a short burst to every app (echo and recsys over HTTP and gRPC, the llm
-    app streamed and not), then every serving, tier and LLM panel query and every alert's inputs
+    """`raygke local check-queries`' proof, on prod: its dashboards hold dev's and staging's
+    queries for more apps, and the llm app's, which runs here. The run's own Prometheus (`raygke
+    local up --prometheus`, named to every Ray node), a short burst to every app (echo and recsys
+    over HTTP and gRPC, the llm app streamed and not), then every serving, tier and LLM panel query and every alert's inputs
     return series (the quiet ones excepted, by name, with their metrics present), and no alert
     fires. No GPU dashboard: no DCGM here."""
     config = load_stack_config("prod")
@@ -388,3 +389,5 @@ def test_every_dashboard_query_and_alert_returns_series_on_prods_run(prod_run: L
     # Under load the gauge panels quiet on an idle engine return series too.
     gauges = [r for r in results if r.check.name in GAUGE_PANELS]
     assert len(gauges) == 3 and all(r.series for r in gauges), gauges
+    # The CLI a user runs (`raygke local check-queries`) says the same of this run.
+    assert observe.check_run(prod_run.state) == 0

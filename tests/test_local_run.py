@@ -18,19 +18,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
 from bounds import CLI_START_S, CLUSTER_CHANGE_S, PROCESS_EXIT_S, REQUEST_S
 from conftest import RAYGKE, LocalRun
 from procs import alive, cmdline, connected_ports, environ, listening_ports, pids_named, port_owner
 
-from app.protos import echo_pb2, echo_pb2_grpc, recsys_pb2, recsys_pb2_grpc
 from infra.rendered import render_stack
 from infra.serve_config import scale_for_local
-from infra.specs import CLUSTER_ENV, observability_spec
+from infra.specs import CLUSTER_ENV
 from infra.stack_file import load_stack_config
-from raygke import local, local_faults, local_prometheus, local_ray, observe, tier
+from raygke import local, local_faults, local_prometheus, local_ray, tier
 from raygke.plan import plan_stack
 
 pytestmark = pytest.mark.process
@@ -277,58 +275,6 @@ def test_prometheus_scrapes_the_run_as_the_podmonitorings_say(local_run: LocalRu
     finally:
         local_prometheus.stop(prometheus["pid"], timeout_s=PROCESS_EXIT_S)
     assert not alive(prometheus["pid"])
-
-
-def _serving_traffic(run: LocalRun, calls: int = 5) -> None:
-    """A few seconds of what the serving and tier dashboards chart: each app over HTTP and gRPC
-    through our tier (so through Ray's HAProxy too)."""
-    with grpc.insecure_channel(run.grpc_target) as channel:
-        echo = echo_pb2_grpc.EchoServiceStub(channel)
-        recsys = recsys_pb2_grpc.RecsysServiceStub(channel)
-        for _ in range(calls):
-            _echo_unary(run.http_url)
-            with urllib.request.urlopen(f"{run.http_url}/recsys/rank", timeout=REQUEST_S) as r:
-                assert r.status == 200
-            echo.Unary(echo_pb2.EchoRequest(size=8), metadata=(("application", "echo"),))
-            recsys.Rank(recsys_pb2.RankRequest(), metadata=(("application", "recsys"),))
-
-
-SCRAPED_TWICE = "count_over_time(ray_serve_grpc_request_latency_ms_count[1m]) >= 2"
-
-
-def test_every_dashboard_query_and_alert_returns_series_on_the_run(
-    local_run: LocalRun, tmp_path: Path
-):
-    """`raygke local check-queries`' proof on the dev stack: after a short burst over HTTP and
-    gRPC, every serving and tier panel query and every alert's inputs return series (the quiet
-    ones excepted, by name, with their metrics present), and no alert fires."""
-    config = load_stack_config("dev")
-    spec, keys = observability_spec(config), observe.local_dashboards(config)
-    assert keys == ("serving", "tier")
-    ray = local.ray_from_state(local_run.state)
-    run_dir = tmp_path / "prometheus"
-    rendered = render_stack(config)
-    prometheus = local_prometheus.start_for_run(rendered, ray, local_run.state["tier"], run_dir)
-    url = prometheus["url"]
-    try:
-        # Every target scraped once before the burst: each rate then has a sample on either side.
-        scraped = local_prometheus.scrape_config_for_run(rendered, ray, local_run.state["tier"])
-        targets = sum(len(job["static_configs"]) for job in scraped["scrape_configs"])
-        local_prometheus.wait_for_series(url, f"count(up == 1) == {targets}", CLUSTER_CHANGE_S)
-        # Each series scraped twice before the burst: rate() never counts a series' first sample
-        # as an increase, and gRPC's series start with the first gRPC request.
-        _serving_traffic(local_run, calls=1)
-        local_prometheus.wait_for_series(url, SCRAPED_TWICE, CLUSTER_CHANGE_S)
-        _serving_traffic(local_run)
-        problems = observe.check_queries(url, spec, keys, bound_s=CLUSTER_CHANGE_S)
-        results = observe.evaluate(url, observe.checks(spec, keys))
-        print(observe.report(spec, keys, results))
-        assert not problems, "\n".join(problems)
-        # The CLI a user runs says the same, on a run started with --prometheus.
-        state = {**local_run.state, "prometheus": prometheus}
-        assert observe.check_run(state) == 0
-    finally:
-        local_prometheus.stop(prometheus["pid"], timeout_s=PROCESS_EXIT_S)
 
 
 def test_ray_defaults_run_the_python_proxy_and_no_grpc_transport(local_run_ray_defaults: LocalRun):
