@@ -36,6 +36,8 @@ from typing import Any
 import reference_server
 from common import OUT, REPO, machine, render, say, spread
 
+from infra.stack_file import NAMESPACE as NS
+from raygke import local
 from raygke.smoke.contract import AppEndpoint, SmokeContract, load_contract
 from raygke.smoke.load import LoadSpec, run_level
 
@@ -169,6 +171,68 @@ def _wait_up(waiting: dict[str, subprocess.Popen[bytes]], logs: Path, began: flo
             say(f"  ... {elapsed:.0f} s, still starting: {', '.join(sorted(waiting))}")
             next_note += 10
         time.sleep(0.5)
+
+
+# `raygke local up` of a stack given as its `config:` map (a benchmark's variant of a stack file), in
+# a process of its own: the CLI reads stack files by name. Its argv: the map as a JSON file, the
+# state dir, the logical CPUs to add, and "1" for --prometheus.
+UP_STACK = (
+    "import json, signal, sys\n"
+    "from infra.stack_file import parse_stack_config\n"
+    "from raygke import local\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # up's own cleanup runs\n"
+    "raw = json.loads(open(sys.argv[1]).read())\n"
+    "extra = int(sys.argv[3])\n"
+    "local.load_stack_config = lambda stack: parse_stack_config(stack, raw)\n"
+    "counted = local.logical_cpus\n"
+    "local.logical_cpus = lambda config, serve_config: counted(config, serve_config) + extra\n"
+    "sys.exit(local.up('prod', state_dir=sys.argv[2], workers=0, prometheus=sys.argv[4] == '1'))\n"
+)
+
+
+def llm_extra_cpus(raw: dict[str, Any], replicas: int) -> int:
+    """Logical CPUs beyond what `raygke local up` counts (one replica per llm app) for `replicas`
+    of the stack's llm app."""
+    [app] = [a for a in raw[f"{NS}:apps"] if a["kind"] == "llm"]
+    per_replica = 1 + int(app["localArgs"].get("cpus_per_replica", 1))
+    return per_replica * (replicas - 1) + 1
+
+
+def start_stack_run(
+    raw: dict[str, Any],
+    state_dir: Path,
+    logs: Path,
+    label: str,
+    *,
+    llm_replicas: int,
+    prometheus: bool = False,
+) -> None:
+    """`raygke local up` (one node) of the stack map `raw` with room for `llm_replicas`, its log in
+    `logs`; raises with the log's tail if it fails."""
+    stack_file = logs / f"stack-{label}.json"
+    stack_file.write_text(json.dumps(raw, indent=2) + "\n")
+    log = logs / f"local-up-{label}.log"
+    extra, flag = llm_extra_cpus(raw, llm_replicas), "1" if prometheus else "0"
+    began = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", UP_STACK, str(stack_file), str(state_dir), str(extra), flag],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        say(f"starting {label}: raygke local up (the bench's stack; pid {proc.pid})")
+        try:
+            rc = proc.wait(timeout=local.up_bound_s(0, prometheus=prometheus) + 60)
+        except BaseException:
+            proc.terminate()
+            proc.wait(timeout=60)
+            raise
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{label}: raygke local up failed (rc {rc}):\n{tail}")
+    say(f"  {label} up after {time.monotonic() - began:.0f} s")
 
 
 def stop_local_run(state_dir: Path, logs: Path) -> None:

@@ -21,21 +21,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 # bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
-from ab import stop_local_run
+from ab import start_stack_run, stop_local_run
 from common import REPO, machine, render, say, write_figures
 
 from app.autoscaling import ttft_query
 from infra.stack_file import NAMESPACE as NS
 from infra.stack_file import parse_stack_config, read_stack_file
-from raygke import local, local_prometheus
+from raygke import local_prometheus
 from raygke.smoke.contract import load_contract
 from raygke.smoke.llm import LlmLoadSpec, calibrate, run_llm_level
 
@@ -48,20 +46,6 @@ SAMPLE_S = 3.0
 # The load step, seconds: quiet, low rate, high rate, then nothing until the hold has passed.
 QUIET_S, LOW_S, HIGH_S, COOL_S = 15.0, 60.0, 150.0, HOLD_S + 60.0
 INPUT_TOKENS, OUTPUT_TOKENS = 32, 64
-
-# `raygke local up --prometheus` for the bench's own stack, in a process of its own.
-UP = (
-    "import json, signal, sys\n"
-    "from infra.stack_file import parse_stack_config\n"
-    "from raygke import local\n"
-    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # up's own cleanup runs\n"
-    "raw = json.loads(open(sys.argv[1]).read())\n"
-    "extra = int(sys.argv[3])\n"
-    "local.load_stack_config = lambda stack: parse_stack_config(stack, raw)\n"
-    "counted = local.logical_cpus\n"
-    "local.logical_cpus = lambda config, serve_config: counted(config, serve_config) + extra\n"
-    "sys.exit(local.up('prod', state_dir=sys.argv[2], workers=0, prometheus=True))\n"
-)
 
 
 def bench_stack(target_ms: float) -> dict[str, Any]:
@@ -85,36 +69,8 @@ def bench_stack(target_ms: float) -> dict[str, Any]:
     return raw
 
 
-def extra_cpus(raw: dict[str, Any]) -> int:
-    """Logical CPUs beyond what `raygke local up` counts (one replica per llm app)."""
-    [app] = [a for a in raw[f"{NS}:apps"] if a["kind"] == "llm"]
-    per_replica = 1 + int(app["localArgs"].get("cpus_per_replica", 1))
-    return per_replica * (MAX_REPLICAS - 1) + 1  # as bench/llm_prefix.py counts
-
-
 def start_run(raw: dict[str, Any], state_dir: Path, logs: Path) -> None:
-    stack_file = logs / "stack.json"
-    stack_file.write_text(json.dumps(raw, indent=2) + "\n")
-    began = time.monotonic()
-    with (logs / "local-up.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", UP, str(stack_file), str(state_dir), str(extra_cpus(raw))],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        say(f"starting: raygke local up --prometheus (the bench's stack; pid {proc.pid})")
-        try:
-            rc = proc.wait(timeout=local.up_bound_s(0, prometheus=True) + 60)
-        except BaseException:
-            proc.terminate()
-            proc.wait(timeout=60)
-            raise
-    if rc != 0:
-        tail = (logs / "local-up.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"raygke local up failed (rc {rc}):\n{tail}")
-    say(f"  up after {time.monotonic() - began:.0f} s")
+    start_stack_run(raw, state_dir, logs, "run", llm_replicas=MAX_REPLICAS, prometheus=True)
 
 
 def _value(url: str, promql: str) -> float | None:

@@ -42,7 +42,6 @@ import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,12 +53,11 @@ from typing import Any
 import aiohttp
 
 # bench/ modules: the script's own folder is on sys.path when run as `python bench/<script>.py`
-from ab import stop_local_run
+from ab import start_stack_run, stop_local_run
 from common import REPO, Spread, machine, render, say, spread, write_figures
 
 from infra.stack_file import NAMESPACE as NS
 from infra.stack_file import parse_stack_config, read_stack_file
-from raygke import local
 from raygke.smoke.contract import SmokeContract, load_contract
 from raygke.smoke.llm import WORDS, LlmResult, calibrate, stream_completion
 from raygke.smoke.stats import summarize
@@ -83,20 +81,6 @@ ARMS: dict[str, dict[str, Any]] = {
 BLOCK_TOKENS = 128
 SETTLE_S = 60.0  # Ray's metrics agent exports every few seconds; a round's counters settle within
 REQUEST_TIMEOUT_S = 120.0
-
-# `raygke local up` for the bench's own stack, in a process of its own (see the module docstring).
-UP = (
-    "import json, signal, sys\n"
-    "from infra.stack_file import parse_stack_config\n"
-    "from raygke import local\n"
-    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # up's own cleanup runs\n"
-    "raw = json.loads(open(sys.argv[1]).read())\n"
-    "extra = int(sys.argv[3])\n"
-    "local.load_stack_config = lambda stack: parse_stack_config(stack, raw)\n"
-    "counted = local.logical_cpus\n"
-    "local.logical_cpus = lambda config, serve_config: counted(config, serve_config) + extra\n"
-    "sys.exit(local.up('prod', state_dir=sys.argv[2], workers=0))\n"
-)
 
 
 # The stack ------------------------------------------------------------------------------------
@@ -123,37 +107,8 @@ def bench_stack(router: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def extra_cpus(raw: dict[str, Any]) -> int:
-    """Logical CPUs beyond what `raygke local up` counts (one replica per llm app)."""
-    [app] = [a for a in raw[f"{NS}:apps"] if a["kind"] == "llm"]
-    per_replica = 1 + int(app["localArgs"].get("cpus_per_replica", 1))
-    return per_replica * (REPLICAS - 1) + 1
-
-
 def start_run(raw: dict[str, Any], state_dir: Path, logs: Path, label: str) -> None:
-    stack_file = logs / f"stack-{label}.json"
-    stack_file.write_text(json.dumps(raw, indent=2) + "\n")
-    log = logs / f"local-up-{label}.log"
-    began = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", UP, str(stack_file), str(state_dir), str(extra_cpus(raw))],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        say(f"starting {label}: raygke local up (the bench's stack; pid {proc.pid})")
-        try:
-            rc = proc.wait(timeout=local.up_bound_s(0) + 60)
-        except BaseException:
-            proc.terminate()
-            proc.wait(timeout=60)
-            raise
-    if rc != 0:
-        tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{label}: raygke local up failed (rc {rc}):\n{tail}")
-    say(f"  {label} up after {time.monotonic() - began:.0f} s")
+    start_stack_run(raw, state_dir, logs, label, llm_replicas=REPLICAS)
 
 
 # vLLM's prefix-cache counters -------------------------------------------------------------------
