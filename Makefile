@@ -37,16 +37,16 @@ redis-server:
 	@command -v redis-server >/dev/null || $(SUDO) apt-get install -y -qq redis-server >/dev/null \
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
-# Debian's Prometheus package, for `promtool`: tests/test_observability.py checks and unit-tests every
-# stack's alert rules with it. Installing it may start the package's server (its init script, where
-# there is an init); only `promtool` is wanted, so the install stops that service again.
+# Debian's Prometheus package: `raygke local up --prometheus` runs its server, and tests/test_observability.py
+# checks and unit-tests every stack's alert rules with its `promtool`. Installing it may start the
+# package's own server (its init script, where there is an init): the install stops that service again.
 prometheus:
 	@command -v promtool >/dev/null || { { $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
 		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; } \
 		&& { $(SUDO) service prometheus stop >/dev/null 2>&1 || true; }; }
 
-test: setup redis-server prometheus ## the whole suite, as CI runs it
-	$(BIN)/pytest -q --durations=15
+test: setup redis-server prometheus ## the whole suite, as CI runs it (live and planning tests side by side)
+	$(BIN)/python tests/suite.py
 
 test-busy: setup redis-server prometheus ## the whole suite beside one CPU-bound process per core (nice 10)
 	$(BIN)/pytest -q --busy
