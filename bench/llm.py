@@ -390,15 +390,23 @@ def cpu_per_token(runs: list[Run], side: str, output_len: int) -> dict[str, Spre
     return {role: spread(values) for role, values in per_round.items()}
 
 
-def cpu_table(
+def cpu_by_side(
     runs: list[Run], sides: tuple[str, ...], output_len: int
-) -> tuple[list[str], list[list[str]], dict[str, Any]]:
-    """Roles by the first side's CPU per token, each side's median [range] and share of its total."""
+) -> tuple[dict[str, dict[str, Spread]], list[str]]:
+    """Each side's CPU per token by role, and the roles, the costliest (on any side) first."""
     each = {side: cpu_per_token(runs, side, output_len) for side in sides}
     roles = sorted(
         {role for figures in each.values() for role in figures} - {"total", "machine busy %"},
         key=lambda role: -max(f[role].median for f in each.values() if role in f),
     )
+    return each, roles
+
+
+def cpu_table(
+    runs: list[Run], sides: tuple[str, ...], output_len: int
+) -> tuple[list[str], list[list[str]], dict[str, Any]]:
+    """Roles by the first side's CPU per token, each side's median [range] and share of its total."""
+    each, roles = cpu_by_side(runs, sides, output_len)
     header = ["role", *(f"{side}: CPU ms per output token (share)" for side in sides)]
     rows = []
     for role in [*roles, "total", "machine busy %"]:
@@ -427,11 +435,7 @@ def plot_cpu(runs: list[Run], sides: tuple[str, ...], output_len: int, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    each = {side: cpu_per_token(runs, side, output_len) for side in sides}
-    roles = sorted(
-        {role for f in each.values() for role in f} - {"total", "machine busy %"},
-        key=lambda role: -max(f[role].median for f in each.values() if role in f),
-    )
+    each, roles = cpu_by_side(runs, sides, output_len)
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.7 * len(sides)))
     left = [0.0] * len(sides)
     colors = plt.get_cmap("tab20").colors

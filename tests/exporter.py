@@ -1,5 +1,6 @@
-"""A stand-in Prometheus exporter: a /metrics page served on a free 127.0.0.1 port from a thread,
-for the tests that run a real Prometheus without Ray."""
+"""Stand-in HTTP servers on a free 127.0.0.1 port, served from a thread: any handler (a Ray node's
+HTTP port for our tier's tests), or a Prometheus exporter's /metrics page for the tests that run a
+real Prometheus without Ray."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import http.server
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """Serves `handler` on a free 127.0.0.1 port from a thread; yields the port, stops on exit."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextlib.contextmanager
@@ -28,10 +41,5 @@ def exporter(page: Callable[[int], str]) -> Iterator[int]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Exporter) as port:
+        yield port

@@ -18,6 +18,7 @@ from unittest import mock
 
 import pytest
 from bounds import CLI_START_S, PROCESS_EXIT_S, REQUEST_S
+from exporter import serving
 from procs import alive, cmdline, listening_ports
 
 from components.render.haproxy import (
@@ -47,13 +48,8 @@ class _Healthy(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def backend() -> Iterator[int]:
     """A stand-in Ray node's HTTP port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Healthy) as port:
+        yield port
 
 
 def local_spec(
